@@ -1,0 +1,1 @@
+"""Alert rules, alerts, retention interventions and their emails."""

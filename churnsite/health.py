@@ -1,0 +1,45 @@
+"""Health checks for /healthz: the database, the Celery broker and the champion model."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+
+from churnsite.celery import app as celery_app
+
+
+def database_state() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception:  # noqa: BLE001 - any failure to answer means the database is down for us
+        return "error"
+    return "ok"
+
+
+def broker_state() -> str:
+    """``ok`` when the broker accepts a connection; ``eager`` when tasks run in-process and none is needed."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return "eager"
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception:  # noqa: BLE001 - kombu raises transport-specific errors
+        return "error"
+    return "ok"
+
+
+def champion_state() -> str:
+    from predictions.selectors import champion_model_state
+
+    try:
+        return champion_model_state()
+    except Exception:  # noqa: BLE001 - a broken registry must not break the health page
+        return "error"
+
+
+def system_health() -> tuple[bool, dict[str, str]]:
+    """Returns (healthy, states); healthy means the database answers."""
+    states = {"database": database_state(), "broker": broker_state(), "champion_model": champion_state()}
+    return states["database"] == "ok", states

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from churnsite.views import healthz
+
+admin.site.site_header = "churnsite: churn early warning"
+admin.site.site_title = "churnsite"
+admin.site.index_title = "Customers at risk, models and retention"
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

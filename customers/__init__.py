@@ -1,0 +1,1 @@
+"""Customers, orders, browsing events and support conversations, and their ingestion."""

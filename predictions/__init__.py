@@ -1,0 +1,1 @@
+"""Model versions, training, churn scores and scoring runs."""

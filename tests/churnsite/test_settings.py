@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from churnsite.celery import QUEUE_NAMES
+from churnsite.celery import app as celery_app
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DJANGO_DEBUG", "DJANGO_SECRET_KEY", "ALLOWED_HOSTS", "CHURN_VAR_DIR")
+
+
+def _manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES and not k.startswith("CELERY_")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_no_configuration_runs_on_sqlite_in_var_dir_with_eager_celery(tmp_path: Path) -> None:
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'], s.DEBUG, "
+        "s.CELERY_TASK_ALWAYS_EAGER, s.CELERY_BROKER_URL, s.EMAIL_FILE_PATH)"
+    )
+    result = _manage("shell", "-v0", "-c", code, env={"CHURN_VAR_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.sqlite3",
+        str(tmp_path / "churnsite.sqlite3"),
+        "True",
+        "True",
+        "filesystem://",
+        str(tmp_path / "emails"),
+    ]
+
+
+def test_production_settings_pass_check_deploy_without_warnings(tmp_path: Path) -> None:
+    env = {
+        "CHURN_VAR_DIR": str(tmp_path),
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "churn.example.com",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode == 0 and "no issues" in result.stdout, result.stdout + result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), "DJANGO_DEBUG": "false"})
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr, result.stderr[-2000:]
+
+
+def test_celery_accepts_json_only_and_declares_the_three_queues() -> None:
+    conf = celery_app.conf
+    assert (conf.task_serializer, conf.result_serializer, list(conf.accept_content)) == ("json", "json", ["json"])
+    assert sorted(q.name for q in conf.task_queues) == sorted(QUEUE_NAMES)
+
+
+def test_every_project_task_has_a_name_queue_and_time_limits_below_the_visibility_timeout(settings) -> None:  # noqa: ANN001
+    celery_app.loader.import_default_modules()
+    ours = {
+        name: task
+        for name, task in celery_app.tasks.items()
+        if name.split(".")[0] in {"customers", "predictions", "alerts"}
+    }
+    assert ours, "no project tasks registered"
+    visibility = 2 * settings.CHURN_TRAIN_TIME_LIMIT
+    problems = [
+        f"{name}: queue={task.queue!r} soft={task.soft_time_limit} hard={task.time_limit}"
+        for name, task in ours.items()
+        if task.queue not in QUEUE_NAMES
+        or not task.time_limit
+        or not task.soft_time_limit
+        or task.time_limit >= visibility
+    ]
+    assert not problems, problems
