@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from churnsite.views import healthz
 
@@ -12,4 +12,5 @@ admin.site.index_title = "Customers at risk, models and retention"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("customers.urls")),
 ]
