@@ -1,0 +1,110 @@
+"""Reads of the customers app: querysets with their joins applied and the customer timeline."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from itertools import islice
+
+from django.db.models import Count, DecimalField, IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+
+from customers.models import Customer, Event, Message, Order, OrderStatus
+
+__all__ = ["TimelineEntry", "customer_timeline", "customers_with_order_stats"]
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One thing that happened to a customer: an order, a browsing event or a support message.
+
+    ``summary`` and ``text`` are plain, unescaped strings; whoever renders them escapes them.
+    """
+
+    at: datetime
+    kind: str  # "order", "event" or "message"
+    object_id: int
+    summary: str
+    text: str = ""
+
+
+def _order_entries(customer: Customer, limit: int) -> list[TimelineEntry]:
+    orders = Order.objects.filter(customer=customer).order_by("-placed_at", "-id")[:limit]
+    return [
+        TimelineEntry(
+            at=order.placed_at,
+            kind="order",
+            object_id=order.pk,
+            summary=f"order {order.external_id}: {order.amount} {order.currency}, {order.item_count} item(s), "
+            f"{order.status}" + (f", discount {order.discount_amount}" if order.discount_amount else ""),
+        )
+        for order in orders
+    ]
+
+
+def _event_entries(customer: Customer, limit: int) -> list[TimelineEntry]:
+    events = Event.objects.filter(customer=customer).order_by("-occurred_at", "-id")[:limit]
+    return [
+        TimelineEntry(
+            at=event.occurred_at,
+            kind="event",
+            object_id=event.pk,
+            summary=event.kind,
+            text=", ".join(f"{key}={value}" for key, value in sorted(event.properties.items()))
+            if isinstance(event.properties, dict)
+            else str(event.properties),
+        )
+        for event in events
+    ]
+
+
+def _message_entries(customer: Customer, limit: int) -> list[TimelineEntry]:
+    messages = Message.objects.filter(customer=customer).order_by("-sent_at", "-id")[:limit]
+    return [
+        TimelineEntry(
+            at=message.sent_at,
+            kind="message",
+            object_id=message.pk,
+            summary=f"{message.author_role} via {message.channel} (conversation {message.conversation_id})",
+            text=message.text,
+        )
+        for message in messages
+    ]
+
+
+def customer_timeline(*, customer: Customer, limit: int = 200) -> list[TimelineEntry]:
+    """The customer's orders, events and messages merged, newest first, at most ``limit`` entries.
+
+    Each source is read with its own ``LIMIT``, so a customer with millions of events costs three
+    small indexed queries, not a full scan.
+    """
+    if limit <= 0:
+        return []
+    sources = [_order_entries(customer, limit), _event_entries(customer, limit), _message_entries(customer, limit)]
+    merged = heapq.merge(*sources, key=lambda entry: entry.at, reverse=True)
+    return list(islice(merged, limit))
+
+
+def customers_with_order_stats() -> QuerySet[Customer]:
+    """All customers annotated with ``order_count``, ``last_order_at`` and ``completed_revenue``.
+
+    Correlated subqueries rather than a GROUP BY over the join, so that filtering, searching and
+    counting a page of a large customer table stays cheap.
+    """
+    orders = Order.objects.filter(customer=OuterRef("pk")).order_by().values("customer")
+    return Customer.objects.annotate(
+        order_count=Coalesce(Subquery(orders.annotate(n=Count("id")).values("n")[:1], output_field=IntegerField()), 0),
+        last_order_at=Subquery(
+            Order.objects.filter(customer=OuterRef("pk")).order_by("-placed_at").values("placed_at")[:1]
+        ),
+        completed_revenue=Coalesce(
+            Subquery(
+                orders.filter(status=OrderStatus.COMPLETED).annotate(total=Sum("amount")).values("total")[:1],
+                output_field=DecimalField(max_digits=16, decimal_places=2),
+            ),
+            Decimal("0.00"),
+            output_field=DecimalField(max_digits=16, decimal_places=2),
+        ),
+    )
