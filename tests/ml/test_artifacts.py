@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ml.artifacts import ArtifactError, load_artifact, save_artifact
+
+
+def _save_sample(path: Path) -> Path:
+    return save_artifact(
+        path,
+        tensors={
+            "coef": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "bias": torch.tensor([0.5], dtype=torch.bfloat16),
+        },
+        metadata={"kind": "sample", "seed": np.int64(7), "metrics": {"pr_auc": float("nan")}},
+        extra_files={"vocabulary.json": '{"ab": 0}', "trees.txt": b"tree 0\n"},
+    )
+
+
+def test_saved_artifact_loads_back_identical_tensors_metadata_and_files(tmp_path: Path) -> None:
+    directory = _save_sample(tmp_path / "model")
+
+    tensors, metadata, files = load_artifact(directory)
+
+    np.testing.assert_array_equal(tensors["coef"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert tensors["bias"].dtype == np.float32 and tensors["bias"][0] == 0.5
+    assert metadata["seed"] == 7 and metadata["metrics"]["pr_auc"] is None
+    assert {"torch", "numpy", "scikit-learn", "transformers"} <= set(metadata["libraries"])
+    assert files == {"vocabulary.json": b'{"ab": 0}', "trees.txt": b"tree 0\n"}
+
+
+def test_saving_again_replaces_the_directory_and_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    _save_sample(tmp_path / "model")
+    save_artifact(tmp_path / "model", tensors={"w": np.zeros(2)}, metadata={"kind": "second"})
+
+    assert load_artifact(tmp_path / "model").metadata["kind"] == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "metadata.json", "trees.txt"])
+def test_a_single_changed_byte_is_refused(tmp_path: Path, victim: str) -> None:
+    directory = _save_sample(tmp_path / "model")
+    data = bytearray((directory / victim).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (directory / victim).write_bytes(bytes(data))
+
+    with pytest.raises(ArtifactError, match=f"{victim} does not match its sha256"):
+        load_artifact(directory)
+
+
+def test_a_missing_file_is_refused_with_its_name(tmp_path: Path) -> None:
+    directory = _save_sample(tmp_path / "model")
+    (directory / "model.safetensors").unlink()
+
+    with pytest.raises(ArtifactError, match="incomplete: model.safetensors is missing"):
+        load_artifact(directory)
+
+
+def test_a_missing_manifest_is_refused(tmp_path: Path) -> None:
+    directory = _save_sample(tmp_path / "model")
+    (directory / "manifest.json").unlink()
+
+    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+        load_artifact(directory)
+
+
+def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
+    directory = _save_sample(tmp_path / "model")
+    data = (directory / "model.safetensors").read_bytes()
+    (directory / "model.safetensors").write_bytes(data[: len(data) - 10])
+
+    with pytest.raises(ArtifactError, match="model.safetensors is truncated"):
+        load_artifact(directory)
+
+
+def test_a_pickle_file_in_the_directory_is_refused(tmp_path: Path) -> None:
+    directory = _save_sample(tmp_path / "model")
+    (directory / "head.pkl").write_bytes(pickle.dumps({"w": 1}))
+
+    with pytest.raises(ArtifactError, match="head.pkl.*pickle"):
+        load_artifact(directory)
+
+
+def test_pickle_content_listed_in_the_manifest_is_refused(tmp_path: Path) -> None:
+    # Even with a matching checksum and an innocent name, pickle bytes are never accepted.
+    with pytest.raises(ArtifactError, match="pickle"):
+        save_artifact(tmp_path / "m", tensors={}, metadata={}, extra_files={"head.json": pickle.dumps([1])})
+
+    import hashlib
+    import json
+
+    directory = _save_sample(tmp_path / "model")
+    payload = pickle.dumps({"w": 1})
+    (directory / "trees.txt").write_bytes(payload)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"]["trees.txt"] = {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+    with pytest.raises(ArtifactError, match="trees.txt holds pickle data"):
+        load_artifact(directory)
+
+
+def test_a_torch_save_file_is_refused(tmp_path: Path) -> None:
+    directory = _save_sample(tmp_path / "model")
+    torch.save({"w": torch.zeros(2)}, directory / "weights.pt")
+
+    with pytest.raises(ArtifactError, match="weights.pt"):
+        load_artifact(directory)
+
+
+def test_an_unlisted_file_is_refused(tmp_path: Path) -> None:
+    directory = _save_sample(tmp_path / "model")
+    (directory / "extra.json").write_text("{}")
+
+    with pytest.raises(ArtifactError, match="not listed in its manifest: extra.json"):
+        load_artifact(directory)
+
+
+def test_a_missing_directory_gives_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_artifact(tmp_path / "nowhere")
+
+
+def test_unsafe_extra_file_names_are_refused_at_save(tmp_path: Path) -> None:
+    for name in ["../escape.txt", "metadata.json", "weights.bin"]:
+        with pytest.raises(ArtifactError):
+            save_artifact(tmp_path / "m", tensors={}, metadata={}, extra_files={name: "x"})
+    assert not (tmp_path / "m").exists()
