@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
 
-from customers.models import Customer
+from customers.generator import ID_PREFIX, CustomerTruth, StoreOptions, default_end, simulate_store
+from customers.models import Customer, Event, Message, Order
 
 
 @transaction.atomic
@@ -22,3 +27,164 @@ def customer_opt_out(*, customer: Customer, at: datetime | None = None) -> Custo
         locked.save(update_fields=["opted_out_at", "updated_at"])
     customer.opted_out_at = locked.opted_out_at
     return locked
+
+
+# --- Demo data ---------------------------------------------------------------------------------
+
+
+class DemoDataExistsError(ValueError):
+    """Demo customers are already stored and replacing them was not asked for."""
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    customers: int
+    orders: int
+    events: int
+    messages: int
+    start: datetime
+    end: datetime
+    seed: int
+    replaced_customers: int = 0
+
+
+_DEMO_BATCH_SIZE = 2000
+
+
+@transaction.atomic
+def demo_store_generate(
+    *,
+    customers: int,
+    days: int,
+    seed: int,
+    languages: Sequence[str] = ("en",),
+    end: datetime | None = None,
+    replace: bool = False,
+    truth_path: Path | None = None,
+) -> GenerationSummary:
+    """Simulate a demo store (see ``customers.generator``) and store it in one transaction.
+
+    Demo rows carry external ids starting with ``demo-``. If some are stored already this raises
+    ``DemoDataExistsError``, unless ``replace`` is set: then they (and everything attached to them)
+    are deleted first, in the same transaction. The hidden propensities are never stored in the
+    database; with ``truth_path`` they go to a CSV file for debugging, written after the data.
+    """
+    options = StoreOptions(
+        customers=customers, days=days, seed=seed, end=end or default_end(), languages=tuple(languages)
+    )
+    existing = Customer.objects.filter(external_id__startswith=ID_PREFIX)
+    replaced = 0
+    if existing.exists():
+        if not replace:
+            raise DemoDataExistsError(
+                f"{existing.count()} demo customers (external ids starting with {ID_PREFIX!r}) are already stored; "
+                "pass replace=True (--replace) to delete them and generate again"
+            )
+        replaced = existing.count()
+        for model in (Event, Message, Order):
+            model.objects.filter(customer__external_id__startswith=ID_PREFIX).delete()
+        existing.delete()
+
+    counts = {"customers": 0, "orders": 0, "events": 0, "messages": 0}
+    truths: list[CustomerTruth] = []
+    for block in simulate_store(options):
+        created = Customer.objects.bulk_create(
+            [
+                Customer(
+                    external_id=record.external_id,
+                    email=record.email,
+                    name=record.name,
+                    segment=record.segment,
+                    country=record.country,
+                    language=record.language,
+                    signed_up_at=record.signed_up_at,
+                    attributes=record.attributes,
+                    marketing_consent=record.marketing_consent,
+                    opted_out_at=record.opted_out_at,
+                )
+                for record in block.customers
+            ],
+            batch_size=_DEMO_BATCH_SIZE,
+        )
+        pk_of = {customer.external_id: customer.pk for customer in created}
+        if any(pk is None for pk in pk_of.values()):  # a backend that does not return keys from bulk inserts
+            pk_of = dict(
+                Customer.objects.filter(external_id__in=list(pk_of)).values_list("external_id", "pk").iterator()
+            )
+        Order.objects.bulk_create(
+            (
+                Order(
+                    external_id=record.external_id,
+                    customer_id=pk_of[record.customer_external_id],
+                    placed_at=record.placed_at,
+                    amount=record.amount,
+                    currency=record.currency,
+                    item_count=record.item_count,
+                    status=record.status,
+                    discount_amount=record.discount_amount,
+                )
+                for record in block.orders
+            ),
+            batch_size=_DEMO_BATCH_SIZE,
+        )
+        Event.objects.bulk_create(
+            (
+                Event(
+                    external_id=record.external_id,
+                    customer_id=pk_of[record.customer_external_id],
+                    kind=record.kind,
+                    occurred_at=record.occurred_at,
+                    properties=record.properties,
+                )
+                for record in block.events
+            ),
+            batch_size=_DEMO_BATCH_SIZE,
+        )
+        Message.objects.bulk_create(
+            (
+                Message(
+                    external_id=record.external_id,
+                    customer_id=pk_of[record.customer_external_id],
+                    conversation_id=record.conversation_id,
+                    channel=record.channel,
+                    author_role=record.author_role,
+                    sent_at=record.sent_at,
+                    text=record.text,
+                )
+                for record in block.messages
+            ),
+            batch_size=_DEMO_BATCH_SIZE,
+        )
+        counts["customers"] += len(block.customers)
+        counts["orders"] += len(block.orders)
+        counts["events"] += len(block.events)
+        counts["messages"] += len(block.messages)
+        if truth_path is not None:
+            truths.extend(block.truths)
+
+    if truth_path is not None:
+        _write_demo_truth(truth_path, truths)
+    return GenerationSummary(**counts, start=options.start, end=options.end, seed=seed, replaced_customers=replaced)
+
+
+def _write_demo_truth(path: Path, truths: list[CustomerTruth]) -> None:
+    """The simulator's hidden variables, one row per customer, written atomically (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["external_id", "propensity", "service_frustration", "price_sensitivity", "engagement",
+                         "churn_at", "conversation_topics"])  # fmt: skip
+        for truth in truths:
+            writer.writerow(
+                [
+                    truth.external_id,
+                    f"{truth.propensity:.4f}",
+                    f"{truth.service_frustration:.4f}",
+                    f"{truth.price_sensitivity:.4f}",
+                    f"{truth.engagement:.4f}",
+                    truth.churn_at.isoformat() if truth.churn_at else "",
+                    ";".join(f"{at.isoformat()}={topic}" for at, topic in truth.conversation_topics),
+                ]
+            )
+    partial.replace(path)

@@ -1,0 +1,77 @@
+"""Generate the demo store: customers, orders, browsing events and support conversations (see README "Demo data")."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from customers.generator import SUPPORTED_LANGUAGES
+from customers.services import DemoDataExistsError, demo_store_generate
+
+
+def _end_date(value: str) -> datetime:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError as error:
+        raise CommandError(f"--end must be a date YYYY-MM-DD, got {value!r}") from error
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+class Command(BaseCommand):
+    help = (
+        "Simulate a realistic e-commerce store with a hidden churn mechanism and store it. The history covers "
+        "the --days days before --end (midnight UTC; default: today). Deterministic for a --seed."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--customers", type=int, default=2000, help="number of customers (default 2000)")
+        parser.add_argument("--days", type=int, default=365, help="length of the history in days (default 365)")
+        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--end", default="", help="end of the history, YYYY-MM-DD, exclusive (default: today)")
+        parser.add_argument(
+            "--languages",
+            default="en",
+            help=f"comma-separated languages customers write in, from {','.join(SUPPORTED_LANGUAGES)} (default en)",
+        )
+        parser.add_argument("--replace", action="store_true", help="delete earlier demo data first")
+        parser.add_argument(
+            "--truth-file",
+            default="",
+            help="also write the hidden propensities to this CSV (for debugging; never read by the model)",
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        languages = tuple(part.strip() for part in str(options["languages"]).split(",") if part.strip())
+        unknown = sorted(set(languages) - set(SUPPORTED_LANGUAGES))
+        if unknown or not languages:
+            raise CommandError(f"--languages: unsupported {unknown or 'empty list'}; choose from {SUPPORTED_LANGUAGES}")
+        customers, days = int(options["customers"]), int(options["days"])
+        if customers < 1:
+            raise CommandError(f"--customers must be at least 1, got {customers}")
+        if days < 1:
+            raise CommandError(f"--days must be at least 1, got {days}")
+        started = time.perf_counter()
+        try:
+            summary = demo_store_generate(
+                customers=customers,
+                days=days,
+                seed=int(options["seed"]),
+                languages=languages,
+                end=_end_date(str(options["end"])) if options["end"] else None,
+                replace=bool(options["replace"]),
+                truth_path=Path(str(options["truth_file"])) if options["truth_file"] else None,
+            )
+        except DemoDataExistsError as error:
+            raise CommandError(str(error)) from error
+        elapsed = time.perf_counter() - started
+        replaced = f" (replaced {summary.replaced_customers} demo customers)" if summary.replaced_customers else ""
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"generated {summary.customers} customers, {summary.orders} orders, {summary.events} events and "
+                f"{summary.messages} messages from {summary.start:%Y-%m-%d} to {summary.end:%Y-%m-%d} "
+                f"(seed {summary.seed}) in {elapsed:.1f}s{replaced}"
+            )
+        )
