@@ -34,15 +34,3 @@ app.conf.task_routes = {
 }
 
 app.autodiscover_tasks()
-
-# Workers prove they consume each queue; /healthz and the admin show the last heartbeat.
-# (Database-stored schedules, editable in the admin, replace this with django-celery-beat.)
-app.conf.beat_schedule = {
-    f"worker-heartbeat-{queue}": {
-        "task": "predictions.worker_heartbeat",
-        "schedule": 60.0,
-        "kwargs": {"queue": queue},
-        "options": {"queue": queue, "expires": 55},
-    }
-    for queue in QUEUE_NAMES
-}

@@ -39,7 +39,23 @@ def champion_state() -> str:
         return "error"
 
 
-def system_health() -> tuple[bool, dict[str, str]]:
+def worker_last_seen() -> dict[str, str | None]:
+    """ISO time of the last heartbeat a worker recorded for each queue (None: never seen)."""
+    from predictions.selectors import worker_heartbeats
+
+    seen: dict[str, str | None] = dict.fromkeys(q.name for q in celery_app.conf.task_queues)
+    for heartbeat in worker_heartbeats():
+        if seen.get(heartbeat.queue) is None:
+            seen[heartbeat.queue] = heartbeat.seen_at.isoformat()
+    return seen
+
+
+def system_health() -> tuple[bool, dict[str, object]]:
     """Returns (healthy, states); healthy means the database answers."""
-    states = {"database": database_state(), "broker": broker_state(), "champion_model": champion_state()}
+    states: dict[str, object] = {
+        "database": database_state(),
+        "broker": broker_state(),
+        "champion_model": champion_state(),
+    }
+    states["workers_last_seen"] = worker_last_seen() if states["database"] == "ok" else {}
     return states["database"] == "ok", states

@@ -34,3 +34,12 @@ def test_healthz_reports_an_unreachable_broker(client, settings) -> None:  # noq
     finally:
         celery_app.conf.broker_url = previous
     assert response.status_code == 200 and response.json()["broker"] == "error"
+
+
+@pytest.mark.django_db
+def test_healthz_shows_when_a_worker_last_consumed_each_queue(client) -> None:  # noqa: ANN001
+    from predictions.services import worker_heartbeat_record
+
+    worker_heartbeat_record(hostname="w1@host", queue="gpu")
+    seen = client.get("/healthz").json()["workers_last_seen"]
+    assert seen["gpu"] is not None and seen["default"] is None and set(seen) == {"default", "gpu", "email"}
