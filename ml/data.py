@@ -1,0 +1,88 @@
+"""What the models know about a customer: plain frozen records, free of any framework.
+
+The Django side converts database rows into these records in one place
+(``predictions.selectors.customer_histories``); everything in ``ml`` reads only these.
+Times are timezone-aware ``datetime`` values (UTC in this project); amounts are floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = ["CustomerHistory", "CustomerRecord", "EventRecord", "MessageRecord", "OrderRecord"]
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    """A customer's profile.
+
+    ``churned`` / ``churned_at`` are an explicit label carried by the data (null when unknown);
+    they are labels, never features.
+    """
+
+    id: str
+    signed_up_at: datetime | None = None
+    segment: str = ""
+    country: str = ""
+    language: str = ""
+    attributes: Mapping[str, object] = field(default_factory=dict, hash=False, compare=True)
+    churned: bool | None = None
+    churned_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    placed_at: datetime
+    amount: float
+    status: str = "completed"
+    item_count: int = 1
+    discount_amount: float = 0.0
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    kind: str
+    occurred_at: datetime
+    properties: Mapping[str, object] = field(default_factory=dict, hash=False, compare=True)
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    sent_at: datetime
+    text: str
+    channel: str = "chat"
+    author_role: str = "customer"
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True)
+class CustomerHistory:
+    """A customer with everything they did, each tuple sorted oldest first."""
+
+    customer: CustomerRecord
+    orders: tuple[OrderRecord, ...] = ()
+    events: tuple[EventRecord, ...] = ()
+    messages: tuple[MessageRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Sorting here means every consumer can rely on time order without re-sorting.
+        object.__setattr__(self, "orders", tuple(sorted(self.orders, key=lambda o: o.placed_at)))
+        object.__setattr__(self, "events", tuple(sorted(self.events, key=lambda e: e.occurred_at)))
+        object.__setattr__(self, "messages", tuple(sorted(self.messages, key=lambda m: m.sent_at)))
+
+    @property
+    def last_timestamp(self) -> datetime | None:
+        """The latest time of any order, event or message (None for an empty history)."""
+        times = [rows[-1] for rows in (self._order_times(), self._event_times(), self._message_times()) if rows]
+        return max(times) if times else None
+
+    def _order_times(self) -> list[datetime]:
+        return [o.placed_at for o in self.orders]
+
+    def _event_times(self) -> list[datetime]:
+        return [e.occurred_at for e in self.events]
+
+    def _message_times(self) -> list[datetime]:
+        return [m.sent_at for m in self.messages]

@@ -1,0 +1,262 @@
+"""Point-in-time snapshots, churn labels, eligibility and rolling training cutoffs.
+
+The rules, in one place:
+
+* A :class:`Snapshot` of a customer at ``as_of`` holds only rows at or before ``as_of``. It checks
+  this itself when built, and feature builders check again before reading it, so a row from the
+  future raises :class:`LookAheadError` instead of leaking into a feature.
+* Labels (:func:`churn_label`), with ``start = as_of + lead`` and ``end = start + horizon``:
+
+  - explicit, when the customer carries ``churned_at``: 1 when ``start < churned_at <= end``,
+    0 when ``churned_at > end``, no label (``None``) when the churn falls in ``(as_of, start]``
+    (it happened inside the lead time, too early to act on);
+  - derived from inactivity otherwise: 1 when there is no qualifying activity in ``(start, end]``,
+    else 0. Qualifying activity is ``"orders"`` or ``"orders_and_events"`` (:class:`LabelConfig`).
+
+  Profile data whose churn flag has no time is labelled directly by the flag (see ``ml.features``).
+* Eligibility at a cutoff (:class:`EligibilityRule`, default): the first qualifying activity is on or
+  before ``as_of``, and the customer is not already marked churned (``churned_at <= as_of``, or a
+  churn flag without a time, which cannot be placed on the time line). Optionally, customers with no
+  qualifying activity in the last ``max_days_inactive`` days are left out as already lapsed.
+* Training cutoffs (:func:`rolling_cutoffs`): ``as_of - lead - horizon``, then one ``horizon`` further
+  back each, while history allows; each label window then ends at or before the evaluation cutoff, and
+  :func:`churn_label` refuses (``LookAheadError``) a window that ends after ``label_until``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
+
+__all__ = [
+    "ACTIVITY_KINDS",
+    "EligibilityRule",
+    "LabelConfig",
+    "LabelledSnapshot",
+    "LookAheadError",
+    "Snapshot",
+    "churn_label",
+    "is_eligible",
+    "labelled_snapshots",
+    "qualifying_activity_times",
+    "rolling_cutoffs",
+    "snapshot_at",
+]
+
+Activity = Literal["orders", "orders_and_events"]
+ACTIVITY_KINDS: tuple[str, ...] = ("orders", "orders_and_events")
+
+
+class LookAheadError(ValueError):
+    """Data from after a snapshot's cutoff (or a label window past the allowed end) reached the model."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A customer as they looked at ``as_of``: only rows at or before ``as_of``, oldest first."""
+
+    customer: CustomerRecord
+    as_of: datetime
+    orders: tuple[OrderRecord, ...] = ()
+    events: tuple[EventRecord, ...] = ()
+    messages: tuple[MessageRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.assert_point_in_time()
+
+    def assert_point_in_time(self) -> None:
+        """Raise :class:`LookAheadError` naming the first row dated after ``as_of``."""
+        cid, as_of = self.customer.id, self.as_of
+        if self.customer.signed_up_at is not None and self.customer.signed_up_at > as_of:
+            raise LookAheadError(
+                f"look-ahead: customer {cid} signed up at {self.customer.signed_up_at.isoformat()}, "
+                f"after the snapshot cutoff {as_of.isoformat()}"
+            )
+        checks: list[tuple[str, Sequence[object], str]] = [
+            ("order", self.orders, "placed_at"),
+            ("event", self.events, "occurred_at"),
+            ("message", self.messages, "sent_at"),
+        ]
+        for kind, rows, time_field in checks:
+            for index, row in enumerate(rows):
+                when: datetime = getattr(row, time_field)
+                if when > as_of:
+                    raise LookAheadError(
+                        f"look-ahead: customer {cid}, {kind} #{index} has {time_field}={when.isoformat()}, "
+                        f"after the snapshot cutoff {as_of.isoformat()}; a snapshot may only hold data at or "
+                        "before its cutoff"
+                    )
+
+
+def snapshot_at(history: CustomerHistory, as_of: datetime) -> Snapshot:
+    """The customer's snapshot at ``as_of``: every row at or before it, nothing later."""
+    return Snapshot(
+        customer=history.customer,
+        as_of=as_of,
+        orders=tuple(o for o in history.orders if o.placed_at <= as_of),
+        events=tuple(e for e in history.events if e.occurred_at <= as_of),
+        messages=tuple(m for m in history.messages if m.sent_at <= as_of),
+    )
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How churn is defined at a cutoff.
+
+    Attributes:
+        horizon_days: length of the label window, in days.
+        lead_days: days between the cutoff and the start of the window (time to act).
+        activity: what counts as activity for inactivity labels: ``"orders"`` or ``"orders_and_events"``.
+    """
+
+    horizon_days: int = 90
+    lead_days: int = 0
+    activity: Activity = "orders"
+
+    def __post_init__(self) -> None:
+        if self.horizon_days <= 0:
+            raise ValueError(f"horizon_days must be positive, got {self.horizon_days}")
+        if self.lead_days < 0:
+            raise ValueError(f"lead_days must not be negative, got {self.lead_days}")
+        if self.activity not in ACTIVITY_KINDS:
+            raise ValueError(f"activity must be one of {', '.join(ACTIVITY_KINDS)}, got {self.activity!r}")
+
+    def window(self, as_of: datetime) -> tuple[datetime, datetime]:
+        """The label window ``(start, end]`` for a cutoff: start excluded, end included."""
+        start = as_of + timedelta(days=self.lead_days)
+        return start, start + timedelta(days=self.horizon_days)
+
+
+def qualifying_activity_times(history: CustomerHistory | Snapshot, activity: str) -> list[datetime]:
+    """Times of the rows that count as activity, oldest first."""
+    times = [o.placed_at for o in history.orders]
+    if activity == "orders_and_events":
+        times += [e.occurred_at for e in history.events]
+    elif activity != "orders":
+        raise ValueError(f"activity must be one of {', '.join(ACTIVITY_KINDS)}, got {activity!r}")
+    return sorted(times)
+
+
+def churn_label(
+    history: CustomerHistory, as_of: datetime, config: LabelConfig, *, label_until: datetime | None = None
+) -> int | None:
+    """1 when the customer churns in the label window after ``as_of``, 0 when not, None when undefined.
+
+    Args:
+        history: the whole history (the label looks after ``as_of`` by design).
+        as_of: the cutoff.
+        config: horizon, lead and what counts as activity.
+        label_until: the latest time a label may look at (the evaluation cutoff for training labels).
+
+    Raises:
+        LookAheadError: when the window ends after ``label_until``.
+    """
+    start, end = config.window(as_of)
+    if label_until is not None and end > label_until:
+        raise LookAheadError(
+            f"label window for cutoff {as_of.isoformat()} ends at {end.isoformat()}, after {label_until.isoformat()}: "
+            "a training label may not look past the evaluation cutoff"
+        )
+    customer = history.customer
+    if customer.churned_at is not None:
+        if customer.churned_at <= start:
+            return None
+        return 1 if customer.churned_at <= end else 0
+    if customer.churned:
+        return None
+    active = any(start < t <= end for t in qualifying_activity_times(history, config.activity))
+    return 0 if active else 1
+
+
+@dataclass(frozen=True)
+class EligibilityRule:
+    """Who is scored and labelled at a cutoff.
+
+    Attributes:
+        require_prior_activity: the first qualifying activity must be on or before the cutoff.
+        exclude_marked_churned: leave out customers already marked churned at the cutoff
+            (``churned_at <= as_of``, or a churn flag without a time).
+        max_days_inactive: when set, leave out customers with no qualifying activity in the last
+            ``max_days_inactive`` days before the cutoff (they lapsed already); None keeps them.
+    """
+
+    require_prior_activity: bool = True
+    exclude_marked_churned: bool = True
+    max_days_inactive: int | None = None
+
+
+def is_eligible(history: CustomerHistory, as_of: datetime, *, rule: EligibilityRule, activity: str) -> bool:
+    """Whether the customer is scored and labelled at ``as_of`` (see :class:`EligibilityRule`)."""
+    customer = history.customer
+    if rule.exclude_marked_churned:
+        if customer.churned_at is not None and customer.churned_at <= as_of:
+            return False
+        if customer.churned and customer.churned_at is None:
+            return False
+    past = [t for t in qualifying_activity_times(history, activity) if t <= as_of]
+    if rule.require_prior_activity and not past:
+        return False
+    if rule.max_days_inactive is not None and (not past or past[-1] <= as_of - timedelta(days=rule.max_days_inactive)):
+        return False
+    return True
+
+
+def rolling_cutoffs(
+    *,
+    as_of: datetime,
+    horizon_days: int,
+    lead_days: int = 0,
+    earliest: datetime,
+    min_history_days: int = 0,
+    max_cutoffs: int | None = None,
+) -> list[datetime]:
+    """Training cutoffs before the evaluation cutoff ``as_of``, newest first.
+
+    The first is ``as_of - lead - horizon`` so its label window ends exactly at ``as_of``; each next one
+    is ``horizon`` days earlier, as long as it leaves ``min_history_days`` of history after ``earliest``
+    (the first activity in the data).
+    """
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    cutoffs: list[datetime] = []
+    cutoff = as_of - timedelta(days=lead_days + horizon_days)
+    while cutoff > earliest + timedelta(days=min_history_days):
+        cutoffs.append(cutoff)
+        if max_cutoffs is not None and len(cutoffs) >= max_cutoffs:
+            break
+        cutoff -= timedelta(days=horizon_days)
+    return cutoffs
+
+
+@dataclass(frozen=True)
+class LabelledSnapshot:
+    snapshot: Snapshot
+    label: int
+    cutoff: datetime
+
+
+def labelled_snapshots(
+    histories: Iterable[CustomerHistory],
+    cutoffs: Iterable[datetime],
+    *,
+    config: LabelConfig,
+    rule: EligibilityRule | None = None,
+    label_until: datetime | None = None,
+) -> list[LabelledSnapshot]:
+    """Snapshots of every eligible customer at every cutoff with a defined label (cutoff order, then input order)."""
+    rule = rule or EligibilityRule()
+    histories = list(histories)
+    rows: list[LabelledSnapshot] = []
+    for cutoff in cutoffs:
+        for history in histories:
+            if not is_eligible(history, cutoff, rule=rule, activity=config.activity):
+                continue
+            label = churn_label(history, cutoff, config, label_until=label_until)
+            if label is None:
+                continue
+            rows.append(LabelledSnapshot(snapshot=snapshot_at(history, cutoff), label=label, cutoff=cutoff))
+    return rows

@@ -1,0 +1,65 @@
+"""Evaluate the churn models on a profile file (CSV or XLSX) with the cross-validation protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = (
+        "Cross-validate churn models on a profile file (one row per customer with a label column): "
+        "stratified k-fold, shuffle, random_state=0; prints a table and optionally writes JSON."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", help="CSV or XLSX file, one row per customer")
+        parser.add_argument("--label-col", required=True, help="column holding the churn label")
+        parser.add_argument("--positive", required=True, help="label value that means churned")
+        parser.add_argument("--id-col", default=None, help="customer id column (kept out of the features)")
+        parser.add_argument("--drop-col", action="append", default=[], help="column to leave out (repeatable)")
+        parser.add_argument("--dedupe", action="store_true", help="drop rows duplicating another apart from the id")
+        parser.add_argument("--folds", type=int, default=5)
+        parser.add_argument("--models", default="recency,logreg,lightgbm", help="comma-separated model names")
+        parser.add_argument("--recency-col", default=None, help="days-since-last-activity column for 'recency'")
+        parser.add_argument("--sheet", default=None, help="XLSX sheet name (default: the first)")
+        parser.add_argument("--name", default=None, help="dataset name in the report (default: the file name)")
+        parser.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def handle(self, *args: object, **options: object) -> None:
+        from ml.evaluation import cross_validate_profile, format_report
+        from ml.features import ProfileError, load_profile_file, prepare_profile
+
+        path = Path(str(options["path"]))
+        models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
+        if int(options["folds"]) < 2:  # type: ignore[arg-type]
+            raise CommandError("--folds must be at least 2")
+        try:
+            raw = load_profile_file(path, sheet=options["sheet"])  # type: ignore[arg-type]
+            data = prepare_profile(
+                raw,
+                label_col=str(options["label_col"]),
+                positive=str(options["positive"]),
+                id_col=options["id_col"],  # type: ignore[arg-type]
+                drop_cols=list(options["drop_col"]),  # type: ignore[arg-type]
+                dedupe=bool(options["dedupe"]),
+                name=str(options["name"] or path.stem),
+            )
+            report = cross_validate_profile(
+                data,
+                models=models,
+                folds=int(options["folds"]),  # type: ignore[arg-type]
+                recency_column=options["recency_col"],  # type: ignore[arg-type]
+                progress=not options["no_progress"],
+            )
+        except (ProfileError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(format_report(report))
+        if options["json_path"]:
+            out = Path(str(options["json_path"]))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+            self.stdout.write(f"wrote {out}")
