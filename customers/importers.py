@@ -1,0 +1,983 @@
+"""Reading import files as a stream of rows and turning each row into clean field values or row errors.
+
+Nothing here writes to the database: ``customers.services.import_file`` drives these readers and
+parsers batch by batch. Everything streams: a reader holds one row (and one line of CSV) at a time,
+and the only state that grows with a file is ``FileKeys``, eight bytes a row.
+
+Rows are numbered as a person looking at the file would find them: the line in a CSV or JSONL file
+(the CSV header is line 1, so the first data row is row 2; a quoted field spanning lines counts
+from the line where the row starts), the sheet row in an xlsx workbook, and the element number
+(from 1) in a JSON array.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import BinaryIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+__all__ = [
+    "FORMATS",
+    "KINDS",
+    "FileKeys",
+    "ImportFileError",
+    "ImportOptions",
+    "ParsedRow",
+    "RecordStream",
+    "RowError",
+    "RowParser",
+    "assign_external_ids",
+    "detect_format",
+    "open_records",
+]
+
+FORMATS = ("csv", "jsonl", "json", "xlsx")
+KINDS = ("customers", "orders", "events", "messages")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+}
+_DELIMITERS = (",", ";", "\t", "|")
+# A runaway quoted field stops here instead of swallowing the rest of a large file into memory.
+_CSV_FIELD_CAP = 64 * 1024 * 1024
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be read (empty, wrong format, a required column missing): nothing is imported."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One rejected row: where it is in the file, which field is wrong (``*`` for the whole row), and why."""
+
+    row: int
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"row": self.row, "field": self.field, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"row {self.row}, {self.field}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read and interpret the rows of one import.
+
+    Attributes:
+        kind: what the rows are: customers, orders, events or messages.
+        field_map: model field -> column name, overriding the built-in column names (``--map``).
+        label_column: for customers, the column that holds the churn label (``--label-col``).
+        positive_label: the value of ``label_column`` that means churned (``--positive``); without it the
+            label is read as a boolean (yes/no, true/false, 1/0).
+        drop_columns: columns to ignore entirely (``--drop-col``), e.g. another model's leaked output.
+        time_zone: IANA zone in which times without an offset are read; everything is stored in UTC.
+        max_text_chars: longest accepted text value (message text, attribute and property values).
+        future_tolerance: how far past ``now`` a timestamp may lie (clock skew) before it is rejected.
+        now: the reference time for the future check; the import's start when None.
+        format: csv, jsonl, json or xlsx; detected from the file name when None.
+        sheet: the xlsx sheet to read; the first sheet when None.
+        delimiter: the CSV delimiter; detected from the header line when None.
+    """
+
+    kind: str
+    field_map: Mapping[str, str] = field(default_factory=dict)
+    label_column: str | None = None
+    positive_label: str | None = None
+    drop_columns: frozenset[str] = frozenset()
+    time_zone: str = "UTC"
+    max_text_chars: int = 1_000_000
+    future_tolerance: timedelta = timedelta(hours=1)
+    now: datetime | None = None
+    format: str | None = None
+    sheet: str | None = None
+    delimiter: str | None = None
+
+
+def detect_format(name: str) -> str:
+    """The import format for a file name, from its extension."""
+    lowered = name.lower()
+    for extension, fmt in _EXTENSIONS.items():
+        if lowered.endswith(extension):
+            return fmt
+    raise ImportFileError(
+        f"cannot tell the format of {name!r} from its extension; pass --format ({', '.join(FORMATS)})"
+    )
+
+
+# --- Reading: bytes -> (row number, record) ---------------------------------------------------------------------
+
+
+@dataclass
+class RecordStream:
+    """The records of one file: ``columns`` (None for JSON, whose keys vary by row), the records, and notes.
+
+    ``records`` yields ``(row, dict)`` pairs, or ``RowError`` for a row that could not even be read.
+    ``notes`` fills while the records are read (e.g. lines decoded as cp1252) and is complete at the end.
+    """
+
+    columns: list[str] | None
+    records: Iterator[tuple[int, dict[str, object]] | RowError]
+    notes: list[str]
+
+
+def _c1_controls(error: UnicodeError) -> tuple[str, int]:
+    # The five bytes cp1252 leaves undefined map to the same code points, as browsers decode windows-1252.
+    assert isinstance(error, UnicodeDecodeError)
+    return "".join(chr(byte) for byte in error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("churn_c1_controls", _c1_controls)
+
+
+def _sniff_encoding(head: bytes) -> tuple[str, int]:
+    """(encoding, bytes to skip) from a byte-order mark, or from the NUL pattern of BOM-less UTF-16."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8", 3
+    if head.startswith(codecs.BOM_UTF16_LE):
+        return "utf-16-le", 2
+    if head.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16-be", 2
+    sample = head[:64]
+    if len(sample) >= 4 and sample[1::2].count(0) >= len(sample) // 2 * 0.9 and sample[0::2].count(0) == 0:
+        return "utf-16-le", 0
+    if len(sample) >= 4 and sample[0::2].count(0) >= len(sample) // 2 * 0.9 and sample[1::2].count(0) == 0:
+        return "utf-16-be", 0
+    return "utf-8", 0
+
+
+class _LineSource:
+    """Decoded lines of a seekable binary file, counted, with a way back to the line after a broken row.
+
+    UTF-8 lines that do not decode are read as cp1252 (and counted, for a note). UTF-16 goes
+    through a text wrapper, since its newlines are two bytes.
+    """
+
+    def __init__(self, raw: BinaryIO, encoding: str, start: int) -> None:
+        self.raw = raw
+        self.encoding = encoding
+        self.line_no = 0
+        self.cp1252_lines = 0
+        self.watch_line = 0
+        self.watch_end: int | None = None
+        raw.seek(start)
+        self.text = io.TextIOWrapper(raw, encoding=encoding, newline="") if encoding.startswith("utf-16") else None
+
+    def __iter__(self) -> _LineSource:
+        return self
+
+    def __next__(self) -> str:
+        if self.text is not None:
+            line = self.text.readline()
+            if not line:
+                raise StopIteration
+        else:
+            data = self.raw.readline()
+            if not data:
+                raise StopIteration
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError:
+                line = data.decode("cp1252", errors="churn_c1_controls")
+                self.cp1252_lines += 1
+        self.line_no += 1
+        if self.line_no == self.watch_line:
+            self.watch_end = self.text.tell() if self.text is not None else self.raw.tell()
+        return line
+
+    def rewind_to_after(self, line_no: int, position: int) -> None:
+        """Continue reading with the line after ``line_no``, which ended at ``position``."""
+        if self.text is not None:
+            self.text.seek(position)
+        else:
+            self.raw.seek(position)
+        self.line_no = line_no
+
+
+def _detect_delimiter(header_line: str) -> str:
+    counts = {delimiter: header_line.count(delimiter) for delimiter in _DELIMITERS}
+    best = max(_DELIMITERS, key=lambda delimiter: counts[delimiter])
+    return best if counts[best] > 0 else ","
+
+
+def _clean_header(names: Sequence[object]) -> list[str]:
+    header = ["" if name is None else str(name).strip() for name in names]
+    while header and header[-1] == "":
+        header.pop()
+    if not header:
+        raise ImportFileError("the file has no header row")
+    seen: set[str] = set()
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise ImportFileError(f"header column {position} has no name")
+        if name in seen:
+            raise ImportFileError(f"header column {name!r} appears twice")
+        seen.add(name)
+    return header
+
+
+def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, notes: list[str]) -> RecordStream:
+    head = raw.read(4096)
+    if not head.strip(b" \t\r\n\x00" + codecs.BOM_UTF8 + codecs.BOM_UTF16_LE + codecs.BOM_UTF16_BE):
+        raise ImportFileError("the file is empty")
+    encoding, skip = _sniff_encoding(head)
+    if skip and encoding == "utf-8":
+        notes.append("UTF-8 byte-order mark removed")
+    elif encoding.startswith("utf-16"):
+        notes.append(f"decoded as {encoding.upper()}")
+    source = _LineSource(raw, encoding, skip)
+    header_line = next(source, "")
+    if delimiter is None:
+        delimiter = _detect_delimiter(header_line)
+        if delimiter != ",":
+            notes.append(f"delimiter detected: {delimiter!r}")
+    csv.field_size_limit(max(csv.field_size_limit(), max_text_chars + 1, _CSV_FIELD_CAP))
+    try:
+        header = _clean_header(next(csv.reader([header_line], delimiter=delimiter, strict=True), []))
+    except csv.Error as exc:
+        raise ImportFileError(f"the header line is not valid CSV: {exc}") from exc
+    columns = len(header)
+
+    def records() -> Iterator[tuple[int, dict[str, object]] | RowError]:
+        reader = csv.reader(source, delimiter=delimiter, strict=True)
+        while True:
+            start = source.line_no + 1
+            source.watch_line, source.watch_end = start, None
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                spanned = source.line_no > start or "end of data" in str(exc)
+                hint = " (an unbalanced quote?)" if spanned or '"' in str(exc) else ""
+                yield RowError(start, "*", f"malformed CSV: {exc}{hint}")
+                if spanned and source.watch_end is not None:
+                    # The quote swallowed the lines after it: read them again as rows of their own.
+                    source.rewind_to_after(start, source.watch_end)
+                reader = csv.reader(source, delimiter=delimiter, strict=True)
+                continue
+            if not values or values == [""]:
+                continue
+            if len(values) != columns:
+                yield RowError(
+                    start,
+                    "*",
+                    f"has {len(values)} fields but the header has {columns}"
+                    + (" (wrong delimiter?)" if len(values) == 1 else " (an unbalanced quote or a stray delimiter?)"),
+                )
+                continue
+            yield start, dict(zip(header, values, strict=True))
+        if source.cp1252_lines:
+            notes.append(f"{source.cp1252_lines} line(s) were not valid UTF-8 and were decoded as cp1252")
+
+    if columns == 1 and any(candidate in header[0] for candidate in _DELIMITERS if candidate != delimiter):
+        notes.append(f"the header has a single column {header[0]!r}: is the delimiter {delimiter!r} right?")
+    return RecordStream(columns=header, records=records(), notes=notes)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON (use null for a missing value)")
+
+
+def _jsonl_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
+    head = raw.read(4096)
+    encoding, skip = _sniff_encoding(head)
+    source = _LineSource(raw, encoding, skip)
+    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    if not head.strip(b" \t\r\n\x00" + codecs.BOM_UTF8 + codecs.BOM_UTF16_LE + codecs.BOM_UTF16_BE):
+        raise ImportFileError("the file is empty")
+
+    def records() -> Iterator[tuple[int, dict[str, object]] | RowError]:
+        for line in source:
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                record = decoder.decode(text)
+            except ValueError as exc:
+                yield RowError(source.line_no, "*", f"invalid JSON: {exc}")
+                continue
+            if not isinstance(record, dict):
+                yield RowError(source.line_no, "*", f"each line must be a JSON object, found {_json_kind(record)}")
+                continue
+            yield source.line_no, record
+
+    return RecordStream(columns=None, records=records(), notes=notes)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _json_array_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
+    """Stream the elements of a top-level JSON array without loading the whole document."""
+    head = raw.read(4096)
+    encoding, skip = _sniff_encoding(head)
+    raw.seek(skip)
+    text = io.TextIOWrapper(raw, encoding=encoding)
+    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    state = {"buf": "", "pos": 0, "eof": False}
+
+    def fill(at_least: int = 65536) -> bool:
+        if state["eof"]:
+            return False
+        try:
+            chunk = text.read(max(at_least, 65536))
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(f"the JSON is not valid {encoding}: {exc.reason}") from exc
+        if not chunk:
+            state["eof"] = True
+            return False
+        buf, pos = state["buf"], state["pos"]
+        state["buf"], state["pos"] = buf[pos:] + chunk, 0
+        return True
+
+    def skip_space() -> str:
+        while True:
+            buf, pos = state["buf"], state["pos"]
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            state["pos"] = pos
+            if pos < len(buf):
+                return buf[pos]
+            if not fill():
+                return ""
+
+    first = skip_space()
+    if first == "":
+        raise ImportFileError("the file is empty")
+    if first != "[":
+        try:
+            found = _json_kind(decoder.raw_decode(state["buf"], state["pos"])[0])
+        except ValueError:
+            found = f"{first!r}"
+        raise ImportFileError(f"the JSON top level must be an array of objects, found {found}")
+    state["pos"] += 1
+
+    def records() -> Iterator[tuple[int, dict[str, object]] | RowError]:
+        index = 0
+        while True:
+            char = skip_space()
+            if char == "]":
+                state["pos"] += 1
+                if skip_space() != "":
+                    yield RowError(index + 1, "*", "unexpected data after the closing ] of the array")
+                return
+            if index > 0:
+                if char != ",":
+                    yield RowError(index + 1, "*", "invalid JSON: expected ',' or ']'; the rest cannot be read")
+                    return
+                state["pos"] += 1
+                skip_space()
+            elif char == "":
+                yield RowError(1, "*", "invalid JSON: the array is never closed")
+                return
+            index += 1
+            while True:
+                buf, pos = state["buf"], state["pos"]
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as exc:
+                    if fill(len(buf) - pos):  # maybe the element goes on in the next chunk
+                        continue
+                    yield RowError(index, "*", f"invalid JSON: {exc.msg}; the rest of the file cannot be read")
+                    return
+                except ValueError as exc:  # NaN / Infinity
+                    yield RowError(index, "*", f"invalid JSON: {exc}; the rest of the file cannot be read")
+                    return
+                if end >= len(buf) and fill(len(buf) - pos):  # a number cut at the chunk end
+                    continue
+                state["pos"] = end
+                break
+            if not isinstance(value, dict):
+                yield RowError(index, "*", f"each element must be a JSON object, found {_json_kind(value)}")
+                continue
+            yield index, value
+
+    return RecordStream(columns=None, records=records(), notes=notes)
+
+
+def _xlsx_records(raw: BinaryIO, *, sheet: str | None, notes: list[str]) -> RecordStream:
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(raw, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise ImportFileError(f"not a readable xlsx workbook: {exc}") from exc
+    if sheet is None:
+        worksheet = workbook.worksheets[0]
+    elif sheet in workbook.sheetnames:
+        worksheet = workbook[sheet]
+    else:
+        raise ImportFileError(f"no sheet {sheet!r}; the workbook has {', '.join(map(repr, workbook.sheetnames))}")
+    rows = worksheet.iter_rows(values_only=True)
+    first = next(rows, None)
+    if first is None:
+        raise ImportFileError(f"sheet {worksheet.title!r} is empty")
+    header = _clean_header(first)
+
+    def records() -> Iterator[tuple[int, dict[str, object]] | RowError]:
+        for number, values in enumerate(rows, start=2):
+            if all(value is None or value == "" for value in values):
+                continue
+            extra = [value for value in values[len(header) :] if value is not None and value != ""]
+            if extra:
+                yield RowError(
+                    number, "*", f"has {len(header) + len(extra)} or more cells but the header has {len(header)}"
+                )
+                continue
+            yield number, {name: (values[i] if i < len(values) else None) for i, name in enumerate(header)}
+        workbook.close()
+
+    return RecordStream(columns=header, records=records(), notes=notes)
+
+
+def open_records(raw: BinaryIO, *, options: ImportOptions, name: str = "") -> RecordStream:
+    """Open a seekable binary stream as a stream of records.
+
+    Raises:
+        ImportFileError: when the file as a whole cannot be read.
+    """
+    fmt = options.format or detect_format(name)
+    if fmt not in FORMATS:
+        raise ImportFileError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    notes: list[str] = []
+    if fmt == "csv":
+        return _csv_records(raw, delimiter=options.delimiter, max_text_chars=options.max_text_chars, notes=notes)
+    if fmt == "jsonl":
+        return _jsonl_records(raw, notes)
+    if fmt == "json":
+        return _json_array_records(raw, notes)
+    return _xlsx_records(raw, sheet=options.sheet, notes=notes)
+
+
+# --- Parsing: record -> clean field values ----------------------------------------------------------------------
+
+
+class _FieldError(ValueError):
+    """A value that cannot be stored; the message says why, the caller adds the row and field."""
+
+
+_EMPTY = ("", None)
+_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_EPOCH = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_CENT = Decimal("0.01")
+_MONEY_LIMIT = Decimal(10) ** 12
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _check_text(text: str, limit: int) -> str:
+    if "\x00" in text:
+        raise _FieldError("contains a NUL byte (\\x00), which the database cannot store")
+    if len(text) > limit:
+        raise _FieldError(f"is {len(text):,} characters long; the limit is {limit:,}")
+    return text
+
+
+@dataclass(frozen=True)
+class _Context:
+    tz: ZoneInfo
+    latest: datetime
+    max_text_chars: int
+
+
+def _text(max_length: int | None = None, *, strip: bool = True) -> Callable[[object, _Context], str]:
+    def parse(value: object, context: _Context) -> str:
+        text = _as_text(value)
+        if strip:
+            text = text.strip()
+        return _check_text(text, max_length or context.max_text_chars)
+
+    return parse
+
+
+def _email(value: object, context: _Context) -> str:
+    text = _check_text(_as_text(value).strip(), 254)
+    if text and not _EMAIL.fullmatch(text):
+        raise _FieldError(f"{text!r} is not an email address")
+    return text
+
+
+def _choice(choices: Sequence[str]) -> Callable[[object, _Context], str]:
+    def parse(value: object, context: _Context) -> str:
+        text = _as_text(value).strip().lower()
+        if text not in choices:
+            raise _FieldError(f"{_as_text(value)!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _currency(value: object, context: _Context) -> str:
+    text = _as_text(value).strip().upper()
+    if not _CURRENCY.fullmatch(text):
+        raise _FieldError(f"{_as_text(value)!r} is not a three-letter currency code")
+    return text
+
+
+def _boolean(value: object, context: _Context) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _as_text(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _FieldError(f"{_as_text(value)!r} is not a yes/no value")
+
+
+def _count(value: object, context: _Context) -> int:
+    text = _as_text(value).strip()
+    if not _INT.fullmatch(text) or int(text) < 0 or int(text) > 2_147_483_647:
+        raise _FieldError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
+def _money(value: object, context: _Context) -> Decimal:
+    if isinstance(value, bool):
+        raise _FieldError(f"{value!r} is not an amount")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _FieldError(f"{value!r} is not a number")
+        text = repr(value)
+    else:
+        text = _as_text(value).strip()
+    if "," in text:
+        raise _FieldError(
+            f"{text!r} contains a comma: write amounts as plain decimals such as 1000.00 "
+            "(thousands separators and decimal commas are ambiguous)"
+        )
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise _FieldError(f"{text!r} is not a number") from None
+    if not amount.is_finite():
+        raise _FieldError(f"{text!r} is not a number")
+    if amount != amount.quantize(_CENT):
+        raise _FieldError(f"{text!r} has more than two decimal places")
+    if abs(amount) >= _MONEY_LIMIT:
+        raise _FieldError(f"{text!r} is too large")
+    return amount.quantize(_CENT)
+
+
+def _non_negative_money(value: object, context: _Context) -> Decimal:
+    amount = _money(value, context)
+    if amount < 0:
+        raise _FieldError(f"{amount} is negative")
+    return amount
+
+
+def _timestamp(value: object, context: _Context) -> datetime:
+    """ISO 8601 (with or without offset), YYYYMMDD, or epoch seconds; naive times are in the import's zone."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        moment = _from_epoch(value)
+    else:
+        text = _as_text(value).strip()
+        if len(text) == 8 and text.isdigit():
+            try:
+                moment = datetime.strptime(text, "%Y%m%d")  # noqa: DTZ007 - the zone is applied below
+            except ValueError:
+                raise _FieldError(f"{text!r} is not a valid YYYYMMDD date") from None
+        elif _EPOCH.fullmatch(text):
+            moment = _from_epoch(float(text))
+        else:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise _FieldError(
+                    f"{text!r} is not a date: use ISO 8601 (2024-03-01T14:30:00+01:00), YYYYMMDD or epoch seconds"
+                ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=context.tz)
+    moment = moment.astimezone(UTC)
+    if moment > context.latest:
+        raise _FieldError(f"{moment.isoformat()} is in the future")
+    return moment
+
+
+def _from_epoch(seconds: float) -> datetime:
+    if not math.isfinite(seconds):
+        raise _FieldError(f"{seconds!r} is not a time")
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _FieldError(f"{seconds!r} epoch seconds is out of range (milliseconds?)") from None
+
+
+def _free_value(value: object, context: _Context) -> object:
+    """An attribute or property value: numbers in text become numbers, blanks become null, text is checked."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _FieldError(f"{value!r} cannot be stored (use an empty value for a missing one)")
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped == "":
+            return None
+        if _INT.fullmatch(stripped) and (stripped.lstrip("+-") == "0" or not stripped.lstrip("+-").startswith("0")):
+            return int(stripped)
+        if _FLOAT.fullmatch(stripped):
+            number = float(stripped)
+            if math.isfinite(number):
+                return number
+        return _check_text(value, context.max_text_chars)
+    if isinstance(value, list):
+        return [_free_value(item, context) for item in value]
+    if isinstance(value, dict):
+        return {_check_text(str(key), 255): _free_value(item, context) for key, item in value.items()}
+    return _check_text(str(value), context.max_text_chars)
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    parse: Callable[[object, _Context], object]
+    aliases: tuple[str, ...]
+    required: bool = False
+
+
+_TEXT_255 = _text(255)
+_FIELDS: dict[str, tuple[_Field, ...]] = {
+    "customers": (
+        _Field("external_id", _TEXT_255, ("external_id", "customer_id", "id"), required=True),
+        _Field("email", _email, ("email",)),
+        _Field("name", _TEXT_255, ("name", "full_name")),
+        _Field("segment", _text(64), ("segment",)),
+        _Field("country", _text(64), ("country",)),
+        _Field("language", _text(16), ("language",)),
+        _Field("signed_up_at", _timestamp, ("signed_up_at", "signup_date", "signed_up")),
+        _Field("marketing_consent", _boolean, ("marketing_consent",)),
+        _Field("opted_out_at", _timestamp, ("opted_out_at",)),
+        _Field("churned", _boolean, ("churned",)),
+        _Field("churned_at", _timestamp, ("churned_at",)),
+    ),
+    "orders": (
+        _Field("external_id", _TEXT_255, ("external_id", "order_id")),
+        _Field("customer_id", _TEXT_255, ("customer_id", "customer", "customer_external_id"), required=True),
+        _Field("placed_at", _timestamp, ("placed_at", "date", "order_date", "timestamp", "time"), required=True),
+        _Field("amount", _money, ("amount", "total", "value"), required=True),
+        _Field("currency", _currency, ("currency",)),
+        _Field("item_count", _count, ("item_count", "items", "quantity", "qty")),
+        _Field("status", _choice(("completed", "returned", "cancelled", "refunded")), ("status",)),
+        _Field("discount_amount", _non_negative_money, ("discount_amount", "discount")),
+    ),
+    "events": (
+        _Field("external_id", _TEXT_255, ("external_id", "event_id")),
+        _Field("customer_id", _TEXT_255, ("customer_id", "customer", "customer_external_id"), required=True),
+        _Field("kind", _text(64), ("kind", "event", "event_type", "type"), required=True),
+        _Field("occurred_at", _timestamp, ("occurred_at", "timestamp", "time", "date"), required=True),
+    ),
+    "messages": (
+        _Field("external_id", _TEXT_255, ("external_id", "message_id")),
+        _Field("customer_id", _TEXT_255, ("customer_id", "customer", "customer_external_id"), required=True),
+        _Field("conversation_id", _TEXT_255, ("conversation_id", "conversation", "thread_id")),
+        _Field("channel", _choice(("chat", "email", "phone", "review")), ("channel",)),
+        _Field("author_role", _choice(("customer", "agent")), ("author_role", "role", "author")),
+        _Field("sent_at", _timestamp, ("sent_at", "timestamp", "time", "date"), required=True),
+        _Field("text", _text(strip=False), ("text", "body", "message", "content"), required=True),
+    ),
+}
+# Where columns that map to no field go; None: they are ignored, with a note.
+_EXTRA_INTO = {"customers": "attributes", "orders": None, "events": "properties", "messages": None}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@dataclass
+class ParsedRow:
+    """A row that passed validation: field values ready for the model, plus free-form extras."""
+
+    row: int
+    values: dict[str, object]
+    extra: dict[str, object] | None = None
+    external_id: str = ""
+    customer_external_id: str = ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    fields: tuple[tuple[_Field, str], ...]  # field, column
+    missing: tuple[_Field, ...]  # required fields with no column
+    extras: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+
+class RowParser:
+    """Turns records of one kind into ``ParsedRow`` or a list of ``RowError``, following ``ImportOptions``."""
+
+    def __init__(self, options: ImportOptions) -> None:
+        if options.kind not in KINDS:
+            raise ImportFileError(f"unknown kind {options.kind!r}; use one of {', '.join(KINDS)}")
+        self.options = options
+        self.kind = options.kind
+        self.fields = _FIELDS[options.kind]
+        self.extra_into = _EXTRA_INTO[options.kind]
+        known = {spec.name for spec in self.fields}
+        for name in options.field_map:
+            if name not in known:
+                raise ImportFileError(
+                    f"--map {name}=...: {self.kind} have no field {name!r}; fields: {', '.join(known)}"
+                )
+        if options.label_column and self.kind != "customers":
+            raise ImportFileError("--label-col only applies to customers")
+        try:
+            tz = ZoneInfo(options.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ImportFileError(f"unknown time zone {options.time_zone!r}") from None
+        now = options.now or datetime.now(UTC)
+        self.context = _Context(tz=tz, latest=now + options.future_tolerance, max_text_chars=options.max_text_chars)
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self.ignored_columns: set[str] = set()
+
+    def plan(self, columns: Sequence[str]) -> _Plan:
+        key = tuple(columns)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        options = self.options
+        available = [column for column in columns if column not in options.drop_columns]
+        if options.label_column:
+            available = [column for column in available if column != options.label_column]
+        by_normal = {_normal(column): column for column in available}
+        taken: set[str] = set()
+        fields: list[tuple[_Field, str]] = []
+        missing: list[_Field] = []
+        for spec in self.fields:
+            column = options.field_map.get(spec.name)
+            if column is None:
+                column = next((by_normal[_normal(a)] for a in spec.aliases if _normal(a) in by_normal), None)
+                if column in taken:
+                    column = None
+            if column is None or column not in available:
+                if spec.required:
+                    missing.append(spec)
+                continue
+            taken.add(column)
+            fields.append((spec, column))
+        rest = tuple(column for column in available if column not in taken)
+        plan = _Plan(
+            fields=tuple(fields),
+            missing=tuple(missing),
+            extras=rest if self.extra_into else (),
+            ignored=() if self.extra_into else rest,
+        )
+        self._plans[key] = plan
+        return plan
+
+    def check_columns(self, columns: Sequence[str]) -> _Plan:
+        """Check a file header up front: a missing column is an error for the whole file."""
+        options = self.options
+        for field_name, column in options.field_map.items():
+            if column not in columns:
+                raise ImportFileError(
+                    f"--map {field_name}={column}: the file has no column {column!r}; columns: {', '.join(columns)}"
+                )
+        if options.label_column and options.label_column not in columns:
+            raise ImportFileError(
+                f"--label-col {options.label_column}: the file has no such column; columns: {', '.join(columns)}"
+            )
+        plan = self.plan(columns)
+        if plan.missing:
+            spec = plan.missing[0]
+            raise ImportFileError(
+                f"missing required column for {self.kind} field {spec.name!r} (looked for "
+                f"{', '.join(spec.aliases)}); name the column with --map {spec.name}=COLUMN. "
+                f"The file's columns: {', '.join(columns)}"
+            )
+        return plan
+
+    def parse(self, row: int, record: Mapping[str, object]) -> ParsedRow | list[RowError]:
+        plan = self.plan(tuple(record))
+        errors = [RowError(row, spec.name, "is missing") for spec in plan.missing]
+        context = self.context
+        values: dict[str, object] = {}
+        for spec, column in plan.fields:
+            raw = record[column]
+            if raw in _EMPTY or (isinstance(raw, str) and not raw.strip() and spec.name != "text"):
+                if spec.required:
+                    errors.append(RowError(row, spec.name, f"is empty (column {column!r})"))
+                continue
+            try:
+                values[spec.name] = spec.parse(raw, context)
+            except _FieldError as exc:
+                errors.append(RowError(row, spec.name, f"{exc} (column {column!r})"))
+        extra: dict[str, object] | None = None
+        if self.extra_into:
+            extra = {}
+            for column in plan.extras:
+                try:
+                    extra[_check_text(column, 255)] = _free_value(record[column], context)
+                except _FieldError as exc:
+                    errors.append(RowError(row, f"{self.extra_into}.{column}", str(exc)))
+        elif plan.ignored:
+            self.ignored_columns.update(plan.ignored)
+        label = self.options.label_column
+        if label and label in record:
+            raw = record[label]
+            if raw not in _EMPTY and str(raw).strip():
+                if self.options.positive_label is not None:
+                    values["churned"] = _as_text(raw).strip() == self.options.positive_label
+                else:
+                    try:
+                        values["churned"] = _boolean(raw, context)
+                    except _FieldError as exc:
+                        errors.append(RowError(row, "churned", f"{exc} (column {label!r}; set --positive)"))
+        if self.kind == "orders" and "amount" in values and values["amount"] < 0:  # type: ignore[operator]
+            status = values.get("status", "completed")
+            if status not in ("returned", "refunded"):
+                errors.append(
+                    RowError(row, "amount", f"{values['amount']} is negative, which needs status returned or refunded")
+                )
+        if errors:
+            return errors
+        parsed = ParsedRow(row=row, values=values, extra=extra)
+        parsed.external_id = str(values.pop("external_id", ""))
+        parsed.customer_external_id = str(values.pop("customer_id", ""))
+        if self.kind == "messages" and not values.get("conversation_id"):
+            values["conversation_id"] = parsed.customer_external_id
+        return parsed
+
+
+# --- Identity: deterministic ids and duplicates within one file -------------------------------------------------
+
+
+def _fingerprint(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+class FileKeys:
+    """Counts how often each key occurred so far in one file, in eight bytes a key.
+
+    Keys are 64-bit fingerprints held in one sorted numpy array (plus a dict for the few keys seen
+    more than once), so a file of a million rows costs 8 MB, not a Python set of a million strings.
+    """
+
+    def __init__(self) -> None:
+        self._seen = np.empty(0, dtype=np.uint64)
+        self._repeats: dict[int, int] = {}
+
+    def occurrences(self, keys: Sequence[int]) -> list[int]:
+        """For each key in order, its occurrence number in the file so far (1 for the first)."""
+        if not keys:
+            return []
+        batch = np.fromiter(keys, dtype=np.uint64, count=len(keys))
+        if len(self._seen):
+            positions = np.searchsorted(self._seen, batch)
+            clipped = np.minimum(positions, len(self._seen) - 1)
+            present = (self._seen[clipped] == batch).tolist()
+        else:
+            present = [False] * len(keys)
+        counts: dict[int, int] = {}
+        fresh: list[int] = []
+        result: list[int] = []
+        for key, seen_before in zip(keys, present, strict=True):
+            if key in counts:
+                number = counts[key] + 1
+            elif seen_before:
+                number = self._repeats.get(key, 1) + 1
+            else:
+                number = 1
+                fresh.append(key)
+            counts[key] = number
+            result.append(number)
+        for key, number in counts.items():
+            if number > 1:
+                self._repeats[key] = number
+        if fresh:
+            new = np.sort(np.fromiter(fresh, dtype=np.uint64, count=len(fresh)))
+            self._seen = np.insert(self._seen, np.searchsorted(self._seen, new), new)
+        return result
+
+
+def _canonical(kind: str, parsed: ParsedRow) -> str:
+    parts = [kind, parsed.customer_external_id]
+    for name in sorted(parsed.values):
+        value = parsed.values[name]
+        parts.append(f"{name}={value.isoformat() if isinstance(value, datetime) else value}")
+    if parsed.extra:
+        parts.append(json.dumps(parsed.extra, sort_keys=True, ensure_ascii=False))
+    return "\x1f".join(parts)
+
+
+def assign_external_ids(*, kind: str, rows: list[ParsedRow], keys: FileKeys) -> list[RowError]:
+    """Give rows without an external id a deterministic one, and reject repeated external ids.
+
+    A row without an id gets ``auto-`` and 24 hex digits of sha256(kind, canonical content,
+    occurrence number of that content in the file): two identical rows stay two records, and a
+    re-import of the file produces the same ids, so it inserts nothing. A row whose explicit id
+    appeared earlier in the same file is rejected. Rejected rows are removed from ``rows``.
+    """
+    explicit = [row for row in rows if row.external_id]
+    automatic = [row for row in rows if not row.external_id]
+    errors: list[RowError] = []
+    repeated: set[int] = set()
+    if explicit:
+        numbers = keys.occurrences([_fingerprint(f"id\x1f{row.external_id}") for row in explicit])
+        for row, number in zip(explicit, numbers, strict=True):
+            if number > 1:
+                repeated.add(id(row))
+                errors.append(
+                    RowError(row.row, "external_id", f"{row.external_id!r} appears more than once in this file")
+                )
+    if automatic:
+        contents = [_canonical(kind, row) for row in automatic]
+        numbers = keys.occurrences([_fingerprint(f"row\x1f{content}") for content in contents])
+        for row, content, number in zip(automatic, contents, numbers, strict=True):
+            digest = hashlib.sha256(f"{content}\x1f{number}".encode("utf-8", "surrogatepass")).hexdigest()
+            row.external_id = f"auto-{digest[:24]}"
+    if repeated:
+        rows[:] = [row for row in rows if id(row) not in repeated]
+    return errors
