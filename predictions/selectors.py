@@ -2,18 +2,129 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from django.db.models import QuerySet
 
-from predictions.models import WorkerHeartbeat
+from customers.models import Customer, Event, Message, Order
+from predictions.models import ModelStatus, ModelVersion, WorkerHeartbeat
+
+if TYPE_CHECKING:
+    from ml.data import CustomerHistory
 
 
 def worker_heartbeats() -> QuerySet[WorkerHeartbeat]:
     return WorkerHeartbeat.objects.order_by("queue", "-seen_at")
 
 
-def champion_model_state() -> str:
-    """``ok``, ``missing`` or ``error`` for the model that scoring would use now.
+def champion_model_version() -> ModelVersion | None:
+    """The model that scoring uses now, or None."""
+    return ModelVersion.objects.filter(status=ModelStatus.CHAMPION).select_related("training_run").first()
 
-    The model registry does not exist yet, so there is never a champion: ``missing``.
+
+def model_artifact_problem(model_version: ModelVersion) -> str | None:
+    """A cheap check of the artifact on disk (every recorded file present with its recorded size);
+    the full sha256 verification happens when the model is loaded. None when nothing is wrong."""
+    if not model_version.artifact_path:
+        return "no artifact path recorded"
+    root = Path(model_version.artifact_path)
+    if not root.is_dir():
+        return f"artifact directory {root} is missing"
+    for name, recorded in (model_version.artifact_checksums or {}).items():
+        file = root / name
+        if not file.is_file():
+            return f"artifact file {name} is missing"
+        size = recorded.get("size") if isinstance(recorded, dict) else None
+        if size is not None and file.stat().st_size != size:
+            return f"artifact file {name} has {file.stat().st_size} bytes, {size} recorded"
+    return None
+
+
+def champion_model_state() -> str:
+    """``ok``, ``missing`` (no champion) or ``error`` (its artifact is missing or damaged)."""
+    champion = champion_model_version()
+    if champion is None:
+        return "missing"
+    return "error" if model_artifact_problem(champion) else "ok"
+
+
+def model_versions() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.select_related("training_run").order_by("-created_at")
+
+
+def customer_histories(
+    *, customer_ids: Iterable[int] | None = None, until: datetime | None = None
+) -> list[CustomerHistory]:
+    """Customers with their orders, events and messages as ``ml`` records: the one ORM -> ``ml`` mapper.
+
+    Four queries whatever the number of customers (customers, then orders, events and messages of those
+    customers through a subquery), reading plain values rather than model instances.
+
+    Args:
+        customer_ids: database ids to include (all customers when None).
+        until: when given, rows after this time are left out (a point-in-time read).
+
+    Returns:
+        One history per customer, in id order; ``CustomerRecord.id`` is the customer's ``external_id``.
     """
-    return "missing"
+    from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
+
+    customers = Customer.objects.order_by("id")
+    if customer_ids is not None:
+        customers = customers.filter(id__in=list(customer_ids))
+    selected = customers.values("id")
+    orders: dict[int, list[OrderRecord]] = defaultdict(list)
+    order_rows = Order.objects.filter(customer_id__in=selected)
+    events: dict[int, list[EventRecord]] = defaultdict(list)
+    event_rows = Event.objects.filter(customer_id__in=selected)
+    messages: dict[int, list[MessageRecord]] = defaultdict(list)
+    message_rows = Message.objects.filter(customer_id__in=selected)
+    if until is not None:
+        order_rows = order_rows.filter(placed_at__lte=until)
+        event_rows = event_rows.filter(occurred_at__lte=until)
+        message_rows = message_rows.filter(sent_at__lte=until)
+    for cid, placed_at, amount, status, item_count, discount in order_rows.order_by().values_list(
+        "customer_id", "placed_at", "amount", "status", "item_count", "discount_amount"
+    ):
+        orders[cid].append(OrderRecord(placed_at, float(amount), status, int(item_count), float(discount)))
+    for cid, kind, occurred_at, properties in event_rows.order_by().values_list(
+        "customer_id", "kind", "occurred_at", "properties"
+    ):
+        events[cid].append(EventRecord(kind, occurred_at, properties or {}))
+    for cid, sent_at, text, channel, role, conversation in message_rows.order_by().values_list(
+        "customer_id", "sent_at", "text", "channel", "author_role", "conversation_id"
+    ):
+        messages[cid].append(MessageRecord(sent_at, text, channel, role, conversation))
+    histories = []
+    for row in customers.values(
+        "id", "external_id", "signed_up_at", "segment", "country", "language", "attributes", "churned", "churned_at"
+    ):
+        signed_up_at, churned, churned_at = row["signed_up_at"], row["churned"], row["churned_at"]
+        if until is not None:
+            if signed_up_at is not None and signed_up_at > until:
+                continue  # not a customer yet at ``until``
+            if churned_at is not None and churned_at > until:
+                churned, churned_at = None, None  # a later churn is not known at ``until``
+        record = CustomerRecord(
+            id=row["external_id"],
+            signed_up_at=signed_up_at,
+            segment=row["segment"],
+            country=row["country"],
+            language=row["language"],
+            attributes=dict(row["attributes"] or {}),
+            churned=churned,
+            churned_at=churned_at,
+        )
+        histories.append(
+            CustomerHistory(
+                customer=record,
+                orders=tuple(orders[row["id"]]),
+                events=tuple(events[row["id"]]),
+                messages=tuple(messages[row["id"]]),
+            )
+        )
+    return histories
