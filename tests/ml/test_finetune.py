@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from ml.artifacts import ArtifactError
+from ml.finetune import FineTuneConfig, TransformerChurnClassifier, UnknownTokenWarning
+
+from .conftest import keyword_texts
+
+# Settings that let a 2-layer random BERT learn a keyword in a few epochs on 40 texts.
+FAST = {
+    "frozen": FineTuneConfig(mode="frozen", head_c=100.0, device="cpu", show_progress=False),
+    "top-k": FineTuneConfig(
+        mode="top-k",
+        top_k=1,
+        lr=3e-3,
+        head_lr=3e-2,
+        epochs=8,
+        batch_size=8,
+        patience=8,
+        device="cpu",
+        show_progress=False,
+    ),
+    "lora": FineTuneConfig(
+        mode="lora",
+        lora_r=4,
+        lr=1e-2,
+        head_lr=3e-2,
+        epochs=8,
+        batch_size=8,
+        patience=8,
+        device="cpu",
+        show_progress=False,
+    ),
+    "full": FineTuneConfig(
+        mode="full",
+        lr=3e-3,
+        head_lr=3e-2,
+        epochs=8,
+        batch_size=8,
+        grad_accum_steps=2,
+        patience=8,
+        device="cpu",
+        show_progress=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", ["frozen", "top-k", "lora", "full"])
+def test_every_mode_learns_a_keyword_and_reloads_to_identical_probabilities(
+    mode: str, tiny_bert_dir: Path, tmp_path: Path, keyword_data: tuple[list[str], list[int]]
+) -> None:
+    texts, labels = keyword_data
+    held_out_texts, held_out_labels = keyword_texts(20, seed=1)
+    seen: list[float] = []
+    model = TransformerChurnClassifier(FAST[mode], encoder=str(tiny_bert_dir), cache_dir=tmp_path / "cache")
+
+    model.fit(texts, labels, progress=lambda fraction, message: seen.append(fraction))
+    probabilities = model.predict_proba(held_out_texts)
+    model.save(tmp_path / "model")
+    reloaded = TransformerChurnClassifier.load(tmp_path / "model", device="cpu")
+
+    assert probabilities.shape == (20, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    assert roc_auc_score(held_out_labels, probabilities[:, 1]) > 0.75, (
+        f"{mode} did not learn the keyword (untrained: about 0.5)"
+    )
+    np.testing.assert_allclose(reloaded.predict_proba(held_out_texts), probabilities, atol=1e-6)
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+    metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert metadata["mode"] == mode and metadata["encoder"]["fingerprint"] == model.encoder_fingerprint_
+    assert metadata["unk_rate"] == 0.0 and "torch" in metadata["libraries"]
+
+
+def test_topk_artifact_holds_only_the_trained_layers(tiny_bert_dir: Path, tmp_path: Path, keyword_data) -> None:
+    from ml.artifacts import load_artifact
+
+    texts, labels = keyword_data
+    config = FineTuneConfig(mode="top-k", top_k=1, epochs=1, device="cpu", show_progress=False)
+    TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels).save(tmp_path / "m")
+
+    names = set(load_artifact(tmp_path / "m").tensors)
+    assert {"head.weight", "head.bias"} <= names
+    assert all(name.startswith(("head.", "encoder.encoder.layer.1.")) for name in names), sorted(names)[:5]
+
+
+@pytest.mark.parametrize("mode", ["frozen", "lora", "full"])
+def test_two_fits_with_the_same_seed_give_identical_probabilities(mode: str, tiny_bert_dir: Path, keyword_data) -> None:
+    texts, labels = keyword_data
+    config = FineTuneConfig(mode=mode, epochs=2, batch_size=8, lr=1e-3, device="cpu", show_progress=False)
+
+    first = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels).predict_proba(texts)
+    second = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels).predict_proba(texts)
+    other_seed = FineTuneConfig(mode=mode, epochs=2, batch_size=8, lr=1e-3, device="cpu", show_progress=False, seed=7)
+    third = TransformerChurnClassifier(other_seed, encoder=str(tiny_bert_dir)).fit(texts, labels).predict_proba(texts)
+
+    np.testing.assert_array_equal(first, second)
+    if mode != "frozen":  # the frozen head is a convex fit: the seed only picks the validation split
+        assert not np.array_equal(first, third)
+
+
+def test_mostly_unknown_training_text_warns_and_records_the_rate(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    texts = ["我要取消订单", "我很喜欢", "退款太慢了", "谢谢你们", "cancel", "thanks"] * 3
+    labels = [1, 0, 1, 0, 1, 0] * 3
+    config = FineTuneConfig(mode="frozen", device="cpu", show_progress=False)
+
+    with pytest.warns(UnknownTokenWarning, match="CHURN_ENCODER") as caught:
+        model = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels)
+    model.save(tmp_path / "m")
+
+    assert "multilingual or Chinese" in str(caught[0].message)
+    assert model.unk_rate_ > 0.5
+    assert json.loads((tmp_path / "m" / "metadata.json").read_text())["unk_rate"] == pytest.approx(model.unk_rate_)
+
+
+def test_english_training_text_does_not_warn(tiny_bert_dir: Path, keyword_data) -> None:
+    texts, labels = keyword_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownTokenWarning)
+        TransformerChurnClassifier(FAST["frozen"], encoder=str(tiny_bert_dir)).fit(texts, labels)
+
+
+def test_loading_onto_a_different_base_encoder_is_refused(tiny_bert_dir: Path, tmp_path: Path, keyword_data) -> None:
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    texts, labels = keyword_data
+    TransformerChurnClassifier(FAST["frozen"], encoder=str(tiny_bert_dir)).fit(texts, labels).save(tmp_path / "m")
+    other = tmp_path / "other-bert"
+    shutil.copytree(tiny_bert_dir, other)
+    changed = AutoModel.from_pretrained(other)
+    with torch.no_grad():
+        changed.pooler.dense.bias.add_(0.1)
+    changed.save_pretrained(other)
+
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        TransformerChurnClassifier.load(tmp_path / "m", encoder=str(other))
+
+
+def test_bad_labels_are_refused_with_the_row(tiny_bert_dir: Path) -> None:
+    model = TransformerChurnClassifier(FAST["frozen"], encoder=str(tiny_bert_dir))
+    with pytest.raises(ValueError, match="row 2"):
+        model.fit(["a", "b", "c"], [0, 1, 2])
+    with pytest.raises(TypeError, match="row 1"):
+        model.fit(["a", None, "c"], [0, 1, 0])
