@@ -6,7 +6,7 @@ directories (``ml.artifacts``: safetensors + JSON + sha256 manifest), never pick
 in its own text model format inside the artifact.
 
 * :class:`RecencyRule`: the score is the days since the last activity; a one-feature logistic fit on
-  ``log1p(days)`` (slope kept >= 0) turns it into a probability without changing the ranking.
+  ``log1p(days)`` (slope kept > 0) turns it into a probability without changing the ranking.
 * :class:`LogisticRegressionChurn`: numeric columns median-imputed (with missing-value indicators) and
   standardised, categorical columns one-hot encoded, scikit-learn ``LogisticRegression``.
 * :class:`LightGBMChurn`: gradient-boosted trees with native missing values and categories; the number
@@ -220,7 +220,7 @@ class RecencyOptions:
 
 
 class RecencyRule:
-    """Score = days since the last activity; probability = sigmoid(a + b * log1p(days)), b >= 0."""
+    """Score = days since the last activity; probability = sigmoid(a + b * log1p(days)), b > 0."""
 
     kind = "recency"
 
@@ -243,9 +243,12 @@ class RecencyRule:
         x = np.log1p(np.clip(np.where(np.isnan(days), fill, days), 0, None))[:, None]
         fitted = LogisticRegression().fit(x, labels)
         slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
-        if slope < 0:  # keep the rule's ranking: more days idle never lowers the churn probability
+        if slope <= 0:
+            # The data says idle days do not raise churn here; the rule's ranking is kept anyway (so its
+            # ROC AUC is the honest one of "more idle days, more churn") with near-base-rate probabilities.
             rate = labels.mean()
-            slope, intercept = 0.0, math.log(rate / (1 - rate))
+            slope = 1e-6
+            intercept = math.log(rate / (1 - rate)) - slope * float(x.mean())
         self.column_, self.fill_, self.intercept_, self.slope_ = column, fill, intercept, slope
         return self
 
@@ -470,7 +473,9 @@ class LightGBMChurn:
             if not _is_numeric(frame[column]):
                 values = frame[column].dropna().astype(str)
                 counts = values.value_counts()
-                self.categories_[column] = sorted(sorted(counts.index, key=lambda v: (-counts[v], v))[: o.max_categories])
+                self.categories_[column] = sorted(
+                    sorted(counts.index, key=lambda v: (-counts[v], v))[: o.max_categories]
+                )
         x = self._matrix(frame)
         categorical = [c for c in self.columns_ if c in self.categories_]
         inner_train, inner_valid = train_test_split(

@@ -327,9 +327,7 @@ def backtest_data(
             f"{setup.min_history_days} days of history: choose a later as-of date or a shorter horizon"
         )
     builder = feature_builder or FeatureBuilder()
-    train_rows = labelled_snapshots(
-        histories, cutoffs, config=config, rule=setup.eligibility, label_until=setup.as_of
-    )
+    train_rows = labelled_snapshots(histories, cutoffs, config=config, rule=setup.eligibility, label_until=setup.as_of)
     test_rows = labelled_snapshots(histories, [setup.as_of], config=config, rule=setup.eligibility)
     recency = "days_since_last_order" if config.activity == "orders" else "days_since_last_activity"
 
@@ -403,7 +401,8 @@ def backtest(
             report.fit_seconds[name] = round(time.perf_counter() - fit_started, 3)
             samples = [churn_metrics(data.test.y[r], churn[r]) for r in resamples if 0 < data.test.y[r].sum() < len(r)]
             report.std_override[name] = {
-                metric: float(np.nanstd([s[metric] for s in samples])) if samples else math.nan for metric in METRIC_NAMES
+                metric: float(np.nanstd([s[metric] for s in samples])) if samples else math.nan
+                for metric in METRIC_NAMES
             }
             bar.update(1)
     report.seconds = time.perf_counter() - started

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -205,11 +205,14 @@ class FeatureBuilder:
         activity_age = np.concatenate([order_age, event_age])
         row["days_since_last_activity"] = float(activity_age.min()) if len(activity_age) else math.nan
         for kind in c.event_kinds:
-            row[f"event_{kind}_30d"] = float(((event_kinds == kind) & (event_age <= 30)).sum()) if len(event_age) else 0.0
+            row[f"event_{kind}_30d"] = (
+                float(((event_kinds == kind) & (event_age <= 30)).sum()) if len(event_age) else 0.0
+            )
         for w in c.support_windows_days:
             row[f"support_contacts_{w}d"] = float((contact_age <= w).sum())
         row["support_contacts_total"] = float(len(contact_age))
-        row["days_since_last_support_contact"] = float(contact_age.min()) if len(contact_age) else math.nan
+        written_age = age(m.sent_at for m in customer_messages)
+        row["days_since_last_support_contact"] = float(written_age.min()) if len(written_age) else math.nan
         row["customer_messages_total"] = float(len(customer_messages))
         row["segment"] = snapshot.customer.segment or None
         row["country"] = snapshot.customer.country or None
@@ -365,4 +368,3 @@ def _label_matches(value: object, positive: str) -> bool:
         return float(value) == float(positive)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-

@@ -143,7 +143,9 @@ def serialize_snapshot(
         for m in reversed(snapshot.messages)
         if m.author_role == "customer" and m.text.strip()
     ][: config.max_messages]
-    return _fit_budget(lines, [f"[{at:%Y-%m-%d} {channel}] {text}" for at, channel, text in messages if text], config, count)
+    return _fit_budget(
+        lines, [f"[{at:%Y-%m-%d} {channel}] {text}" for at, channel, text in messages if text], config, count
+    )
 
 
 def serialize_profile(
@@ -273,7 +275,7 @@ def _format_value(value: object) -> str:
 
 
 def _compact(value: float) -> str:
-    """Short, stable number formatting: 3, 98.5, 1.2k, 3.4M."""
+    """Short, stable number formatting: 3, 98.5, 627, 1.2k, 3.4M."""
     magnitude = abs(value)
     if magnitude >= 1_000_000:
         return f"{value / 1_000_000:.1f}M"
@@ -281,6 +283,6 @@ def _compact(value: float) -> str:
         return f"{value / 1000:.0f}k"
     if magnitude >= 1000:
         return f"{value / 1000:.1f}k"
-    if float(value).is_integer():
-        return str(int(value))
+    if float(value).is_integer() or magnitude >= 100:
+        return f"{value:.0f}"
     return f"{value:.2f}".rstrip("0").rstrip(".")

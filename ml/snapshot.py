@@ -14,8 +14,8 @@ The rules, in one place:
     else 0. Qualifying activity is ``"orders"`` or ``"orders_and_events"`` (:class:`LabelConfig`).
 
   Profile data whose churn flag has no time is labelled directly by the flag (see ``ml.features``).
-* Eligibility at a cutoff (:class:`EligibilityRule`, default): the first qualifying activity is on or
-  before ``as_of``, and the customer is not already marked churned (``churned_at <= as_of``, or a
+* Eligibility at a cutoff (:class:`EligibilityRule`, default): signed up (when known) and first
+  qualifying activity on or before ``as_of``, and the customer is not already marked churned (``churned_at <= as_of``, or a
   churn flag without a time, which cannot be placed on the time line). Optionally, customers with no
   qualifying activity in the last ``max_days_inactive`` days are left out as already lapsed.
 * Training cutoffs (:func:`rolling_cutoffs`): ``as_of - lead - horizon``, then one ``horizon`` further
@@ -192,6 +192,8 @@ class EligibilityRule:
 def is_eligible(history: CustomerHistory, as_of: datetime, *, rule: EligibilityRule, activity: str) -> bool:
     """Whether the customer is scored and labelled at ``as_of`` (see :class:`EligibilityRule`)."""
     customer = history.customer
+    if customer.signed_up_at is not None and customer.signed_up_at > as_of:
+        return False
     if rule.exclude_marked_churned:
         if customer.churned_at is not None and customer.churned_at <= as_of:
             return False

@@ -1,0 +1,104 @@
+"""Baseline estimators: they learn, they round-trip through safe artifacts, they refuse what does not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.artifacts import ArtifactError
+from ml.baselines import (
+    LightGBMChurn,
+    LightGBMOptions,
+    LogisticRegressionChurn,
+    LogisticRegressionOptions,
+    ModelNotApplicable,
+    RecencyRule,
+    TabularEncoder,
+    find_recency_column,
+)
+from ml.metrics import roc_auc
+
+FAST_LGBM = LightGBMOptions(max_rounds=60, early_stopping_rounds=10, num_leaves_grid=(7,), n_jobs=1)
+
+
+def churn_table(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Churn rises with idle days and the 'basic' plan; 10% of spend values are missing."""
+    rng = np.random.default_rng(seed)
+    days = rng.exponential(30, n)
+    plan = rng.choice(["basic", "plus", "pro"], n)
+    spend = rng.normal(100, 30, n)
+    spend[rng.random(n) < 0.1] = np.nan
+    logit = -2 + 0.05 * days + 1.5 * (plan == "basic")
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = pd.DataFrame({"days_since_last_order": days, "plan": pd.Series(plan, dtype=object), "spend": spend})
+    return frame, y
+
+
+@pytest.mark.parametrize(
+    "make",
+    [RecencyRule, lambda: LogisticRegressionChurn(), lambda: LightGBMChurn(FAST_LGBM)],
+    ids=["recency", "logreg", "lightgbm"],
+)
+def test_model_learns_and_round_trips_to_identical_probabilities(make, tmp_path: Path) -> None:
+    frame, y = churn_table()
+    test_frame, test_y = churn_table(seed=1)
+    model = make().fit(frame, y)
+    probabilities = model.predict_proba(test_frame)
+    assert probabilities.shape == (len(test_y), 2)
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert roc_auc(test_y, probabilities[:, 1]) > 0.7
+    model.save(tmp_path / "model")
+    assert not list((tmp_path / "model").glob("*.pkl"))
+    loaded = type(model).load(tmp_path / "model")
+    assert np.array_equal(loaded.predict_proba(test_frame), probabilities)
+
+
+def test_recency_rule_ranks_by_idle_days() -> None:
+    frame, y = churn_table()
+    rule = RecencyRule().fit(frame, y)
+    churn = rule.predict_proba(frame)[:, 1]
+    order = np.argsort(frame["days_since_last_order"].to_numpy())
+    assert np.all(np.diff(churn[order]) >= 0)
+
+
+def test_recency_rule_does_not_apply_without_an_activity_time_column() -> None:
+    frame, y = churn_table()
+    with pytest.raises(ModelNotApplicable, match="days-since-last-activity"):
+        RecencyRule().fit(frame.drop(columns=["days_since_last_order"]), y)
+
+
+def test_recency_column_found_by_name() -> None:
+    assert find_recency_column(["Tenure", "DaySinceLastOrder"]) == "DaySinceLastOrder"
+    assert find_recency_column(["Tenure", "Complain"]) is None
+
+
+def test_encoder_handles_missing_and_unseen_categories() -> None:
+    train = pd.DataFrame({"x": [1.0, np.nan, 3.0], "c": pd.Series(["a", "b", None], dtype=object)})
+    encoder = TabularEncoder().fit(train)
+    assert encoder.feature_names_ == ["x", "x is missing", "c = (missing)", "c = a", "c = b"]
+    row = encoder.transform(pd.DataFrame({"x": [np.nan], "c": pd.Series(["zzz"], dtype=object)}))
+    assert row.tolist() == [[0.0, 1.0, 0.0, 0.0, 0.0]], "median-imputed and standardised to 0, unseen -> zeros"
+    assert TabularEncoder.from_json(encoder.to_json()).transform(train).tolist() == encoder.transform(train).tolist()
+
+
+def test_logistic_regression_picks_c_inside_the_training_data() -> None:
+    frame, y = churn_table()
+    model = LogisticRegressionChurn(LogisticRegressionOptions(C_grid=(0.001, 1.0))).fit(frame, y)
+    assert model.C_ in (0.001, 1.0)
+    assert "plan = basic" in model.coefficients() and model.coefficients()["plan = basic"] > 0
+
+
+def test_loading_the_wrong_kind_of_model_is_refused(tmp_path: Path) -> None:
+    frame, y = churn_table()
+    LogisticRegressionChurn().fit(frame, y).save(tmp_path / "logreg")
+    with pytest.raises(ArtifactError, match="holds a 'logreg' model, not 'lightgbm'"):
+        LightGBMChurn.load(tmp_path / "logreg")
+
+
+def test_single_class_training_data_is_refused() -> None:
+    frame, _ = churn_table(20)
+    with pytest.raises(ValueError, match="single class"):
+        LogisticRegressionChurn().fit(frame, np.zeros(20, dtype=int))

@@ -1,0 +1,112 @@
+"""Tabular features from snapshots and from profile files."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
+from ml.features import FeatureBuilder, ProfileError, describe_feature, prepare_profile
+from ml.snapshot import snapshot_at
+
+AS_OF = datetime(2025, 6, 30, tzinfo=UTC)
+
+
+def ago(days: float) -> datetime:
+    return AS_OF - timedelta(days=days)
+
+
+def test_features_count_windows_trends_returns_and_support() -> None:
+    history = CustomerHistory(
+        customer=CustomerRecord(
+            id="c1", signed_up_at=ago(400), segment="gold", attributes={"tier": "silver", "age": 41, "score": None}
+        ),
+        orders=(
+            OrderRecord(placed_at=ago(3), amount=100.0, discount_amount=5.0),
+            OrderRecord(placed_at=ago(20), amount=50.0, status="returned"),
+            OrderRecord(placed_at=ago(45), amount=30.0),
+            OrderRecord(placed_at=ago(200), amount=20.0, item_count=3),
+            OrderRecord(placed_at=ago(10), amount=999.0, status="cancelled"),
+        ),
+        events=(EventRecord(kind="search", occurred_at=ago(1)), EventRecord(kind="page_view", occurred_at=ago(40))),
+        messages=(
+            MessageRecord(sent_at=ago(12), text="where is my parcel", conversation_id="k1"),
+            MessageRecord(sent_at=ago(11), text="hello?", conversation_id="k1"),
+            MessageRecord(sent_at=ago(11), text="we are on it", author_role="agent", conversation_id="k1"),
+            MessageRecord(sent_at=ago(100), text="refund please", conversation_id="k2"),
+        ),
+    )
+    row = FeatureBuilder().build([snapshot_at(history, AS_OF)]).iloc[0]
+    expected = {
+        "tenure_days": 400.0,
+        "days_since_last_order": 3.0,
+        "days_since_last_activity": 1.0,
+        "orders_total": 4.0,  # the cancelled order does not count
+        "spend_total": 150.0,  # completed orders only
+        "orders_7d": 1.0,
+        "orders_30d": 2.0,
+        "orders_90d": 3.0,
+        "returns_30d": 1.0,
+        "spend_30d": 100.0,
+        "orders_trend_30d": 3.0 / 2.0,  # (2 + 1) / (1 + 1)
+        "return_rate": 0.25,
+        "discounted_orders_share": 0.25,
+        "events_30d": 1.0,
+        "event_search_30d": 1.0,
+        "event_page_view_30d": 0.0,
+        "support_contacts_30d": 1.0,
+        "support_contacts_365d": 2.0,
+        "days_since_last_support_contact": 11.0,
+        "customer_messages_total": 3.0,
+        "attr_age": 41.0,
+    }
+    actual = {name: float(row[name]) for name in expected}
+    assert actual == pytest.approx(expected)
+    assert row["segment"] == "gold" and row["attr_tier"] == "silver"
+    assert math.isnan(row["attr_score"])
+
+
+def test_customer_without_history_gets_missing_values_not_zeros() -> None:
+    frame = FeatureBuilder().build([snapshot_at(CustomerHistory(customer=CustomerRecord(id="new")), AS_OF)])
+    assert math.isnan(frame.loc["new", "days_since_last_order"]) and frame.loc["new", "orders_total"] == 0
+    assert frame.loc["new", "segment"] is None
+
+
+def test_every_feature_has_a_readable_description() -> None:
+    names = FeatureBuilder().numeric_names()
+    undescribed = [n for n in names if describe_feature(n) == n.replace("_", " ")]
+    assert not undescribed, undescribed
+    assert describe_feature("orders_30d") == "orders in the last 30 days"
+
+
+def test_profile_cleaning_blanks_numbers_labels_and_duplicates() -> None:
+    raw = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "charges": ["10.5", " ", "7", "10.5"],
+            "plan": ["x", "y", None, "x"],
+            "leak": ["1", "2", "3", "4"],
+            "Churn": ["Yes", "No", "No", "Yes"],
+        }
+    )
+    data = prepare_profile(raw, label_col="Churn", positive="Yes", id_col="id", drop_cols=["leak"], dedupe=True)
+    assert data.ids == ["a", "b", "c"], "d duplicates a apart from the id"
+    assert list(data.frame.columns) == ["charges", "plan"]
+    assert data.frame["charges"].dtype == float and np.isnan(data.frame["charges"][1])
+    assert data.y.tolist() == [1, 0, 0]
+    assert any("charges: 1 blank" in note for note in data.notes)
+
+
+def test_profile_numeric_positive_label_and_clear_errors() -> None:
+    raw = pd.DataFrame({"x": [1, 2, 3], "Churn": [1, 0, 1]})
+    assert prepare_profile(raw, label_col="Churn", positive="1").y.tolist() == [1, 0, 1]
+    with pytest.raises(ProfileError, match="column 'Target' is not in the file"):
+        prepare_profile(raw, label_col="Target", positive="1")
+    with pytest.raises(ProfileError, match="no row has Churn = 'Yes'"):
+        prepare_profile(raw, label_col="Churn", positive="Yes")
+    with pytest.raises(ProfileError, match="row 3: label column 'Churn' is empty"):
+        prepare_profile(pd.DataFrame({"x": [1, 2], "Churn": ["1", ""]}), label_col="Churn", positive="1")

@@ -1,0 +1,137 @@
+"""Point-in-time snapshots, label windows at their edges, eligibility and rolling cutoffs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
+from ml.features import FeatureBuilder
+from ml.snapshot import (
+    EligibilityRule,
+    LabelConfig,
+    LookAheadError,
+    Snapshot,
+    churn_label,
+    is_eligible,
+    labelled_snapshots,
+    rolling_cutoffs,
+    snapshot_at,
+)
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def history(order_days: list[float], *, event_days: list[float] = (), **customer: object) -> CustomerHistory:
+    return CustomerHistory(
+        customer=CustomerRecord(id=str(customer.pop("id", "c1")), **customer),
+        orders=tuple(OrderRecord(placed_at=day(d), amount=10.0) for d in order_days),
+        events=tuple(EventRecord(kind="page_view", occurred_at=day(d)) for d in event_days),
+    )
+
+
+def test_snapshot_keeps_rows_up_to_and_including_the_cutoff_only() -> None:
+    snapshot = snapshot_at(history([0, 10, 10.5, 20]), day(10))
+    assert [o.placed_at for o in snapshot.orders] == [day(0), day(10)]
+
+
+def test_planted_future_order_fails_loudly() -> None:
+    with pytest.raises(
+        LookAheadError, match=r"customer c1, order #1 has placed_at=2025-01-21.*after the snapshot cutoff"
+    ):
+        Snapshot(
+            customer=CustomerRecord(id="c1"),
+            as_of=day(10),
+            orders=(OrderRecord(placed_at=day(5), amount=1.0), OrderRecord(placed_at=day(20), amount=1.0)),
+        )
+
+
+def test_feature_builder_refuses_a_snapshot_tampered_after_construction() -> None:
+    snapshot = snapshot_at(history([1, 2]), day(10))
+    future = (*snapshot.messages, MessageRecord(sent_at=day(11), text="later"))
+    object.__setattr__(snapshot, "messages", future)  # bypasses the frozen dataclass, as a bug might
+    with pytest.raises(LookAheadError, match="message #0 has sent_at"):
+        FeatureBuilder().build([snapshot])
+
+
+def test_sign_up_after_the_cutoff_is_look_ahead() -> None:
+    with pytest.raises(LookAheadError, match="signed up"):
+        Snapshot(customer=CustomerRecord(id="c1", signed_up_at=day(30)), as_of=day(10))
+
+
+@pytest.mark.parametrize(
+    ("activity_day", "expected"),
+    [
+        (40, 1),  # exactly at as_of + lead: outside the window (start excluded) -> no activity -> churned
+        (40.001, 0),  # just after the start: inside
+        (70, 0),  # exactly at as_of + lead + horizon: inside (end included)
+        (70.001, 1),  # just after the end: outside -> churned
+    ],
+)
+def test_inactivity_label_window_edges(activity_day: float, expected: int) -> None:
+    config = LabelConfig(horizon_days=30, lead_days=10)
+    assert churn_label(history([0, activity_day]), day(30), config) == expected
+
+
+def test_events_count_as_activity_only_when_configured() -> None:
+    customer = history([0], event_days=[35])
+    assert churn_label(customer, day(30), LabelConfig(horizon_days=30, activity="orders")) == 1
+    assert churn_label(customer, day(30), LabelConfig(horizon_days=30, activity="orders_and_events")) == 0
+
+
+def test_explicit_churn_time_edges() -> None:
+    config = LabelConfig(horizon_days=30, lead_days=10)
+    labels = {
+        d: churn_label(history([0], churned=True, churned_at=day(d)), day(30), config) for d in (35, 40, 40.5, 70, 71)
+    }
+    assert labels == {35: None, 40: None, 40.5: 1, 70: 1, 71: 0}
+
+
+def test_label_that_would_look_past_the_evaluation_cutoff_is_refused() -> None:
+    with pytest.raises(LookAheadError, match="may not look past"):
+        churn_label(history([0]), day(30), LabelConfig(horizon_days=30), label_until=day(59))
+    assert churn_label(history([0]), day(30), LabelConfig(horizon_days=30), label_until=day(60)) == 1
+
+
+def test_eligibility_defaults_and_options() -> None:
+    rule = EligibilityRule()
+    assert not is_eligible(history([20]), day(10), rule=rule, activity="orders"), "no activity yet"
+    assert is_eligible(history([10]), day(10), rule=rule, activity="orders"), "first activity exactly at the cutoff"
+    assert not is_eligible(history([0], churned=True, churned_at=day(5)), day(10), rule=rule, activity="orders")
+    assert is_eligible(history([0], churned=True, churned_at=day(15)), day(10), rule=rule, activity="orders")
+    assert not is_eligible(history([0], churned=True), day(10), rule=rule, activity="orders"), "flag without time"
+    lapsed = EligibilityRule(max_days_inactive=30)
+    assert not is_eligible(history([0]), day(40), rule=lapsed, activity="orders")
+    assert is_eligible(history([0, 20]), day(40), rule=lapsed, activity="orders")
+
+
+def test_rolling_cutoffs_step_back_by_the_horizon_while_history_allows() -> None:
+    cutoffs = rolling_cutoffs(as_of=day(365), horizon_days=90, lead_days=10, earliest=day(0), min_history_days=30)
+    assert cutoffs == [day(265), day(175), day(85)]
+    assert rolling_cutoffs(as_of=day(365), horizon_days=90, earliest=day(0), max_cutoffs=2) == [day(275), day(185)]
+
+
+def test_rolling_cutoff_labels_never_look_past_the_evaluation_cutoff() -> None:
+    as_of = day(300)
+    config = LabelConfig(horizon_days=60, lead_days=7)
+    customers = [history([0, 50, 120, 299], id="a"), history([0, 100], id="b"), history([200, 301], id="c")]
+    cutoffs = rolling_cutoffs(as_of=as_of, horizon_days=60, lead_days=7, earliest=day(0))
+    assert len(cutoffs) >= 3
+    rows = labelled_snapshots(customers, cutoffs, config=config, label_until=as_of)
+    assert rows, "some training rows"
+    assert all(config.window(r.cutoff)[1] <= as_of for r in rows)
+    # Customer c orders again right after as_of: that order must not make any training label 0.
+    c_rows = [r for r in rows if r.snapshot.customer.id == "c"]
+    assert c_rows and all(r.label == 1 for r in c_rows)
+    # The same customers without any post-as_of data get identical training labels.
+    trimmed = [replace(h, orders=tuple(o for o in h.orders if o.placed_at <= as_of)) for h in customers]
+    again = labelled_snapshots(trimmed, cutoffs, config=config, label_until=as_of)
+    assert [(r.snapshot.customer.id, r.cutoff, r.label) for r in again] == [
+        (r.snapshot.customer.id, r.cutoff, r.label) for r in rows
+    ]
