@@ -226,7 +226,9 @@ class _BlockSimulator:
         return day + (hour + self.rng.random()) / 24.0
 
     def run(self) -> StoreBlock:
-        options, rng, n, days = self.options, self.rng, self.count, self.options.days
+        # Traits are drawn for a whole block even when fewer customers are wanted, so that the
+        # first customers of a store do not change with its size.
+        options, rng, n, days = self.options, self.rng, BLOCK_SIZE, self.options.days
         segment_names = list(SEGMENTS)
         profiles = [SEGMENTS[name] for name in segment_names]
         segment = rng.choice(len(profiles), size=n, p=[profile.share for profile in profiles])
@@ -283,7 +285,7 @@ class _BlockSimulator:
         )
         session_counts = rng.poisson(session_rate)
 
-        for row in range(n):
+        for row in range(self.count):
             self.simulate_customer(
                 row=row,
                 segment=segment_names[segment[row]],
@@ -371,7 +373,7 @@ class _BlockSimulator:
         # Orders (a welcome order for most recent sign-ups).
         order_times = [self.time_in_day(int(day)) for day in order_days]
         if joined_recently and rng.random() < 0.6:
-            order_times.append(signup_day + rng.uniform(0.003, 0.06))
+            order_times.append(signup_day + rng.uniform(0.02, 0.08))
         order_times = sorted(time for time in order_times if time < options.days)
         return_probability = 0.03 + 0.18 * propensity
         discount_probability = 0.08 + 0.45 * price_sensitivity
@@ -407,7 +409,7 @@ class _BlockSimulator:
                     discount_amount=Decimal(f"{discount:.2f}"),
                 )
             )
-            self.session(customer_id, f"{index:07d}-p{number:04d}", day - rng.uniform(0.002, 0.02), device,
+            self.session(customer_id, f"{index:07d}-p{number:04d}", max(day - rng.uniform(0.002, 0.015), signup_day), device,
                          category, price_sensitivity, purchase=True)  # fmt: skip
 
         for number, day in enumerate(session_days):
@@ -559,6 +561,8 @@ class _BlockSimulator:
                 "name": first_name,
             }
             start = self.time_in_day(int(day))
+            if start < first_day:  # on the day of sign-up, but before it
+                start = first_day + rng.uniform(0.01, 0.05)
             self.write_conversation(
                 customer_id, conversation_id, language, topic, strong, frustration, values, start, agent
             )

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from customers.generator import StoreOptions, simulate_store
+from customers.generator.text import COMPLAINT_TOPICS
+from customers.models import Customer, Event, Message, Order
+from customers.services import DemoDataExistsError, demo_store_generate
+
+END = datetime(2026, 1, 1, tzinfo=UTC)
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _store(**overrides: object) -> dict[str, list]:
+    options = StoreOptions(**{"customers": 40, "days": 90, "seed": 7, "end": END, **overrides})
+    store: dict[str, list] = defaultdict(list)
+    for block in simulate_store(options):
+        for part in ("customers", "orders", "events", "messages", "truths"):
+            store[part].extend(getattr(block, part))
+    return store
+
+
+@pytest.fixture(scope="module")
+def year_store() -> dict[str, list]:
+    """A year of 1200 customers: big enough for the statistical properties, a second or two to simulate."""
+    return _store(customers=1200, days=365, seed=11)
+
+
+def test_same_seed_gives_the_same_store_and_another_seed_another() -> None:
+    first, again, other = _store(), _store(), _store(seed=8)
+
+    assert first == again
+    assert [m.text for m in first["messages"]] != [m.text for m in other["messages"]]
+
+
+def test_the_first_customers_do_not_depend_on_how_many_are_generated() -> None:
+    small, large = _store(customers=300), _store(customers=600)
+
+    assert large["customers"][:300] == small["customers"]
+    assert [o for o in large["orders"] if o.customer_external_id <= "demo-c0000300"] == small["orders"]
+
+
+def test_every_record_lies_inside_the_history_after_its_customers_sign_up(year_store: dict[str, list]) -> None:
+    start = END - timedelta(days=365)
+    signed_up = {c.external_id: c.signed_up_at for c in year_store["customers"]}
+    timed = (
+        [(o.customer_external_id, o.placed_at) for o in year_store["orders"]]
+        + [(m.customer_external_id, m.sent_at) for m in year_store["messages"]]
+        + [(e.customer_external_id, e.occurred_at) for e in year_store["events"]]
+    )
+
+    outside = [(cid, at) for cid, at in timed if not (max(start, signed_up[cid]) <= at < END)]
+
+    assert not outside, outside[:5]
+    assert len({o.external_id for o in year_store["orders"]}) == len(year_store["orders"])
+    assert len({e.external_id for e in year_store["events"]}) == len(year_store["events"])
+
+
+def test_complaints_come_with_more_later_inactivity_but_the_signal_is_partial(year_store: dict[str, list]) -> None:
+    """Backtest view: customers active before a cutoff, label = no order in the 90 days after it."""
+    cutoff = END - timedelta(days=90)
+    orders = defaultdict(list)
+    for order in year_store["orders"]:
+        orders[order.customer_external_id].append(order.placed_at)
+    complained = {
+        truth.external_id
+        for truth in year_store["truths"]
+        if any(topic in COMPLAINT_TOPICS and at < cutoff for at, topic in truth.conversation_topics)
+    }
+    inactive = {True: [], False: []}
+    for customer in year_store["customers"]:
+        placed = orders[customer.external_id]
+        if any(cutoff - timedelta(days=180) <= at < cutoff for at in placed):
+            inactive[customer.external_id in complained].append(not any(at >= cutoff for at in placed))
+
+    rate_complainers, rate_others = np.mean(inactive[True]), np.mean(inactive[False])
+
+    assert len(inactive[True]) >= 100, "too few complainers to compare"
+    assert rate_complainers > rate_others + 0.07, (rate_complainers, rate_others)
+    assert rate_others > 0.1, "customers who never complained must churn too"
+    assert rate_complainers < 0.7, "complaining must not decide churn on its own"
+
+
+def test_the_order_rate_peaks_in_december(year_store: dict[str, list]) -> None:
+    per_month = defaultdict(int)
+    for order in year_store["orders"]:
+        per_month[order.placed_at.month] += 1
+
+    assert per_month[12] > 1.3 * np.mean([per_month[month] for month in (2, 3, 4, 5)])
+
+
+def test_high_propensity_customers_return_more(year_store: dict[str, list]) -> None:
+    propensity = {t.external_id: t.propensity for t in year_store["truths"]}
+    median = np.median(list(propensity.values()))
+    returned = {True: [], False: []}
+    for order in year_store["orders"]:
+        returned[propensity[order.customer_external_id] > median].append(order.status == "returned")
+
+    assert np.mean(returned[True]) > 1.5 * np.mean(returned[False])
+
+
+def test_hidden_propensity_is_not_in_anything_stored(year_store: dict[str, list]) -> None:
+    attribute_keys = set().union(*(c.attributes for c in year_store["customers"]))
+
+    assert attribute_keys == {"loyalty_tier", "preferred_category", "device", "newsletter", "acquisition_channel"}
+
+
+def test_english_only_by_default_and_some_chinese_writers_with_both_languages() -> None:
+    english = _store(customers=200)
+    both = _store(customers=200, languages=("en", "zh"))
+    chinese_ids = {c.external_id for c in both["customers"] if c.language == "zh"}
+    chinese_texts = [m.text for m in both["messages"] if m.customer_external_id in chinese_ids]
+
+    assert {c.language for c in english["customers"]} == {"en"}
+    assert not any(CJK.search(m.text) for m in english["messages"])
+    assert 0.1 < len(chinese_ids) / 200 < 0.45
+    assert chinese_texts and all(CJK.search(text) for text in chinese_texts)
+    assert all(CJK.search(c.name) for c in both["customers"] if c.language == "zh")
+
+
+def test_unknown_language_is_refused() -> None:
+    with pytest.raises(ValueError, match="languages"):
+        StoreOptions(customers=1, days=1, seed=0, end=END, languages=("fr",))
+
+
+@pytest.mark.django_db
+def test_generate_service_stores_the_simulated_store_and_refuses_to_overwrite_it() -> None:
+    summary = demo_store_generate(customers=30, days=60, seed=3, end=END)
+
+    stored = (Customer.objects.count(), Order.objects.count(), Event.objects.count(), Message.objects.count())
+    assert stored == (summary.customers, summary.orders, summary.events, summary.messages)
+    assert summary.customers == 30 and summary.orders > 0 and summary.events > 0
+    assert not Customer.objects.filter(churned__isnull=False).exists()
+    with pytest.raises(DemoDataExistsError):
+        demo_store_generate(customers=5, days=10, seed=4, end=END)
+    assert Customer.objects.count() == 30
+
+    again = demo_store_generate(customers=30, days=60, seed=3, end=END, replace=True)
+
+    assert (again.orders, again.events, again.messages, again.replaced_customers) == (
+        summary.orders,
+        summary.events,
+        summary.messages,
+        30,
+    )
+    assert Customer.objects.count() == 30
+
+
+@pytest.mark.django_db
+def test_generate_command_honours_end_days_and_languages(tmp_path) -> None:
+    truth = tmp_path / "truth.csv"
+
+    call_command(
+        "churn_generate", "--customers", "60", "--days", "30", "--end", "2024-03-01", "--seed", "5",
+        "--languages", "en,zh", "--truth-file", str(truth),
+    )  # fmt: skip
+
+    first = Order.objects.order_by("placed_at").first().placed_at
+    last = Event.objects.order_by("-occurred_at").first().occurred_at
+    assert datetime(2024, 1, 31, tzinfo=UTC) <= first and last < datetime(2024, 3, 1, tzinfo=UTC)
+    assert set(Customer.objects.values_list("language", flat=True)) == {"en", "zh"}
+    assert len(truth.read_text().splitlines()) == 61
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--languages", "en,fr"], "languages"),
+        (["--end", "2024-13-01"], "YYYY-MM-DD"),
+        (["--customers", "0"], "customers"),
+    ],
+)
+def test_generate_command_rejects_bad_options_clearly(arguments: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("churn_generate", *arguments)
+    assert not Customer.objects.exists()
