@@ -182,7 +182,9 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Schedules live in the database and are edited in the admin (Periodic tasks).
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Only one beat sends tasks however many run (a leader lock); see churnsite/beat.py.
+CELERY_BEAT_SCHEDULER = "churnsite.beat:SingleBeatScheduler"
+CELERY_BEAT_SYNC_EVERY = 1
 
 # --- REST framework --------------------------------------------------------------------------
 REST_FRAMEWORK = {

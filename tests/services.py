@@ -15,7 +15,7 @@ from django.db import connection
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_database_url() -> str:
+def worker_database_url() -> str:
     """The URL of the database pytest-django created, so that a worker process writes where the test reads."""
     db = connection.settings_dict
     user = db.get("USER") or "postgres"
@@ -30,7 +30,7 @@ class WorkerProcess:
         self.queues = list(queues)
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
-        env = {**os.environ, "DATABASE_URL": test_database_url(), "CELERY_TASK_ALWAYS_EAGER": "false"}
+        env = {**os.environ, "DATABASE_URL": worker_database_url(), "CELERY_TASK_ALWAYS_EAGER": "false"}
         env.update(extra_env or {})
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(

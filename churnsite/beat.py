@@ -1,0 +1,129 @@
+"""A Celery beat scheduler of which only one instance sends tasks, however many are started.
+
+``SingleBeatScheduler`` is django-celery-beat's database scheduler behind a leader lock: every beat
+process ticks, but only the holder of the lock sends due tasks; the others stand by and take over
+within ``LOCK_TTL_SECONDS`` when the leader dies. The lock is a Redis key (``SET NX PX`` with an
+owner token, renewed at every tick) when Redis is the broker, and an ``flock`` on a file under
+``CHURN_VAR_DIR`` with the embedded default (one machine). A new leader rereads the schedule from the
+database first, so it never re-sends what the old leader sent (``beat_sync_every = 1`` writes each
+``last_run_at`` as soon as the task is sent).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Protocol
+
+from django.conf import settings
+from django_celery_beat.schedulers import DatabaseScheduler
+
+logger = logging.getLogger(__name__)
+
+LOCK_TTL_SECONDS = 30
+STANDBY_SLEEP_SECONDS = 2.0
+REDIS_LOCK_KEY = "churnsite:beat-leader"
+
+# Renew only while we still own the key, atomically.
+_RENEW_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class LeaderLock(Protocol):
+    def acquire_or_renew(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class RedisLeaderLock:
+    def __init__(self, url: str, *, key: str = REDIS_LOCK_KEY, ttl_seconds: int = LOCK_TTL_SECONDS) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=5)
+        self._key = key
+        self._ttl_ms = ttl_seconds * 1000
+        self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+
+    def acquire_or_renew(self) -> bool:
+        if self._client.set(self._key, self._token, nx=True, px=self._ttl_ms):
+            return True
+        return bool(self._client.eval(_RENEW_SCRIPT, 1, self._key, self._token, self._ttl_ms))
+
+    def release(self) -> None:
+        self._client.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+            1,
+            self._key,
+            self._token,
+        )
+
+
+class FileLeaderLock:
+    """An exclusive ``flock``; the kernel releases it when the process dies, so it never goes stale."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[str] | None = None
+
+    def acquire_or_renew(self) -> bool:
+        if self._file is not None:
+            return True
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def leader_lock() -> LeaderLock:
+    if settings.REDIS_URL:
+        return RedisLeaderLock(settings.REDIS_URL)
+    return FileLeaderLock(settings.CELERY_DIR / "beat.lock")
+
+
+class SingleBeatScheduler(DatabaseScheduler):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._lock = leader_lock()
+        self._leading = False
+        super().__init__(*args, **kwargs)
+
+    def tick(self, *args: object, **kwargs: object) -> float:
+        try:
+            leading = self._lock.acquire_or_renew()
+        except Exception:  # noqa: BLE001 - a broker hiccup must not make two leaders: stand by
+            logger.exception("beat: cannot reach the leader lock; standing by")
+            leading = False
+        if leading and not self._leading:
+            logger.info("beat: this process is the leader now; rereading the schedule from the database")
+            # Force a full reread so entries carry the last_run_at the previous leader wrote.
+            self._last_full_sync = datetime.now() - timedelta(days=1)
+        elif not leading and self._leading:
+            logger.warning("beat: lost the leader lock; standing by")
+        self._leading = leading
+        if not leading:
+            return STANDBY_SLEEP_SECONDS
+        return min(super().tick(*args, **kwargs), LOCK_TTL_SECONDS / 3)
+
+    def close(self) -> None:
+        super().close()
+        if self._leading:
+            self._lock.release()

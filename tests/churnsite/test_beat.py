@@ -1,0 +1,70 @@
+"""Only one Celery beat sends tasks, however many run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from churnsite.beat import FileLeaderLock
+from tests.services import PROJECT_ROOT, worker_database_url
+
+
+def test_file_leader_lock_admits_one_holder_until_released(tmp_path: Path) -> None:
+    first, second = FileLeaderLock(tmp_path / "beat.lock"), FileLeaderLock(tmp_path / "beat.lock")
+    assert first.acquire_or_renew() and first.acquire_or_renew()
+    assert not second.acquire_or_renew()
+    first.release()
+    assert second.acquire_or_renew()
+
+
+def _start_beat(log_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    env = {**os.environ, "DATABASE_URL": worker_database_url(), "CELERY_TASK_ALWAYS_EAGER": "false"}
+    log = log_dir / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "churnsite", "beat", "-l", "INFO", "--pidfile="],
+        cwd=PROJECT_ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return process, log
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_two_beats_for_three_intervals_send_three_tasks_not_six(tmp_path: Path) -> None:
+    queue = f"beat-test-{uuid.uuid4().hex[:8]}"
+    PeriodicTask.objects.update(enabled=False)
+    every_3s = IntervalSchedule.objects.create(every=3, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name=queue,
+        task="predictions.worker_heartbeat",
+        interval=every_3s,
+        queue=queue,
+        kwargs=json.dumps({"queue": queue}),
+    )
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+    beats = [_start_beat(tmp_path, f"beat{i}") for i in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while broker.llen(queue) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert broker.llen(queue) > 0, "no beat sent anything"
+        time.sleep(7.5)  # the first send plus two more intervals of 3 s
+        sent = broker.llen(queue)
+        leaders = sum("leader now" in log.read_text() for _, log in beats)
+    finally:
+        for process, _ in beats:
+            process.terminate()
+            process.wait(timeout=30)
+        broker.delete(queue)
+    logs = "\n".join(log.read_text(errors="replace")[-1500:] for _, log in beats)
+    assert sent == 3, f"{sent} tasks sent in three intervals:\n{logs}"
+    assert leaders == 1, logs
