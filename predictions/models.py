@@ -194,3 +194,22 @@ class ChurnScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id}: {self.probability:.3f} ({self.risk_tier})"
+
+
+class TaskDelivery(models.Model):
+    """How often a task with a given idempotency key was started. A task that keeps crashing its worker
+    (and so keeps being redelivered) is parked after a cap instead of looping forever."""
+
+    id = models.BigAutoField(primary_key=True)
+    task_name = models.CharField(max_length=128)
+    key = models.CharField(max_length=255)
+    attempts = models.PositiveIntegerField(default=0)
+    parked_at = models.DateTimeField(null=True, blank=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task_name", "key"], name="one_delivery_record_per_task_key")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.key}] x{self.attempts}"
