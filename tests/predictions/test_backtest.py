@@ -1,0 +1,122 @@
+"""The ORM -> ml mapper and the churn_backtest / churn_evaluate commands on small data built in the test."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from customers.models import Customer, Event, Message, Order
+from predictions.selectors import customer_histories
+
+pytestmark = pytest.mark.django_db
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def at(days: float) -> datetime:
+    return START + timedelta(days=days)
+
+
+def build_store(n: int = 80, seed: int = 0) -> None:
+    """Customers ordering every 5-15 days; 40% stop ordering at a random day and churn."""
+    rng = np.random.default_rng(seed)
+    customers = Customer.objects.bulk_create(
+        Customer(external_id=f"c{i}", segment=str(rng.choice(["a", "b"])), signed_up_at=at(0)) for i in range(n)
+    )
+    orders, events = [], []
+    for customer in customers:
+        stop = rng.uniform(60, 360) if rng.random() < 0.4 else 10_000
+        for k, day in enumerate(np.arange(rng.uniform(0, 10), min(stop, 365), rng.uniform(5, 15))):
+            orders.append(
+                Order(external_id=f"{customer.external_id}-o{k}", customer=customer, placed_at=at(day), amount="25.00")
+            )
+            events.append(
+                Event(external_id=f"{customer.external_id}-e{k}", customer=customer, kind="login", occurred_at=at(day))
+            )
+    Order.objects.bulk_create(orders)
+    Event.objects.bulk_create(events)
+
+
+def test_histories_map_rows_into_ml_records_in_a_handful_of_queries(django_assert_num_queries) -> None:  # noqa: ANN001
+    ann = Customer.objects.create(external_id="ann", segment="gold", attributes={"tier": "silver"}, signed_up_at=at(0))
+    Customer.objects.create(external_id="bob", signed_up_at=at(50))
+    for k, day in enumerate((30, 10, 20)):
+        Order.objects.create(
+            external_id=f"o{k}", customer=ann, placed_at=at(day), amount=Decimal("19.90"), discount_amount="1.50"
+        )
+    Event.objects.create(external_id="e1", customer=ann, kind="search", occurred_at=at(5), properties={"q": "shoes"})
+    Message.objects.create(external_id="m1", customer=ann, conversation_id="k", sent_at=at(25), text="<b>late</b> 😍")
+    with django_assert_num_queries(4):
+        histories = customer_histories()
+    ann_history = histories[0]
+    assert [h.customer.id for h in histories] == ["ann", "bob"]
+    assert [o.placed_at for o in ann_history.orders] == [at(10), at(20), at(30)], "oldest first"
+    assert ann_history.orders[0].amount == pytest.approx(19.9) and isinstance(ann_history.orders[0].amount, float)
+    assert ann_history.orders[0].discount_amount == pytest.approx(1.5)
+    assert ann_history.events[0].properties == {"q": "shoes"}
+    assert ann_history.messages[0].text == "<b>late</b> 😍", "stored text is passed on exactly"
+    assert ann_history.customer.attributes == {"tier": "silver"} and ann_history.customer.segment == "gold"
+
+    until = customer_histories(until=at(20))
+    assert [h.customer.id for h in until] == ["ann"], "bob signed up later"
+    assert [o.placed_at for o in until[0].orders] == [at(10), at(20)] and not until[0].messages
+    assert [h.customer.id for h in customer_histories(customer_ids=[ann.id])] == ["ann"]
+
+
+def test_later_churn_time_is_hidden_from_a_point_in_time_read() -> None:
+    Customer.objects.create(external_id="x", churned=True, churned_at=at(100))
+    assert customer_histories(until=at(50))[0].customer.churned_at is None
+    assert customer_histories(until=at(50))[0].customer.churned is None
+    assert customer_histories()[0].customer.churned_at == at(100)
+
+
+def test_churn_backtest_command_writes_the_report(tmp_path: Path) -> None:
+    build_store()
+    out = tmp_path / "backtest.json"
+    call_command(
+        "churn_backtest",
+        "--as-of=2025-10-01",
+        "--horizon-days=60",
+        "--lead-days=7",
+        "--models=recency,logreg",
+        f"--json={out}",
+        "--no-progress",
+        stdout=open(tmp_path / "stdout.txt", "w"),  # noqa: SIM115
+    )
+    report = json.loads(out.read_text())
+    assert report["n"] > 30 and 0 < report["positive_rate"] < 1
+    assert report["cutoffs"][0] == "2025-07-26", "as_of - lead - horizon"
+    assert set(report["models"]) == {"recency", "logreg"}
+    assert report["models"]["recency"]["roc_auc"] > 0.7
+    assert "ROC AUC" in (tmp_path / "stdout.txt").read_text()
+
+
+def test_churn_backtest_refuses_an_as_of_too_close_to_the_end_of_the_data() -> None:
+    build_store(n=20)
+    with pytest.raises(CommandError, match="before the test label window ends"):
+        call_command("churn_backtest", "--as-of=2025-12-20", "--horizon-days=60", "--no-progress")
+
+
+def test_churn_evaluate_command_on_a_small_csv(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = ["id,plan,tenure,Churn"]
+    for i in range(120):
+        plan = rng.choice(["monthly", "yearly"])
+        churn = rng.random() < (0.6 if plan == "monthly" else 0.1)
+        rows.append(f"c{i},{plan},{rng.integers(1, 60)},{'Yes' if churn else 'No'}")
+    path = tmp_path / "profile.csv"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eval.json"
+    call_command(
+        "churn_evaluate", str(path), "--label-col=Churn", "--positive=Yes", "--id-col=id", "--folds=3",
+        "--models=recency,logreg", f"--json={out}", "--no-progress", stdout=open(tmp_path / "o.txt", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["n"] == 120 and "recency" in report["skipped"] and report["models"]["logreg"]["roc_auc"] > 0.6
+    with pytest.raises(CommandError, match="column 'Target' is not in the file"):
+        call_command("churn_evaluate", str(path), "--label-col=Target", "--positive=Yes", "--no-progress")
