@@ -6,9 +6,11 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from customers.generator import ID_PREFIX, CustomerTruth, StoreOptions, default_end, simulate_store
@@ -111,50 +113,9 @@ def demo_store_generate(
             pk_of = dict(
                 Customer.objects.filter(external_id__in=list(pk_of)).values_list("external_id", "pk").iterator()
             )
-        Order.objects.bulk_create(
-            (
-                Order(
-                    external_id=record.external_id,
-                    customer_id=pk_of[record.customer_external_id],
-                    placed_at=record.placed_at,
-                    amount=record.amount,
-                    currency=record.currency,
-                    item_count=record.item_count,
-                    status=record.status,
-                    discount_amount=record.discount_amount,
-                )
-                for record in block.orders
-            ),
-            batch_size=_DEMO_BATCH_SIZE,
-        )
-        Event.objects.bulk_create(
-            (
-                Event(
-                    external_id=record.external_id,
-                    customer_id=pk_of[record.customer_external_id],
-                    kind=record.kind,
-                    occurred_at=record.occurred_at,
-                    properties=record.properties,
-                )
-                for record in block.events
-            ),
-            batch_size=_DEMO_BATCH_SIZE,
-        )
-        Message.objects.bulk_create(
-            (
-                Message(
-                    external_id=record.external_id,
-                    customer_id=pk_of[record.customer_external_id],
-                    conversation_id=record.conversation_id,
-                    channel=record.channel,
-                    author_role=record.author_role,
-                    sent_at=record.sent_at,
-                    text=record.text,
-                )
-                for record in block.messages
-            ),
-            batch_size=_DEMO_BATCH_SIZE,
-        )
+        _insert_demo_records(Order, block.orders, pk_of)
+        _insert_demo_records(Event, block.events, pk_of)
+        _insert_demo_records(Message, block.messages, pk_of)
         counts["customers"] += len(block.customers)
         counts["orders"] += len(block.orders)
         counts["events"] += len(block.events)
@@ -165,6 +126,40 @@ def demo_store_generate(
     if truth_path is not None:
         _write_demo_truth(truth_path, truths)
     return GenerationSummary(**counts, start=options.start, end=options.end, seed=seed, replaced_customers=replaced)
+
+
+_DEMO_COLUMNS: dict[type[Model], tuple[str, ...]] = {
+    Order: ("external_id", "customer", "placed_at", "amount", "currency", "item_count", "status", "discount_amount"),
+    Event: ("external_id", "customer", "kind", "occurred_at", "properties"),
+    Message: ("external_id", "customer", "conversation_id", "channel", "author_role", "sent_at", "text"),
+}
+
+
+def _insert_demo_records(model: type[Model], records: Sequence[object], pk_of: dict[str, int]) -> None:
+    """Plain multi-row INSERTs of simulator records: several times faster than ``bulk_create`` for the
+    hundreds of thousands of events of a demo store, with values converted by the model's own fields."""
+    fields = [model._meta.get_field(name) for name in _DEMO_COLUMNS[model]]
+    quote = connection.ops.quote_name
+    # Names come from the model's metadata; every value is a query parameter.
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+    getters = [
+        (lambda record: pk_of[record.customer_external_id]) if field.name == "customer" else attrgetter(field.name)
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        for start in range(0, len(records), _DEMO_BATCH_SIZE):
+            cursor.executemany(
+                sql,
+                [
+                    tuple(
+                        field.get_db_prep_save(getter(record), connection)
+                        for field, getter in zip(fields, getters, strict=True)
+                    )
+                    for record in records[start : start + _DEMO_BATCH_SIZE]
+                ],
+            )
 
 
 def _write_demo_truth(path: Path, truths: list[CustomerTruth]) -> None:

@@ -137,6 +137,27 @@ def test_generate_service_stores_the_simulated_store_and_refuses_to_overwrite_it
     assert stored == (summary.customers, summary.orders, summary.events, summary.messages)
     assert summary.customers == 30 and summary.orders > 0 and summary.events > 0
     assert not Customer.objects.filter(churned__isnull=False).exists()
+    simulated = _store(customers=30, days=60, seed=3)
+    order, event, message = simulated["orders"][-1], simulated["events"][-1], simulated["messages"][-1]
+    stored_order = Order.objects.select_related("customer").get(external_id=order.external_id)
+    stored_event = Event.objects.get(external_id=event.external_id)
+    stored_message = Message.objects.get(external_id=message.external_id)
+    assert (stored_order.customer.external_id, stored_order.placed_at, stored_order.amount, stored_order.status) == (
+        order.customer_external_id,
+        order.placed_at,
+        order.amount,
+        order.status,
+    )
+    assert (stored_event.occurred_at, stored_event.kind, stored_event.properties) == (
+        event.occurred_at,
+        event.kind,
+        event.properties,
+    )
+    assert (stored_message.sent_at, stored_message.text, stored_message.conversation_id) == (
+        message.sent_at,
+        message.text,
+        message.conversation_id,
+    )
     with pytest.raises(DemoDataExistsError):
         demo_store_generate(customers=5, days=10, seed=4, end=END)
     assert Customer.objects.count() == 30
