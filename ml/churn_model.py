@@ -1,0 +1,365 @@
+"""The deployable churn model: customer histories in, calibrated churn probabilities and explanations out.
+
+This is the unit the Django side trains, stores, promotes and scores with. Public API::
+
+    from ml.churn_model import ChurnModel, ChurnModelConfig
+
+    model = ChurnModel(ChurnModelConfig(horizon_days=90)).fit(histories, as_of=as_of, progress=callback)
+    model.holdout_metrics        # {"roc_auc", "pr_auc", "lift_at_10", "brier", "ece", "n", "positive_rate", ...}
+    model.metadata               # JSON-ready dict (what metadata.json holds)
+    model.save(path)             # one artifact directory (ml.artifacts: safetensors + JSON + sha256 manifest)
+    model = ChurnModel.load(path)                  # verifies every file first; ArtifactError otherwise
+    model.predict_proba(snapshots)                 # np.ndarray (n,): calibrated churn probabilities
+    model.explain(snapshots, top_n=5)              # per snapshot: [{factor, direction, weight, evidence}, ...]
+
+* ``fit(histories, *, as_of, progress=None)``: training snapshots are taken at rolling cutoffs before ``as_of``
+  (:func:`ml.snapshot.rolling_cutoffs`: the newest is ``as_of - lead - horizon``, so no label looks past
+  ``as_of``). The newest cutoff's labelled snapshots are a frozen **holdout**: the model is trained on the
+  older cutoffs only and :attr:`ChurnModel.holdout_metrics` is measured on that holdout, so two models trained
+  at the same ``as_of`` are compared on the same customers. (With a single cutoff, a stratified
+  ``holdout_fraction`` of its customers is held out instead.) ``progress(fraction, message)`` is called as
+  training advances.
+* ``predict_proba(snapshots)``: snapshots at any cutoff (:func:`ml.snapshot.snapshot_at`), the same
+  features and text serialisation as in training; columns unseen in training are ignored and missing ones
+  are treated as missing values.
+* ``explain(snapshots, top_n=5)``: see :mod:`ml.explain`. Text factors re-score the text once per line,
+  so explaining is slower than scoring: explain the customers you show, not the whole base.
+* ``metadata`` keys: ``kind``, ``model_type`` (``hybrid`` or ``lightgbm``), ``mode`` (text mode), ``encoder``
+  (id, fingerprint, spec or null), ``features``, ``calibration``, ``training_data_sha256``, ``as_of``,
+  ``cutoffs``, ``holdout_cutoff``, ``seed``, ``metrics`` (the holdout metrics), ``oof_metrics``, ``config``,
+  ``n_train``, ``n_holdout`` and, once saved or loaded, ``libraries``.
+
+The estimator inside is :class:`ml.hybrid.HybridChurnModel`; ``ChurnModelConfig.hybrid.text_mode`` picks
+the text model (``"none"`` gives features-only LightGBM, the ``lightgbm`` model type).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ml.artifacts import ArtifactError, library_versions, load_artifact, save_artifact
+from ml.data import CustomerHistory
+from ml.features import FeatureBuilder, FeatureConfig
+from ml.hybrid import HybridChurnModel, HybridConfig, SharedEmbedder
+from ml.metrics import churn_metrics
+from ml.serialize import SerializeConfig, serialize_snapshot
+from ml.snapshot import (
+    EligibilityRule,
+    LabelConfig,
+    LabelledSnapshot,
+    Snapshot,
+    labelled_snapshots,
+    qualifying_activity_times,
+    rolling_cutoffs,
+)
+
+__all__ = ["ARTIFACT_KIND", "ChurnModel", "ChurnModelConfig"]
+
+ARTIFACT_KIND = "churn_model"
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class ChurnModelConfig:
+    """Options of :class:`ChurnModel`.
+
+    Attributes:
+        horizon_days, lead_days, activity: the churn definition (:class:`ml.snapshot.LabelConfig`).
+        max_training_cutoffs: most rolling cutoffs used (the newest is the holdout); None: while history allows.
+        min_history_days: a cutoff needs this much history after the first activity in the data.
+        max_days_inactive: leave out customers idle this long at a cutoff (already lapsed); None keeps them.
+        holdout_fraction: share of customers held out when there is a single cutoff.
+        hybrid: the estimator's options (text mode, encoder, LightGBM, calibration).
+        features: options of the tabular features.
+        serialize: options of the text serialisation.
+        seed: seed of the single-cutoff holdout split.
+    """
+
+    horizon_days: int = 90
+    lead_days: int = 0
+    activity: str = "orders"
+    max_training_cutoffs: int | None = 6
+    min_history_days: int = 30
+    max_days_inactive: int | None = None
+    holdout_fraction: float = 0.2
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    serialize: SerializeConfig = field(default_factory=SerializeConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        LabelConfig(horizon_days=self.horizon_days, lead_days=self.lead_days, activity=self.activity)  # type: ignore[arg-type]
+        if self.max_training_cutoffs is not None and self.max_training_cutoffs < 2:
+            raise ValueError("max_training_cutoffs must be at least 2 (the newest cutoff is the holdout)")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+
+    @property
+    def labels(self) -> LabelConfig:
+        return LabelConfig(horizon_days=self.horizon_days, lead_days=self.lead_days, activity=self.activity)  # type: ignore[arg-type]
+
+    @property
+    def eligibility(self) -> EligibilityRule:
+        return EligibilityRule(max_days_inactive=self.max_days_inactive)
+
+    @property
+    def model_type(self) -> str:
+        return "lightgbm" if self.hybrid.text_mode == "none" else "hybrid"
+
+    def to_json(self) -> dict[str, object]:
+        state = asdict(self)
+        state["hybrid"] = self.hybrid.to_json()
+        return state
+
+    @classmethod
+    def from_json(cls, state: Mapping[str, object]) -> ChurnModelConfig:
+        values = dict(state)
+        features = dict(values.pop("features"))  # type: ignore[arg-type]
+        features = {k: tuple(v) if isinstance(v, list) else v for k, v in features.items()}
+        return cls(
+            hybrid=HybridConfig.from_json(dict(values.pop("hybrid"))),  # type: ignore[arg-type]
+            features=FeatureConfig(**features),  # type: ignore[arg-type]
+            serialize=SerializeConfig(**dict(values.pop("serialize"))),  # type: ignore[arg-type]
+            **values,  # type: ignore[arg-type]
+        )
+
+
+class ChurnModel:
+    """Features + text of customer snapshots -> the hybrid -> calibrated churn probability (module docstring)."""
+
+    def __init__(self, config: ChurnModelConfig | None = None, *, embedder: SharedEmbedder | None = None) -> None:
+        self.config = config or ChurnModelConfig()
+        self._embedder = embedder
+        self.hybrid_: HybridChurnModel | None = None
+        self.holdout_metrics: dict[str, object] = {}
+        self._metadata: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ data
+    def _builder(self) -> FeatureBuilder:
+        return FeatureBuilder(self.config.features)
+
+    def _texts(self, snapshots: Sequence[Snapshot]) -> list[str] | None:
+        if self.config.hybrid.text_mode == "none":
+            return None
+        return [serialize_snapshot(s, config=self.config.serialize) for s in snapshots]
+
+    def _frame(self, snapshots: Sequence[Snapshot]) -> pd.DataFrame:
+        frame = self._builder().build(list(snapshots)).reset_index(drop=True)
+        if not hasattr(self, "column_kinds_"):
+            return frame
+        aligned: dict[str, pd.Series] = {}
+        for column, kind in self.column_kinds_.items():
+            values = frame[column] if column in frame.columns else pd.Series([None] * len(frame), dtype=object)
+            if kind == "numeric":
+                aligned[column] = pd.to_numeric(values, errors="coerce").astype(float)
+            else:
+                aligned[column] = values.map(lambda v: None if _missing(v) else str(v)).astype(object)
+        return pd.DataFrame(aligned, index=range(len(frame)))
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self, histories: Sequence[CustomerHistory], *, as_of: datetime, progress: ProgressCallback | None = None
+    ) -> ChurnModel:
+        """Train on snapshots at rolling cutoffs before ``as_of``; the newest cutoff is the holdout.
+
+        Raises:
+            ValueError: no activity, no cutoff that fits, or a side with a single class (the message says which).
+        """
+        report = progress or (lambda fraction, message: None)
+        config = self.config
+        histories = list(histories)
+        first_times = [t[0] for h in histories if (t := qualifying_activity_times(h, config.activity))]
+        if not first_times:
+            raise ValueError("no customer has any qualifying activity: nothing to train on")
+        cutoffs = rolling_cutoffs(
+            as_of=as_of,
+            horizon_days=config.horizon_days,
+            lead_days=config.lead_days,
+            earliest=min(first_times),
+            min_history_days=config.min_history_days,
+            max_cutoffs=config.max_training_cutoffs,
+        )
+        if not cutoffs:
+            raise ValueError(
+                f"no training cutoff fits between the first activity ({min(first_times):%Y-%m-%d}) and "
+                f"{as_of:%Y-%m-%d} with a {config.horizon_days}-day horizon and {config.lead_days}-day lead: "
+                "train at a later as-of date or with a shorter horizon"
+            )
+        report(0.0, f"building snapshots at {len(cutoffs)} cutoffs")
+        rows = labelled_snapshots(histories, cutoffs, config=config.labels, rule=config.eligibility, label_until=as_of)
+        train_rows, holdout_rows, holdout_cutoff = self._split_holdout(rows, cutoffs)
+        for side, part in (("training", train_rows), ("holdout", holdout_rows)):
+            labels = {r.label for r in part}
+            if labels != {0, 1}:
+                raise ValueError(
+                    f"the {side} snapshots hold {len(part)} customers of {'no' if not labels else 'a single'} class: "
+                    "a churn model needs churners and non-churners (more customers, an earlier as-of or another horizon)"
+                )
+        report(0.05, f"features and texts of {len(train_rows)} training and {len(holdout_rows)} holdout snapshots")
+        train_snapshots = [r.snapshot for r in train_rows]
+        train_frame = self._builder().build(train_snapshots).reset_index(drop=True)
+        self.column_kinds_ = {
+            str(c): "numeric" if pd.api.types.is_numeric_dtype(train_frame[c]) else "categorical"
+            for c in train_frame.columns
+        }
+        y_train = np.array([r.label for r in train_rows], dtype=int)
+        hybrid = HybridChurnModel(config.hybrid, embedder=self._embedder)
+        hybrid.fit(
+            train_frame,
+            self._texts(train_snapshots),
+            y_train,
+            progress=lambda fraction, message: report(0.1 + 0.8 * fraction, message),
+        )
+        self.hybrid_ = hybrid
+        holdout_snapshots = [r.snapshot for r in holdout_rows]
+        y_holdout = np.array([r.label for r in holdout_rows], dtype=int)
+        report(0.92, f"scoring the holdout ({len(holdout_rows)} snapshots)")
+        holdout_probability = self.predict_proba(holdout_snapshots)
+        self.holdout_metrics = {
+            **churn_metrics(y_holdout, holdout_probability),
+            "n": len(y_holdout),
+            "positive_rate": float(y_holdout.mean()),
+            "cutoff": holdout_cutoff,
+        }
+        self._metadata = {
+            "kind": ARTIFACT_KIND,
+            "model_type": config.model_type,
+            "mode": config.hybrid.text_mode,
+            "encoder": hybrid.encoder_info(),
+            "features": list(self.column_kinds_),
+            "column_kinds": self.column_kinds_,
+            "stacked_features": hybrid.stacked_columns_,
+            "calibration": hybrid.calibrator_.to_json(),  # type: ignore[union-attr]
+            "training_data_sha256": hybrid.training_data_sha256_,
+            "as_of": as_of.isoformat(),
+            "cutoffs": [c.isoformat() for c in cutoffs],
+            "holdout_cutoff": holdout_cutoff,
+            "seed": config.seed,
+            "metrics": self.holdout_metrics,
+            "oof_metrics": hybrid.oof_metrics_,
+            "n_train": len(y_train),
+            "n_holdout": len(y_holdout),
+            "train_positive_rate": float(y_train.mean()),
+            "config": config.to_json(),
+            "libraries": library_versions(),
+        }
+        report(1.0, "trained")
+        return self
+
+    def _split_holdout(
+        self, rows: list[LabelledSnapshot], cutoffs: list[datetime]
+    ) -> tuple[list[LabelledSnapshot], list[LabelledSnapshot], str]:
+        if len(cutoffs) >= 2:
+            newest = cutoffs[0]
+            return [r for r in rows if r.cutoff != newest], [r for r in rows if r.cutoff == newest], newest.isoformat()
+        from sklearn.model_selection import train_test_split
+
+        labels = np.array([r.label for r in rows], dtype=int)
+        if len(rows) < 10 or np.bincount(labels, minlength=2).min() < 2:
+            return rows, [], cutoffs[0].isoformat()
+        train, held = train_test_split(
+            np.arange(len(rows)), test_size=self.config.holdout_fraction, stratify=labels, random_state=self.config.seed
+        )
+        return (
+            [rows[i] for i in sorted(train)],
+            [rows[i] for i in sorted(held)],
+            f"{cutoffs[0].isoformat()} (customers)",
+        )
+
+    # ------------------------------------------------------------------ use
+    def _check_fitted(self) -> HybridChurnModel:
+        if self.hybrid_ is None:
+            raise RuntimeError("this ChurnModel is not fitted yet; call fit() or ChurnModel.load() first")
+        return self.hybrid_
+
+    def predict_proba(self, snapshots: Sequence[Snapshot]) -> np.ndarray:
+        """Calibrated churn probabilities, shape ``(n,)``, in the order of ``snapshots``."""
+        hybrid = self._check_fitted()
+        snapshots = list(snapshots)
+        if not snapshots:
+            return np.zeros(0)
+        return hybrid.predict_proba(self._frame(snapshots), self._texts(snapshots))[:, 1]
+
+    def explain(self, snapshots: Sequence[Snapshot], top_n: int = 5) -> list[list[dict[str, object]]]:
+        """The ``top_n`` factors of each snapshot's score: ``{factor, direction, weight, evidence}`` dicts."""
+        from ml.explain import explain_hybrid
+
+        hybrid = self._check_fitted()
+        snapshots = list(snapshots)
+        if not snapshots:
+            return []
+        return explain_hybrid(hybrid, self._frame(snapshots), self._texts(snapshots), top_n=top_n)
+
+    @property
+    def metadata(self) -> dict[str, object]:
+        """What ``metadata.json`` holds (see the module docstring)."""
+        self._check_fitted()
+        return dict(self._metadata)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> Path:
+        """Write one artifact directory (atomic; sha256 of every file in the manifest); returns it."""
+        hybrid = self._check_fitted()
+        tensors, hybrid_metadata, files = hybrid.state()
+        metadata = {**self._metadata, "hybrid": hybrid_metadata}
+        metadata.pop("libraries", None)  # save_artifact records the versions installed now
+        return save_artifact(path, tensors=tensors, metadata=metadata, extra_files=files)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        encoder: str | None = None,
+        device: str = "auto",
+        cache_dir: str | Path | None = None,
+    ) -> ChurnModel:
+        """Load a saved model; every file is verified (size, sha256, no pickle) before anything is parsed.
+
+        Args:
+            encoder: where the base encoder is on this machine, when not at the recorded spec (its
+                fingerprint must match the recorded one).
+            device: where the encoder runs (``"auto"``: CUDA when present).
+            cache_dir: encoding cache folder on this machine.
+
+        Raises:
+            ArtifactError: missing, truncated, altered or unsafe files, or metadata that does not fit.
+        """
+        tensors, metadata, files = load_artifact(path)
+        if metadata.get("kind") != ARTIFACT_KIND:
+            raise ArtifactError(f"model artifact {path} holds a {metadata.get('kind')!r} model, not a churn model")
+        try:
+            config = ChurnModelConfig.from_json(dict(metadata["config"]))  # type: ignore[arg-type]
+            column_kinds = {str(k): str(v) for k, v in dict(metadata["column_kinds"]).items()}  # type: ignore[arg-type]
+            hybrid_metadata = dict(metadata["hybrid"])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"model artifact {path}: metadata.json does not describe a churn model ({exc})"
+            ) from exc
+        hybrid = HybridChurnModel.from_state(
+            tensors,
+            hybrid_metadata,
+            files,
+            where=f"artifact {path}",
+            encoder=encoder,
+            device=device,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+        )
+        model = cls(replace(config, hybrid=hybrid.config))
+        model.hybrid_ = hybrid
+        model.column_kinds_ = column_kinds
+        model.holdout_metrics = dict(metadata.get("metrics") or {})  # type: ignore[arg-type]
+        metadata.pop("hybrid", None)
+        model._metadata = metadata
+        return model
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) or value == ""

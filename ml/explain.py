@@ -1,0 +1,180 @@
+"""Why a customer got their churn score: the top factors, in words staff can read.
+
+Two kinds of factor, in one unit (log-odds of the hybrid's LightGBM score, before calibration):
+
+* **features**: LightGBM's exact per-row contributions (``pred_contrib``, TreeSHAP) of each tabular feature,
+  named with :func:`ml.features.describe_feature`; the evidence is the customer's value (``orders_30d = 0``).
+  The stacked text columns are not listed as such: their effect is split over the text's parts below.
+* **text**: leave-one-part-out. The serialised text is one line per part (a profile line such as
+  ``orders: 12 (...)`` or one customer message ``[2025-01-03 chat] ...``); the text is scored again
+  without each line, and the change of the hybrid's log-odds is that part's contribution. For a message the
+  evidence quotes the sentence that moves the score most (leave-one-sentence-out inside the message).
+
+:func:`explain_hybrid` returns, for each row, the ``top_n`` factors by weight as
+``{"factor": str, "direction": "raises" | "lowers", "weight": float, "evidence": str}``.
+Cost: the text is re-scored once per line (and once per sentence of the top messages), so explain the
+customers you show, not the whole base.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ml.features import describe_feature
+from ml.hybrid import TEXT_DIM_PREFIX, TEXT_SCORE_COLUMN, HybridChurnModel
+
+__all__ = ["MESSAGES_HEADER", "Factor", "explain_hybrid", "feature_contributions", "split_sentences", "text_parts"]
+
+Factor = dict[str, object]
+MESSAGES_HEADER = "messages, newest first:"
+_MESSAGE_LINE = re.compile(r"^\[(?P<date>[^\] ]+) (?P<channel>[^\]]+)\] (?P<body>.*)$")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+_EPS = 1e-6
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a message (split after ``. ! ?`` and their CJK forms); the text itself when it has one."""
+    parts = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    return parts or [text]
+
+
+def text_parts(text: str) -> list[tuple[int, str]]:
+    """``(line index, line)`` of each part of a serialised text that can be left out (not the messages header)."""
+    return [(i, line) for i, line in enumerate(text.split("\n")) if line.strip() and line.strip() != MESSAGES_HEADER]
+
+
+def _without_line(text: str, index: int) -> str:
+    lines = text.split("\n")
+    return "\n".join(lines[:index] + lines[index + 1 :])
+
+
+def feature_contributions(hybrid: HybridChurnModel, stacked: pd.DataFrame) -> pd.DataFrame:
+    """LightGBM ``pred_contrib`` per row and stacked column (plus ``bias``), in log-odds."""
+    booster = hybrid.lightgbm_
+    if booster is None:
+        raise RuntimeError("the hybrid is not fitted")
+    matrix = booster._matrix(stacked)  # the same encoding of categories as in training
+    values = booster.booster_.predict(matrix, pred_contrib=True)  # type: ignore[union-attr]
+    return pd.DataFrame(np.asarray(values), columns=[*booster.columns_, "bias"], index=stacked.index)
+
+
+def _format_value(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() else f"{value:.3g}"
+    return str(value)
+
+
+def _message_factor(line: str) -> tuple[str, str | None]:
+    match = _MESSAGE_LINE.match(line)
+    if match is None:
+        return f"record: {line.split(':', 1)[0].strip()}", None
+    return f"message of {match.group('date')} ({match.group('channel')})", match.group("body")
+
+
+def explain_hybrid(
+    hybrid: HybridChurnModel,
+    frame: pd.DataFrame,
+    texts: Sequence[str] | None,
+    *,
+    top_n: int = 5,
+) -> list[list[Factor]]:
+    """The ``top_n`` factors of each row's score (see the module docstring).
+
+    Args:
+        hybrid: a fitted :class:`ml.hybrid.HybridChurnModel`.
+        frame: feature rows (the training columns).
+        texts: one serialised text per row (``None`` for a features-only model).
+        top_n: factors kept per row, largest weight first.
+    """
+    if top_n < 1:
+        raise ValueError(f"top_n must be at least 1, got {top_n}")
+    frame = frame.reset_index(drop=True)
+    stacked = hybrid.stacked_frame(frame, texts)
+    contributions = feature_contributions(hybrid, stacked)
+    feature_columns = [c for c in hybrid.columns_ if c != TEXT_SCORE_COLUMN and not str(c).startswith(TEXT_DIM_PREFIX)]
+    explanations: list[list[Factor]] = []
+    for row in range(len(frame)):
+        factors: list[Factor] = []
+        for column in feature_columns:
+            weight = float(contributions.iloc[row][column])
+            if abs(weight) < 1e-9:
+                continue
+            factors.append(
+                {
+                    "factor": describe_feature(column),
+                    "direction": "raises" if weight > 0 else "lowers",
+                    "weight": weight,
+                    "evidence": f"{column} = {_format_value(frame.iloc[row][column])}",
+                }
+            )
+        explanations.append(factors)
+    if texts is not None and hybrid.uses_text:
+        _add_text_factors(hybrid, frame, list(texts), explanations)
+    out: list[list[Factor]] = []
+    for factors in explanations:
+        ranked = sorted(factors, key=lambda f: (-abs(float(f["weight"])), str(f["factor"])))[:top_n]  # type: ignore[arg-type]
+        out.append([{**f, "weight": round(abs(float(f["weight"])), 4)} for f in ranked])  # type: ignore[arg-type]
+    return out
+
+
+def _log_odds(hybrid: HybridChurnModel, frame: pd.DataFrame, rows: Sequence[int], texts: Sequence[str]) -> np.ndarray:
+    if not rows:
+        return np.zeros(0)
+    repeated = frame.iloc[list(rows)].reset_index(drop=True)
+    return _logit(hybrid.raw_scores_from_stacked(hybrid.stacked_frame(repeated, list(texts))))
+
+
+def _add_text_factors(
+    hybrid: HybridChurnModel, frame: pd.DataFrame, texts: list[str], explanations: list[list[Factor]]
+) -> None:
+    full = _log_odds(hybrid, frame, range(len(texts)), texts)
+    rows: list[int] = []
+    variants: list[str] = []
+    lines: list[str] = []
+    for row, text in enumerate(texts):
+        for index, line in text_parts(text):
+            rows.append(row)
+            variants.append(_without_line(text, index))
+            lines.append(line)
+    without = _log_odds(hybrid, frame, rows, variants)
+    best_message: dict[int, tuple[float, int]] = {}
+    text_factors: list[tuple[int, Factor, str | None]] = []
+    for k, (row, line) in enumerate(zip(rows, lines, strict=True)):
+        weight = float(full[row] - without[k])
+        if abs(weight) < 1e-9:
+            continue
+        name, body = _message_factor(line)
+        factor: Factor = {
+            "factor": name,
+            "direction": "raises" if weight > 0 else "lowers",
+            "weight": weight,
+            "evidence": line if body is None else body,
+        }
+        text_factors.append((row, factor, body))
+        if body is not None and abs(weight) > best_message.get(row, (0.0, -1))[0]:
+            best_message[row] = (abs(weight), len(text_factors) - 1)
+    # Quote the sentence that moves the score most, for each row's strongest message with several sentences.
+    for row, (_, position) in best_message.items():
+        _, factor, body = text_factors[position]
+        sentences = split_sentences(body or "")
+        if len(sentences) < 2:
+            continue
+        line = next(line for i, line in text_parts(texts[row]) if line.endswith(body or ""))
+        sentence_texts = [texts[row].replace(line, line.replace(sentence, "", 1), 1) for sentence in sentences]
+        shifts = full[row] - _log_odds(hybrid, frame, [row] * len(sentences), sentence_texts)
+        sign = 1.0 if float(factor["weight"]) > 0 else -1.0  # type: ignore[arg-type]
+        factor["evidence"] = sentences[int(np.argmax(sign * shifts))]
+    for row, factor, _ in text_factors:
+        explanations[row].append(factor)

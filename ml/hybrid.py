@@ -1,0 +1,634 @@
+"""The hybrid churn model: LightGBM on the tabular features plus a text model's out-of-fold churn score.
+
+How :meth:`HybridChurnModel.fit` works (``K = inner_folds``)::
+
+    training rows ──StratifiedKFold(K)──► for each fold k: text model fitted on the other K-1 folds
+                                          scores the rows of fold k  → out-of-fold text score
+    features + out-of-fold text score (+ optional PCA dimensions of the frozen embeddings)
+        ├─► K LightGBM fits on the same folds → out-of-fold raw scores → calibration chosen on them
+        └─► LightGBM on all rows → the final booster
+    text model refitted on all training rows → scores new customers
+
+So no training row's stacked text score ever comes from a text model that saw that row's label
+(:attr:`HybridChurnModel.oof_fold_` and :attr:`HybridChurnModel.text_fold_train_rows_` record it, and the tests
+check it), and the calibration is fitted on held-out scores only.
+
+Text models (``HybridConfig.text_mode``):
+
+* ``"none"``: features only (LightGBM + calibration): the ablation without text;
+* ``"tfidf"``: :class:`ml.text_baseline.TfidfChurnClassifier`;
+* ``"frozen"``: :class:`FrozenEmbeddingHead`, a class-weighted logistic regression on the frozen encoder's
+  mean-pooled vectors; the vectors come from a :class:`SharedEmbedder`, which encodes each distinct text once
+  per process (and once per machine with a cache folder), so the K folds and an evaluation's outer folds share them;
+* ``"top-k"``, ``"lora"``, ``"full"``: :class:`ml.finetune.TransformerChurnClassifier` fine-tuned in that mode.
+
+Everything saves into one artifact directory (:mod:`ml.artifacts`): the LightGBM model text, the text model's
+tensors (prefixed ``text.``) and extra files (prefixed ``text-``), the calibration and the configuration in the
+metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from ml.artifacts import ArtifactError, load_artifact, save_artifact
+from ml.baselines import LightGBMChurn, LightGBMOptions
+from ml.calibration import CalibrationConfig, Calibrator
+from ml.finetune import FineTuneConfig
+from ml.metrics import churn_metrics
+from ml.text_baseline import TfidfOptions
+
+__all__ = [
+    "TEXT_MODES",
+    "TEXT_SCORE_COLUMN",
+    "FrozenEmbeddingHead",
+    "HybridChurnModel",
+    "HybridConfig",
+    "SharedEmbedder",
+    "TextModel",
+    "make_text_model",
+]
+
+TEXT_MODES: tuple[str, ...] = ("none", "tfidf", "frozen", "top-k", "lora", "full")
+TEXT_SCORE_COLUMN = "text_churn_score"
+TEXT_DIM_PREFIX = "text_dim_"
+ARTIFACT_KIND = "hybrid"
+ProgressCallback = Callable[[float, str], None]
+
+
+class TextModel(Protocol):
+    """What the hybrid needs of a text model (scikit-learn convention: column 1 is the churn probability)."""
+
+    def fit(self, texts: Sequence[str], y: np.ndarray) -> TextModel: ...
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def save(self, path: str | Path) -> Path: ...
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Options of :class:`HybridChurnModel`.
+
+    Attributes:
+        text_mode: ``"none"``, ``"tfidf"``, ``"frozen"``, ``"top-k"``, ``"lora"`` or ``"full"`` (module docstring).
+        encoder: the encoder spec (``None``: the packaged all-MiniLM-L6-v2; a local directory; a cached hub id).
+        finetune: options of the fine-tuning modes (its ``mode`` is replaced by ``text_mode``).
+        tfidf: options of the ``tfidf`` text model.
+        frozen_head_c: inverse L2 strength of the logistic head on frozen vectors.
+        max_length: tokens kept per text by the frozen encoder.
+        inner_folds: K of the out-of-fold stacking (and of the calibration's held-out scores).
+        embedding_dims: PCA dimensions of the frozen vectors added as features (``frozen`` only; 0: none).
+        lightgbm: options of the LightGBM stage (its inner split picks the leaves and the number of trees).
+        calibration: how the calibration method is chosen (on out-of-fold scores).
+        cache_dir: folder of the on-disk encoding cache (``None``: in-process memo only).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the encoder.
+        seed: seed of the folds (LightGBM and the text models keep their own seeds in their options).
+    """
+
+    text_mode: str = "frozen"
+    encoder: str | None = None
+    finetune: FineTuneConfig = field(default_factory=lambda: FineTuneConfig(show_progress=False))
+    tfidf: TfidfOptions = field(default_factory=TfidfOptions)
+    frozen_head_c: float = 1.0
+    max_length: int = 256
+    inner_folds: int = 5
+    embedding_dims: int = 0
+    lightgbm: LightGBMOptions = field(default_factory=LightGBMOptions)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    cache_dir: str | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.text_mode not in TEXT_MODES:
+            raise ValueError(f"text_mode must be one of {', '.join(TEXT_MODES)}, not {self.text_mode!r}")
+        if self.inner_folds < 2:
+            raise ValueError(f"inner_folds must be at least 2, got {self.inner_folds}")
+        if self.embedding_dims < 0:
+            raise ValueError(f"embedding_dims must not be negative, got {self.embedding_dims}")
+        if self.embedding_dims and self.text_mode != "frozen":
+            raise ValueError("embedding_dims needs text_mode='frozen' (the dimensions come from the frozen vectors)")
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, state: Mapping[str, object]) -> HybridConfig:
+        values = dict(state)
+        finetune = dict(values.pop("finetune"))  # type: ignore[arg-type]
+        if finetune.get("lora_target_modules") is not None:
+            finetune["lora_target_modules"] = tuple(finetune["lora_target_modules"])
+        lightgbm = dict(values.pop("lightgbm"))  # type: ignore[arg-type]
+        lightgbm["num_leaves_grid"] = tuple(lightgbm["num_leaves_grid"])
+        return cls(
+            finetune=FineTuneConfig(**finetune),
+            tfidf=TfidfOptions(**dict(values.pop("tfidf"))),  # type: ignore[arg-type]
+            lightgbm=LightGBMOptions(**lightgbm),
+            calibration=CalibrationConfig(**dict(values.pop("calibration"))),  # type: ignore[arg-type]
+            **values,  # type: ignore[arg-type]
+        )
+
+
+# --- frozen encoder vectors ----------------------------------------------------------------------------------
+
+
+class SharedEmbedder:
+    """Frozen-encoder vectors (mean pooling + L2), each distinct text encoded once.
+
+    A memo in memory serves repeated texts within the process (the folds of a stacking and of an evaluation);
+    with ``cache_dir`` the SQLite encoding cache of :mod:`ml.encoding_cache` also serves them across processes.
+
+    Args:
+        encoder: the encoder spec (see :func:`ml.encoder.resolve_encoder_path`).
+        cache_dir: folder of ``encodings.sqlite3`` (``None``: memo only).
+        max_length: tokens kept per text.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    def __init__(
+        self,
+        encoder: str | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        max_length: int = 256,
+        device: str = "auto",
+        batch_size: int = 64,
+    ) -> None:
+        self.encoder = encoder or ""
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.max_length = max_length
+        self.device = device
+        self.batch_size = batch_size
+        self._text_encoder: object | None = None
+        self._memo: dict[str, np.ndarray] = {}
+        self.n_encoded = 0
+
+    @property
+    def text_encoder(self):  # noqa: ANN201 - ml.encoder.TextEncoder, imported lazily (torch)
+        if self._text_encoder is None:
+            from ml.encoder import TextEncoder
+
+            self._text_encoder = TextEncoder.from_spec(
+                self.encoder, batch_size=self.batch_size, max_length=self.max_length, device=self.device
+            )
+        return self._text_encoder
+
+    def identity(self) -> dict[str, object]:
+        """Encoder id, weight fingerprint, spec and truncation, for metadata."""
+        encoder = self.text_encoder
+        return {
+            "spec": self.encoder,
+            "id": encoder.encoder_id,
+            "fingerprint": encoder.fingerprint,
+            "max_length": self.max_length,
+        }
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Float32 vectors of ``texts`` in input order."""
+        from ml.encoding_cache import EncodingCache, encode_with_cache, text_sha256
+
+        keys = [text_sha256(text) for text in texts]
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in self._memo}
+        if missing:
+            cache = EncodingCache(self.cache_dir / "encodings.sqlite3") if self.cache_dir is not None else None
+            result = encode_with_cache(self.text_encoder, list(missing.values()), cache=cache)
+            self.n_encoded += result.n_encoded
+            self._memo.update(zip(missing.keys(), result.vectors, strict=True))
+        if not keys:
+            return np.zeros((0, self.text_encoder.dimension), dtype=np.float32)
+        return np.stack([self._memo[key] for key in keys])
+
+
+class FrozenEmbeddingHead:
+    """Class-weighted logistic regression on frozen encoder vectors (the ``frozen`` text model)."""
+
+    kind = "frozen_head"
+
+    def __init__(self, embedder: SharedEmbedder, *, c: float = 1.0, seed: int = 0) -> None:
+        self.embedder = embedder
+        self.c = c
+        self.seed = seed
+        self.coef_: np.ndarray | None = None
+        self.intercept_: float = 0.0
+
+    def fit(self, texts: Sequence[str], y: np.ndarray) -> FrozenEmbeddingHead:
+        from sklearn.linear_model import LogisticRegression
+
+        vectors = self.embedder.embed(list(texts))
+        head = LogisticRegression(C=self.c, class_weight="balanced", max_iter=2000, random_state=self.seed)
+        head.fit(vectors, np.asarray(y, dtype=int))
+        self.coef_ = head.coef_[0].astype(np.float64)
+        self.intercept_ = float(head.intercept_[0])
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if self.coef_ is None:
+            raise RuntimeError("this FrozenEmbeddingHead is not fitted yet")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, 2))
+        logits = self.embedder.embed(texts).astype(np.float64) @ self.coef_ + self.intercept_
+        churn = 1.0 / (1.0 + np.exp(-logits))
+        return np.column_stack([1.0 - churn, churn])
+
+    def save(self, path: str | Path) -> Path:
+        if self.coef_ is None:
+            raise RuntimeError("this FrozenEmbeddingHead is not fitted yet")
+        return save_artifact(
+            path,
+            tensors={"head.weight": self.coef_, "head.bias": np.array([self.intercept_])},
+            metadata={"kind": self.kind, "c": self.c, "seed": self.seed, "encoder": self.embedder.identity()},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, embedder: SharedEmbedder) -> FrozenEmbeddingHead:
+        """Load a head; ``embedder`` must hold the encoder whose fingerprint the artifact recorded."""
+        tensors, metadata, _ = load_artifact(path)
+        if metadata.get("kind") != cls.kind:
+            raise ArtifactError(f"model artifact {path} holds a {metadata.get('kind')!r} model, not {cls.kind!r}")
+        recorded = dict(metadata["encoder"])  # type: ignore[arg-type]
+        found = embedder.identity()
+        if found["fingerprint"] != recorded["fingerprint"]:
+            raise ArtifactError(
+                f"model artifact {path} was trained on encoder {recorded['id']!r} with fingerprint "
+                f"{str(recorded['fingerprint'])[:12]}..., but the encoder found has fingerprint "
+                f"{str(found['fingerprint'])[:12]}...; point CHURN_ENCODER at the same encoder weights"
+            )
+        if int(recorded["max_length"]) != embedder.max_length:  # type: ignore[arg-type]
+            raise ArtifactError(f"model artifact {path} was trained with max_length {recorded['max_length']}")
+        model = cls(embedder, c=float(metadata["c"]), seed=int(metadata["seed"]))  # type: ignore[arg-type]
+        weight = np.asarray(tensors["head.weight"], dtype=np.float64)
+        if weight.shape != (embedder.text_encoder.dimension,):
+            raise ArtifactError(f"model artifact {path}: head.weight has shape {weight.shape}")
+        model.coef_, model.intercept_ = weight, float(tensors["head.bias"][0])
+        return model
+
+
+def make_text_model(config: HybridConfig, *, embedder: SharedEmbedder | None = None) -> TextModel:
+    """A fresh, unfitted text model for ``config.text_mode`` (``"none"`` has none: ``ValueError``)."""
+    mode = config.text_mode
+    if mode == "tfidf":
+        from ml.text_baseline import TfidfChurnClassifier
+
+        return TfidfChurnClassifier(config.tfidf)
+    if mode == "frozen":
+        if embedder is None:
+            embedder = SharedEmbedder(
+                config.encoder, cache_dir=config.cache_dir, max_length=config.max_length, device=config.device
+            )
+        return FrozenEmbeddingHead(embedder, c=config.frozen_head_c, seed=config.seed)
+    if mode in ("top-k", "lora", "full"):
+        from ml.finetune import TransformerChurnClassifier
+
+        finetune = replace(config.finetune, mode=mode, device=config.device)
+        return TransformerChurnClassifier(finetune, encoder=config.encoder, cache_dir=config.cache_dir)
+    raise ValueError(f"text_mode {mode!r} has no text model")
+
+
+# --- the hybrid ----------------------------------------------------------------------------------------------
+
+
+def _binary_labels(y: Sequence[int] | np.ndarray) -> np.ndarray:
+    labels = np.asarray(y).ravel()
+    if not np.isin(labels, (0, 1)).all():
+        bad = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
+        raise ValueError(f"label of row {bad} is {labels[bad]!r}; labels must be 0 (stayed) or 1 (churned)")
+    labels = labels.astype(int)
+    if len(labels) and labels.min() == labels.max():
+        raise ValueError("training labels hold a single class; a churn model needs both churners and non-churners")
+    return labels
+
+
+class HybridChurnModel:
+    """LightGBM on features + a text model's out-of-fold score, calibrated (see the module docstring).
+
+    Args:
+        config: options (:class:`HybridConfig`).
+        embedder: a :class:`SharedEmbedder` to reuse (``frozen`` mode); one is made from ``config`` otherwise.
+
+    Attributes (after :meth:`fit`):
+        oof_text_score_: the out-of-fold text score of each training row (NaN without text).
+        oof_fold_: the fold whose held-out part held each training row.
+        text_fold_train_rows_: the training rows of the text model of each fold.
+        oof_metrics_: metrics of the calibrated out-of-fold LightGBM scores (held out, training data only).
+        calibrator_, lightgbm_, text_model_, pca_mean_, pca_components_: the fitted parts.
+    """
+
+    kind = ARTIFACT_KIND
+
+    def __init__(self, config: HybridConfig | None = None, *, embedder: SharedEmbedder | None = None) -> None:
+        self.config = config or HybridConfig()
+        self.embedder = embedder
+        self.lightgbm_: LightGBMChurn | None = None
+        self.text_model_: TextModel | None = None
+        self.calibrator_: Calibrator | None = None
+        self.pca_mean_: np.ndarray | None = None
+        self.pca_components_: np.ndarray | None = None
+
+    @property
+    def uses_text(self) -> bool:
+        return self.config.text_mode != "none"
+
+    def _embedder(self) -> SharedEmbedder:
+        if self.embedder is None:
+            c = self.config
+            self.embedder = SharedEmbedder(c.encoder, cache_dir=c.cache_dir, max_length=c.max_length, device=c.device)
+        return self.embedder
+
+    def _new_text_model(self) -> TextModel:
+        return make_text_model(self.config, embedder=self._embedder() if self.config.text_mode == "frozen" else None)
+
+    def fit(
+        self,
+        frame: pd.DataFrame,
+        texts: Sequence[str] | None,
+        y: Sequence[int] | np.ndarray,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> HybridChurnModel:
+        """Fit on a feature frame, one text per row (``None`` when ``text_mode="none"``) and 0/1 labels."""
+        from sklearn.model_selection import StratifiedKFold
+
+        labels = _binary_labels(y)
+        n = len(labels)
+        if len(frame) != n:
+            raise ValueError(f"{len(frame)} feature rows but {n} labels")
+        clashing = [c for c in frame.columns if str(c) == TEXT_SCORE_COLUMN or str(c).startswith(TEXT_DIM_PREFIX)]
+        if clashing:
+            raise ValueError(f"feature column {clashing[0]!r} clashes with the hybrid's own text columns")
+        texts = self._check_texts(texts, n)
+        config = self.config
+        if np.bincount(labels, minlength=2).min() < config.inner_folds:
+            raise ValueError(
+                f"each class needs at least inner_folds={config.inner_folds} rows for the out-of-fold stacking, "
+                f"got {np.bincount(labels, minlength=2).tolist()}"
+            )
+        report = progress or (lambda fraction, message: None)
+        frame = frame.reset_index(drop=True)
+        splitter = StratifiedKFold(n_splits=config.inner_folds, shuffle=True, random_state=config.seed)
+        splits = list(splitter.split(np.zeros(n), labels))
+        self.columns_ = [str(c) for c in frame.columns]
+        self.oof_text_score_ = np.full(n, np.nan)
+        self.oof_fold_ = np.full(n, -1, dtype=int)
+        self.text_fold_train_rows_: list[np.ndarray] = []
+        steps = (len(splits) + 1 if self.uses_text else 0) + len(splits) + 1
+        done = 0
+        if self.uses_text:
+            assert texts is not None
+            for fold, (train_rows, held_out) in enumerate(splits):
+                model = self._new_text_model().fit([texts[i] for i in train_rows], labels[train_rows])
+                self.oof_text_score_[held_out] = model.predict_proba([texts[i] for i in held_out])[:, 1]
+                self.oof_fold_[held_out] = fold
+                self.text_fold_train_rows_.append(np.sort(train_rows))
+                done += 1
+                report(done / steps, f"text model: fold {fold + 1} of {len(splits)}")
+            self.text_model_ = self._new_text_model().fit(texts, labels)
+            done += 1
+            report(done / steps, "text model: refitted on all training rows")
+            if config.embedding_dims:
+                self._fit_pca(self._embedder().embed(texts))
+        else:
+            for fold, (_, held_out) in enumerate(splits):
+                self.oof_fold_[held_out] = fold
+        stacked = self._stack(frame, self.oof_text_score_, texts)
+        raw_oof = np.zeros(n)
+        for fold, (train_rows, held_out) in enumerate(splits):
+            booster = LightGBMChurn(config.lightgbm).fit(stacked.iloc[train_rows], labels[train_rows])
+            raw_oof[held_out] = booster.predict_proba(stacked.iloc[held_out])[:, 1]
+            done += 1
+            report(done / steps, f"calibration: out-of-fold LightGBM {fold + 1} of {len(splits)}")
+        self.calibrator_ = Calibrator(config.calibration).fit(raw_oof, labels)
+        self.oof_metrics_ = churn_metrics(labels, self.calibrator_.transform(raw_oof))
+        self.lightgbm_ = LightGBMChurn(config.lightgbm).fit(stacked, labels)
+        self.stacked_columns_ = [str(c) for c in stacked.columns]
+        self.training_data_sha256_ = _data_hash(frame, texts, labels)
+        self.n_train_ = n
+        report(1.0, "hybrid fitted")
+        return self
+
+    def _check_texts(self, texts: Sequence[str] | None, n: int) -> list[str] | None:
+        if not self.uses_text:
+            return None
+        if texts is None:
+            raise ValueError(f"text_mode={self.config.text_mode!r} needs one text per row, got none")
+        texts = list(texts)
+        if len(texts) != n:
+            raise ValueError(f"{len(texts)} texts but {n} rows")
+        for row, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text of row {row} is {type(text).__name__}, not str")
+        return texts
+
+    def _fit_pca(self, vectors: np.ndarray) -> None:
+        k = min(self.config.embedding_dims, vectors.shape[1], max(1, vectors.shape[0] - 1))
+        mean = vectors.mean(axis=0)
+        _, _, vt = np.linalg.svd(vectors.astype(np.float64) - mean, full_matrices=False)
+        # Fix each component's sign (largest absolute loading positive) so refits give the same features.
+        signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
+        self.pca_mean_, self.pca_components_ = mean.astype(np.float64), (vt * signs[:, None])[:k]
+
+    def _stack(self, frame: pd.DataFrame, text_score: np.ndarray, texts: Sequence[str] | None) -> pd.DataFrame:
+        stacked = frame.reset_index(drop=True).copy()
+        if not self.uses_text:
+            return stacked
+        stacked[TEXT_SCORE_COLUMN] = np.asarray(text_score, dtype=float)
+        if self.pca_components_ is not None:
+            assert texts is not None
+            dims = (self._embedder().embed(texts) - self.pca_mean_) @ self.pca_components_.T
+            for i in range(dims.shape[1]):
+                stacked[f"{TEXT_DIM_PREFIX}{i + 1}"] = dims[:, i]
+        return stacked
+
+    def _check_fitted(self) -> None:
+        if self.lightgbm_ is None or self.calibrator_ is None:
+            raise RuntimeError("this HybridChurnModel is not fitted yet; call fit() or load() first")
+
+    def text_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """The final text model's churn score of each text (``(n,)``)."""
+        self._check_fitted()
+        if self.text_model_ is None:
+            raise RuntimeError("this hybrid has no text model (text_mode='none')")
+        texts = list(texts)
+        return self.text_model_.predict_proba(texts)[:, 1] if texts else np.zeros(0)
+
+    def stacked_frame(self, frame: pd.DataFrame, texts: Sequence[str] | None) -> pd.DataFrame:
+        """The LightGBM input for new rows: the features (in training order) plus the text columns."""
+        self._check_fitted()
+        missing = [c for c in self.columns_ if c not in frame.columns]
+        if missing:
+            raise ValueError(f"columns missing from the data: {', '.join(missing)}")
+        texts = self._check_texts(texts, len(frame))
+        score = self.text_scores(texts) if texts is not None else np.full(len(frame), np.nan)
+        return self._stack(frame[self.columns_], score, texts)
+
+    def raw_scores_from_stacked(self, stacked: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated LightGBM churn scores of a stacked frame."""
+        self._check_fitted()
+        return self.lightgbm_.predict_proba(stacked)[:, 1]  # type: ignore[union-attr]
+
+    def predict_proba(self, frame: pd.DataFrame, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Calibrated probabilities ``(n, 2)``; column 1 is the churn probability."""
+        raw = self.raw_scores_from_stacked(self.stacked_frame(frame, texts))
+        churn = np.clip(self.calibrator_.transform(raw), 0.0, 1.0)  # type: ignore[union-attr]
+        return np.column_stack([1.0 - churn, churn])
+
+    # ------------------------------------------------------------------ save / load
+    def encoder_info(self) -> dict[str, object] | None:
+        """Encoder id and fingerprint of the text model (``None`` when it uses no encoder)."""
+        if self.config.text_mode == "frozen":
+            return self._embedder().identity()
+        if self.config.text_mode in ("top-k", "lora", "full") and self.text_model_ is not None:
+            model = self.text_model_
+            return {
+                "spec": model.encoder,  # type: ignore[attr-defined]
+                "id": model.encoder_id_,  # type: ignore[attr-defined]
+                "fingerprint": model.encoder_fingerprint_,  # type: ignore[attr-defined]
+            }
+        return None
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, object], dict[str, bytes]]:
+        """``(tensors, metadata, extra_files)`` of the whole model, for :func:`ml.artifacts.save_artifact`."""
+        self._check_fitted()
+        tensors, lightgbm_meta, files = _pack("lightgbm", self.lightgbm_)
+        metadata: dict[str, object] = {
+            "kind": self.kind,
+            "config": self.config.to_json(),
+            "columns": self.columns_,
+            "stacked_columns": self.stacked_columns_,
+            "calibration": self.calibrator_.to_json(),  # type: ignore[union-attr]
+            "oof_metrics": self.oof_metrics_,
+            "n_train": self.n_train_,
+            "training_data_sha256": self.training_data_sha256_,
+            "encoder": self.encoder_info(),
+            "lightgbm": lightgbm_meta,
+            "text_model": None,
+        }
+        if self.text_model_ is not None:
+            text_tensors, text_meta, text_files = _pack("text", self.text_model_)
+            tensors.update(text_tensors)
+            files.update(text_files)
+            metadata["text_model"] = text_meta
+        if self.pca_components_ is not None:
+            tensors["pca.mean"], tensors["pca.components"] = self.pca_mean_, self.pca_components_  # type: ignore[assignment]
+        return tensors, metadata, files
+
+    def save(self, path: str | Path) -> Path:
+        tensors, metadata, files = self.state()
+        return save_artifact(path, tensors=tensors, metadata=metadata, extra_files=files)
+
+    @classmethod
+    def from_state(
+        cls,
+        tensors: Mapping[str, np.ndarray],
+        metadata: Mapping[str, object],
+        files: Mapping[str, bytes],
+        *,
+        where: str = "artifact",
+        encoder: str | None = None,
+        device: str = "auto",
+        cache_dir: str | None = None,
+        embedder: SharedEmbedder | None = None,
+    ) -> HybridChurnModel:
+        """Rebuild a fitted hybrid from :meth:`state` (already verified by :func:`ml.artifacts.load_artifact`).
+
+        Args:
+            encoder: where the base encoder is on this machine when not at the recorded spec (fingerprint checked).
+            device: where the encoder runs.
+            cache_dir: encoding cache folder on this machine.
+        """
+        if metadata.get("kind") != cls.kind:
+            raise ArtifactError(f"model {where} holds a {metadata.get('kind')!r} model, not {cls.kind!r}")
+        try:
+            config = HybridConfig.from_json(dict(metadata["config"]))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"model {where}: the hybrid configuration cannot be read ({exc})") from exc
+        overrides: dict[str, object] = {"device": device, "cache_dir": cache_dir}
+        if encoder is not None:
+            overrides["encoder"] = encoder
+        config = replace(config, **overrides)  # type: ignore[arg-type]
+        model = cls(config, embedder=embedder)
+        model.columns_ = list(metadata["columns"])  # type: ignore[arg-type]
+        model.stacked_columns_ = list(metadata["stacked_columns"])  # type: ignore[arg-type]
+        model.oof_metrics_ = dict(metadata["oof_metrics"])  # type: ignore[arg-type]
+        model.n_train_ = int(metadata["n_train"])  # type: ignore[arg-type]
+        model.training_data_sha256_ = str(metadata["training_data_sha256"])
+        try:
+            model.calibrator_ = Calibrator.from_json(dict(metadata["calibration"]))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ArtifactError(f"model {where}: {exc}") from exc
+        model.lightgbm_ = _unpack("lightgbm", tensors, metadata["lightgbm"], files, LightGBMChurn.load)  # type: ignore[arg-type]
+        if config.text_mode != "none":
+            if not metadata.get("text_model"):
+                raise ArtifactError(f"model {where} has text_mode {config.text_mode!r} but no text model")
+            model.text_model_ = _unpack("text", tensors, metadata["text_model"], files, model._text_loader())  # type: ignore[arg-type]
+        if "pca.components" in tensors:
+            model.pca_mean_ = np.asarray(tensors["pca.mean"], dtype=np.float64)
+            model.pca_components_ = np.asarray(tensors["pca.components"], dtype=np.float64)
+        return model
+
+    def _text_loader(self) -> Callable[[Path], TextModel]:
+        mode = self.config.text_mode
+        if mode == "tfidf":
+            from ml.text_baseline import TfidfChurnClassifier
+
+            return TfidfChurnClassifier.load
+        if mode == "frozen":
+            embedder = self._embedder()
+            return lambda path: FrozenEmbeddingHead.load(path, embedder=embedder)
+        from ml.finetune import TransformerChurnClassifier
+
+        config = self.config
+        return lambda path: TransformerChurnClassifier.load(
+            path, encoder=config.encoder, device=config.device, cache_dir=config.cache_dir
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, encoder: str | None = None, device: str = "auto") -> HybridChurnModel:
+        tensors, metadata, files = load_artifact(path)
+        return cls.from_state(tensors, metadata, files, where=str(path), encoder=encoder, device=device)
+
+
+def _pack(prefix: str, model: object) -> tuple[dict[str, np.ndarray], dict[str, object], dict[str, bytes]]:
+    """A sub-model's artifact contents, prefixed so they fit inside the enclosing artifact."""
+    with tempfile.TemporaryDirectory(prefix="churn-pack-") as tmp:
+        model.save(Path(tmp) / "model")  # type: ignore[attr-defined]
+        tensors, metadata, files = load_artifact(Path(tmp) / "model")
+    return (
+        {f"{prefix}.{name}": value for name, value in tensors.items()},
+        metadata,
+        {f"{prefix}-{name}": data for name, data in files.items()},
+    )
+
+
+def _unpack(
+    prefix: str,
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, object],
+    files: Mapping[str, bytes],
+    loader: Callable[[Path], object],
+) -> object:
+    """Rebuild a sub-model with its own ``load`` from the (already verified) contents of the enclosing artifact."""
+    own_tensors = {name[len(prefix) + 1 :]: value for name, value in tensors.items() if name.startswith(f"{prefix}.")}
+    own_files = {name[len(prefix) + 1 :]: data for name, data in files.items() if name.startswith(f"{prefix}-")}
+    with tempfile.TemporaryDirectory(prefix="churn-unpack-") as tmp:
+        save_artifact(Path(tmp) / "model", tensors=own_tensors, metadata=metadata, extra_files=own_files)
+        return loader(Path(tmp) / "model")
+
+
+def _data_hash(frame: pd.DataFrame, texts: Sequence[str] | None, labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(frame.astype(object), index=False).to_numpy().tobytes())
+    digest.update(",".join(map(str, frame.columns)).encode("utf-8"))
+    for text in texts or ():
+        digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+    digest.update(labels.astype(np.int8).tobytes())
+    return digest.hexdigest()
