@@ -115,10 +115,29 @@ def _lightgbm(train: FoldData) -> FittedModel:
     return _FrameModel(LightGBMChurn().fit(train.frame, train.y))
 
 
+class _TextModel:
+    """Adapts an estimator on texts to the harness."""
+
+    def __init__(self, estimator: object) -> None:
+        self.estimator = estimator
+
+    def predict_proba(self, data: FoldData) -> np.ndarray:
+        return self.estimator.predict_proba(data.texts)  # type: ignore[attr-defined]
+
+
+def _tfidf(train: FoldData) -> FittedModel:
+    from ml.text_baseline import TfidfChurnClassifier
+
+    if train.texts is None:
+        raise ModelNotApplicable("the tfidf model needs texts")
+    return _TextModel(TfidfChurnClassifier().fit(train.texts, train.y))
+
+
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     "recency": ModelSpec(_recency),
     "logreg": ModelSpec(_logreg),
     "lightgbm": ModelSpec(_lightgbm),
+    "tfidf": ModelSpec(_tfidf, needs_text=True),
 }
 DEFAULT_MODELS: tuple[str, ...] = ("recency", "logreg", "lightgbm")
 

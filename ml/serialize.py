@@ -79,13 +79,16 @@ def approx_wordpiece_count(text: str) -> int:
 
 
 def token_counter(tokenizer: object) -> TokenCounter:
-    """A ``str -> int`` counter from a Hugging Face tokenizer (special tokens included)."""
+    """A ``str -> int`` counter from a Hugging Face tokenizer (special tokens included), or the callable itself."""
     encode = getattr(tokenizer, "encode", None)
     if encode is None:
-        raise TypeError(f"{type(tokenizer).__name__} has no encode() method; pass count_tokens instead")
+        if callable(tokenizer):
+            return tokenizer  # type: ignore[return-value]
+        raise TypeError(f"{type(tokenizer).__name__} has neither encode() nor __call__; pass a str -> int counter")
 
     def count(text: str) -> int:
-        return len(encode(text, add_special_tokens=True))
+        # verbose=False: counting a long text is the point here, not a mistake worth a warning.
+        return len(encode(text, add_special_tokens=True, verbose=False))
 
     return count
 
@@ -120,11 +123,18 @@ class SerializeConfig:
 
 
 def serialize_snapshot(
-    snapshot: Snapshot, *, config: SerializeConfig | None = None, count_tokens: TokenCounter | None = None
+    snapshot: Snapshot, *, config: SerializeConfig | None = None, count_tokens: TokenCounter | object = None
 ) -> str:
-    """The text of a customer at a snapshot (see the module docstring for the layout)."""
+    """The text of a customer at a snapshot (see the module docstring for the layout).
+
+    Args:
+        snapshot: the customer at the cutoff.
+        config: budget and layout options.
+        count_tokens: a ``str -> int`` token counter or a Hugging Face tokenizer (``encode`` is used);
+            None approximates WordPiece (:func:`approx_wordpiece_count`).
+    """
     config = config or SerializeConfig()
-    count = count_tokens or approx_wordpiece_count
+    count = token_counter(count_tokens) if count_tokens is not None else approx_wordpiece_count
     snapshot.assert_point_in_time()
     customer = snapshot.customer
     lines: list[str] = []
@@ -149,12 +159,13 @@ def serialize_snapshot(
 
 
 def serialize_profile(
-    values: Mapping[str, object], *, config: SerializeConfig | None = None, count_tokens: TokenCounter | None = None
+    values: Mapping[str, object], *, config: SerializeConfig | None = None, count_tokens: TokenCounter | object = None
 ) -> str:
     """The text of a profile row: ``name: value`` per column in the given order, missing values as ``unknown``."""
     config = config or SerializeConfig()
     lines = [f"{_clean_value(name)}: {_format_value(value)}" for name, value in values.items()]
-    return _fit_budget(lines, [], config, count_tokens or approx_wordpiece_count)
+    count = token_counter(count_tokens) if count_tokens is not None else approx_wordpiece_count
+    return _fit_budget(lines, [], config, count)
 
 
 def _order_lines(snapshot: Snapshot, config: SerializeConfig) -> list[str]:
@@ -214,50 +225,73 @@ def _recency_bucket(as_of: datetime, when: datetime) -> str:
     return "6-12 months ago" if days <= 365 else "over a year ago"
 
 
+class _Budget:
+    """Lines added while the text stays within the token budget.
+
+    Costs are counted per line (one tokenizer call per line, not per growing text) and the final text is
+    checked as a whole, dropping lines from the end in the rare case a tokenizer does not add up.
+    """
+
+    def __init__(self, count: TokenCounter, budget: int) -> None:
+        self.count, self.budget = count, budget
+        self.special = count("")
+        self.separator = max(0, count("x\nx") - 2 * count("x") + self.special)
+        self.used = self.special
+        self.lines: list[str] = []
+
+    def cost(self, line: str) -> int:
+        return max(0, self.count(line) - self.special) + (self.separator if self.lines else 0)
+
+    def fits(self, line: str, reserve: int = 0) -> bool:
+        return self.used + self.cost(line) + reserve <= self.budget
+
+    def add(self, line: str) -> bool:
+        cost = self.cost(line)
+        if self.used + cost > self.budget:
+            return False
+        self.lines.append(line)
+        self.used += cost
+        return True
+
+    def add_truncated(self, line: str) -> bool:
+        """Add the longest prefix of ``line`` that fits (cut at a space when possible, with an ellipsis)."""
+        low, high = 0, len(line)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.fits(line[:middle].rstrip() + " …"):
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:
+            return False
+        prefix = line[:low]
+        space = prefix.rfind(" ")
+        if space > low // 2:
+            prefix = prefix[:space]
+        return self.add(prefix.rstrip() + " …")
+
+    def text(self) -> str:
+        while self.lines and self.count("\n".join(self.lines)) > self.budget:
+            self.lines.pop()
+        return "\n".join(self.lines)
+
+
 def _fit_budget(lines: Sequence[str], messages: Sequence[str], config: SerializeConfig, count: TokenCounter) -> str:
-    budget = config.token_budget
-    kept: list[str] = []
+    budget = _Budget(count, config.token_budget)
     for line in lines:
-        if count("\n".join([*kept, line])) > budget:
-            remaining_line = _truncate_to_fit(kept, line, budget, count)
-            if remaining_line:
-                kept.append(remaining_line)
-            return "\n".join(kept)
-        kept.append(line)
-    if messages:
-        header = "messages, newest first:"
-        if count("\n".join([*kept, header, messages[0]])) <= budget or (
-            count("\n".join([*kept, header])) + config.min_message_tokens <= budget
-        ):
-            kept.append(header)
-            for message in messages:
-                if count("\n".join([*kept, message])) <= budget:
-                    kept.append(message)
-                    continue
-                if count("\n".join(kept)) + config.min_message_tokens <= budget:
-                    cut = _truncate_to_fit(kept, message, budget, count)
-                    if cut:
-                        kept.append(cut)
-                break
-    return "\n".join(kept)
-
-
-def _truncate_to_fit(kept: Sequence[str], line: str, budget: int, count: TokenCounter) -> str:
-    """The longest prefix of ``line`` (cut at a space when possible, with an ellipsis) that keeps the text in budget."""
-    low, high = 0, len(line)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if count("\n".join([*kept, line[:middle].rstrip() + " …"])) <= budget:
-            low = middle
-        else:
-            high = middle - 1
-    if low == 0:
-        return ""
-    prefix = line[:low]
-    space = prefix.rfind(" ")
-    if space > low // 2:
-        prefix = prefix[:space]
-    return prefix.rstrip() + " …"
+        if not budget.add(line):
+            budget.add_truncated(line)
+            return budget.text()
+    header = "messages, newest first:"
+    if messages and budget.fits(header, reserve=config.min_message_tokens):
+        budget.add(header)
+        for message in messages:
+            if budget.add(message):
+                continue
+            if budget.fits("", reserve=config.min_message_tokens):
+                budget.add_truncated(message)
+            break
+    return budget.text()
 
 
 def _clean_value(value: object) -> str:
@@ -275,7 +309,7 @@ def _format_value(value: object) -> str:
 
 
 def _compact(value: float) -> str:
-    """Short, stable number formatting: 3, 98.5, 627, 1.2k, 3.4M."""
+    """Short, stable number formatting: 3, 0.25, 98.5, 627, 1.2k, 3.4M."""
     magnitude = abs(value)
     if magnitude >= 1_000_000:
         return f"{value / 1_000_000:.1f}M"
@@ -285,4 +319,4 @@ def _compact(value: float) -> str:
         return f"{value / 1000:.1f}k"
     if float(value).is_integer() or magnitude >= 100:
         return f"{value:.0f}"
-    return f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{value:.{1 if magnitude >= 10 else 2}f}".rstrip("0").rstrip(".")

@@ -125,3 +125,15 @@ def test_html_to_text_keeps_words_apart() -> None:
 def test_approximate_token_count_on_mixed_text() -> None:
     # [CLS] + 2 words + 4 CJK characters + emoji + "!" + [SEP]
     assert approx_wordpiece_count("hello world 你好世界 😍!") == 2 + 2 + 4 + 1 + 1
+
+
+def test_a_real_tokenizer_keeps_the_text_within_its_budget(tiny_bert_dir) -> None:  # noqa: ANN001 - fixture path
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))  # a tiny vocabulary: words split into letters
+    messages = ["the parcel is late again and nobody answers " * 5, "快递太慢了 😍 <b>refund</b>"] * 6
+    text = serialize_snapshot(
+        snapshot_at(customer_history(messages), AS_OF), config=SerializeConfig(token_budget=500), count_tokens=tokenizer
+    )
+    assert 450 < len(tokenizer(text)["input_ids"]) <= 500
+    assert "messages, newest first:" in text
