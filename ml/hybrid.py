@@ -314,6 +314,8 @@ class HybridChurnModel:
     Args:
         config: options (:class:`HybridConfig`).
         embedder: a :class:`SharedEmbedder` to reuse (``frozen`` mode); one is made from ``config`` otherwise.
+        text_model_factory: makes a fresh text model (anything with ``fit``/``predict_proba``/``save``) instead of
+            the one ``config.text_mode`` names; models made this way cannot be reloaded by :meth:`load`.
 
     Attributes (after :meth:`fit`):
         oof_text_score_: the out-of-fold text score of each training row (NaN without text).
@@ -325,9 +327,16 @@ class HybridChurnModel:
 
     kind = ARTIFACT_KIND
 
-    def __init__(self, config: HybridConfig | None = None, *, embedder: SharedEmbedder | None = None) -> None:
+    def __init__(
+        self,
+        config: HybridConfig | None = None,
+        *,
+        embedder: SharedEmbedder | None = None,
+        text_model_factory: Callable[[], TextModel] | None = None,
+    ) -> None:
         self.config = config or HybridConfig()
         self.embedder = embedder
+        self.text_model_factory = text_model_factory
         self.lightgbm_: LightGBMChurn | None = None
         self.text_model_: TextModel | None = None
         self.calibrator_: Calibrator | None = None
@@ -345,6 +354,8 @@ class HybridChurnModel:
         return self.embedder
 
     def _new_text_model(self) -> TextModel:
+        if self.text_model_factory is not None:
+            return self.text_model_factory()
         return make_text_model(self.config, embedder=self._embedder() if self.config.text_mode == "frozen" else None)
 
     def fit(

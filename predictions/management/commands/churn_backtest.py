@@ -29,12 +29,25 @@ class Command(BaseCommand):
         parser.add_argument("--models", default="recency,logreg,lightgbm", help="comma-separated model names")
         parser.add_argument("--name", default="database", help="dataset name in the report")
         parser.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
+        parser.add_argument(
+            "--encoder-mode",
+            choices=["auto", "frozen", "top-k", "lora", "full"],
+            default="auto",
+            help="text models: frozen encoder or a fine-tuning mode (auto: frozen without a GPU, lora with one)",
+        )
+        parser.add_argument(
+            "--encoder", default=None, help="encoder directory or cached hub id (default: CHURN_ENCODER)"
+        )
+        parser.add_argument("--inner-folds", type=int, default=5, help="out-of-fold stacking folds of the hybrid")
+        parser.add_argument("--embedding-dims", type=int, default=0, help="PCA dims of frozen vectors in the hybrid")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: object, **options: object) -> None:
         from ml.evaluation import BacktestSetup, backtest, format_report
         from ml.snapshot import EligibilityRule, LabelConfig
         from predictions.selectors import customer_histories
+
+        from ._text_models import register_text_models_from_options
 
         try:
             day = datetime.strptime(str(options["as_of"]), "%Y-%m-%d").date()
@@ -56,11 +69,14 @@ class Command(BaseCommand):
             histories = customer_histories()
             if not histories:
                 raise CommandError("the database holds no customers: import or generate some first")
+            text_note = register_text_models_from_options(options, models)
             report = backtest(
                 histories, setup, models=models, dataset=str(options["name"]), progress=not options["no_progress"]
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        if text_note:
+            report.notes.append(text_note)
         self.stdout.write(format_report(report))
         if options["json_path"]:
             out = Path(str(options["json_path"]))

@@ -27,11 +27,24 @@ class Command(BaseCommand):
         parser.add_argument("--sheet", default=None, help="XLSX sheet name (default: the first)")
         parser.add_argument("--name", default=None, help="dataset name in the report (default: the file name)")
         parser.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
+        parser.add_argument(
+            "--encoder-mode",
+            choices=["auto", "frozen", "top-k", "lora", "full"],
+            default="auto",
+            help="text models: frozen encoder or a fine-tuning mode (auto: frozen without a GPU, lora with one)",
+        )
+        parser.add_argument(
+            "--encoder", default=None, help="encoder directory or cached hub id (default: CHURN_ENCODER)"
+        )
+        parser.add_argument("--inner-folds", type=int, default=5, help="out-of-fold stacking folds of the hybrid")
+        parser.add_argument("--embedding-dims", type=int, default=0, help="PCA dims of frozen vectors in the hybrid")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: object, **options: object) -> None:
         from ml.evaluation import cross_validate_profile, format_report
         from ml.features import ProfileError, load_profile_file, prepare_profile
+
+        from ._text_models import register_text_models_from_options
 
         path = Path(str(options["path"]))
         models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
@@ -48,6 +61,7 @@ class Command(BaseCommand):
                 dedupe=bool(options["dedupe"]),
                 name=str(options["name"] or path.stem),
             )
+            text_note = register_text_models_from_options(options, models)
             report = cross_validate_profile(
                 data,
                 models=models,
@@ -57,6 +71,8 @@ class Command(BaseCommand):
             )
         except (ProfileError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        if text_note:
+            report.notes.append(text_note)
         self.stdout.write(format_report(report))
         if options["json_path"]:
             out = Path(str(options["json_path"]))

@@ -1,0 +1,31 @@
+"""Shared by churn_evaluate and churn_backtest: the text models' options (not a command: the name starts with _)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.core.management.base import CommandError
+
+TEXT_MODEL_NAMES = frozenset({"tfidf", "transformer", "hybrid", "hybrid_no_messages", "hybrid_no_text"})
+
+
+def register_text_models_from_options(options: Mapping[str, object], models: list[str]) -> str | None:
+    """Register the text models with the command's encoder options; returns a note for the report (None if unused)."""
+    from django.conf import settings
+
+    from ml.text_evaluation import TextEvaluationOptions, register_text_models
+
+    if int(options["inner_folds"]) < 2:  # type: ignore[arg-type]
+        raise CommandError("--inner-folds must be at least 2")
+    if int(options["embedding_dims"]) < 0:  # type: ignore[arg-type]
+        raise CommandError("--embedding-dims must not be negative")
+    result = register_text_models(
+        TextEvaluationOptions(
+            encoder_mode=str(options["encoder_mode"]),
+            encoder=str(options["encoder"] or settings.CHURN_ENCODER or "") or None,
+            cache_dir=str(settings.CHURN_CACHE_DIR),
+            inner_folds=int(options["inner_folds"]),  # type: ignore[arg-type]
+            embedding_dims=int(options["embedding_dims"]),  # type: ignore[arg-type]
+        )
+    )
+    return result["note"] if TEXT_MODEL_NAMES.intersection(models) else None

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from ml.baselines import LightGBMOptions
+from ml.hybrid import TEXT_SCORE_COLUMN, HybridChurnModel, HybridConfig
+
+from .conftest import keyword_texts
+
+FAST_LIGHTGBM = LightGBMOptions(
+    num_leaves_grid=(7,), max_rounds=60, early_stopping_rounds=15, min_child_samples=5, n_jobs=1
+)
+
+
+def _data(n: int = 120, seed: int = 0) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    """A weak numeric signal, a category, and texts whose churn keyword is the strong signal."""
+    texts, labels = keyword_texts(n, seed=seed)
+    y = np.array(labels)
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "orders_30d": rng.poisson(2.0 - y, n).astype(float),
+            "segment": rng.choice(["gold", "basic"], n).astype(object),
+        }
+    )
+    return frame, [f"{text} #{i}" for i, text in enumerate(texts)], y
+
+
+def _config(mode: str, tiny_bert_dir: Path, **overrides: object) -> HybridConfig:
+    values: dict[str, object] = {
+        "text_mode": mode,
+        "encoder": str(tiny_bert_dir),
+        "device": "cpu",
+        "max_length": 64,
+        "inner_folds": 3,
+        "lightgbm": FAST_LIGHTGBM,
+        "frozen_head_c": 100.0,
+    }
+    values.update(overrides)
+    return HybridConfig(**values)  # type: ignore[arg-type]
+
+
+class LookupTextModel:
+    """A text model that memorises its training labels: perfect on rows it saw, clueless elsewhere."""
+
+    def fit(self, texts: Sequence[str], y: np.ndarray) -> LookupTextModel:
+        self.seen = dict(zip(texts, np.asarray(y).tolist(), strict=True))
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        churn = np.array([float(self.seen.get(t, 0.5)) for t in texts])
+        return np.column_stack([1 - churn, churn])
+
+    def save(self, path: str | Path) -> Path:
+        raise NotImplementedError
+
+
+def test_no_training_row_gets_its_stacked_text_score_from_a_text_model_that_saw_its_label(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data()
+
+    model = HybridChurnModel(_config("tfidf", tiny_bert_dir)).fit(frame, texts, y)
+
+    assert np.isfinite(model.oof_text_score_).all() and (model.oof_fold_ >= 0).all()
+    for row, fold in enumerate(model.oof_fold_):
+        assert row not in set(model.text_fold_train_rows_[fold]), f"row {row} was scored by a model trained on it"
+
+
+def test_a_label_memorising_text_model_gives_the_lightgbm_stage_no_information_about_training_rows(
+    tiny_bert_dir: Path,
+) -> None:
+    frame, texts, y = _data()
+    in_sample = LookupTextModel().fit(texts, y).predict_proba(texts)[:, 1]
+    assert roc_auc_score(y, in_sample) == 1.0  # what naive in-sample stacking would feed LightGBM
+
+    model = HybridChurnModel(_config("tfidf", tiny_bert_dir), text_model_factory=LookupTextModel).fit(frame, texts, y)
+
+    assert np.all(model.oof_text_score_ == 0.5), "an out-of-fold score leaked a training label"
+    assert model.lightgbm_.feature_importances()[TEXT_SCORE_COLUMN] == 0.0
+
+
+def test_the_text_score_adds_what_the_features_miss(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data(160)
+    test_frame, test_texts, test_y = _data(80, seed=1)
+
+    with_text = HybridChurnModel(_config("tfidf", tiny_bert_dir)).fit(frame, texts, y)
+    without = HybridChurnModel(_config("none", tiny_bert_dir)).fit(frame, None, y)
+
+    auc_with = roc_auc_score(test_y, with_text.predict_proba(test_frame, test_texts)[:, 1])
+    auc_without = roc_auc_score(test_y, without.predict_proba(test_frame)[:, 1])
+    assert auc_with > auc_without + 0.1, (auc_with, auc_without)
+
+
+def test_frozen_hybrid_with_embedding_dimensions_reloads_to_identical_probabilities(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    frame, texts, y = _data()
+    model = HybridChurnModel(_config("frozen", tiny_bert_dir, embedding_dims=3)).fit(frame, texts, y)
+
+    model.save(tmp_path / "hybrid")
+    reloaded = HybridChurnModel.load(tmp_path / "hybrid", device="cpu")
+
+    assert model.stacked_columns_[-4:] == [TEXT_SCORE_COLUMN, "text_dim_1", "text_dim_2", "text_dim_3"]
+    np.testing.assert_allclose(reloaded.predict_proba(frame, texts), model.predict_proba(frame, texts), atol=1e-9)
+    assert model.calibrator_.method_ in {"platt", "isotonic"} and 0 <= model.oof_metrics_["brier"] <= 1
+
+
+def test_same_seed_gives_identical_probabilities(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data()
+
+    first = HybridChurnModel(_config("frozen", tiny_bert_dir)).fit(frame, texts, y).predict_proba(frame, texts)
+    second = HybridChurnModel(_config("frozen", tiny_bert_dir)).fit(frame, texts, y).predict_proba(frame, texts)
+
+    np.testing.assert_array_equal(first, second)
+
+
+def test_bad_input_is_refused_with_a_clear_message(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data(40)
+    model = HybridChurnModel(_config("tfidf", tiny_bert_dir))
+    with pytest.raises(ValueError, match="needs one text per row"):
+        model.fit(frame, None, y)
+    with pytest.raises(TypeError, match="row 3"):
+        model.fit(frame, texts[:3] + [None] + texts[4:], y)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="row 5"):
+        model.fit(frame, texts, np.r_[y[:5], 2, y[6:]])
+    with pytest.raises(ValueError, match="clashes"):
+        model.fit(frame.assign(text_churn_score=1.0), texts, y)
+    with pytest.raises(ValueError, match="embedding_dims needs"):
+        HybridConfig(text_mode="tfidf", embedding_dims=2)
