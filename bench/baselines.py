@@ -1,0 +1,88 @@
+"""The README's baseline table: every baseline on the three shared datasets and on a demo-store backtest.
+
+Runs the real commands (``churn_evaluate`` on ../shared/data, ``churn_generate`` + ``churn_backtest`` in a
+scratch SQLite directory), keeps their JSON under var/bench/baselines/ and prints a markdown table.
+
+    .venv/bin/python bench/baselines.py [--models recency,logreg,lightgbm] [--skip-demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+BANK_LEAKS = [
+    "Naive_Bayes_Classifier_Attrition_Flag_Card_Category_Contacts_Count_12_mon_Dependent_count_Education_Level_"
+    f"Months_Inactive_12_mon_{i}"
+    for i in (1, 2)
+]
+PROFILES = {
+    "telco": [
+        str(DATA / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"),
+        "--label-col=Churn", "--positive=Yes", "--id-col=customerID",
+    ],
+    "ecommerce": [
+        str(DATA / "ecommerce" / "ecommerce_churn.csv"),
+        "--label-col=Churn", "--positive=1", "--id-col=CustomerID", "--dedupe",
+    ],
+    "bank": [
+        str(DATA / "bank" / "BankChurners.csv"),
+        "--label-col=Attrition_Flag", "--positive=Attrited Customer", "--id-col=CLIENTNUM",
+        *[f"--drop-col={c}" for c in BANK_LEAKS],
+    ],
+}  # fmt: skip
+DEMO = {"customers": "2000", "days": "365", "seed": "7", "end": "2026-01-01", "as_of": "2025-10-31", "horizon": "60"}
+
+
+def manage(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **(env or {})}, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="recency,logreg,lightgbm")
+    parser.add_argument("--skip-demo", action="store_true")
+    args = parser.parse_args()
+    out = ROOT / "var" / "bench" / "baselines"
+    out.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    for name, command in PROFILES.items():
+        target = out / f"{name}.json"
+        manage("churn_evaluate", *command, f"--models={args.models}", f"--name={name}", f"--json={target}")
+        reports[name] = json.loads(target.read_text())
+    if not args.skip_demo:
+        with tempfile.TemporaryDirectory(prefix="churn-bench-") as var_dir:
+            env = {"CHURN_VAR_DIR": var_dir, "DATABASE_URL": f"sqlite:///{var_dir}/demo.sqlite3"}
+            manage("migrate", "-v", "0", env=env)
+            manage(
+                "churn_generate", f"--customers={DEMO['customers']}", f"--days={DEMO['days']}",
+                f"--seed={DEMO['seed']}", f"--end={DEMO['end']}", env=env,
+            )  # fmt: skip
+            target = out / "demo.json"
+            manage(
+                "churn_backtest", f"--as-of={DEMO['as_of']}", f"--horizon-days={DEMO['horizon']}",
+                f"--models={args.models}", "--name=demo store backtest", f"--json={target}", env=env,
+            )  # fmt: skip
+            reports["demo store backtest"] = json.loads(target.read_text())
+    print("| dataset | n | churn rate | model | ROC AUC | PR AUC | lift@10% | Brier | ECE |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, report in reports.items():
+        for model, m in report["models"].items():
+            cells = [
+                f"{m[k]:.3f} ± {m[k + '_std']:.3f}" if m.get(k) is not None else "n/a"
+                for k in ("roc_auc", "pr_auc", "lift_at_10", "brier", "ece")
+            ]
+            print(f"| {name} | {report['n']} | {report['positive_rate']:.3f} | {model} | {' | '.join(cells)} |")
+        for model, reason in report.get("skipped", {}).items():
+            print(f"| {name} | {report['n']} | {report['positive_rate']:.3f} | {model} | skipped: {reason} |||||")
+
+
+if __name__ == "__main__":
+    main()
