@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.artifacts import ArtifactError
+from ml.baselines import LightGBMOptions
+from ml.churn_model import ChurnModel, ChurnModelConfig
+from ml.finetune import FineTuneConfig
+from ml.hybrid import HybridConfig
+from ml.serialize import SerializeConfig
+from ml.snapshot import snapshot_at
+
+from .churn_histories import START, churn_histories
+
+# The tiny test vocabulary misses most words of these texts; the warning is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::ml.finetune.UnknownTokenWarning", "ignore::FutureWarning")
+AS_OF = START + timedelta(days=270)
+FAST_LIGHTGBM = LightGBMOptions(
+    num_leaves_grid=(7,), max_rounds=60, early_stopping_rounds=15, min_child_samples=5, n_jobs=1
+)
+FAST_FINETUNE = FineTuneConfig(lr=3e-3, head_lr=3e-2, epochs=2, batch_size=16, patience=2, show_progress=False)
+
+
+def _config(mode: str, tiny_bert_dir: Path) -> ChurnModelConfig:
+    return ChurnModelConfig(
+        horizon_days=60,
+        max_training_cutoffs=3,
+        serialize=SerializeConfig(token_budget=60),
+        hybrid=HybridConfig(
+            text_mode=mode,
+            encoder=str(tiny_bert_dir),
+            device="cpu",
+            max_length=64,
+            inner_folds=2,
+            frozen_head_c=10.0,
+            lightgbm=FAST_LIGHTGBM,
+            finetune=FAST_FINETUNE,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def histories():  # noqa: ANN201
+    return churn_histories(90)
+
+
+@pytest.mark.parametrize("mode", ["none", "tfidf", "frozen", "top-k", "lora", "full"])
+def test_every_mode_fits_saves_loads_predicts_and_explains(
+    mode: str, tiny_bert_dir: Path, tmp_path: Path, histories: list
+) -> None:
+    seen: list[float] = []
+    model = ChurnModel(_config(mode, tiny_bert_dir)).fit(
+        histories, as_of=AS_OF, progress=lambda fraction, message: seen.append(fraction)
+    )
+    snapshots = [snapshot_at(h, AS_OF) for h in histories[:6]]
+    probabilities = model.predict_proba(snapshots)
+
+    model.save(tmp_path / "model")
+    reloaded = ChurnModel.load(tmp_path / "model", device="cpu")
+    explanations = reloaded.explain(snapshots[:2], top_n=4)
+
+    assert probabilities.shape == (6,) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    np.testing.assert_allclose(reloaded.predict_proba(snapshots), probabilities, atol=1e-6)
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    assert len(explanations) == 2 and all(1 <= len(factors) <= 4 for factors in explanations)
+    assert all(set(f) == {"factor", "direction", "weight", "evidence"} for factors in explanations for f in factors)
+    metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert metadata["mode"] == mode and metadata["model_type"] == ("lightgbm" if mode == "none" else "hybrid")
+    assert reloaded.holdout_metrics["roc_auc"] == pytest.approx(model.holdout_metrics["roc_auc"])
+
+
+def test_metadata_records_what_a_deployment_needs(tiny_bert_dir: Path, tmp_path: Path, histories: list) -> None:
+    model = ChurnModel(_config("frozen", tiny_bert_dir)).fit(histories, as_of=AS_OF)
+    model.save(tmp_path / "model")
+
+    metadata = ChurnModel.load(tmp_path / "model", device="cpu").metadata
+
+    assert len(metadata["encoder"]["fingerprint"]) == 64 and metadata["encoder"]["id"] == str(tiny_bert_dir)
+    assert "orders_30d" in metadata["features"] and "text_churn_score" in metadata["stacked_features"]
+    assert metadata["calibration"]["method"] in {"platt", "isotonic"}
+    assert len(metadata["training_data_sha256"]) == 64 and metadata["seed"] == 0
+    assert {"torch", "lightgbm", "numpy"} <= set(metadata["libraries"])
+    assert metadata["cutoffs"][0] == metadata["holdout_cutoff"] == (AS_OF - timedelta(days=60)).isoformat()
+    assert set(metadata["metrics"]) >= {"roc_auc", "pr_auc", "lift_at_10", "brier", "ece", "n"}
+
+
+def test_the_newest_cutoff_is_held_out_from_training(tiny_bert_dir: Path, histories: list) -> None:
+    model = ChurnModel(_config("none", tiny_bert_dir)).fit(histories, as_of=AS_OF)
+    metadata = model.metadata
+
+    newest = AS_OF - timedelta(days=60)
+    eligible_at_newest = model.holdout_metrics["n"]
+    assert eligible_at_newest > 0 and metadata["holdout_cutoff"] == newest.isoformat()
+    assert metadata["n_train"] + metadata["n_holdout"] > metadata["n_holdout"] == eligible_at_newest
+    assert len(metadata["cutoffs"]) == 3
+
+
+def test_same_seed_gives_identical_probabilities(tiny_bert_dir: Path, histories: list) -> None:
+    snapshots = [snapshot_at(h, AS_OF) for h in histories[:10]]
+
+    first = ChurnModel(_config("frozen", tiny_bert_dir)).fit(histories, as_of=AS_OF).predict_proba(snapshots)
+    second = ChurnModel(_config("frozen", tiny_bert_dir)).fit(histories, as_of=AS_OF).predict_proba(snapshots)
+
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_bert_dir: Path, histories: list, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("churn-model") / "model"
+    ChurnModel(_config("tfidf", tiny_bert_dir)).fit(histories, as_of=AS_OF).save(path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "metadata.json", "lightgbm-lightgbm_model.txt"])
+def test_a_changed_byte_in_any_file_is_refused(name: str, saved_model: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for file in saved_model.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    data = bytearray((copy / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / name).write_bytes(bytes(data))
+
+    with pytest.raises(ArtifactError, match=name):
+        ChurnModel.load(copy, device="cpu")
+
+
+def test_missing_truncated_or_pickle_files_are_refused(saved_model: Path, tmp_path: Path) -> None:
+    def copy_of(label: str) -> Path:
+        target = tmp_path / label
+        target.mkdir()
+        for file in saved_model.iterdir():
+            (target / file.name).write_bytes(file.read_bytes())
+        return target
+
+    missing = copy_of("missing")
+    (missing / "text-vocabulary.json").unlink()
+    truncated = copy_of("truncated")
+    (truncated / "model.safetensors").write_bytes((saved_model / "model.safetensors").read_bytes()[:100])
+    pickled = copy_of("pickled")
+    (pickled / "extra.pkl").write_bytes(b"\x80\x04N.")
+
+    with pytest.raises(ArtifactError, match="text-vocabulary.json is missing"):
+        ChurnModel.load(missing)
+    with pytest.raises(ArtifactError, match="truncated"):
+        ChurnModel.load(truncated)
+    with pytest.raises(ArtifactError, match="pickle"):
+        ChurnModel.load(pickled)
+    assert ChurnModel.load(saved_model).predict_proba([]).shape == (0,)
+
+
+def test_training_too_early_for_any_cutoff_says_what_to_change(tiny_bert_dir: Path, histories: list) -> None:
+    with pytest.raises(ValueError, match="no training cutoff fits"):
+        ChurnModel(_config("none", tiny_bert_dir)).fit(histories, as_of=START + timedelta(days=80))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ChurnModel().predict_proba([])

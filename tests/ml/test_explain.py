@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.baselines import LightGBMOptions
+from ml.explain import explain_hybrid, feature_contributions, split_sentences, text_parts
+from ml.hybrid import HybridChurnModel, HybridConfig
+
+FAST_LIGHTGBM = LightGBMOptions(
+    num_leaves_grid=(7,), max_rounds=80, early_stopping_rounds=20, min_child_samples=5, n_jobs=1
+)
+FILLER = ("The box arrived today.", "I have a question about sizes.", "Where is my package?")
+
+
+def _serialised(segment: str, churns: bool, rng: random.Random) -> str:
+    complaint = "I want a refund and I will cancel my account."
+    praise = "Thanks, I love it."
+    first, second = rng.sample(FILLER, 2)
+    body = f"{first} {complaint if churns else praise} {second}"
+    return "\n".join(
+        [
+            f"segment: {segment}",
+            "orders: 3 (spend 120, average 40)",
+            "messages, newest first:",
+            f"[2024-05-0{rng.randint(1, 9)} chat] {body}",
+            f"[2024-04-1{rng.randint(0, 9)} email] {rng.choice(FILLER)}",
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[HybridChurnModel, pd.DataFrame, list[str], np.ndarray]:
+    """A hybrid where the complaint sentence and few recent orders both signal churn."""
+    rng = random.Random(0)
+    n = 160
+    y = np.array([i % 2 for i in range(n)])
+    frame = pd.DataFrame(
+        {
+            "orders_30d": [float(rng.randint(0, 3) if label else rng.randint(1, 4)) for label in y],
+            "segment": [rng.choice(["gold", "basic"]) for _ in y],
+        }
+    )
+    churns = [bool(label) if rng.random() < 0.85 else not label for label in y]
+    texts = [_serialised(segment, c, rng) for segment, c in zip(frame["segment"], churns, strict=True)]
+    config = HybridConfig(text_mode="tfidf", inner_folds=3, lightgbm=FAST_LIGHTGBM)
+    return HybridChurnModel(config).fit(frame, texts, y), frame, texts, y
+
+
+def test_factors_have_the_documented_shape_and_come_largest_first(fitted) -> None:  # noqa: ANN001
+    model, frame, texts, _ = fitted
+
+    explanations = explain_hybrid(model, frame.iloc[:5], texts[:5], top_n=3)
+
+    assert len(explanations) == 5
+    for factors in explanations:
+        assert 1 <= len(factors) <= 3
+        assert all(set(f) == {"factor", "direction", "weight", "evidence"} for f in factors)
+        assert all(f["direction"] in {"raises", "lowers"} and f["weight"] > 0 for f in factors)
+        assert [f["weight"] for f in factors] == sorted((f["weight"] for f in factors), reverse=True)
+
+
+def test_the_complaint_sentence_is_quoted_as_the_message_that_raised_the_risk(fitted) -> None:  # noqa: ANN001
+    model, frame, texts, _ = fitted
+    complaining = [i for i, t in enumerate(texts) if "refund" in t][:3]
+
+    explanations = explain_hybrid(model, frame.iloc[complaining], [texts[i] for i in complaining], top_n=10)
+
+    for factors in explanations:
+        messages = [f for f in factors if str(f["factor"]).startswith("message of")]
+        top_message = max(messages, key=lambda f: f["weight"])
+        assert top_message["direction"] == "raises"
+        assert top_message["evidence"] == "I want a refund and I will cancel my account."
+
+
+def test_feature_factors_use_readable_names_and_the_customers_value(fitted) -> None:  # noqa: ANN001
+    model, frame, texts, _ = fitted
+    loyal = int(np.argmax(frame["orders_30d"].to_numpy()))
+
+    factors = explain_hybrid(model, frame.iloc[[loyal]], [texts[loyal]], top_n=20)[0]
+
+    orders = next(f for f in factors if f["factor"] == "orders in the last 30 days")
+    assert orders["direction"] == "lowers" and orders["evidence"] == f"orders_30d = {frame['orders_30d'][loyal]:.0f}"
+
+
+def test_contributions_add_up_to_the_models_log_odds(fitted) -> None:  # noqa: ANN001
+    model, frame, texts, _ = fitted
+    stacked = model.stacked_frame(frame.iloc[:8], texts[:8])
+
+    contributions = feature_contributions(model, stacked)
+    raw = model.raw_scores_from_stacked(stacked)
+
+    np.testing.assert_allclose(contributions.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-6)
+
+
+def test_features_only_model_explains_without_text(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 40)
+    frame = pd.DataFrame({"days_since_last_order": rng.normal(10 + 30 * y, 5)})
+    model = HybridChurnModel(HybridConfig(text_mode="none", inner_folds=3, lightgbm=FAST_LIGHTGBM)).fit(frame, None, y)
+
+    factors = explain_hybrid(model, frame.iloc[[1]], None, top_n=5)[0]
+
+    assert factors[0]["factor"] == "days since the last order" and factors[0]["direction"] == "raises"
+
+
+def test_sentences_and_parts_are_split_in_english_and_chinese() -> None:
+    assert split_sentences("Late again! I want a refund. Thanks") == ["Late again!", "I want a refund.", "Thanks"]
+    assert split_sentences("快递又晚了。我要退款！谢谢") == ["快递又晚了。", "我要退款！", "谢谢"]
+    parts = text_parts("segment: gold\nmessages, newest first:\n[2024-05-01 chat] hi")
+    assert parts == [(0, "segment: gold"), (2, "[2024-05-01 chat] hi")]
