@@ -118,3 +118,28 @@ def test_backtest_without_room_for_a_training_cutoff_says_so() -> None:
     setup = BacktestSetup(as_of=START + timedelta(days=60), labels=LabelConfig(horizon_days=60))
     with pytest.raises(ValueError, match="no training cutoff fits"):
         backtest_data(store(), setup)
+
+
+def test_training_data_is_unchanged_when_everything_after_as_of_is_deleted() -> None:
+    from dataclasses import replace as copy_with
+
+    setup = BacktestSetup(as_of=START + timedelta(days=390), labels=LabelConfig(horizon_days=60, lead_days=7))
+    full = store()
+    cut = [
+        copy_with(
+            h,
+            orders=tuple(o for o in h.orders if o.placed_at <= setup.as_of),
+            messages=tuple(m for m in h.messages if m.sent_at <= setup.as_of),
+        )
+        for h in full
+    ]
+    # A customer who first orders long after as_of keeps the data's end date the same for both stores
+    # (the test labels need it) and is never eligible before then.
+    late = CustomerHistory(
+        customer=CustomerRecord(id="late"),
+        orders=(OrderRecord(placed_at=START + timedelta(days=1000), amount=1.0),),
+    )
+    with_future = backtest_data([*full, late], setup).train
+    without_future = backtest_data([*cut, late], setup).train
+    pd.testing.assert_frame_equal(with_future.frame, without_future.frame)
+    assert with_future.y.tolist() == without_future.y.tolist() and with_future.ids == without_future.ids
