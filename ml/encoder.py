@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_ENCODER_ID",
     "EncoderNotFoundError",
     "TextEncoder",
+    "default_max_tokens",
     "encoder_fingerprint",
     "encoder_identity",
     "load_encoder",
@@ -128,6 +129,12 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_max_tokens(device: str) -> int:
+    """Tokens per batch that run fastest: on CPU, batches of about 512 tokens keep the activations in the
+    caches and reach several times the throughput of 16k-token batches (bench/encode.py); a GPU wants big ones."""
+    return 16384 if device.startswith("cuda") else 512
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average of the token vectors where ``attention_mask`` is 1 (padding is ignored)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -207,7 +214,8 @@ class TextEncoder:
         tokenizer, model: from :func:`load_encoder` (or any transformers tokenizer/encoder pair).
         batch_size: texts per forward pass (batches are length-sorted and padded dynamically).
         max_length: tokens kept per text, special tokens included.
-        max_tokens: optional cap on ``rows * padded length`` of a batch, which keeps memory flat for long texts.
+        max_tokens: cap on ``rows * padded length`` of a batch; ``None`` picks :func:`default_max_tokens` for
+            the device (small batches that stay in the CPU caches, large ones on a GPU).
         normalize: L2-normalise the pooled vectors.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         encoder_id: the human-readable identity stored in artifacts.
@@ -220,7 +228,7 @@ class TextEncoder:
         *,
         batch_size: int = 64,
         max_length: int = 256,
-        max_tokens: int | None = 16384,
+        max_tokens: int | None = None,
         normalize: bool = True,
         device: str = "auto",
         encoder_id: str = "",
@@ -230,7 +238,7 @@ class TextEncoder:
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.max_length = max_length
-        self.max_tokens = max_tokens
+        self.max_tokens = max_tokens if max_tokens is not None else default_max_tokens(self.device)
         self.normalize = normalize
         self.encoder_id = encoder_id
         self._fingerprint: str | None = None

@@ -37,6 +37,7 @@ from ml.artifacts import ArtifactError, load_artifact, save_artifact
 from ml.encoder import (
     ProgressCallback,
     TextEncoder,
+    default_max_tokens,
     encoder_fingerprint,
     encoder_identity,
     length_sorted_batches,
@@ -421,7 +422,9 @@ class TransformerChurnClassifier:
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
         output = np.empty(len(texts), dtype=np.float64)
         with torch.inference_mode():
-            for indices in length_sorted_batches(tokenized.lengths, batch_size=self.config.encode_batch_size):
+            for indices in length_sorted_batches(
+                tokenized.lengths, batch_size=self.config.encode_batch_size, max_tokens=default_max_tokens(self.device_)
+            ):
                 ids, mask = pad_batch(
                     [tokenized.input_ids[i] for i in indices], pad_token_id=pad_id, device=self.device_
                 )
