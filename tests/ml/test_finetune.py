@@ -90,7 +90,7 @@ def test_topk_artifact_holds_only_the_trained_layers(tiny_bert_dir: Path, tmp_pa
     assert all(name.startswith(("head.", "encoder.encoder.layer.1.")) for name in names), sorted(names)[:5]
 
 
-@pytest.mark.parametrize("mode", ["frozen", "lora", "full"])
+@pytest.mark.parametrize("mode", ["frozen", "top-k", "lora", "full"])
 def test_two_fits_with_the_same_seed_give_identical_probabilities(mode: str, tiny_bert_dir: Path, keyword_data) -> None:
     texts, labels = keyword_data
     config = FineTuneConfig(mode=mode, epochs=2, batch_size=8, lr=1e-3, device="cpu", show_progress=False)
@@ -103,6 +103,32 @@ def test_two_fits_with_the_same_seed_give_identical_probabilities(mode: str, tin
     np.testing.assert_array_equal(first, second)
     if mode != "frozen":  # the frozen head is a convex fit: the seed only picks the validation split
         assert not np.array_equal(first, third)
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best_epoch(tiny_bert_dir: Path, keyword_data) -> None:
+    from sklearn.metrics import average_precision_score
+
+    texts, labels = keyword_data
+    val_texts, val_labels = keyword_texts(16, seed=3)
+    flipped = [1 - label for label in val_labels]  # learning the keyword makes this validation set worse
+    config = FineTuneConfig(
+        mode="full", lr=3e-3, head_lr=3e-2, epochs=10, batch_size=8, patience=2, device="cpu", show_progress=False
+    )
+
+    model = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels, val_texts, flipped)
+
+    aucs = [record.val_pr_auc for record in model.history_]
+    assert len(aucs) < 10 and len(aucs) == model.best_epoch_ + 2, aucs
+    assert model.best_val_pr_auc_ == max(aucs)
+    restored = average_precision_score(flipped, model.predict_proba(val_texts)[:, 1])
+    assert restored == pytest.approx(model.best_val_pr_auc_)
+
+
+def test_without_a_validation_set_a_stratified_share_is_held_out(tiny_bert_dir: Path, keyword_data) -> None:
+    texts, labels = keyword_data
+    model = TransformerChurnClassifier(FAST["frozen"], encoder=str(tiny_bert_dir)).fit(texts, labels)
+    assert (model.n_train_, model.n_validation_) == (32, 8)
+    assert model.best_val_pr_auc_ is not None
 
 
 def test_mostly_unknown_training_text_warns_and_records_the_rate(tiny_bert_dir: Path, tmp_path: Path) -> None:
