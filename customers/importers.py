@@ -179,6 +179,7 @@ class _LineSource:
         self.cp1252_lines = 0
         self.watch_line = 0
         self.watch_end: int | None = None
+        self.position = start  # byte offset of the next line (UTF-8 and cp1252 only)
         raw.seek(start)
         self.text = io.TextIOWrapper(raw, encoding=encoding, newline="") if encoding.startswith("utf-16") else None
 
@@ -194,6 +195,7 @@ class _LineSource:
             data = self.raw.readline()
             if not data:
                 raise StopIteration
+            self.position += len(data)
             try:
                 line = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -201,7 +203,7 @@ class _LineSource:
                 self.cp1252_lines += 1
         self.line_no += 1
         if self.line_no == self.watch_line:
-            self.watch_end = self.text.tell() if self.text is not None else self.raw.tell()
+            self.watch_end = self.text.tell() if self.text is not None else self.position
         return line
 
     def rewind_to_after(self, line_no: int, position: int) -> None:
@@ -210,6 +212,7 @@ class _LineSource:
             self.text.seek(position)
         else:
             self.raw.seek(position)
+            self.position = position
         self.line_no = line_no
 
 
@@ -502,6 +505,8 @@ _FALSE = {"0", "false", "no", "n", "f"}
 
 
 def _as_text(value: object) -> str:
+    if type(value) is str:
+        return value
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, datetime | date):
@@ -832,10 +837,13 @@ class RowParser:
         plan = self.plan(columns)
         if plan.missing:
             spec = plan.missing[0]
+            hint = ""
+            if len(columns) == 1 and any(delimiter in columns[0] for delimiter in _DELIMITERS):
+                hint = " The header was read as a single column: wrong delimiter? Pass --delimiter."
             raise ImportFileError(
                 f"missing required column for {self.kind} field {spec.name!r} (looked for "
                 f"{', '.join(spec.aliases)}); name the column with --map {spec.name}=COLUMN. "
-                f"The file's columns: {', '.join(columns)}"
+                f"The file's columns: {', '.join(columns)}.{hint}"
             )
         return plan
 

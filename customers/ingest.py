@@ -286,13 +286,10 @@ class _BatchImporter:
             found = dict(Customer.objects.filter(external_id__in=wanted).values_list("external_id", "id"))
             missing = [external_id for external_id in wanted if external_id not in found]
             if missing:
-                Customer.objects.bulk_create(
-                    [Customer(external_id=external_id, is_minimal=True) for external_id in missing],
-                    batch_size=500,
-                    ignore_conflicts=True,
+                self.result.customers_created += _insert_ignoring_conflicts(
+                    model=Customer, columns=_MINIMAL_CUSTOMER_COLUMNS, rows=_minimal_customer_rows(missing)
                 )
                 found.update(Customer.objects.filter(external_id__in=missing).values_list("external_id", "id"))
-                self.result.customers_created += len(missing)
             if len(cache) + len(found) > _CUSTOMER_CACHE_LIMIT:
                 cache.clear()
             cache.update(found)
@@ -318,6 +315,7 @@ class _BatchImporter:
                 else:
                     table_row.append(values.get(name, defaults.get(name)))
             table_rows.append(table_row)
+        table_rows.sort(key=lambda table_row: table_row[0])  # neighbouring keys: fewer index pages touched
         inserted = _insert_ignoring_conflicts(model=model, columns=columns, rows=table_rows)
         self.result.rows_imported += inserted
         self.result.rows_unchanged += len(table_rows) - inserted
@@ -386,6 +384,21 @@ _ACTIVITY_TABLES: dict[str, tuple[type[models.Model], tuple[str, ...], dict[str,
 }
 
 
+_MINIMAL_CUSTOMER_COLUMNS = tuple(field.attname for field in Customer._meta.concrete_fields if not field.primary_key)
+
+
+def _minimal_customer_rows(external_ids: list[str]) -> list[list[object]]:
+    """Table rows for customers known only by their id; every other column takes the model default."""
+    now = timezone.now()
+    template = {field.attname: field.get_default() for field in Customer._meta.concrete_fields}
+    template.update(is_minimal=True, created_at=now, updated_at=now)
+    rows = []
+    for external_id in sorted(external_ids):
+        template["external_id"] = external_id
+        rows.append([template[column] for column in _MINIMAL_CUSTOMER_COLUMNS])
+    return rows
+
+
 def _insert_ignoring_conflicts(*, model: type[models.Model], columns: tuple[str, ...], rows: list[list[object]]) -> int:
     """Insert rows, skipping those whose external id exists; returns how many were inserted.
 
@@ -421,7 +434,8 @@ def _insert_ignoring_conflicts(*, model: type[models.Model], columns: tuple[str,
         datetime_positions = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
         for row in rows:
             for i in datetime_positions:
-                row[i] = str(row[i].astimezone(UTC).replace(tzinfo=None))
+                if row[i] is not None:
+                    row[i] = str(row[i].astimezone(UTC).replace(tzinfo=None))
         placeholders = ", ".join(["%s"] * len(columns))
         # Identifiers come from model metadata, values are parameters.
         insert = f"INSERT INTO {table} ({column_list}) VALUES ({placeholders})"  # noqa: S608

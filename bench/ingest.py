@@ -1,0 +1,162 @@
+"""Import speed and memory: a million generated orders through the real import service.
+
+    .venv/bin/python bench/ingest.py [--rows 1000000]                      # SQLite, in a scratch file
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_ingest .venv/bin/python bench/ingest.py
+
+The PostgreSQL database named in DATABASE_URL is dropped and created again, so its name must start
+with ``bench``. Prints rows per second, the growth of the process's peak memory (a small import of
+a tenth of the rows first, then the full one: flat memory means both grow alike), and the ratio
+against a plain loop that saves one ``Order`` per row over a 20,000-row sample, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _prepare_database(scratch: Path) -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        os.environ["CHURN_VAR_DIR"] = str(scratch)
+        os.environ.pop("DATABASE_URL", None)
+        return f"SQLite file in {scratch}"
+    name = urlparse(url).path.lstrip("/")
+    if not name.startswith("bench"):
+        raise SystemExit(f"refusing to drop database {name!r}: the benchmark database name must start with 'bench'")
+    import psycopg
+
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    os.environ["CHURN_VAR_DIR"] = str(scratch)
+    return f"PostgreSQL database {name}"
+
+
+def _write_orders(path: Path, *, rows: int, customers: int, prefix: str, seed: int) -> None:
+    """A transaction log (customer_id,date,amount), the columns the README's example uses."""
+    rng = random.Random(seed)
+    start = datetime(2023, 1, 1, tzinfo=UTC)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "date", "amount"])
+        for _ in range(rows):
+            moment = start + timedelta(seconds=rng.randrange(0, 600 * 86400))
+            writer.writerow(
+                [f"{prefix}{rng.randrange(customers)}", moment.isoformat(), f"{rng.randrange(0, 50000) / 100:.2f}"]
+            )
+
+
+def _save_loop(path: Path) -> tuple[int, float]:
+    """The baseline: read the same CSV and save one Order per row, the way a first script would.
+
+    All inside one transaction, so that the baseline is not dominated by one disk sync per row:
+    that makes it faster, and the ratio printed against it conservative.
+    """
+    from django.db import transaction
+
+    from customers.models import Customer, Order
+
+    customers: dict[str, Customer] = {}
+    started = time.perf_counter()
+    count = 0
+    with path.open(newline="", encoding="utf-8") as handle, transaction.atomic():
+        for row in csv.DictReader(handle):
+            customer = customers.get(row["customer_id"])
+            if customer is None:
+                customer, _ = Customer.objects.get_or_create(external_id=row["customer_id"])
+                customers[row["customer_id"]] = customer
+            Order(
+                external_id=f"loop-{count}",
+                customer=customer,
+                placed_at=datetime.fromisoformat(row["date"]),
+                amount=Decimal(row["amount"]),
+            ).save()
+            count += 1
+    return count, time.perf_counter() - started
+
+
+def _import(path: Path) -> tuple[object, float, float]:
+    from customers.ingest import import_file, import_options_from_settings
+
+    before = _peak_rss_mib()
+    started = time.perf_counter()
+    with path.open("rb") as stream:
+        result = import_file(stream=stream, source=str(path), options=import_options_from_settings(kind="orders"))
+    return result, time.perf_counter() - started, _peak_rss_mib() - before
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=20_000, help="rows of the one-save()-per-row baseline")
+    parser.add_argument("--customers", type=int, default=20_000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        scratch = Path(tmp)
+        where = _prepare_database(scratch)
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
+        os.environ["LOG_LEVEL"] = "WARNING"
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connection
+
+        call_command("migrate", verbosity=0)
+        small_rows = max(args.rows // 10, 1)
+        files = {
+            "sample": (scratch / "sample.csv", args.sample, "s"),
+            "small": (scratch / "small.csv", small_rows, "m"),
+            "full": (scratch / "full.csv", args.rows, "c"),
+        }
+        for index, (path, rows, prefix) in enumerate(files.values()):
+            _write_orders(path, rows=rows, customers=args.customers, prefix=prefix, seed=index)
+        print(f"database: {where} ({connection.vendor}); {args.rows:,} orders for {args.customers:,} customers")
+
+        loop_rows, loop_seconds = _save_loop(files["sample"][0])
+        loop_rate = loop_rows / loop_seconds
+        print(f"baseline  one save() per row: {loop_rows:>9,} rows in {loop_seconds:7.1f}s = {loop_rate:>9,.0f} rows/s")
+
+        for label in ("small", "full"):
+            path, rows, _ = files[label]
+            result, seconds, grew = _import(path)
+            rate = result.rows_total / seconds
+            print(
+                f"import    {label:<5} {result.rows_imported:>9,} of {result.rows_total:,} rows in {seconds:7.1f}s "
+                f"= {rate:>9,.0f} rows/s  ({rate / loop_rate:5.1f}x the save() loop); "
+                f"peak memory grew {grew:6.1f} MiB (now {_peak_rss_mib():.0f} MiB); "
+                f"rejected {result.rows_rejected}, minimal customers created {result.customers_created:,}"
+            )
+            if result.rows_imported != rows:
+                raise SystemExit(f"expected {rows} imported rows, got {result.rows_imported}")
+        path = files["full"][0]
+        result, seconds, _ = _import(path)
+        print(
+            f"re-import full  {result.rows_imported:>9,} new, {result.rows_unchanged:,} unchanged in {seconds:7.1f}s "
+            f"= {result.rows_total / seconds:>9,.0f} rows/s"
+        )
+        connection.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Readers and row parsing of customers.importers: no database needed."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from customers.importers import (
+    FileKeys,
+    ImportFileError,
+    ImportOptions,
+    ParsedRow,
+    RowError,
+    RowParser,
+    assign_external_ids,
+    open_records,
+)
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def read(data: bytes, name: str = "file.csv", **options: object) -> tuple[list[object], list[str], list[str] | None]:
+    stream = open_records(io.BytesIO(data), options=ImportOptions(kind="orders", **options), name=name)
+    records = list(stream.records)
+    return records, stream.notes, stream.columns
+
+
+def parse_rows(kind: str, records: list[dict[str, object]], **options: object) -> list[ParsedRow | list[RowError]]:
+    parser = RowParser(ImportOptions(kind=kind, now=NOW, **options))
+    return [parser.parse(number, record) for number, record in enumerate(records, start=2)]
+
+
+def errors_of(result: ParsedRow | list[RowError]) -> list[tuple[str, str]]:
+    assert isinstance(result, list), f"expected row errors, got {result}"
+    return [(error.field, error.reason) for error in result]
+
+
+# --- reading --------------------------------------------------------------------------------------------------------
+
+
+def test_csv_rows_are_numbered_like_file_lines() -> None:
+    records, _, columns = read(b"customer_id,date,amount\nc1,2024-01-01,1\nc2,2024-01-02,2\n")
+    assert columns == ["customer_id", "date", "amount"]
+    assert records == [
+        (2, {"customer_id": "c1", "date": "2024-01-01", "amount": "1"}),
+        (3, {"customer_id": "c2", "date": "2024-01-02", "amount": "2"}),
+    ]
+
+
+def test_unbalanced_quote_rejects_its_row_and_the_rows_after_it_are_still_read() -> None:
+    data = b'customer_id,date,amount\nc1,2024-01-01,1\nc2,"2024-01-02,2\nc3,2024-01-03,3\nc4,2024-01-04,4\n'
+    records, _, _ = read(data)
+    errors = [record for record in records if isinstance(record, RowError)]
+    good = [record[1]["customer_id"] for record in records if isinstance(record, tuple)]
+    assert good == ["c1", "c3", "c4"]
+    assert len(errors) == 1 and errors[0].row == 3 and "unbalanced quote" in errors[0].reason, errors
+
+
+def test_quote_in_the_middle_of_a_field_is_a_row_error() -> None:
+    records, _, _ = read(b'customer_id,date,amount\nc1,2024-01-01,"1"0\nc2,2024-01-02,2\n')
+    assert isinstance(records[0], RowError) and records[0].row == 2 and "malformed CSV" in records[0].reason
+    assert records[1] == (3, {"customer_id": "c2", "date": "2024-01-02", "amount": "2"})
+
+
+def test_row_with_too_many_fields_names_its_line() -> None:
+    records, _, _ = read(b"customer_id,date,amount\nc1,2024-01-01,1,extra\n")
+    assert records == [
+        RowError(2, "*", "has 4 fields but the header has 3 (an unbalanced quote or a stray delimiter?)")
+    ]
+
+
+def test_semicolon_delimiter_is_detected_with_a_note() -> None:
+    records, notes, columns = read(b"customer_id;date;amount\nc1;2024-01-01;1.50\n")
+    assert columns == ["customer_id", "date", "amount"] and records[0][1]["amount"] == "1.50"
+    assert any("delimiter" in note for note in notes), notes
+
+
+def test_wrong_explicit_delimiter_gives_a_clear_file_error() -> None:
+    stream = open_records(
+        io.BytesIO(b"customer_id;date;amount\nc1;2024-01-01;1\n"),
+        options=ImportOptions(kind="orders", delimiter=","),
+        name="x.csv",
+    )
+    with pytest.raises(ImportFileError, match="wrong delimiter"):
+        RowParser(ImportOptions(kind="orders")).check_columns(stream.columns or [])
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n  \n", codecs.BOM_UTF8])
+def test_empty_file_is_a_file_error(data: bytes) -> None:
+    with pytest.raises(ImportFileError, match="empty"):
+        read(data)
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column() -> None:
+    records, notes, columns = read(codecs.BOM_UTF8 + "customer_id,date,amount\nçé,2024-01-01,1\n".encode())
+    assert columns == ["customer_id", "date", "amount"] and records[0][1]["customer_id"] == "çé"
+    assert any("byte-order mark" in note for note in notes)
+
+
+def test_cp1252_lines_are_decoded_with_a_note() -> None:
+    records, notes, _ = read("customer_id,date,amount\nCafé “Noël”,2024-01-01,1\n".encode("cp1252"))
+    assert records[0][1]["customer_id"] == "Café “Noël”"
+    assert any("cp1252" in note for note in notes), notes
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_with_or_without_bom_is_read(encoding: str) -> None:
+    text = "customer_id,date,amount\r\nZoë 王,2024-01-01,1\r\nc2,2024-01-02,2\r\n"
+    records, _, columns = read(text.encode(encoding))
+    assert columns == ["customer_id", "date", "amount"]
+    assert [record[1]["customer_id"] for record in records] == ["Zoë 王", "c2"]
+
+
+def test_utf16_unbalanced_quote_recovers_too() -> None:
+    text = 'customer_id,date,amount\nc1,"2024-01-01,1\nc2,2024-01-02,2\n'
+    records, _, _ = read(text.encode("utf-16"))
+    assert isinstance(records[0], RowError) and records[1] == (
+        3,
+        {"customer_id": "c2", "date": "2024-01-02", "amount": "2"},
+    )
+
+
+def test_duplicate_header_is_a_file_error() -> None:
+    with pytest.raises(ImportFileError, match="appears twice"):
+        read(b"customer_id,amount,amount\n")
+
+
+def test_jsonl_reads_objects_and_rejects_other_lines() -> None:
+    data = b'{"customer_id": "c1"}\n\n[1, 2]\n{"amount": NaN}\n{broken\n{"customer_id": "c2"}\n'
+    records, _, columns = read(data, name="x.jsonl")
+    assert columns is None
+    assert records[0] == (1, {"customer_id": "c1"}) and records[-1] == (6, {"customer_id": "c2"})
+    reasons = {record.row: record.reason for record in records if isinstance(record, RowError)}
+    assert set(reasons) == {3, 4, 5}
+    assert "found an array" in reasons[3] and "NaN" in reasons[4] and "invalid JSON" in reasons[5]
+
+
+def test_json_array_streams_elements_across_chunk_boundaries() -> None:
+    elements = [{"customer_id": f"c{i}", "note": "x" * (i % 7000), "amount": 12345678 + i} for i in range(60)]
+    records, _, _ = read(json.dumps(elements).encode(), name="x.json")
+    assert [record for _, record in records] == elements
+    assert [number for number, _ in records] == list(range(1, 61))
+
+
+@pytest.mark.parametrize(
+    ("body", "found"), [(b'{"customer_id": "c1"}', "an object"), (b'"text"', "a string"), (b"42", "a number")]
+)
+def test_json_top_level_that_is_not_an_array_is_a_file_error(body: bytes, found: str) -> None:
+    with pytest.raises(ImportFileError, match=f"must be an array of objects, found {found}"):
+        read(body, name="x.json")
+
+
+def test_json_array_element_that_is_not_an_object_is_a_row_error() -> None:
+    records, _, _ = read(b'[{"customer_id": "c1"}, 3, {"customer_id": "c2"}]', name="x.json")
+    assert records[1] == RowError(2, "*", "each element must be a JSON object, found a number")
+    assert records[2] == (3, {"customer_id": "c2"})
+
+
+def test_unknown_extension_asks_for_format() -> None:
+    with pytest.raises(ImportFileError, match="--format"):
+        read(b"a,b\n", name="data.bin")
+
+
+# --- parsing ----------------------------------------------------------------------------------------------------------
+
+
+def test_timestamps_in_every_documented_form_are_stored_in_utc() -> None:
+    base = {"customer_id": "c1", "amount": "1"}
+    forms = [
+        "2024-03-01T14:30:00+01:00",
+        "2024-03-01T13:30:00Z",
+        "2024-03-01 08:30:00",  # naive: New York, UTC-5 in March before DST
+        "1709299800",
+    ]
+    results = parse_rows("orders", [{**base, "date": form} for form in forms], time_zone="America/New_York")
+    assert {result.values["placed_at"] for result in results} == {datetime(2024, 3, 1, 13, 30, tzinfo=UTC)}
+    (day,) = parse_rows("orders", [{**base, "date": "20240301"}], time_zone="Asia/Shanghai")
+    assert day.values["placed_at"] == datetime(2024, 2, 29, 16, 0, tzinfo=UTC)
+
+
+def test_future_timestamp_is_rejected_but_small_clock_skew_is_not() -> None:
+    base = {"customer_id": "c1", "amount": "1"}
+    future, skew = parse_rows(
+        "orders", [{**base, "date": "2030-01-01"}, {**base, "date": (NOW + timedelta(minutes=5)).isoformat()}]
+    )
+    assert errors_of(future) == [("placed_at", "2030-01-01T00:00:00+00:00 is in the future (column 'date')")]
+    assert isinstance(skew, ParsedRow)
+
+
+@pytest.mark.parametrize(
+    ("amount", "status", "reason"),
+    [
+        ("NaN", "", "'NaN' is not a number"),
+        ("inf", "", "'inf' is not a number"),
+        ("1,000.00", "", "contains a comma"),
+        ("12.345", "", "more than two decimal places"),
+        ("-5.00", "completed", "needs status returned or refunded"),
+        ("$5", "", "is not a number"),
+    ],
+)
+def test_bad_amounts_are_rejected_with_a_reason(amount: str, status: str, reason: str) -> None:
+    (result,) = parse_rows("orders", [{"customer_id": "c1", "date": "2024-01-01", "amount": amount, "status": status}])
+    assert [field for field, _ in errors_of(result)] == ["amount"]
+    assert reason in errors_of(result)[0][1]
+
+
+def test_zero_and_refund_amounts_are_valid() -> None:
+    zero, refund = parse_rows(
+        "orders",
+        [
+            {"customer_id": "c1", "date": "2024-01-01", "amount": "0"},
+            {"customer_id": "c1", "date": "2024-01-01", "amount": "-5.5", "status": "Refunded"},
+        ],
+    )
+    assert zero.values["amount"] == Decimal("0.00")
+    assert (refund.values["amount"], refund.values["status"]) == (Decimal("-5.50"), "refunded")
+
+
+def test_nul_byte_and_overlong_text_name_their_field() -> None:
+    row = {"customer_id": "c1", "sent_at": "2024-01-01", "text": "fine"}
+    nul, long_text, ok = parse_rows(
+        "messages",
+        [{**row, "text": "a\x00b"}, {**row, "text": "x" * 101}, {**row, "text": "x" * 100}],
+        max_text_chars=100,
+    )
+    assert errors_of(nul) == [("text", "contains a NUL byte (\\x00), which the database cannot store (column 'text')")]
+    assert errors_of(long_text) == [("text", "is 101 characters long; the limit is 100 (column 'text')")]
+    assert ok.values["text"] == "x" * 100
+
+
+def test_html_and_script_in_text_are_kept_exactly() -> None:
+    text = '<script>alert("x")</script> <b>bold</b> &amp;'
+    (row,) = parse_rows("messages", [{"customer_id": "c1", "sent_at": "2024-01-01", "text": f"  {text}\n"}])
+    assert row.values["text"] == f"  {text}\n"
+
+
+def test_every_bad_field_of_a_row_is_reported_together() -> None:
+    (result,) = parse_rows("orders", [{"customer_id": "", "date": "yesterday", "amount": "NaN"}])
+    assert [field for field, _ in errors_of(result)] == ["customer_id", "placed_at", "amount"]
+
+
+def test_customer_columns_not_mapped_go_to_attributes_with_numbers_typed() -> None:
+    (row,) = parse_rows(
+        "customers",
+        [{"customerID": "7590-VHVEG", "tenure": "1", "Charges": "29.85", "Total": " ", "Zip": "0123", "Churn": "Yes"}],
+        label_column="Churn",
+        positive_label="Yes",
+        drop_columns=frozenset({"Zip"}),
+    )
+    assert row.external_id == "7590-VHVEG" and row.values == {"churned": True}
+    assert row.extra == {"tenure": 1, "Charges": 29.85, "Total": None}
+
+
+def test_map_overrides_column_names_and_unknown_fields_are_refused() -> None:
+    (row,) = parse_rows("customers", [{"CLIENTNUM": 768805383, "id": "other"}], field_map={"external_id": "CLIENTNUM"})
+    assert row.external_id == "768805383" and row.extra == {"id": "other"}
+    with pytest.raises(ImportFileError, match="no field 'nickname'"):
+        RowParser(ImportOptions(kind="customers", field_map={"nickname": "x"}))
+
+
+def test_missing_required_column_names_the_field_and_the_fix() -> None:
+    with pytest.raises(ImportFileError, match=r"field 'amount'.*--map amount=COLUMN"):
+        RowParser(ImportOptions(kind="orders")).check_columns(["customer_id", "date", "price"])
+
+
+# --- identity ----------------------------------------------------------------------------------------------------------
+
+
+def test_file_keys_count_occurrences_across_batches() -> None:
+    keys = FileKeys()
+    assert keys.occurrences([5, 7, 5]) == [1, 1, 2]
+    assert keys.occurrences([7, 9, 5, 2**64 - 1]) == [2, 1, 3, 1]
+    assert keys.occurrences([2**64 - 1, 0]) == [2, 1]
+
+
+def _orders(*amounts: str) -> list[ParsedRow]:
+    rows = parse_rows("orders", [{"customer_id": "c1", "date": "2024-01-01", "amount": amount} for amount in amounts])
+    assert all(isinstance(row, ParsedRow) for row in rows)
+    return rows  # type: ignore[return-value]
+
+
+def test_identical_rows_get_distinct_deterministic_ids() -> None:
+    first, second = _orders("10", "10", "11"), _orders("10", "10", "11")
+    assign_external_ids(kind="orders", rows=first, keys=FileKeys())
+    keys = FileKeys()  # the same file read again in two batches
+    assign_external_ids(kind="orders", rows=second[:1], keys=keys)
+    assign_external_ids(kind="orders", rows=second[1:], keys=keys)
+    ids = [row.external_id for row in first]
+    assert len(set(ids)) == 3 and all(external_id.startswith("auto-") for external_id in ids)
+    assert ids == [row.external_id for row in second]
+
+
+def test_repeated_explicit_id_in_a_file_is_rejected_after_its_first_row() -> None:
+    rows = parse_rows(
+        "orders", [{"order_id": "o1", "customer_id": "c1", "date": "2024-01-01", "amount": str(n)} for n in range(3)]
+    )
+    errors = assign_external_ids(kind="orders", rows=rows, keys=FileKeys())  # type: ignore[arg-type]
+    assert [row.row for row in rows] == [2]
+    assert [(error.row, error.field) for error in errors] == [(3, "external_id"), (4, "external_id")]
+    assert "appears more than once in this file" in errors[0].reason
