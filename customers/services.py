@@ -136,30 +136,37 @@ _DEMO_COLUMNS: dict[type[Model], tuple[str, ...]] = {
 
 
 def _insert_demo_records(model: type[Model], records: Sequence[object], pk_of: dict[str, int]) -> None:
-    """Plain multi-row INSERTs of simulator records: several times faster than ``bulk_create`` for the
-    hundreds of thousands of events of a demo store, with values converted by the model's own fields."""
+    """Plain INSERTs of simulator records, values converted by the model's own fields.
+
+    Faster than ``bulk_create`` for the hundreds of thousands of events of a demo store (``bench/generate.py``):
+    no model instances and no SQL compiler; ``COPY`` on PostgreSQL, ``executemany`` elsewhere (SQLite's
+    driver loops in C).
+    """
     fields = [model._meta.get_field(name) for name in _DEMO_COLUMNS[model]]
     quote = connection.ops.quote_name
-    # Names come from the model's metadata; every value is a query parameter.
-    columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
     getters = [
         (lambda record: pk_of[record.customer_external_id]) if field.name == "customer" else attrgetter(field.name)
         for field in fields
     ]
+
+    def values(record: object) -> list[object]:
+        return [
+            field.get_db_prep_save(getter(record), connection) for field, getter in zip(fields, getters, strict=True)
+        ]
+
+    # Names come from the model's metadata; every value is a query parameter.
+    columns = ", ".join(quote(field.column) for field in fields)
+    head = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "  # noqa: S608
+    row = f"({', '.join(['%s'] * len(fields))})"
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
+                for record in records:
+                    copy.write_row(values(record))
+            return
         for start in range(0, len(records), _DEMO_BATCH_SIZE):
-            cursor.executemany(
-                sql,
-                [
-                    tuple(
-                        field.get_db_prep_save(getter(record), connection)
-                        for field, getter in zip(fields, getters, strict=True)
-                    )
-                    for record in records[start : start + _DEMO_BATCH_SIZE]
-                ],
-            )
+            batch = records[start : start + _DEMO_BATCH_SIZE]
+            cursor.executemany(head + row, [values(record) for record in batch])
 
 
 def _write_demo_truth(path: Path, truths: list[CustomerTruth]) -> None:
