@@ -8,12 +8,12 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 
-from django.db.models import Count, DecimalField, IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from customers.models import Customer, Event, Message, Order, OrderStatus
 
-__all__ = ["TimelineEntry", "customer_timeline", "customers_with_order_stats"]
+__all__ = ["TimelineEntry", "customer_timeline", "customers_search", "customers_with_order_stats"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +108,31 @@ def customers_with_order_stats() -> QuerySet[Customer]:
             output_field=DecimalField(max_digits=16, decimal_places=2),
         ),
     )
+
+
+def customers_search(
+    *,
+    segment: str | None = None,
+    country: str | None = None,
+    churned: bool | None = None,
+    is_minimal: bool | None = None,
+    text: str | None = None,
+) -> QuerySet[Customer]:
+    """Customers with their order stats, filtered by whichever arguments are given, oldest first.
+
+    ``text`` matches the start of the external id, or any part of the name or email.
+    """
+    customers = customers_with_order_stats()
+    if segment:
+        customers = customers.filter(segment=segment)
+    if country:
+        customers = customers.filter(country=country)
+    if churned is not None:
+        customers = customers.filter(churned=churned)
+    if is_minimal is not None:
+        customers = customers.filter(is_minimal=is_minimal)
+    if text:
+        customers = customers.filter(
+            Q(external_id__startswith=text) | Q(name__icontains=text) | Q(email__icontains=text)
+        )
+    return customers.order_by("id")

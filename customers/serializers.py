@@ -1,0 +1,64 @@
+"""REST representations of customers and their timeline. Read-only: writes go through the import endpoint."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from customers.models import Customer
+from customers.selectors import TimelineEntry
+
+__all__ = ["CustomerDetailSerializer", "CustomerSerializer", "TimelineEntrySerializer"]
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    """One customer in a list, with the order stats of ``customers_with_order_stats``."""
+
+    order_count = serializers.IntegerField(read_only=True)
+    last_order_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    completed_revenue = serializers.DecimalField(max_digits=16, decimal_places=2, read_only=True)
+
+    class Meta:
+        model = Customer
+        fields = [
+            "id",
+            "external_id",
+            "name",
+            "email",
+            "segment",
+            "country",
+            "language",
+            "signed_up_at",
+            "marketing_consent",
+            "opted_out_at",
+            "churned",
+            "churned_at",
+            "is_minimal",
+            "order_count",
+            "last_order_at",
+            "completed_revenue",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class TimelineEntrySerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    kind = serializers.CharField()
+    object_id = serializers.IntegerField()
+    summary = serializers.CharField()
+    text = serializers.CharField()
+
+
+class CustomerDetailSerializer(CustomerSerializer):
+    """A customer with its free-form attributes and its timeline, newest first (set by the view)."""
+
+    timeline = serializers.SerializerMethodField()
+
+    class Meta(CustomerSerializer.Meta):
+        fields = [*CustomerSerializer.Meta.fields, "attributes", "timeline"]
+        read_only_fields = fields
+
+    def get_timeline(self, customer: Customer) -> list[dict[str, object]]:
+        entries: list[TimelineEntry] = self.context.get("timeline", [])
+        return TimelineEntrySerializer(entries, many=True).data

@@ -1,0 +1,203 @@
+"""REST views of the customers app: customers with their timeline, the CSV export, and ingestion.
+
+All endpoints need a staff user (DRF's ``IsAdminUser`` is the project default).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import BinaryIO
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from customers.exports import CUSTOMER_CSV_COLUMNS, customer_csv_row, iter_csv_lines
+from customers.importers import FORMATS, KINDS, ImportFileError, detect_format
+from customers.ingest import import_file, import_options_from_settings
+from customers.selectors import customer_timeline, customers_search
+from customers.serializers import CustomerDetailSerializer, CustomerSerializer
+
+__all__ = ["CustomerDetailView", "CustomerExportView", "CustomerListView", "IngestView"]
+
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"0", "false", "no"}
+_BODY_FORMATS = {
+    "application/json": "json",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/x-jsonlines": "jsonl",
+    "text/csv": "csv",
+}
+_TIMELINE_DEFAULT, _TIMELINE_MAX = 100, 1000
+
+
+def _optional_bool(params: object, name: str) -> bool | None:
+    value = params.get(name)  # type: ignore[attr-defined]
+    if value in (None, ""):
+        return None
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ParseError(f"{name} must be true or false, not {value!r}")
+
+
+def _customers_from_query(request: Request):  # noqa: ANN202 - a QuerySet[Customer]
+    params = request.query_params
+    return customers_search(
+        segment=params.get("segment"),
+        country=params.get("country"),
+        churned=_optional_bool(params, "churned"),
+        is_minimal=_optional_bool(params, "is_minimal"),
+        text=params.get("q"),
+    )
+
+
+class CustomerListView(generics.ListAPIView):
+    """``GET /api/v1/customers/?segment=&country=&churned=&is_minimal=&q=&page=``: paginated, oldest first."""
+
+    serializer_class = CustomerSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        return _customers_from_query(self.request)
+
+
+class CustomerDetailView(generics.RetrieveAPIView):
+    """``GET /api/v1/customers/<id>/?timeline_limit=100``: the customer, its attributes and its timeline."""
+
+    serializer_class = CustomerDetailSerializer
+
+    def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        customer = self.get_object()
+        try:
+            limit = int(request.query_params.get("timeline_limit", _TIMELINE_DEFAULT))
+        except ValueError:
+            raise ParseError("timeline_limit must be a whole number") from None
+        timeline = customer_timeline(customer=customer, limit=max(0, min(limit, _TIMELINE_MAX)))
+        serializer = self.get_serializer(customer, context={"request": request, "timeline": timeline})
+        return Response(serializer.data)
+
+    def get_queryset(self):  # noqa: ANN201
+        return customers_search()
+
+
+class CustomerExportView(APIView):
+    """``GET /api/v1/customers/export.csv`` with the list filters: streamed, formulas neutralised."""
+
+    def get(self, request: Request) -> StreamingHttpResponse:
+        customers = _customers_from_query(request).iterator(chunk_size=2000)
+        lines = iter_csv_lines(header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(c) for c in customers))
+        response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="customers.csv"'
+        return response
+
+
+class IngestView(APIView):
+    """``POST /api/v1/ingest/<kind>``: import rows sent as the body or as an uploaded file.
+
+    Body: a JSON array (``application/json``), JSON lines (``application/x-ndjson``) or CSV
+    (``text/csv``); options in the query string. Upload: ``multipart/form-data`` with the file in
+    ``file`` (format from its name, or ``format``); options as form fields. Options: ``map``
+    (repeatable ``FIELD=COLUMN``), ``label_col``, ``positive``, ``drop_col`` (repeatable), ``sheet``,
+    ``delimiter``, ``time_zone``, ``dry_run``.
+
+    Responses: 200 with the summary and every row error (up to 1,000) when the file was read and at
+    least one row was imported or already present; 400 when the file cannot be read at all or
+    every row was rejected; 413 above ``CHURN_INGEST_MAX_BYTES``; 415 for other content types.
+    """
+
+    parser_classes = [MultiPartParser]
+
+    def post(self, request: Request, kind: str) -> Response:
+        if kind not in KINDS:
+            raise NotFound(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        limit = getattr(settings, "CHURN_INGEST_MAX_BYTES", 50 * 1024 * 1024)
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+            if content_type == "multipart/form-data":
+                upload = request.FILES.get("file")
+                if upload is None:
+                    raise ParseError("send the file in the multipart field 'file'")
+                if upload.size > limit:
+                    return _too_large(limit)
+                params = request.data
+                source = upload.name or "upload"
+                shutil.copyfileobj(upload, spool)
+                try:
+                    fmt = params.get("format") or detect_format(source)
+                except ImportFileError as exc:
+                    return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+            else:
+                fmt = _BODY_FORMATS.get(content_type)
+                if fmt is None:
+                    raise UnsupportedMediaType(content_type or "(none)")
+                declared = request.META.get("CONTENT_LENGTH") or "0"
+                if declared.isdigit() and int(declared) > limit:
+                    return _too_large(limit)
+                if not _copy_limited(request.stream, spool, limit):
+                    return _too_large(limit)
+                params = request.query_params
+                source = "api"
+            if fmt not in FORMATS:
+                raise ParseError(f"format must be one of {', '.join(FORMATS)}")
+            spool.seek(0)
+            try:
+                options = import_options_from_settings(
+                    kind=kind,
+                    format=fmt,
+                    field_map=_field_map(params.getlist("map")),
+                    label_column=params.get("label_col") or None,
+                    positive_label=params.get("positive"),
+                    drop_columns=frozenset(params.getlist("drop_col")),
+                    sheet=params.get("sheet") or None,
+                    delimiter=params.get("delimiter") or None,
+                    time_zone=params.get("time_zone") or None,
+                )
+                result = import_file(
+                    stream=spool,  # type: ignore[arg-type]
+                    source=source,
+                    options=options,
+                    dry_run=bool(_optional_bool(params, "dry_run")),
+                    started_by=request.user.get_username(),
+                )
+            except ImportFileError as exc:
+                return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        nothing_kept = result.rows_rejected and not (result.rows_imported or result.rows_unchanged)
+        return Response(result.as_dict(), status=status.HTTP_400_BAD_REQUEST if nothing_kept else status.HTTP_200_OK)
+
+
+def _field_map(pairs: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, column = pair.partition("=")
+        if not sep or not name or not column:
+            raise ParseError(f"map={pair!r}: write FIELD=COLUMN")
+        mapping[name] = column
+    return mapping
+
+
+def _copy_limited(source: BinaryIO | None, target: BinaryIO, limit: int) -> bool:
+    """Copy the request body; False as soon as it exceeds ``limit`` bytes."""
+    if source is None:
+        return True
+    copied = 0
+    while chunk := source.read(1024 * 1024):
+        copied += len(chunk)
+        if copied > limit:
+            return False
+        target.write(chunk)
+    return True
+
+
+def _too_large(limit: int) -> Response:
+    return Response(
+        {"error": f"the body is larger than {limit:,} bytes (CHURN_INGEST_MAX_BYTES); split it or use churn_import"},
+        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    )

@@ -1,0 +1,92 @@
+"""GET /api/v1/customers/: list with filters and pages, detail with the timeline, and the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from customers.models import Customer, Event, Message, Order
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff() -> APIClient:
+    user = get_user_model().objects.create_user(username="ops", password="x", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def ada() -> Customer:
+    ada = Customer.objects.create(external_id="c1", name="Ada", segment="vip", churned=True, attributes={"tier": 2})
+    Order.objects.create(
+        external_id="o1", customer=ada, placed_at=datetime(2024, 1, 1, tzinfo=UTC), amount=Decimal("20.00")
+    )
+    Event.objects.create(
+        external_id="e1", customer=ada, kind="search", occurred_at=datetime(2024, 1, 2, tzinfo=UTC), properties={}
+    )
+    Message.objects.create(
+        external_id="m1",
+        customer=ada,
+        conversation_id="t1",
+        sent_at=datetime(2024, 1, 3, tzinfo=UTC),
+        text="<script>alert(1)</script>",
+    )
+    return ada
+
+
+def test_list_is_paginated_and_carries_order_stats(staff: APIClient, ada: Customer, settings) -> None:
+    Customer.objects.bulk_create([Customer(external_id=f"x{n}", is_minimal=True) for n in range(3)])
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "PAGE_SIZE": 2}
+    first = staff.get("/api/v1/customers/").json()
+    assert first["count"] == 4 and len(first["results"]) == 2 and first["next"]
+    row = first["results"][0]
+    assert (row["external_id"], row["order_count"], row["completed_revenue"]) == ("c1", 1, "20.00")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("segment=vip", ["c1"]), ("churned=true", ["c1"]), ("is_minimal=true", ["x0"]), ("q=Ad", ["c1"]), ("q=x", ["x0"])],
+)
+def test_list_filters(staff: APIClient, ada: Customer, query: str, expected: list[str]) -> None:
+    Customer.objects.create(external_id="x0", is_minimal=True, churned=False)
+    results = staff.get(f"/api/v1/customers/?{query}").json()["results"]
+    assert [row["external_id"] for row in results] == expected
+
+
+def test_bad_filter_value_is_a_400(staff: APIClient) -> None:
+    assert staff.get("/api/v1/customers/?churned=maybe").status_code == 400
+
+
+def test_detail_has_attributes_and_the_timeline_newest_first(staff: APIClient, ada: Customer) -> None:
+    body = staff.get(f"/api/v1/customers/{ada.pk}/").json()
+    assert body["attributes"] == {"tier": 2}
+    assert [entry["kind"] for entry in body["timeline"]] == ["message", "event", "order"]
+    assert body["timeline"][0]["text"] == "<script>alert(1)</script>"
+    limited = staff.get(f"/api/v1/customers/{ada.pk}/?timeline_limit=1").json()
+    assert len(limited["timeline"]) == 1
+    assert staff.get("/api/v1/customers/999999/").status_code == 404
+
+
+def test_export_csv_neutralises_formulas(staff: APIClient) -> None:
+    Customer.objects.create(external_id="c1", name='=HYPERLINK("http://evil.example","x")')
+    Customer.objects.create(external_id="@c2", name="+1 555", segment="-vip")
+    response = staff.get("/api/v1/customers/export.csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(row["external_id"], row["name"], row["segment"]) for row in rows] == [
+        ("c1", '\'=HYPERLINK("http://evil.example","x")', ""),
+        ("'@c2", "'+1 555", "'-vip"),
+    ]
+
+
+def test_customers_api_needs_staff() -> None:
+    assert APIClient().get("/api/v1/customers/").status_code in (401, 403)

@@ -1,0 +1,109 @@
+"""POST /api/v1/ingest/<kind>: JSON array, JSON lines and CSV bodies, file uploads, limits and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from customers.models import Customer, ImportRun, Message, Order
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff() -> APIClient:
+    user = get_user_model().objects.create_user(username="ops", password="x", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+ORDERS = [
+    {"customer_id": "c1", "date": "2024-01-05T10:00:00Z", "amount": "10.50"},
+    {"customer_id": "c1", "date": "2024-01-05T10:00:00Z", "amount": "10.50"},
+    {"customer_id": "c2", "date": "20240106", "amount": 0},
+]
+
+
+def test_json_array_body_imports_and_a_repeat_adds_nothing(staff: APIClient) -> None:
+    response = staff.post("/api/v1/ingest/orders", json.dumps(ORDERS), content_type="application/json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["rows_imported"], body["customers_created"], body["errors"]) == (3, 2, [])
+    again = staff.post("/api/v1/ingest/orders", json.dumps(ORDERS), content_type="application/json").json()
+    assert (again["rows_imported"], again["rows_unchanged"], Order.objects.count()) == (0, 3, 3)
+    assert ImportRun.objects.filter(started_by="ops", source="api").count() == 2
+
+
+def test_jsonl_body_reports_bad_rows_with_row_and_field(staff: APIClient) -> None:
+    lines = [
+        {"customer_id": "c1", "sent_at": "2024-01-01T10:00:00Z", "text": "<script>alert(1)</script>"},
+        {"customer_id": "c1", "sent_at": "2999-01-01", "text": "from the future"},
+        {"customer_id": "c1", "sent_at": "2024-01-01", "text": "nul \u0000 byte"},
+    ]
+    body = "\n".join(json.dumps(line) for line in lines)
+    response = staff.post("/api/v1/ingest/messages", body, content_type="application/x-ndjson")
+    assert response.status_code == 200
+    errors = [(error["row"], error["field"]) for error in response.json()["errors"]]
+    assert errors == [(2, "sent_at"), (3, "text")]
+    assert Message.objects.get().text == "<script>alert(1)</script>"
+    assert response["Content-Type"] == "application/json"
+
+
+def test_csv_body_with_options_in_the_query_string(staff: APIClient) -> None:
+    csv_body = "CLIENTNUM,Attrition_Flag,Leak\n1,Attrited Customer,0.9\n2,Existing Customer,0.1\n"
+    response = staff.post(
+        "/api/v1/ingest/customers?map=external_id=CLIENTNUM&label_col=Attrition_Flag"
+        "&positive=Attrited%20Customer&drop_col=Leak",
+        csv_body,
+        content_type="text/csv",
+    )
+    assert response.status_code == 200, response.content
+    assert dict(Customer.objects.values_list("external_id", "churned")) == {"1": True, "2": False}
+    assert Customer.objects.get(external_id="1").attributes == {}
+
+
+def test_file_upload_detects_the_format_from_the_name(staff: APIClient) -> None:
+    upload = SimpleUploadedFile("log.csv", b"customer_id,date,amount\nc1,2024-01-01,5\n", content_type="text/csv")
+    response = staff.post("/api/v1/ingest/orders", {"file": upload, "dry_run": "true"}, format="multipart")
+    assert response.status_code == 200, response.content
+    assert (response.json()["rows_imported"], response.json()["dry_run"], Order.objects.count()) == (1, True, 0)
+
+
+def test_json_top_level_object_is_a_400_with_a_clear_message(staff: APIClient) -> None:
+    response = staff.post("/api/v1/ingest/orders", json.dumps(ORDERS[0]), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"error": "the JSON top level must be an array of objects, found an object"}
+
+
+def test_every_row_rejected_is_a_400_that_lists_the_rows(staff: APIClient) -> None:
+    rows = [{"customer_id": "c1", "date": "2024-01-01", "amount": "NaN"}]
+    response = staff.post("/api/v1/ingest/orders", json.dumps(rows), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"row": 1, "field": "amount", "reason": "'NaN' is not a number (column 'amount')"}
+    ]
+
+
+def test_body_over_the_limit_is_refused_without_importing(staff: APIClient, settings) -> None:
+    settings.CHURN_INGEST_MAX_BYTES = 100
+    response = staff.post("/api/v1/ingest/orders", json.dumps(ORDERS * 5), content_type="application/json")
+    assert response.status_code == 413 and "CHURN_INGEST_MAX_BYTES" in response.json()["error"]
+    assert not ImportRun.objects.exists()
+
+
+def test_unknown_kind_and_content_type_are_refused(staff: APIClient) -> None:
+    assert staff.post("/api/v1/ingest/refunds", "[]", content_type="application/json").status_code == 404
+    assert staff.post("/api/v1/ingest/orders", "<x/>", content_type="application/xml").status_code == 415
+
+
+def test_ingest_needs_a_staff_user() -> None:
+    client = APIClient()
+    assert client.post("/api/v1/ingest/orders", "[]", content_type="application/json").status_code in (401, 403)
+    user = get_user_model().objects.create_user(username="customer", password="x")
+    client.force_authenticate(user)
+    assert client.post("/api/v1/ingest/orders", "[]", content_type="application/json").status_code == 403
