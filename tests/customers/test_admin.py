@@ -70,7 +70,9 @@ def test_customer_page_shows_the_timeline_newest_first_with_customer_text_escape
     response = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk]))
 
     html = response.content.decode()
+    message = Message.objects.get(external_id="m-1")
     assert SCRIPT not in html
+    assert f'href="{reverse("admin:customers_message_change", args=[message.pk])}"' in html
     assert "my parcel is late &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     positions = [html.index(marker) for marker in ("conversation v-1", "order o-2", "query=&lt;script", "order o-1")]
     assert positions == sorted(positions), "timeline is not newest first"
@@ -136,6 +138,22 @@ def test_export_action_downloads_a_formula_neutralised_csv(admin_client, custome
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert [row["external_id"] for row in rows] == ["c-1", '\'=HYPERLINK("http://evil.example")']
     assert (rows[1]["name"], rows[1]["email"]) == ("'@bob", "'+1@example.com")
+
+
+def test_message_export_action_neutralises_customer_text(admin_client, customer: Customer) -> None:
+    message = Message.objects.create(
+        external_id="m-2", customer=customer, conversation_id="v-2", sent_at=T0, text='=IMPORTXML("http://x")'
+    )
+
+    response = admin_client.post(
+        reverse("admin:customers_message_changelist"),
+        {"action": "export_rows_csv", "_selected_action": [message.pk]},
+    )
+
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert [(row["external_id"], row["customer__external_id"], row["text"]) for row in rows] == [
+        ("m-2", "c-1", '\'=IMPORTXML("http://x")')
+    ]
 
 
 def test_opt_out_action_opts_out_and_keeps_an_earlier_opt_out_time(admin_client, customer: Customer) -> None:
