@@ -194,7 +194,7 @@ def seasonality(start: datetime, days: int) -> np.ndarray:
 # Evening-heavy hour-of-day profile for shopping and browsing.
 _HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.3, 0.8, 1.5, 2, 2.2, 2.3, 2.5, 2.8, 2.6, 2.4, 2.4, 2.5, 2.8, 3.2,
                           3.8, 4.2, 4.0, 3.0, 1.8])  # fmt: skip
-_HOUR_P = _HOUR_WEIGHTS / _HOUR_WEIGHTS.sum()
+_HOUR_CDF = np.cumsum(_HOUR_WEIGHTS / _HOUR_WEIGHTS.sum())
 
 
 def _weighted_choice(rng: np.random.Generator, options: tuple | list, weights: tuple | list | np.ndarray) -> object:
@@ -216,14 +216,15 @@ class _BlockSimulator:
         self.season = season
         self.rng = np.random.default_rng(np.random.SeedSequence([options.seed, first_index // BLOCK_SIZE]))
         self.block = StoreBlock()
+        self._start = options.start
 
     def at(self, day: float) -> datetime:
         """The moment ``day`` days after the start of the history, to the second."""
-        return self.options.start + timedelta(seconds=round(day * 86400))
+        return self._start + timedelta(seconds=round(day * 86400))
 
     def time_in_day(self, day: int) -> float:
-        hour = self.rng.choice(24, p=_HOUR_P)
-        return day + (hour + self.rng.random()) / 24.0
+        hour = int(np.searchsorted(_HOUR_CDF, self.rng.random(), side="right"))
+        return day + (min(hour, 23) + self.rng.random()) / 24.0
 
     def run(self) -> StoreBlock:
         # Traits are drawn for a whole block even when fewer customers are wanted, so that the
