@@ -204,6 +204,15 @@ CHURN_CACHE_DIR = Path(env.str("CHURN_CACHE_DIR", default=str(VAR_DIR / "cache")
 CHURN_ENCODER = env.str("CHURN_ENCODER", default="")
 # A challenger becomes champion automatically only with this ROC AUC gain on the same holdout and no
 # larger PR AUC loss than this.
+# What scheduled retraining trains: the text mode (lightgbm, tfidf, frozen, top-k, lora, full) and the
+# churn horizon in days (no qualifying order within it after a cutoff means churned).
+CHURN_DEFAULT_MODE = env.str("CHURN_DEFAULT_MODE", default="frozen")
+CHURN_HORIZON_DAYS = env.int("CHURN_HORIZON_DAYS", default=60)
+# Probability cut points of the risk tiers: low < first <= medium < second <= high.
+CHURN_RISK_TIER_CUTS = env.list("CHURN_RISK_TIER_CUTS", cast=float, default=[0.3, 0.6])
+# Customers per scoring task, and factors kept per score.
+CHURN_SCORING_CHUNK_SIZE = env.int("CHURN_SCORING_CHUNK_SIZE", default=500)
+CHURN_TOP_FACTORS = env.int("CHURN_TOP_FACTORS", default=5)
 CHURN_PROMOTION_MIN_ROC_AUC_GAIN = env.float("CHURN_PROMOTION_MIN_ROC_AUC_GAIN", default=0.002)
 CHURN_PROMOTION_MAX_PR_AUC_LOSS = env.float("CHURN_PROMOTION_MAX_PR_AUC_LOSS", default=0.0)
 

@@ -146,6 +146,7 @@ class ScoringRun(models.Model):
     as_of = models.DateTimeField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     trigger = models.CharField(max_length=64, default="manual", help_text="manual, schedule, api, ...")
+    full = models.BooleanField(default=False, help_text="Re-encode every text instead of reusing the encoding cache.")
     customers_total = models.PositiveIntegerField(default=0)
     customers_scored = models.PositiveIntegerField(default=0)
     texts_encoded = models.PositiveIntegerField(default=0)

@@ -8,10 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from customers.models import Customer, Event, Message, Order
-from predictions.models import ModelStatus, ModelVersion, WorkerHeartbeat
+from predictions.models import ChurnScore, ModelStatus, ModelVersion, ScoringRun, WorkerHeartbeat
 
 if TYPE_CHECKING:
     from ml.data import CustomerHistory
@@ -128,3 +128,33 @@ def customer_histories(
             )
         )
     return histories
+
+
+def customers_to_score(*, as_of: datetime) -> QuerySet[Customer]:
+    """Customers eligible for a score at ``as_of`` (the default rule of ``ml.snapshot.EligibilityRule``):
+    signed up by then (when known), some activity on or before ``as_of``, and not already marked churned."""
+    return (
+        Customer.objects.filter(Q(signed_up_at__isnull=True) | Q(signed_up_at__lte=as_of))
+        .exclude(churned_at__lte=as_of)
+        .exclude(churned=True, churned_at__isnull=True)
+        .filter(
+            Exists(Order.objects.filter(customer=OuterRef("pk"), placed_at__lte=as_of))
+            | Exists(Event.objects.filter(customer=OuterRef("pk"), occurred_at__lte=as_of))
+            | Exists(Message.objects.filter(customer=OuterRef("pk"), sent_at__lte=as_of))
+        )
+        .order_by("id")
+    )
+
+
+def latest_scores() -> QuerySet[ChurnScore]:
+    """The newest score of each customer (by as_of, then creation), with customer and model joined."""
+    newest = ChurnScore.objects.filter(customer=OuterRef("customer")).order_by("-as_of", "-created_at", "-id")
+    return (
+        ChurnScore.objects.filter(pk=Subquery(newest.values("pk")[:1]))
+        .select_related("customer", "model_version")
+        .order_by("-probability")
+    )
+
+
+def scoring_runs() -> QuerySet[ScoringRun]:
+    return ScoringRun.objects.select_related("model_version").order_by("-created_at")

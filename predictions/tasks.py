@@ -1,13 +1,91 @@
-"""Celery tasks of the predictions app. Thin: each calls one service."""
+"""Celery tasks of the predictions app. Thin: each loads ids and calls one service."""
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
+from datetime import datetime
 
-from predictions.services import worker_heartbeat_record
+from celery import shared_task
+from django.conf import settings
+from django.db import OperationalError
+
+from predictions.services import task_delivery_begin, task_delivery_finish, worker_heartbeat_record
+from predictions.services.scoring import ChampionUnavailable, scoring_run_score_chunk, scoring_run_start
+from predictions.services.training import training_run_execute, training_run_mark_failed, training_run_request
+
+logger = logging.getLogger(__name__)
+
+# A task redelivered more often than this (its worker keeps dying on it) is parked, not looped.
+MAX_DELIVERIES = 3
+TRANSIENT_ERRORS = (OperationalError,)
 
 
 @shared_task(bind=True, name="predictions.worker_heartbeat", queue="default", soft_time_limit=30, time_limit=60)
 def worker_heartbeat_task(self, queue: str = "default") -> int:  # noqa: ANN001 - Celery binds the task
     """Record that a worker consumed ``queue``. Idempotent: one row per worker and queue, updated."""
     return worker_heartbeat_record(hostname=self.request.hostname or "unknown", queue=queue).pk
+
+
+@shared_task(
+    name="predictions.train_model",
+    queue="gpu",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.CHURN_TRAIN_TIME_LIMIT - 60,
+    time_limit=settings.CHURN_TRAIN_TIME_LIMIT,
+)
+def train_model_task(training_run_id: int) -> int | None:
+    """Train the model of one TrainingRun. Idempotent: a database lease makes a redelivered task a no-op."""
+    key = f"training-run-{training_run_id}"
+    if not task_delivery_begin(task_name="predictions.train_model", key=key, max_attempts=MAX_DELIVERIES):
+        training_run_mark_failed(training_run_id=training_run_id, reason="parked after repeated worker crashes")
+        return None
+    version = training_run_execute(training_run_id=training_run_id)
+    task_delivery_finish(task_name="predictions.train_model", key=key)
+    return version.pk if version else None
+
+
+@shared_task(
+    bind=True,
+    name="predictions.score_chunk",
+    queue="gpu",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def score_chunk_task(self, scoring_run_id: int, customer_ids: list[int]) -> int:  # noqa: ANN001
+    """Score one chunk of a scoring run. Idempotent: customers already scored for the run are skipped."""
+    key = f"scoring-run-{scoring_run_id}-{min(customer_ids, default=0)}-{len(customer_ids)}"
+    if not task_delivery_begin(task_name="predictions.score_chunk", key=key, max_attempts=MAX_DELIVERIES):
+        return 0
+    stored = scoring_run_score_chunk(scoring_run_id=scoring_run_id, customer_ids=customer_ids)
+    task_delivery_finish(task_name="predictions.score_chunk", key=key)
+    return stored
+
+
+@shared_task(name="predictions.rescore_all", queue="default", soft_time_limit=120, time_limit=180)
+def rescore_all_task(as_of: str | None = None, trigger: str = "schedule") -> int | None:
+    """Start a scoring run of every eligible customer with the champion (the daily schedule).
+    Not idempotent by itself: the single-leader beat sends it once per interval."""
+    try:
+        run = scoring_run_start(trigger=trigger, as_of=datetime.fromisoformat(as_of) if as_of else None)
+    except ChampionUnavailable as exc:
+        logger.error("rescoring skipped: %s", exc)
+        return None
+    return run.pk
+
+
+@shared_task(name="predictions.retrain", queue="default", soft_time_limit=60, time_limit=120)
+def retrain_task(mode: str | None = None, horizon_days: int | None = None, actor: str = "schedule") -> int:
+    """Request a training run (the weekly schedule and drift); the training itself runs on the gpu queue."""
+    run = training_run_request(
+        mode=mode or settings.CHURN_DEFAULT_MODE,
+        horizon_days=horizon_days or settings.CHURN_HORIZON_DAYS,
+        actor=actor,
+    )
+    return run.pk

@@ -1,28 +1,14 @@
-"""Writes of the predictions app."""
+"""The model registry: registering trained models, promotion by margin, manual promotion and rollback."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from predictions.models import ModelAuditEntry, ModelStatus, ModelVersion, TaskDelivery, TrainingRun, WorkerHeartbeat
-
-logger = logging.getLogger(__name__)
-
-
-def worker_heartbeat_record(*, hostname: str, queue: str) -> WorkerHeartbeat:
-    """Record that the worker ``hostname`` just ran a task from ``queue``."""
-    heartbeat, _ = WorkerHeartbeat.objects.update_or_create(
-        hostname=hostname, queue=queue, defaults={"seen_at": timezone.now()}
-    )
-    return heartbeat
-
-
-# --- Model registry ------------------------------------------------------------------------------
+from predictions.models import ModelAuditEntry, ModelStatus, ModelVersion, TrainingRun
 
 
 @dataclass(frozen=True)
@@ -42,21 +28,33 @@ class PromotionPolicy:
 
 
 def promotion_comparison(
-    *, challenger: ModelVersion, champion: ModelVersion | None, policy: PromotionPolicy
+    *,
+    challenger: ModelVersion,
+    champion: ModelVersion | None,
+    policy: PromotionPolicy,
+    champion_metrics: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """Compare a challenger with the champion; ``promote`` says whether it wins, ``reason`` says why."""
+    """Compare a challenger with the champion; ``promote`` says whether it wins, ``reason`` says why.
+
+    Args:
+        champion_metrics: the champion's metrics re-measured on the challenger's holdout (the training task
+            scores the champion on it); without them the stored metrics count only when both models were
+            measured on the same holdout (equal ``holdout_key``).
+    """
     if champion is None:
         return {"promote": True, "reason": "no champion yet"}
-    if challenger.holdout_key != champion.holdout_key or not challenger.holdout_key:
-        return {
-            "promote": False,
-            "reason": "measured on a different holdout than the champion; promote by hand if intended",
-            "challenger_holdout": challenger.holdout_key,
-            "champion_holdout": champion.holdout_key,
-        }
+    if champion_metrics is None:
+        if challenger.holdout_key != champion.holdout_key or not challenger.holdout_key:
+            return {
+                "promote": False,
+                "reason": "measured on a different holdout than the champion; promote by hand if intended",
+                "challenger_holdout": challenger.holdout_key,
+                "champion_holdout": champion.holdout_key,
+            }
+        champion_metrics = champion.metrics
     try:
-        roc_gain = float(challenger.metrics["roc_auc"]) - float(champion.metrics["roc_auc"])
-        pr_change = float(challenger.metrics["pr_auc"]) - float(champion.metrics["pr_auc"])
+        roc_gain = float(challenger.metrics["roc_auc"]) - float(champion_metrics["roc_auc"])
+        pr_change = float(challenger.metrics["pr_auc"]) - float(champion_metrics["pr_auc"])
     except (KeyError, TypeError, ValueError):
         return {"promote": False, "reason": "roc_auc or pr_auc missing from the holdout metrics"}
     wins = roc_gain >= policy.min_roc_auc_gain - 1e-12 and pr_change >= -policy.max_pr_auc_loss - 1e-12
@@ -64,6 +62,9 @@ def promotion_comparison(
         "promote": wins,
         "reason": "beats the champion" if wins else "does not beat the champion by the required margin",
         "champion": champion.name,
+        "holdout": challenger.holdout_key,
+        "champion_roc_auc": champion_metrics["roc_auc"],
+        "champion_pr_auc": champion_metrics["pr_auc"],
         "roc_auc_gain": round(roc_gain, 6),
         "pr_auc_change": round(pr_change, 6),
         "required_roc_auc_gain": policy.min_roc_auc_gain,
@@ -138,7 +139,11 @@ def _make_champion(*, model_version: ModelVersion, previous: ModelVersion | None
 
 @transaction.atomic
 def model_version_consider_promotion(
-    *, model_version: ModelVersion, actor: str, policy: PromotionPolicy | None = None
+    *,
+    model_version: ModelVersion,
+    actor: str,
+    policy: PromotionPolicy | None = None,
+    champion_metrics: dict[str, object] | None = None,
 ) -> bool:
     """Promote ``model_version`` automatically only if it beats the champion; record the comparison either way."""
     champion = _locked_champion()
@@ -146,7 +151,10 @@ def model_version_consider_promotion(
     if model_version.status not in (ModelStatus.READY,):
         raise ValueError(f"{model_version.name} is {model_version.status}; only a ready model can be promoted")
     comparison = promotion_comparison(
-        challenger=model_version, champion=champion, policy=policy or PromotionPolicy.from_settings()
+        challenger=model_version,
+        champion=champion,
+        policy=policy or PromotionPolicy.from_settings(),
+        champion_metrics=champion_metrics,
     )
     if comparison["promote"]:
         _make_champion(model_version=model_version, previous=champion)
@@ -207,31 +215,3 @@ def model_version_rollback(*, actor: str) -> ModelVersion:
         details={"rolled_back_from": champion.name},
     )
     return previous
-
-
-# --- Redelivery cap ---------------------------------------------------------------------------------
-
-
-def task_delivery_begin(*, task_name: str, key: str, max_attempts: int) -> bool:
-    """Count one more start of ``task_name`` for ``key``; False (and parked) once it exceeds ``max_attempts``.
-
-    Called at the start of an idempotent late-acknowledged task: a worker killed mid-task makes the broker
-    deliver it again, which is wanted, but a task that crashes its worker every time must stop coming back.
-    """
-    with transaction.atomic():
-        delivery, _ = TaskDelivery.objects.select_for_update().get_or_create(task_name=task_name, key=key)
-        if delivery.parked_at is not None:
-            return False
-        delivery.attempts += 1
-        delivery.last_started_at = timezone.now()
-        if delivery.attempts > max_attempts:
-            delivery.parked_at = delivery.last_started_at
-        delivery.save(update_fields=["attempts", "last_started_at", "parked_at"])
-    if delivery.parked_at is not None:
-        logger.error("%s[%s] parked after %d deliveries", task_name, key, delivery.attempts - 1)
-        return False
-    return True
-
-
-def task_delivery_finish(*, task_name: str, key: str) -> None:
-    TaskDelivery.objects.filter(task_name=task_name, key=key).update(finished_at=timezone.now())

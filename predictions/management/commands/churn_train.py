@@ -1,0 +1,81 @@
+"""Train a churn model through Celery (in the command itself with the embedded default)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from predictions.models import TrainingRun
+from predictions.services.training import TRAINING_MODES, training_run_request
+
+
+def parse_as_of(value: str | None) -> datetime | None:
+    """``YYYY-MM-DD`` (midnight UTC) or an ISO 8601 time; None stays None (now)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise CommandError(f"--as-of {value!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from exc
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.UTC)
+
+
+class Command(BaseCommand):
+    help = "Train a churn model on the customers in the database; it is promoted only if it beats the champion."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--mode", choices=TRAINING_MODES, default=settings.CHURN_DEFAULT_MODE)
+        parser.add_argument("--as-of", help="train with data up to this date (default: now)")
+        parser.add_argument("--horizon-days", type=int, default=settings.CHURN_HORIZON_DAYS)
+        parser.add_argument("--lead-days", type=int, default=0)
+        parser.add_argument("--wait", action="store_true", help="wait for a worker to finish and show progress")
+
+    def handle(self, *args: object, **options: object) -> None:
+        try:
+            run = training_run_request(
+                mode=str(options["mode"]),
+                as_of=parse_as_of(options["as_of"]),  # type: ignore[arg-type]
+                horizon_days=int(options["horizon_days"]),  # type: ignore[arg-type]
+                lead_days=int(options["lead_days"]),  # type: ignore[arg-type]
+                actor="churn_train command",
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        run.refresh_from_db()
+        if options["wait"]:
+            run = self._wait(run)
+        self._report(run)
+
+    def _wait(self, run: TrainingRun) -> TrainingRun:
+        shown = ""
+        while run.status in (TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING):
+            line = f"{run.status}: {run.progress_percent:.0f}% {run.current_step}"
+            if line != shown:
+                self.stdout.write(line)
+                shown = line
+            time.sleep(2)
+            run.refresh_from_db()
+        return run
+
+    def _report(self, run: TrainingRun) -> None:
+        if run.status == TrainingRun.Status.FAILED:
+            raise CommandError(f"training run {run.pk} failed: {run.error}")
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            self.stdout.write(f"training run {run.pk} is {run.status}; a gpu worker will train it (use --wait)")
+            return
+        version = run.model_version
+        metrics = version.metrics
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"model {version.name}: holdout ROC AUC {metrics.get('roc_auc', float('nan')):.4f}, "
+                f"PR AUC {metrics.get('pr_auc', float('nan')):.4f} on {metrics.get('n')} customers; "
+                f"status {version.status}"
+            )
+        )
+        last = version.audit_entries.order_by("-at", "-id").first()
+        if last is not None:
+            self.stdout.write(f"promotion: {last.action} ({last.details.get('reason', '')})")

@@ -1,0 +1,45 @@
+"""Worker heartbeats and the redelivery cap of late-acknowledged tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from predictions.models import TaskDelivery, WorkerHeartbeat
+
+logger = logging.getLogger(__name__)
+
+
+def worker_heartbeat_record(*, hostname: str, queue: str) -> WorkerHeartbeat:
+    """Record that the worker ``hostname`` just ran a task from ``queue``."""
+    heartbeat, _ = WorkerHeartbeat.objects.update_or_create(
+        hostname=hostname, queue=queue, defaults={"seen_at": timezone.now()}
+    )
+    return heartbeat
+
+
+def task_delivery_begin(*, task_name: str, key: str, max_attempts: int) -> bool:
+    """Count one more start of ``task_name`` for ``key``; False (and parked) once it exceeds ``max_attempts``.
+
+    Called at the start of an idempotent late-acknowledged task: a worker killed mid-task makes the broker
+    deliver it again, which is wanted, but a task that crashes its worker every time must stop coming back.
+    """
+    with transaction.atomic():
+        delivery, _ = TaskDelivery.objects.select_for_update().get_or_create(task_name=task_name, key=key)
+        if delivery.parked_at is not None:
+            return False
+        delivery.attempts += 1
+        delivery.last_started_at = timezone.now()
+        if delivery.attempts > max_attempts:
+            delivery.parked_at = delivery.last_started_at
+        delivery.save(update_fields=["attempts", "last_started_at", "parked_at"])
+    if delivery.parked_at is not None:
+        logger.error("%s[%s] parked after %d deliveries", task_name, key, delivery.attempts - 1)
+        return False
+    return True
+
+
+def task_delivery_finish(*, task_name: str, key: str) -> None:
+    TaskDelivery.objects.filter(task_name=task_name, key=key).update(finished_at=timezone.now())

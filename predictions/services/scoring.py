@@ -1,0 +1,205 @@
+"""Scoring: a ScoringRun fans out into chunk tasks; each chunk stores at most one score per customer for the
+run's (model version, as_of), so a redelivered or rerun chunk writes nothing twice."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from customers.models import Customer
+from predictions.models import ChurnScore, ModelVersion, ScoringRun
+from predictions.selectors import (
+    champion_model_version,
+    customer_histories,
+    customers_to_score,
+    model_artifact_problem,
+)
+
+if TYPE_CHECKING:
+    from ml.churn_model import ChurnModel
+
+logger = logging.getLogger(__name__)
+
+# One model in memory per process: loading verifies every file's sha256, so it is done once.
+_loaded_models: dict[tuple[int, str, bool], ChurnModel] = {}
+
+
+class ChampionUnavailable(RuntimeError):
+    """There is no champion, or its artifact is missing or corrupt: nothing is scored, nothing is alerted."""
+
+
+def risk_tier(probability: float) -> str:
+    """``low``, ``medium`` or ``high`` by the configured probability cut points (CHURN_RISK_TIER_CUTS)."""
+    medium_from, high_from = settings.CHURN_RISK_TIER_CUTS
+    if probability >= high_from:
+        return "high"
+    return "medium" if probability >= medium_from else "low"
+
+
+def churn_model_load(model_version: ModelVersion, *, use_cache: bool = True) -> ChurnModel:
+    """The model of ``model_version``, loaded once per process; ChampionUnavailable when its artifact is bad.
+
+    Args:
+        use_cache: reuse encodings of unchanged texts from the on-disk encoding cache (False re-encodes all).
+    """
+    key = (model_version.pk, model_version.artifact_path, use_cache)
+    model = _loaded_models.get(key)
+    if model is not None:
+        return model
+    from ml.artifacts import ArtifactError
+    from ml.churn_model import ChurnModel
+
+    try:
+        model = ChurnModel.load(model_version.artifact_path, cache_dir=settings.CHURN_CACHE_DIR if use_cache else None)
+    except (ArtifactError, OSError) as exc:
+        raise ChampionUnavailable(f"model {model_version.name} cannot be loaded: {exc}") from exc
+    _loaded_models.clear()
+    _loaded_models[key] = model
+    return model
+
+
+def scoring_run_start(
+    *, trigger: str, as_of: datetime | None = None, full: bool = False, chunk_size: int | None = None
+) -> ScoringRun:
+    """Score every eligible customer with the champion at ``as_of`` (default now), in chunk tasks.
+
+    Raises:
+        ChampionUnavailable: no champion, or its artifact is missing or damaged (a failed run is recorded).
+    """
+    as_of = as_of or timezone.now()
+    champion = champion_model_version()
+    if champion is None:
+        raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
+    problem = model_artifact_problem(champion)
+    if problem:
+        ScoringRun.objects.create(
+            model_version=champion,
+            as_of=as_of,
+            trigger=trigger,
+            status=ScoringRun.Status.FAILED,
+            error=problem,
+            finished_at=timezone.now(),
+        )
+        raise ChampionUnavailable(f"the champion {champion.name} cannot score: {problem}")
+    customer_ids = list(customers_to_score(as_of=as_of).values_list("id", flat=True))
+    size = chunk_size or settings.CHURN_SCORING_CHUNK_SIZE
+    chunks = [customer_ids[i : i + size] for i in range(0, len(customer_ids), size)]
+    with transaction.atomic():
+        run = ScoringRun.objects.create(
+            model_version=champion,
+            as_of=as_of,
+            trigger=trigger,
+            status=ScoringRun.Status.RUNNING,
+            customers_total=len(customer_ids),
+            full=full,
+        )
+        transaction.on_commit(lambda: _enqueue_chunks(run.pk, chunks))
+    run.refresh_from_db()
+    return run
+
+
+def _enqueue_chunks(scoring_run_id: int, chunks: list[list[int]]) -> None:
+    from predictions.tasks import score_chunk_task
+
+    if not chunks:
+        scoring_run_finish(scoring_run_id=scoring_run_id)
+    for chunk in chunks:
+        score_chunk_task.delay(scoring_run_id, chunk)
+
+
+def _encoded_so_far(model: ChurnModel) -> int | None:
+    """Texts the model's frozen encoder has encoded in this process; None for models that encode no text."""
+    embedder = getattr(model.hybrid_, "embedder", None)
+    return None if embedder is None else int(embedder.n_encoded)
+
+
+def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int]) -> int:
+    """Score the customers of one chunk that have no score yet for this run; returns how many were stored."""
+    from ml.snapshot import snapshot_at
+
+    run = ScoringRun.objects.select_related("model_version").get(pk=scoring_run_id)
+    if run.status == ScoringRun.Status.FAILED:
+        return 0
+    already = set(
+        ChurnScore.objects.filter(
+            customer_id__in=customer_ids, model_version=run.model_version, as_of=run.as_of
+        ).values_list("customer_id", flat=True)
+    )
+    todo = sorted(set(customer_ids) - already)
+    stored = 0
+    if todo:
+        try:
+            model = churn_model_load(run.model_version, use_cache=not run.full)
+        except ChampionUnavailable as exc:
+            ScoringRun.objects.filter(pk=run.pk).update(
+                status=ScoringRun.Status.FAILED, error=str(exc), finished_at=timezone.now()
+            )
+            raise
+        histories = customer_histories(customer_ids=todo, until=run.as_of)  # in id order, like ``todo``
+        snapshots = [snapshot_at(history, run.as_of) for history in histories]
+        encoded_before = _encoded_so_far(model)
+        probabilities = model.predict_proba(snapshots)
+        encoded_after = _encoded_so_far(model)
+        encoded = 0 if encoded_before is None or encoded_after is None else encoded_after - encoded_before
+        reused = 0 if encoded_after is None else len(todo) - encoded
+        factors = model.explain(snapshots, top_n=settings.CHURN_TOP_FACTORS)
+        scores = [
+            ChurnScore(
+                customer_id=customer_id,
+                model_version=run.model_version,
+                scoring_run=run,
+                as_of=run.as_of,
+                probability=float(probability),
+                risk_tier=risk_tier(float(probability)),
+                top_factors=customer_factors,
+            )
+            for customer_id, probability, customer_factors in zip(todo, probabilities, factors, strict=True)
+        ]
+        stored = len(ChurnScore.objects.bulk_create(scores, ignore_conflicts=True))
+        ScoringRun.objects.filter(pk=run.pk).update(
+            texts_encoded=F("texts_encoded") + encoded, texts_reused=F("texts_reused") + reused
+        )
+    scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).count()
+    ScoringRun.objects.filter(pk=run.pk).update(customers_scored=scored)
+    if scored >= run.customers_total:
+        scoring_run_finish(scoring_run_id=run.pk)
+    return stored
+
+
+def scoring_run_finish(*, scoring_run_id: int) -> bool:
+    """Mark a run done exactly once (a conditional update), then hand its scores to the alert rules."""
+    finished = ScoringRun.objects.filter(pk=scoring_run_id, status=ScoringRun.Status.RUNNING).update(
+        status=ScoringRun.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+    if finished:
+        logger.info("scoring run %s finished", scoring_run_id)
+    return bool(finished)
+
+
+def customer_score_now(*, customer: Customer) -> dict[str, object]:
+    """Score one customer on their data up to now with the champion, without storing anything."""
+    from ml.snapshot import snapshot_at
+
+    champion = champion_model_version()
+    if champion is None:
+        raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
+    model = churn_model_load(champion)
+    now = timezone.now()
+    (history,) = customer_histories(customer_ids=[customer.pk], until=now)
+    snapshot = snapshot_at(history, now)
+    probability = float(model.predict_proba([snapshot])[0])
+    return {
+        "customer": customer.external_id,
+        "as_of": now,
+        "probability": probability,
+        "risk_tier": risk_tier(probability),
+        "model_version": champion.name,
+        "top_factors": model.explain([snapshot], top_n=settings.CHURN_TOP_FACTORS)[0],
+    }

@@ -1,0 +1,243 @@
+"""Training: a TrainingRun is requested, a gpu-queue task trains under a database lease, registers the
+model version and lets the registry decide on promotion."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from predictions.models import ModelVersion, TrainingRun
+from predictions.selectors import champion_model_version, customer_histories, model_artifact_problem
+from predictions.services.registry import model_version_consider_promotion, model_version_register
+
+if TYPE_CHECKING:
+    from ml.churn_model import ChurnModel, ChurnModelConfig
+
+logger = logging.getLogger(__name__)
+
+# Text modes a training run may ask for; "lightgbm" trains the features-only model.
+TRAINING_MODES = ("lightgbm", "tfidf", "frozen", "top-k", "lora", "full")
+PROGRESS_WRITE_SECONDS = 2.0
+LOG_TAIL_LINES = 40
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a model; the message says why in plain words."""
+
+
+def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options: dict[str, object]) -> ChurnModelConfig:
+    """The ml configuration of a training run (mode names as in ``churn_train --mode``)."""
+    from ml.churn_model import ChurnModelConfig
+    from ml.hybrid import HybridConfig
+
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(TRAINING_MODES)}")
+    hybrid = HybridConfig(
+        text_mode="none" if mode == "lightgbm" else mode,
+        encoder=settings.CHURN_ENCODER or None,
+        cache_dir=str(settings.CHURN_CACHE_DIR),
+    )
+    if "inner_folds" in options:
+        hybrid = replace(hybrid, inner_folds=int(options["inner_folds"]))  # type: ignore[arg-type]
+    config = ChurnModelConfig(horizon_days=horizon_days, lead_days=lead_days, hybrid=hybrid)
+    if "max_training_cutoffs" in options:
+        config = replace(config, max_training_cutoffs=options["max_training_cutoffs"])  # type: ignore[arg-type]
+    return config
+
+
+def training_run_request(
+    *,
+    mode: str,
+    horizon_days: int,
+    actor: str,
+    as_of: datetime | None = None,
+    lead_days: int = 0,
+    options: dict[str, object] | None = None,
+) -> TrainingRun:
+    """Record a training request and enqueue its task once the request is committed."""
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(TRAINING_MODES)}")
+    if horizon_days <= 0:
+        raise ValueError("horizon_days must be positive")
+    run = TrainingRun.objects.create(
+        mode=mode,
+        config=options or {},
+        as_of=as_of or timezone.now(),
+        horizon_days=horizon_days,
+        lead_days=lead_days,
+        started_by=actor,
+    )
+    from predictions.tasks import train_model_task
+
+    transaction.on_commit(lambda: train_model_task.delay(run.pk))
+    return run
+
+
+def training_run_acquire_lease(*, training_run_id: int, owner: str) -> bool:
+    """Take the run for ``owner`` if nobody works on it: pending, or running with an expired lease."""
+    now = timezone.now()
+    return bool(
+        TrainingRun.objects.filter(pk=training_run_id)
+        .filter(Q(status=TrainingRun.Status.PENDING) | Q(status=TrainingRun.Status.RUNNING, lease_expires_at__lt=now))
+        .update(
+            status=TrainingRun.Status.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=settings.CHURN_TRAIN_TIME_LIMIT + 60),
+            started_at=now,
+        )
+    )
+
+
+class _ProgressRecorder:
+    """Writes progress to the TrainingRun row (throttled) so the admin can show it while training runs."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+        self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._last_write = 0.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.lines.append(f"{timezone.now():%H:%M:%S} {round(100 * fraction)}% {message}")
+        now = time.monotonic()
+        if now - self._last_write < PROGRESS_WRITE_SECONDS and fraction < 1.0:
+            return
+        self._last_write = now
+        TrainingRun.objects.filter(pk=self.run.pk).update(
+            progress_percent=max(0.0, min(100.0, 100 * fraction)),
+            current_step=message[:255],
+            log_tail="\n".join(self.lines),
+        )
+
+
+def _champion_metrics_on(
+    model: ChurnModel, champion: ModelVersion | None, histories: list, as_of: datetime
+) -> dict | None:
+    """The champion re-measured on the challenger's holdout snapshots, so both are compared on the same rows."""
+    if champion is None:
+        return None
+    from ml.churn_model import ChurnModel
+    from ml.metrics import churn_metrics
+    from ml.snapshot import labelled_snapshots
+
+    metadata = model.metadata
+    holdout_cutoff = str(metadata.get("holdout_cutoff", ""))
+    if not holdout_cutoff or "(" in holdout_cutoff or model_artifact_problem(champion):
+        return None  # a customer-sample holdout cannot be rebuilt here; compare stored metrics instead
+    cutoff = datetime.fromisoformat(holdout_cutoff)
+    rows = labelled_snapshots(
+        histories, [cutoff], config=model.config.labels, rule=model.config.eligibility, label_until=as_of
+    )
+    labels = [r.label for r in rows]
+    if len(set(labels)) < 2:
+        return None
+    champion_model = ChurnModel.load(champion.artifact_path, cache_dir=settings.CHURN_CACHE_DIR)
+    return churn_metrics(labels, champion_model.predict_proba([r.snapshot for r in rows]))
+
+
+def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
+    """Train the model of a run; idempotent: a run that is done, or leased by a live worker, is left alone.
+
+    Returns the model version (None when another worker holds the run).
+    """
+    owner = f"{socket.gethostname()}:{timezone.now().timestamp()}"
+    existing = ModelVersion.objects.filter(training_run_id=training_run_id).first()
+    if existing is not None:
+        return existing
+    if not training_run_acquire_lease(training_run_id=training_run_id, owner=owner):
+        logger.info("training run %s is done or held by another worker; nothing to do", training_run_id)
+        return ModelVersion.objects.filter(training_run_id=training_run_id).first()
+    run = TrainingRun.objects.get(pk=training_run_id)
+    progress = _ProgressRecorder(run)
+    try:
+        from ml.churn_model import ChurnModel
+
+        config = churn_model_config(
+            mode=run.mode, horizon_days=run.horizon_days, lead_days=run.lead_days, options=run.config
+        )
+        progress(0.0, "reading customer histories")
+        histories = customer_histories(until=run.as_of)
+        model = ChurnModel(config).fit(histories, as_of=run.as_of, progress=progress)
+        name = f"{run.mode}-{run.as_of:%Y%m%d}-run{run.pk}"
+        artifact = Path(settings.CHURN_ARTIFACT_DIR) / name
+        progress(0.96, f"saving the artifact to {artifact}")
+        model.save(artifact)
+        champion = champion_model_version()
+        champion_metrics = _champion_metrics_on(model, champion, histories, run.as_of)
+    except Exception as exc:
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.FAILED, error=str(exc)[:5000], finished_at=timezone.now(), lease_expires_at=None
+        )
+        logger.exception("training run %s failed", run.pk)
+        raise TrainingError(f"training run {run.pk} failed: {exc}") from exc
+    metadata = model.metadata
+    manifest = _manifest(artifact)
+    try:
+        with transaction.atomic():
+            version = model_version_register(
+                name=name,
+                training_run=run,
+                model_type=str(metadata["model_type"]),
+                mode=run.mode,
+                encoder=str((metadata.get("encoder") or {}).get("id", "")) if metadata.get("encoder") else "",
+                encoder_fingerprint=str((metadata.get("encoder") or {}).get("fingerprint", ""))
+                if metadata.get("encoder")
+                else "",
+                config=config.to_json(),
+                artifact_path=str(artifact),
+                artifact_checksums=manifest,
+                training_cutoffs=list(metadata.get("cutoffs", [])),
+                horizon_days=run.horizon_days,
+                lead_days=run.lead_days,
+                holdout_key=f"{metadata.get('holdout_cutoff')}|h{run.horizon_days}|l{run.lead_days}",
+                metrics=dict(model.holdout_metrics),
+                actor=run.started_by or "training task",
+            )
+            TrainingRun.objects.filter(pk=run.pk).update(
+                status=TrainingRun.Status.SUCCEEDED, progress_percent=100, finished_at=timezone.now()
+            )
+    except IntegrityError:
+        # Another delivery of this run registered its model first: keep that one.
+        return ModelVersion.objects.get(training_run_id=run.pk)
+    model_version_consider_promotion(
+        model_version=version, actor=f"training run {run.pk}", champion_metrics=champion_metrics
+    )
+    version.refresh_from_db()
+    return version
+
+
+def _manifest(artifact: Path) -> dict[str, object]:
+    import json
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    files = dict(manifest.get("files", {}))
+    files["manifest.json"] = {"size": (artifact / "manifest.json").stat().st_size}
+    return files
+
+
+def training_run_mark_failed(*, training_run_id: int, reason: str) -> None:
+    """Record that a run will not finish (its task was parked after repeated worker crashes)."""
+    TrainingRun.objects.filter(pk=training_run_id).exclude(status=TrainingRun.Status.SUCCEEDED).update(
+        status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now(), lease_expires_at=None
+    )
+
+
+__all__ = [
+    "TRAINING_MODES",
+    "TrainingError",
+    "churn_model_config",
+    "training_run_acquire_lease",
+    "training_run_execute",
+    "training_run_mark_failed",
+    "training_run_request",
+]

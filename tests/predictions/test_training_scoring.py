@@ -1,0 +1,90 @@
+"""Training and scoring through the Celery tasks (eager here), on a small generated store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from customers.services import demo_store_generate
+from predictions.models import ChurnScore, ModelAuditEntry, ModelStatus, ModelVersion, ScoringRun, TrainingRun
+from predictions.selectors import champion_model_state, customers_to_score
+from predictions.services import model_version_promote, model_version_rollback
+from predictions.services.scoring import ChampionUnavailable, risk_tier, scoring_run_score_chunk, scoring_run_start
+from predictions.services.training import training_run_execute, training_run_request
+
+pytestmark = pytest.mark.django_db(transaction=True)
+END = datetime(2026, 6, 1, tzinfo=UTC)
+FAST = {"inner_folds": 2, "max_training_cutoffs": 3}
+
+
+@pytest.fixture
+def store(settings, tmp_path: Path) -> None:  # noqa: ANN001
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_CACHE_DIR = tmp_path / "cache"
+    demo_store_generate(customers=160, days=240, seed=3, end=END)
+
+
+def _train(**overrides: object) -> TrainingRun:
+    options = {"mode": "lightgbm", "horizon_days": 30, "as_of": END, "actor": "test", "options": FAST} | overrides
+    return training_run_request(**options)  # type: ignore[arg-type]
+
+
+def test_training_registers_one_model_and_promotes_the_first(store: None) -> None:
+    run = _train()
+    run.refresh_from_db()
+    version = ModelVersion.objects.get(training_run=run)
+    assert run.status == TrainingRun.Status.SUCCEEDED and run.progress_percent == 100
+    assert version.status == ModelStatus.CHAMPION and 0.5 < version.metrics["roc_auc"] <= 1
+    assert (
+        Path(version.artifact_path, "model.safetensors").is_file() and "model.safetensors" in version.artifact_checksums
+    )
+    assert champion_model_state() == "ok"
+
+
+def test_a_training_task_delivered_twice_yields_one_model_version(store: None) -> None:
+    run = _train()
+    again = training_run_execute(training_run_id=run.pk)
+    assert ModelVersion.objects.filter(training_run=run).count() == 1 and again.training_run_id == run.pk
+
+
+def test_an_equal_challenger_on_the_same_holdout_is_not_promoted(store: None) -> None:
+    first = ModelVersion.objects.get(training_run=_train())
+    second = ModelVersion.objects.get(training_run=_train())
+    entry = ModelAuditEntry.objects.get(model_version=second, action="not_promoted")
+    assert second.status == ModelStatus.READY and ModelVersion.objects.get(pk=first.pk).status == ModelStatus.CHAMPION
+    assert entry.details["roc_auc_gain"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_scoring_stores_exactly_one_score_per_eligible_customer_and_reruns_add_none(store: None) -> None:
+    _train()
+    run = scoring_run_start(trigger="test", as_of=END, chunk_size=50)
+    run.refresh_from_db()
+    eligible = set(customers_to_score(as_of=END).values_list("id", flat=True))
+    scored = list(ChurnScore.objects.filter(scoring_run=run).values_list("customer_id", flat=True))
+    assert run.status == ScoringRun.Status.SUCCEEDED and run.customers_scored == len(eligible) == len(scored)
+    assert set(scored) == eligible
+    assert scoring_run_score_chunk(scoring_run_id=run.pk, customer_ids=sorted(eligible)) == 0
+    assert ChurnScore.objects.filter(scoring_run=run).count() == len(eligible)
+    score = ChurnScore.objects.filter(scoring_run=run).first()
+    assert score.risk_tier == risk_tier(score.probability) and score.top_factors[0]["factor"]
+
+
+def test_a_corrupt_champion_stops_scoring_with_a_clear_error(store: None) -> None:
+    version = ModelVersion.objects.get(training_run=_train())
+    Path(version.artifact_path, "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(ChampionUnavailable, match="cannot score"):
+        scoring_run_start(trigger="test", as_of=END)
+    assert not ChurnScore.objects.exists() and champion_model_state() == "error"
+    assert ScoringRun.objects.get().status == ScoringRun.Status.FAILED
+
+
+def test_rollback_changes_the_model_used_by_the_next_scoring(store: None) -> None:
+    first = ModelVersion.objects.get(training_run=_train())
+    second = ModelVersion.objects.get(training_run=_train(horizon_days=45))
+    model_version_promote(model_version=second, actor="alice")
+    assert scoring_run_start(trigger="test", as_of=END).model_version == second
+    model_version_rollback(actor="bob")
+    later = datetime(2026, 6, 2, tzinfo=UTC)
+    assert scoring_run_start(trigger="test", as_of=later).model_version == first
