@@ -208,6 +208,8 @@ CHURN_ENCODER = env.str("CHURN_ENCODER", default="")
 # churn horizon in days (no qualifying order within it after a cutoff means churned).
 CHURN_DEFAULT_MODE = env.str("CHURN_DEFAULT_MODE", default="frozen")
 CHURN_HORIZON_DAYS = env.int("CHURN_HORIZON_DAYS", default=60)
+# Tasks started (with the scoring run's id) when a scoring run has finished.
+CHURN_AFTER_SCORING_TASKS: list[str] = []
 # Probability cut points of the risk tiers: low < first <= medium < second <= high.
 CHURN_RISK_TIER_CUTS = env.list("CHURN_RISK_TIER_CUTS", cast=float, default=[0.3, 0.6])
 # Customers per scoring task, and factors kept per score.

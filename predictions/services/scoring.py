@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from customers.models import Customer
 from predictions.models import ChurnScore, ModelVersion, ScoringRun
@@ -180,6 +181,10 @@ def scoring_run_finish(*, scoring_run_id: int) -> bool:
     )
     if finished:
         logger.info("scoring run %s finished", scoring_run_id)
+        # Apps that act on new scores (alerts) are named in settings, so predictions does not depend on them.
+        for task_path in settings.CHURN_AFTER_SCORING_TASKS:
+            task = import_string(task_path)
+            transaction.on_commit(lambda task=task: task.delay(scoring_run_id))
     return bool(finished)
 
 
