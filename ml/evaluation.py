@@ -312,6 +312,7 @@ def backtest_data(
     with_texts: bool = False,
     count_tokens: TokenCounter | None = None,
     feature_builder: FeatureBuilder | None = None,
+    progress: bool = False,
 ) -> BacktestData:
     """Training snapshots at rolling cutoffs (labels end by ``as_of``) and test snapshots at ``as_of``.
 
@@ -350,16 +351,17 @@ def backtest_data(
     test_rows = labelled_snapshots(histories, [setup.as_of], config=config, rule=setup.eligibility)
     recency = "days_since_last_order" if config.activity == "orders" else "days_since_last_activity"
 
-    def fold(rows: list) -> FoldData:  # noqa: ANN001 - LabelledSnapshot list
+    def fold(rows: list, side: str) -> FoldData:  # noqa: ANN001 - LabelledSnapshot list
         snapshots = [r.snapshot for r in rows]
-        frame = builder.build(snapshots).reset_index(drop=True)
+        frame = builder.build(snapshots, progress=f"features of the {side} snapshots" if progress else None)
+        frame = frame.reset_index(drop=True)
         texts = [serialize_snapshot(s, count_tokens=count_tokens) for s in snapshots] if with_texts else None
         ids = [f"{r.snapshot.customer.id}@{r.cutoff:%Y-%m-%d}" for r in rows]
         return FoldData(
             frame=frame, y=np.array([r.label for r in rows], dtype=int), ids=ids, texts=texts, recency_column=recency
         )
 
-    train, test = fold(train_rows), fold(test_rows)
+    train, test = fold(train_rows, "training"), fold(test_rows, "test")
     # Attribute columns present at one cutoff only are added as missing on the other side.
     for column in train.frame.columns.difference(test.frame.columns):
         test.frame[column] = np.nan if pd.api.types.is_numeric_dtype(train.frame[column]) else None
@@ -382,7 +384,11 @@ def backtest(
     specs = _specs(models)
     started = time.perf_counter()
     data = backtest_data(
-        histories, setup, with_texts=any(s.needs_text for s in specs.values()), count_tokens=count_tokens
+        histories,
+        setup,
+        with_texts=any(s.needs_text for s in specs.values()),
+        count_tokens=count_tokens,
+        progress=progress,
     )
     for side, fold in (("training", data.train), ("test", data.test)):
         if len(fold.y) == 0 or fold.y.min() == fold.y.max():

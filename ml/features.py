@@ -105,9 +105,16 @@ class FeatureBuilder:
 
     config: FeatureConfig = field(default_factory=FeatureConfig)
 
-    def build(self, snapshots: Sequence[Snapshot]) -> pd.DataFrame:
-        """Features of each snapshot. Raises ``LookAheadError`` if a snapshot holds a row after its cutoff."""
-        rows = [self._row(snapshot) for snapshot in snapshots]
+    def build(self, snapshots: Sequence[Snapshot], *, progress: str | None = None) -> pd.DataFrame:
+        """Features of each snapshot. Raises ``LookAheadError`` if a snapshot holds a row after its cutoff.
+
+        Args:
+            snapshots: the customers at their cutoffs.
+            progress: when given, a tqdm bar with this description.
+        """
+        from tqdm.auto import tqdm
+
+        rows = [self._row(s) for s in tqdm(snapshots, desc=progress, disable=progress is None, leave=False)]
         frame = pd.DataFrame.from_records(rows, index=[s.customer.id for s in snapshots])
         if not rows:
             return frame
