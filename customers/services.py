@@ -10,7 +10,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Model, ProtectedError, RestrictedError
 from django.utils import timezone
 
 from customers.generator import ID_PREFIX, CustomerTruth, StoreOptions, default_end, simulate_store
@@ -83,9 +83,15 @@ def demo_store_generate(
                 "pass replace=True (--replace) to delete them and generate again"
             )
         replaced = existing.count()
-        for model in (Event, Message, Order):
-            model.objects.filter(customer__external_id__startswith=ID_PREFIX).delete()
-        existing.delete()
+        try:
+            for model in (Event, Message, Order):
+                model.objects.filter(customer__external_id__startswith=ID_PREFIX).delete()
+            existing.delete()
+        except (ProtectedError, RestrictedError) as error:
+            kinds = sorted({obj._meta.verbose_name_plural for obj in error.args[1]})
+            raise DemoDataExistsError(
+                f"cannot replace the demo customers: {', '.join(kinds)} that must be kept refer to them"
+            ) from error
 
     counts = {"customers": 0, "orders": 0, "events": 0, "messages": 0}
     truths: list[CustomerTruth] = []
