@@ -587,7 +587,8 @@ class _BlockSimulator:
         mood = "complaint" if complaint else ("praise" if topic == "praise" else "question")
         channel = _weighted_choice(rng, ("chat", "email", "phone", "review"), (0.45, 0.3, 0.1, 0.15))
         messages: list[tuple[float, str, str]] = []
-        opener = text.fill(_pick(rng, text.OPENERS[language][topic]), **values)
+        choice = int(rng.integers(0, len(text.OPENERS[language][topic])))
+        opener = text.fill(text.OPENERS[language][topic][choice], **values)
         if complaint:
             closer = _pick(rng, text.CLOSERS[language]["strong" if strong else "mild"])
         elif topic == "praise":
@@ -614,7 +615,9 @@ class _BlockSimulator:
         else:
             reply_delay = rng.uniform(0.001, 0.01) if channel == "chat" else rng.uniform(0.08, 1.2)
             messages.append((start, "customer", customer_text))
-            reply = text.fill(_pick(rng, text.AGENT_REPLIES[language][topic]), **values)
+            replies = text.AGENT_REPLIES[language][topic]
+            # A question gets its own answer; other topics any fitting reply.
+            reply = text.fill(replies[choice] if topic == "question" else _pick(rng, replies), **values)
             messages.append((start + reply_delay, "agent", reply))
             if complaint and rng.random() < 0.6:
                 resolved = rng.random() < _sigmoid(0.8 - 0.9 * frustration - (1.0 if strong else 0.0))

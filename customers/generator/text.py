@@ -200,10 +200,16 @@ AGENT_REPLIES: dict[str, dict[str, list[str]]] = {
             "Thank you so much, {name}! We're happy you enjoyed it.",
             "That's wonderful to hear, thanks for shopping with us!",
         ],
+        # One answer per question of OPENERS, in the same order.
         "question": [
-            "Yes, we do! You'll see the options at checkout.",
-            "Good question: you can change it under My Account > Orders.",
-            "I've checked and it will be back in stock next week.",
+            "Yes, we ship to over 40 countries; you'll see the options at checkout.",
+            "You can change it under My Account > Orders until the parcel ships.",
+            "The {product} comes in three colours, you can pick one on the product page.",
+            "Yes, PayPal and all major cards are accepted.",
+            "I've checked and the {product} will be back in stock next week.",
+            "Go to My Account > Profile and click 'Change email'.",
+            "Yes! Tick 'gift wrap' at checkout, it's free in December.",
+            "Yes, the {product} comes with a two-year warranty.",
         ],
     },
     "zh": {
@@ -228,7 +234,14 @@ AGENT_REPLIES: dict[str, dict[str, list[str]]] = {
             "抱歉，新的{product}已经在路上了。",
         ],
         "praise": ["非常感谢您，{name}！很高兴您喜欢。", "听到这个真开心，感谢您的支持！"],
-        "question": ["可以的，结账时就能看到选项。", "您可以在“我的账户 > 订单”里修改。", "我查了一下，下周会补货。"],
+        "question": [
+            "可以的，我们支持四十多个国家和地区的配送，结账时就能看到选项。",
+            "发货前您可以在“我的账户 > 订单”里修改收货地址。",
+            "{product}有三种颜色，可以在商品页面选择。",
+            "可以的，我们支持支付宝、微信支付和银行卡。",
+            "我查了一下，{product}下周会补货。",
+            "请到“我的账户 > 个人资料”里点击“修改邮箱”。",
+        ],
     },
 }
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from customers.generator import StoreOptions, simulate_store
+from customers.generator import StoreOptions, simulate_store, text
 from customers.generator.text import COMPLAINT_TOPICS
 from customers.models import Customer, Event, Message, Order
 from customers.services import DemoDataExistsError, demo_store_generate
@@ -122,6 +122,14 @@ def test_english_only_by_default_and_some_chinese_writers_with_both_languages() 
     assert 0.1 < len(chinese_ids) / 200 < 0.45
     assert chinese_texts and all(CJK.search(text) for text in chinese_texts)
     assert all(CJK.search(c.name) for c in both["customers"] if c.language == "zh")
+
+
+def test_every_message_is_filled_in_and_every_question_has_its_own_answer(year_store: dict[str, list]) -> None:
+    unfilled = [m.text for m in year_store["messages"] if re.search(r"\{\w*\}", m.text)]
+
+    assert not unfilled, unfilled[:3]
+    for language in ("en", "zh"):
+        assert len(text.OPENERS[language]["question"]) == len(text.AGENT_REPLIES[language]["question"]), language
 
 
 def test_unknown_language_is_refused() -> None:
