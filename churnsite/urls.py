@@ -13,4 +13,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("customers.urls")),
+    path("api/v1/", include("predictions.urls")),
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from customers.models import Customer, Event, Message, Order
-from predictions.models import ChurnScore, ModelStatus, ModelVersion, ScoringRun, WorkerHeartbeat
+from predictions.models import ChurnScore, ModelStatus, ModelVersion, ScoringRun, TrainingRun, WorkerHeartbeat
 
 if TYPE_CHECKING:
     from ml.data import CustomerHistory
@@ -158,3 +158,7 @@ def latest_scores() -> QuerySet[ChurnScore]:
 
 def scoring_runs() -> QuerySet[ScoringRun]:
     return ScoringRun.objects.select_related("model_version").order_by("-created_at")
+
+
+def training_runs() -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.select_related("model_version").order_by("-created_at")

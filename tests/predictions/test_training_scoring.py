@@ -7,28 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from customers.services import demo_store_generate
 from predictions.models import ChurnScore, ModelAuditEntry, ModelStatus, ModelVersion, ScoringRun, TrainingRun
 from predictions.selectors import champion_model_state, customers_to_score
 from predictions.services import model_version_promote, model_version_rollback
 from predictions.services.scoring import ChampionUnavailable, risk_tier, scoring_run_score_chunk, scoring_run_start
-from predictions.services.training import training_run_execute, training_run_request
+from predictions.services.training import training_run_execute
+from tests.predictions.conftest import STORE_END, train
 
 pytestmark = pytest.mark.django_db(transaction=True)
-END = datetime(2026, 6, 1, tzinfo=UTC)
-FAST = {"inner_folds": 2, "max_training_cutoffs": 3}
-
-
-@pytest.fixture
-def store(settings, tmp_path: Path) -> None:  # noqa: ANN001
-    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
-    settings.CHURN_CACHE_DIR = tmp_path / "cache"
-    demo_store_generate(customers=160, days=240, seed=3, end=END)
+END = STORE_END
 
 
 def _train(**overrides: object) -> TrainingRun:
-    options = {"mode": "lightgbm", "horizon_days": 30, "as_of": END, "actor": "test", "options": FAST} | overrides
-    return training_run_request(**options)  # type: ignore[arg-type]
+    return train(**overrides)
 
 
 def test_training_registers_one_model_and_promotes_the_first(store: None) -> None:

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from customers.models import Customer
+from predictions.models import ModelVersion
+from predictions.selectors import champion_model_version
+from tests.predictions.conftest import train
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff() -> APIClient:
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-ops-12345"))
+    return client
+
+
+def test_realtime_score_returns_probability_tier_model_and_factors(store: None, staff: APIClient) -> None:  # noqa: ARG001
+    version = ModelVersion.objects.get(training_run=train())
+    customer = Customer.objects.order_by("id").first()
+    response = staff.post(f"/api/v1/customers/{customer.pk}/score")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert 0 <= body["probability"] <= 1 and body["risk_tier"] in {"low", "medium", "high"}
+    assert body["model_version"] == version.name and body["top_factors"][0]["factor"]
+
+
+def test_realtime_score_without_a_champion_is_503_with_a_reason(staff: APIClient) -> None:
+    customer = Customer.objects.create(external_id="c1")
+    response = staff.post(f"/api/v1/customers/{customer.pk}/score")
+    assert response.status_code == 503 and "no champion" in response.json()["detail"]
+
+
+def test_promote_and_rollback_through_the_api(store: None, staff: APIClient) -> None:  # noqa: ARG001
+    first = ModelVersion.objects.get(training_run=train())
+    second = ModelVersion.objects.get(training_run=train(horizon_days=45))
+    assert staff.post(f"/api/v1/model-versions/{second.pk}/promote").status_code == 200
+    assert champion_model_version() == second
+    response = staff.post("/api/v1/model-versions/rollback")
+    assert response.status_code == 200 and response.json()["name"] == first.name
+    assert champion_model_version() == first
+
+
+def test_registry_endpoints_refuse_anonymous_callers() -> None:
+    client = APIClient()
+    for method, url in [
+        ("get", "/api/v1/model-versions/"),
+        ("post", "/api/v1/model-versions/rollback"),
+        ("get", "/api/v1/scores/"),
+    ]:
+        assert getattr(client, method)(url).status_code in {401, 403}, url
