@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
 from ml.features import FeatureBuilder
@@ -135,3 +138,22 @@ def test_rolling_cutoff_labels_never_look_past_the_evaluation_cutoff() -> None:
     assert [(r.snapshot.customer.id, r.cutoff, r.label) for r in again] == [
         (r.snapshot.customer.id, r.cutoff, r.label) for r in rows
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    order_days=st.lists(st.floats(0, 400, allow_nan=False), max_size=12),
+    event_days=st.lists(st.floats(0, 400, allow_nan=False), max_size=12),
+    cutoff=st.floats(1, 400, allow_nan=False),
+)
+def test_features_at_a_cutoff_never_change_when_later_rows_are_added(
+    order_days: list[float], event_days: list[float], cutoff: float
+) -> None:
+    full = history(order_days, event_days=event_days)
+    past = history(
+        [d for d in order_days if day(d) <= day(cutoff)], event_days=[d for d in event_days if day(d) <= day(cutoff)]
+    )
+    builder = FeatureBuilder()
+    a = builder.build([snapshot_at(full, day(cutoff))])
+    b = builder.build([snapshot_at(past, day(cutoff))])
+    pd.testing.assert_frame_equal(a, b)
