@@ -1,3 +1,257 @@
+"""Alert rules, alerts, retention interventions, their audit log and the counters that keep sends within limits.
+
+Invariants that matter are database constraints, so that no race can break them: one alert per
+(customer, rule, period), one intervention per (alert, kind) and per idempotency key, unique coupon
+codes, one send counter row per day, one stored response per (user, Idempotency-Key).
+"""
+
 from __future__ import annotations
 
-from django.db import models  # noqa: F401
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class TriggerKind(models.TextChoices):
+    PROBABILITY = "probability", "calibrated probability above a threshold"
+    TOP_N = "top_n", "top N by expected loss"
+    TOP_PERCENT = "top_percent", "top percent by expected loss"
+
+
+class ActionKind(models.TextChoices):
+    COUPON_EMAIL = "coupon_email", "coupon email"
+    WEBHOOK = "webhook", "signed webhook"
+    NONE = "none", "none (alert only)"
+
+
+class AlertRule(models.Model):
+    """Turns scores into alerts: who is eligible (filter), who is alerted (trigger) and what happens (action).
+
+    Expected loss is the calibrated churn probability times the customer's value (completed order amounts in
+    the ``value_window_days`` before the score's ``as_of``). A customer alerted by a rule is not alerted again by
+    it for ``cooldown_days``; alerts are unique per (customer, rule, period) where periods are ``cooldown_days``
+    long. ``budget`` caps the coupon cost of one application of the rule (contacted customers x ``coupon_cost``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=128, unique=True)
+    description = models.TextField(blank=True, default="")
+    active = models.BooleanField(default=True, db_index=True)
+    # Filter
+    segments = models.JSONField(default=list, blank=True, help_text="Customer segments; empty means every segment.")
+    attribute_filters = models.JSONField(
+        default=dict, blank=True, help_text='Customer.attributes that must match exactly, e.g. {"plan": "gold"}.'
+    )
+    min_customer_value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    value_window_days = models.PositiveIntegerField(default=365)
+    # Trigger
+    trigger = models.CharField(max_length=16, choices=TriggerKind.choices, default=TriggerKind.PROBABILITY)
+    threshold = models.FloatField(default=0.6, help_text="Probability threshold for the probability trigger.")
+    segment_thresholds = models.JSONField(
+        default=dict, blank=True, help_text='Per-segment thresholds overriding `threshold`, e.g. {"vip": 0.4}.'
+    )
+    top_n = models.PositiveIntegerField(null=True, blank=True)
+    top_percent = models.FloatField(null=True, blank=True)
+    budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    cooldown_days = models.PositiveIntegerField(default=30)
+    # Action
+    action = models.CharField(max_length=16, choices=ActionKind.choices, default=ActionKind.COUPON_EMAIL)
+    coupon_discount_percent = models.PositiveSmallIntegerField(default=15)
+    coupon_valid_days = models.PositiveIntegerField(default=14)
+    coupon_cost = models.DecimalField(
+        max_digits=10, decimal_places=2, default=10, help_text="Expected cost of one coupon sent (budget, uplift)."
+    )
+    webhook_url = models.URLField(max_length=1024, blank=True, default="")
+    webhook_secret = models.CharField(max_length=255, blank=True, default="")
+    # Measurement
+    holdout_fraction = models.FloatField(default=0.10)
+    horizon_days = models.PositiveIntegerField(default=60, help_text="Outcome window after the score's as_of.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(holdout_fraction__gte=0, holdout_fraction__lt=1), name="rule_holdout_0_1"
+            ),
+            models.CheckConstraint(condition=Q(threshold__gte=0, threshold__lte=1), name="rule_threshold_0_1"),
+            models.CheckConstraint(condition=~Q(trigger="top_n") | Q(top_n__gte=1), name="rule_top_n_needs_n"),
+            models.CheckConstraint(
+                condition=~Q(trigger="top_percent") | Q(top_percent__gt=0, top_percent__lte=100),
+                name="rule_top_percent_needs_percent",
+            ),
+            models.CheckConstraint(condition=~Q(action="webhook") | ~Q(webhook_url=""), name="rule_webhook_needs_url"),
+            models.CheckConstraint(
+                condition=Q(coupon_discount_percent__gte=1, coupon_discount_percent__lte=90), name="rule_discount_1_90"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertStatus(models.TextChoices):
+    OPEN = "open", "open"
+    ACKNOWLEDGED = "acknowledged", "acknowledged"
+    ACTIONED = "actioned", "actioned"
+    DISMISSED = "dismissed", "dismissed"
+    RESOLVED = "resolved", "resolved"
+
+
+class Alert(models.Model):
+    """A customer flagged by a rule in one period. The score's probability, tier and factors are copied so the
+    alert still explains itself after scores are pruned."""
+
+    id = models.BigAutoField(primary_key=True)
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="alerts")
+    rule = models.ForeignKey(AlertRule, on_delete=models.PROTECT, related_name="alerts")
+    score = models.ForeignKey(
+        "predictions.ChurnScore", on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
+    )
+    period_start = models.DateField()
+    as_of = models.DateTimeField()
+    probability = models.FloatField()
+    risk_tier = models.CharField(max_length=8, db_index=True)
+    customer_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    expected_loss = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    top_factors = models.JSONField(default=list, blank=True)
+    holdout = models.BooleanField(default=False, help_text="In the control group: alerted, never contacted.")
+    status = models.CharField(max_length=16, choices=AlertStatus.choices, default=AlertStatus.OPEN, db_index=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="churn_alerts"
+    )
+    notes = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-expected_loss"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "rule", "period_start"], name="one_alert_per_customer_rule_period"
+            )
+        ]
+        indexes = [models.Index(fields=["rule", "customer", "-as_of"], name="alert_rule_customer_as_of")]
+
+    def __str__(self) -> str:
+        return f"alert {self.pk}: customer {self.customer_id} by {self.rule_id} ({self.status})"
+
+
+class InterventionStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    SENT = "sent", "sent"
+    FAILED = "failed", "failed"
+    SUPPRESSED = "suppressed", "suppressed"
+    HOLDOUT = "holdout", "holdout (control group)"
+
+
+class Outcome(models.TextChoices):
+    UNKNOWN = "unknown", "unknown (horizon not passed)"
+    RETAINED = "retained", "retained"
+    CHURNED = "churned", "churned"
+
+
+class Intervention(models.Model):
+    """One retention action for one alert. The state machine only moves out of ``pending``: to ``sent``,
+    ``failed`` or ``suppressed`` (by the send service, under a row lock), and ``holdout`` is final from the start.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="interventions")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="interventions")
+    kind = models.CharField(max_length=16, choices=ActionKind.choices)
+    status = models.CharField(
+        max_length=16, choices=InterventionStatus.choices, default=InterventionStatus.PENDING, db_index=True
+    )
+    reason = models.CharField(max_length=255, blank=True, default="", help_text="Why suppressed or failed.")
+    coupon_code = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    coupon_discount_percent = models.PositiveSmallIntegerField(null=True, blank=True)
+    coupon_valid_until = models.DateField(null=True, blank=True)
+    coupon_cost = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    response_status = models.IntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.UNKNOWN, db_index=True)
+    outcome_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "kind"], name="one_intervention_per_alert_kind"),
+            models.CheckConstraint(
+                condition=~Q(status="sent") | Q(sent_at__isnull=False), name="sent_intervention_has_sent_at"
+            ),
+        ]
+        indexes = [models.Index(fields=["customer", "kind", "-created_at"], name="intervention_customer_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for customer {self.customer_id} ({self.status})"
+
+
+class AuditEntry(models.Model):
+    """Append-only record of every alert change and every action, with who or what did it."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=255, help_text="A user name, or system:<what> for rules and tasks.")
+    action = models.CharField(max_length=64)
+    rule = models.ForeignKey(AlertRule, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    alert = models.ForeignKey(Alert, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_entries")
+    intervention = models.ForeignKey(
+        Intervention, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_entries"
+    )
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action}"
+
+    def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - Model.save signature
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("audit entries are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - Model.delete signature
+        raise ValueError("audit entries are append-only")
+
+
+class DailySendCounter(models.Model):
+    """Emails reserved per day. Every dispatch locks today's row (select_for_update) before it reserves, so
+    concurrent dispatches are serialised and the daily cap holds under any burst."""
+
+    id = models.BigAutoField(primary_key=True)
+    day = models.DateField(unique=True)
+    reserved = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.reserved} reserved"
+
+
+class IdempotencyRecord(models.Model):
+    """The stored response of a POST sent with an ``Idempotency-Key`` header: a replay returns it unchanged."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=1024)
+    request_sha256 = models.CharField(max_length=64)
+    # 0 while the first request is still being handled (inside the same transaction, so nobody sees it).
+    response_status = models.PositiveSmallIntegerField(default=0)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_response_per_user_idempotency_key")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}] -> {self.response_status}"

@@ -14,4 +14,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("customers.urls")),
     path("api/v1/", include("predictions.urls")),
+    path("api/v1/", include("alerts.urls")),
+    path("", include("alerts.public_urls")),
 ]

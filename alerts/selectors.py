@@ -1,0 +1,143 @@
+"""Reads of the alerts app: the alert queue, interventions, treated customers and the uplift report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from alerts.models import Alert, AlertRule, AuditEntry, Intervention, InterventionStatus, Outcome
+from customers.models import Message
+
+# Two-sided 95% normal quantile.
+Z_95 = 1.959963984540054
+
+
+def alert_rules(*, active: bool | None = None) -> QuerySet[AlertRule]:
+    rules = AlertRule.objects.order_by("name")
+    return rules if active is None else rules.filter(active=active)
+
+
+def alerts_queue(
+    *,
+    status: str | None = None,
+    risk_tier: str | None = None,
+    segment: str | None = None,
+    rule_id: int | None = None,
+    customer_id: int | None = None,
+) -> QuerySet[Alert]:
+    """Alerts for the CRM queue, most valuable first, with customer, rule and assignee joined."""
+    alerts = Alert.objects.select_related("customer", "rule", "assignee").order_by("-created_at", "-expected_loss")
+    if status:
+        alerts = alerts.filter(status=status)
+    if risk_tier:
+        alerts = alerts.filter(risk_tier=risk_tier)
+    if segment:
+        alerts = alerts.filter(customer__segment=segment)
+    if rule_id:
+        alerts = alerts.filter(rule_id=rule_id)
+    if customer_id:
+        alerts = alerts.filter(customer_id=customer_id)
+    return alerts
+
+
+def interventions_list(
+    *, status: str | None = None, kind: str | None = None, alert_id: int | None = None
+) -> QuerySet[Intervention]:
+    interventions = Intervention.objects.select_related("customer", "alert__rule").order_by("-created_at")
+    if status:
+        interventions = interventions.filter(status=status)
+    if kind:
+        interventions = interventions.filter(kind=kind)
+    if alert_id:
+        interventions = interventions.filter(alert_id=alert_id)
+    return interventions
+
+
+def customer_message_snippets(*, customer_id: int, limit: int = 5) -> QuerySet[Message]:
+    """The customer's latest messages, for the alert queue (shown escaped and truncated)."""
+    return Message.objects.filter(customer_id=customer_id).order_by("-sent_at")[:limit]
+
+
+def audit_entries(*, alert_id: int | None = None) -> QuerySet[AuditEntry]:
+    entries = AuditEntry.objects.select_related("rule", "alert", "intervention").order_by("-at", "-id")
+    return entries.filter(alert_id=alert_id) if alert_id else entries
+
+
+def treated_customer_ids(*, since: datetime | None = None) -> QuerySet[Intervention]:
+    """Ids of customers who received a retention action (a sent coupon email or webhook), distinct.
+
+    Training uses it so that a model never learns that coupon recipients stay: exclude these customers from
+    the training cutoffs after ``since`` (or flag them with a feature). Holdout customers are not treated.
+    """
+    sent = Intervention.objects.filter(status=InterventionStatus.SENT)
+    if since is not None:
+        sent = sent.filter(sent_at__gte=since)
+    return sent.order_by("customer_id").values_list("customer_id", flat=True).distinct()
+
+
+@dataclass(frozen=True)
+class UpliftReport:
+    """Retention of treated against control customers for one rule, with a 95% confidence interval
+    (normal approximation for the difference of two proportions)."""
+
+    treated: int
+    treated_retained: int
+    control: int
+    control_retained: int
+    coupons_cost: Decimal
+    treated_rate: float | None
+    control_rate: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    number_needed_to_treat: float | None
+    cost_per_customer_saved: Decimal | None
+
+
+def uplift_from_counts(
+    *, treated: int, treated_retained: int, control: int, control_retained: int, coupons_cost: Decimal
+) -> UpliftReport:
+    """The uplift report from group counts. Rates and the difference are None where a group is empty; the number
+    needed to treat (1 / difference) and the cost per customer saved only when the difference is positive."""
+    treated_rate = treated_retained / treated if treated else None
+    control_rate = control_retained / control if control else None
+    difference = ci_low = ci_high = nnt = None
+    cost_per_saved = None
+    if treated_rate is not None and control_rate is not None:
+        difference = treated_rate - control_rate
+        se = math.sqrt(treated_rate * (1 - treated_rate) / treated + control_rate * (1 - control_rate) / control)
+        ci_low, ci_high = difference - Z_95 * se, difference + Z_95 * se
+        if difference > 0:
+            nnt = 1 / difference
+            cost_per_saved = (coupons_cost / Decimal(str(difference * treated))).quantize(Decimal("0.01"))
+    return UpliftReport(
+        treated=treated,
+        treated_retained=treated_retained,
+        control=control,
+        control_retained=control_retained,
+        coupons_cost=coupons_cost,
+        treated_rate=treated_rate,
+        control_rate=control_rate,
+        difference=difference,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        number_needed_to_treat=nnt,
+        cost_per_customer_saved=cost_per_saved,
+    )
+
+
+def alert_rule_uplift(*, rule: AlertRule) -> UpliftReport:
+    """The uplift report of a rule over the interventions whose outcome is known (coupon cost of those too)."""
+    known = Intervention.objects.filter(alert__rule=rule, outcome__in=(Outcome.RETAINED, Outcome.CHURNED))
+    groups = known.aggregate(
+        treated=Count("id", filter=Q(status=InterventionStatus.SENT)),
+        treated_retained=Count("id", filter=Q(status=InterventionStatus.SENT, outcome=Outcome.RETAINED)),
+        control=Count("id", filter=Q(status=InterventionStatus.HOLDOUT)),
+        control_retained=Count("id", filter=Q(status=InterventionStatus.HOLDOUT, outcome=Outcome.RETAINED)),
+    )
+    cost = known.filter(status=InterventionStatus.SENT).aggregate(total=Sum("coupon_cost"))["total"]
+    return uplift_from_counts(**groups, coupons_cost=Decimal(cost or 0))

@@ -1,0 +1,857 @@
+"""Writes of the alerts app: rules, alerts, interventions and their sends, outcomes, the audit log.
+
+Exactly once, in four layers: an alert is unique per (customer, rule, period); an intervention is unique per
+(alert, kind) and per idempotency key; send tasks are enqueued only after the transaction commits; and a send
+holds a row lock on its intervention from the ``pending`` check until the ``sent`` update commits, so a
+concurrent or redelivered send waits and then finds it sent. A worker killed mid-send drops its connection,
+the database rolls the claim back and the redelivered task sends. The one window left is a crash between the
+SMTP server accepting the message and our commit; the Message-ID is derived from the idempotency key so the
+receiving side can drop such a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import secrets
+import smtplib
+import time
+import urllib.error
+import urllib.request
+from base64 import b32encode
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.core import signing
+from django.core.mail import EmailMultiAlternatives
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet, Sum
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from alerts import conf
+from alerts.models import (
+    ActionKind,
+    Alert,
+    AlertRule,
+    AlertStatus,
+    AuditEntry,
+    DailySendCounter,
+    IdempotencyRecord,
+    Intervention,
+    InterventionStatus,
+    Outcome,
+    TriggerKind,
+)
+from customers.models import Customer, Order, OrderStatus
+from customers.services import customer_opt_out
+from predictions.models import ChurnScore
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE_RULE_NAME = "Top 5% by expected loss: coupon email"
+UNSUBSCRIBE_SALT = "alerts.unsubscribe"
+# Errors worth another try later: the server or the network hiccuped.
+TRANSIENT_EMAIL_ERRORS: tuple[type[BaseException], ...] = (
+    smtplib.SMTPServerDisconnected,
+    smtplib.SMTPConnectError,
+    ConnectionError,
+    TimeoutError,
+)
+
+ALERT_TRANSITIONS: dict[str, frozenset[str]] = {
+    AlertStatus.OPEN: frozenset(
+        {AlertStatus.ACKNOWLEDGED, AlertStatus.ACTIONED, AlertStatus.DISMISSED, AlertStatus.RESOLVED}
+    ),
+    AlertStatus.ACKNOWLEDGED: frozenset(
+        {AlertStatus.OPEN, AlertStatus.ACTIONED, AlertStatus.DISMISSED, AlertStatus.RESOLVED}
+    ),
+    AlertStatus.ACTIONED: frozenset({AlertStatus.RESOLVED}),
+    AlertStatus.DISMISSED: frozenset({AlertStatus.OPEN}),
+    AlertStatus.RESOLVED: frozenset(),
+}
+
+
+class TransientSendError(Exception):
+    """A send failed for a reason that may pass (network, a 4xx SMTP reply, a 5xx webhook reply): retry later."""
+
+
+class AlertTransitionError(ValueError):
+    """The alert cannot move from its status to the one asked for."""
+
+
+class IdempotencyKeyReused(ValueError):
+    """The Idempotency-Key was already used for a different request."""
+
+
+# --- Audit log -----------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    actor: str,
+    action: str,
+    rule: AlertRule | None = None,
+    alert: Alert | None = None,
+    intervention: Intervention | None = None,
+    details: dict[str, object] | None = None,
+) -> AuditEntry:
+    """Append one entry to the audit log (the only write the log ever gets)."""
+    return AuditEntry.objects.create(
+        actor=actor, action=action, rule=rule, alert=alert, intervention=intervention, details=details or {}
+    )
+
+
+def _json_safe(value: object) -> object:
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+# --- Rules ---------------------------------------------------------------------------------------
+
+RULE_FIELDS = frozenset(
+    f.name for f in AlertRule._meta.get_fields() if f.concrete and f.name not in {"id", "created_at", "updated_at"}
+)
+
+
+def alert_rule_create(*, actor: str, **fields: object) -> AlertRule:
+    """Create a rule after full validation (model fields and constraints)."""
+    unknown = set(fields) - RULE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown rule fields: {sorted(unknown)}")
+    with transaction.atomic():
+        rule = AlertRule(**fields)
+        rule.full_clean()
+        rule.save()
+        audit_record(actor=actor, action="rule_created", rule=rule, details=_json_safe(fields))
+    return rule
+
+
+def alert_rule_update(*, rule: AlertRule, actor: str, **changes: object) -> AlertRule:
+    unknown = set(changes) - RULE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown rule fields: {sorted(unknown)}")
+    with transaction.atomic():
+        locked = AlertRule.objects.select_for_update().get(pk=rule.pk)
+        before = {name: getattr(locked, name) for name in changes}
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        locked.full_clean()
+        locked.save()
+        audit_record(
+            actor=actor,
+            action="rule_updated",
+            rule=locked,
+            details=_json_safe({"before": before, "after": changes}),
+        )
+    return locked
+
+
+def alert_rule_ensure_example() -> AlertRule:
+    """The demo's active rule: the top 5% of customers by expected loss get a coupon email, 10% held out.
+
+    Idempotent: an existing rule of that name is kept as it is (staff may have edited it)."""
+    with transaction.atomic():
+        rule, created = AlertRule.objects.get_or_create(
+            name=EXAMPLE_RULE_NAME,
+            defaults={
+                "description": "Created by churn_generate so that the demo acts on its scores.",
+                "active": True,
+                "trigger": TriggerKind.TOP_PERCENT,
+                "top_percent": 5.0,
+                "action": ActionKind.COUPON_EMAIL,
+                "coupon_discount_percent": 15,
+                "coupon_valid_days": 14,
+                "coupon_cost": Decimal("10.00"),
+                "holdout_fraction": 0.10,
+                "cooldown_days": 30,
+                "horizon_days": 60,
+            },
+        )
+        if created:
+            audit_record(actor="system:churn_generate", action="rule_created", rule=rule, details={"example": True})
+    return rule
+
+
+# --- Deterministic helpers -----------------------------------------------------------------------
+
+
+def holdout_assigned(*, customer_id: int, rule_id: int, fraction: float) -> bool:
+    """Whether the customer is in the rule's control group: a hash of (customer, rule), so the same pair always
+    lands in the same group and about ``fraction`` of customers do."""
+    digest = hashlib.sha256(f"churnsite-holdout:{rule_id}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def alert_period_start(*, as_of: datetime, period_days: int) -> date:
+    """The first day of the period containing ``as_of``: periods are ``period_days`` long from day 0 (0001-01-01)."""
+    days = max(int(period_days), 1)
+    ordinal = as_of.date().toordinal()
+    return date.fromordinal(ordinal - (ordinal - 1) % days)
+
+
+def coupon_code_new() -> str:
+    """An unguessable coupon code: 80 random bits as 16 base32 characters, grouped by four."""
+    raw = b32encode(secrets.token_bytes(10)).decode()
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+
+
+def unsubscribe_token(*, customer_id: int) -> str:
+    return signing.dumps({"customer": customer_id}, salt=UNSUBSCRIBE_SALT)
+
+
+def unsubscribe_url(*, customer_id: int) -> str:
+    return conf.site_url() + reverse("alerts:unsubscribe", args=[unsubscribe_token(customer_id=customer_id)])
+
+
+def unsubscribe_customer(*, token: str) -> Customer:
+    """Opt the customer named by a signed unsubscribe token out of marketing (idempotent).
+
+    Raises:
+        signing.BadSignature: the token was not made by us (or was altered).
+        Customer.DoesNotExist: the customer is gone.
+    """
+    payload = signing.loads(token, salt=UNSUBSCRIBE_SALT)
+    with transaction.atomic():
+        customer = Customer.objects.get(pk=int(payload["customer"]))
+        already = customer.opted_out_at is not None
+        customer = customer_opt_out(customer=customer)
+        if not already:
+            audit_record(
+                actor="customer:unsubscribe-link", action="customer_opted_out", details={"customer_id": customer.pk}
+            )
+    return customer
+
+
+# --- Applying rules to scores --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleApplication:
+    """What applying one rule did."""
+
+    rule: str
+    eligible: int
+    alerts_created: int
+    interventions: dict[str, int] = field(default_factory=dict)
+
+
+def _customer_values(rows: list[dict[str, object]], window_days: int) -> dict[int, Decimal]:
+    """Completed order amounts of each customer in the ``window_days`` before their score's as_of."""
+    by_as_of: dict[datetime, list[int]] = defaultdict(list)
+    for row in rows:
+        by_as_of[row["as_of"]].append(row["customer_id"])
+    values: dict[int, Decimal] = {}
+    for as_of, customer_ids in by_as_of.items():
+        for start in range(0, len(customer_ids), 5000):
+            totals = (
+                Order.objects.filter(
+                    customer_id__in=customer_ids[start : start + 5000],
+                    status=OrderStatus.COMPLETED,
+                    placed_at__lte=as_of,
+                    placed_at__gt=as_of - timedelta(days=window_days),
+                )
+                .values("customer_id")
+                .annotate(total=Sum("amount"))
+            )
+            values.update({row["customer_id"]: row["total"] or Decimal(0) for row in totals})
+    return values
+
+
+def _matches_filter(rule: AlertRule, row: dict[str, object]) -> bool:
+    if rule.segments and row["customer__segment"] not in rule.segments:
+        return False
+    attributes = row["customer__attributes"] or {}
+    if any(attributes.get(key) != value for key, value in (rule.attribute_filters or {}).items()):
+        return False
+    return rule.min_customer_value is None or row["customer_value"] >= rule.min_customer_value
+
+
+def _triggered(rule: AlertRule, eligible: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The eligible scores the trigger selects, highest expected loss first."""
+    ranked = sorted(eligible, key=lambda r: (-r["expected_loss"], -r["probability"], r["customer_id"]))
+    if rule.trigger == TriggerKind.TOP_N:
+        return ranked[: rule.top_n or 0]
+    if rule.trigger == TriggerKind.TOP_PERCENT:
+        return ranked[: math.ceil(len(ranked) * float(rule.top_percent or 0) / 100)]
+    thresholds = rule.segment_thresholds or {}
+    return [r for r in ranked if r["probability"] >= float(thresholds.get(r["customer__segment"], rule.threshold))]
+
+
+def _locked_counter(day: date) -> DailySendCounter:
+    """Today's send counter, locked until the transaction ends: every dispatch passes here first."""
+    DailySendCounter.objects.get_or_create(day=day)
+    return DailySendCounter.objects.select_for_update().get(day=day)
+
+
+def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: str) -> RuleApplication:
+    """Turn ``scores`` into this rule's alerts and dispatch its action for each new one, in one transaction.
+
+    Idempotent: a customer already alerted by the rule within its cooldown (or in the same period) gets no new
+    alert, so any number of scoring runs gives one alert per customer, rule and period.
+    """
+    rows = list(
+        scores.order_by().values(
+            "id", "customer_id", "probability", "risk_tier", "as_of", "top_factors",
+            "customer__segment", "customer__attributes",
+        )
+    )  # fmt: skip
+    values = _customer_values(rows, rule.value_window_days)
+    for row in rows:
+        row["customer_value"] = values.get(row["customer_id"], Decimal(0))
+        row["expected_loss"] = (Decimal(str(row["probability"])) * row["customer_value"]).quantize(Decimal("0.01"))
+    eligible = [row for row in rows if _matches_filter(rule, row)]
+    chosen = _triggered(rule, eligible)
+
+    with transaction.atomic():
+        counter = _locked_counter(timezone.now().date())
+        if chosen:
+            oldest = min(row["as_of"] for row in chosen) - timedelta(days=rule.cooldown_days)
+            last_alerted: dict[int, datetime] = {}
+            for customer_id, as_of in Alert.objects.filter(rule=rule, as_of__gt=oldest).values_list(
+                "customer_id", "as_of"
+            ):
+                last_alerted[customer_id] = max(as_of, last_alerted.get(customer_id, as_of))
+            cooldown = timedelta(days=rule.cooldown_days)
+            chosen = [
+                row
+                for row in chosen
+                if row["customer_id"] not in last_alerted or last_alerted[row["customer_id"]] <= row["as_of"] - cooldown
+            ]
+        # Within one scoring batch a customer appears once; keep the first (highest expected loss).
+        seen: set[int] = set()
+        chosen = [row for row in chosen if not (row["customer_id"] in seen or seen.add(row["customer_id"]))]
+        max_treated = None
+        if rule.budget is not None and rule.action != ActionKind.NONE and rule.coupon_cost > 0:
+            max_treated = int(rule.budget // rule.coupon_cost)
+        new_alerts: list[Alert] = []
+        treated = 0
+        for row in chosen:
+            holdout = holdout_assigned(customer_id=row["customer_id"], rule_id=rule.pk, fraction=rule.holdout_fraction)
+            if not holdout and max_treated is not None:
+                if treated >= max_treated:
+                    continue
+                treated += 1
+            new_alerts.append(
+                Alert(
+                    customer_id=row["customer_id"],
+                    rule=rule,
+                    score_id=row["id"],
+                    period_start=alert_period_start(as_of=row["as_of"], period_days=rule.cooldown_days),
+                    as_of=row["as_of"],
+                    probability=row["probability"],
+                    risk_tier=row["risk_tier"],
+                    customer_value=row["customer_value"],
+                    expected_loss=row["expected_loss"],
+                    top_factors=row["top_factors"] or [],
+                    holdout=holdout,
+                )
+            )
+        created = Alert.objects.bulk_create(new_alerts, batch_size=2000)
+        AuditEntry.objects.bulk_create(
+            [
+                AuditEntry(
+                    actor=actor,
+                    action="alert_created",
+                    rule=rule,
+                    alert=alert,
+                    details={
+                        "probability": alert.probability,
+                        "expected_loss": str(alert.expected_loss),
+                        "holdout": alert.holdout,
+                    },
+                )  # fmt: skip
+                for alert in created
+            ],
+            batch_size=2000,
+        )
+        interventions: list[Intervention] = []
+        if rule.action != ActionKind.NONE and created:
+            interventions = _dispatch_locked(alerts=created, rule=rule, kind=rule.action, counter=counter, actor=actor)
+    counts: dict[str, int] = defaultdict(int)
+    for intervention in interventions:
+        counts[intervention.status] += 1
+    logger.info(
+        "rule %s: %d eligible, %d alerts, interventions %s", rule.name, len(eligible), len(created), dict(counts)
+    )
+    return RuleApplication(
+        rule=rule.name, eligible=len(eligible), alerts_created=len(created), interventions=dict(counts)
+    )
+
+
+def alerts_apply_rules(
+    *, actor: str, scoring_run_id: int | None = None, rule_name: str | None = None
+) -> list[RuleApplication]:
+    """Apply the active rules (or the one named) to a scoring run's scores, or to each customer's latest score."""
+    from predictions.selectors import latest_scores
+
+    rules = AlertRule.objects.filter(active=True).order_by("name")
+    if rule_name is not None:
+        rules = rules.filter(name=rule_name)
+        if not rules.exists():
+            raise ValueError(f"no active rule named {rule_name!r}")
+    scores = ChurnScore.objects.filter(scoring_run_id=scoring_run_id) if scoring_run_id else latest_scores()
+    return [alert_rule_apply(rule=rule, scores=scores, actor=actor) for rule in rules]
+
+
+# --- Dispatch: interventions under the daily counter lock ----------------------------------------
+
+
+def _enqueue(intervention_id: int, kind: str) -> None:
+    from alerts.tasks import deliver_webhook_task, send_coupon_email_task
+
+    task = send_coupon_email_task if kind == ActionKind.COUPON_EMAIL else deliver_webhook_task
+    task.delay(intervention_id)
+
+
+def _dispatch_locked(
+    *, alerts: list[Alert], rule: AlertRule, kind: str, counter: DailySendCounter, actor: str
+) -> list[Intervention]:
+    """Create one intervention per alert (the existing one where there is one) and reserve email slots.
+
+    The caller holds ``counter`` locked, which serialises every dispatch: the cooldown and cap checks below
+    therefore see every reservation made before them, however many dispatches run at once.
+    """
+    existing = {i.alert_id: i for i in Intervention.objects.filter(alert__in=[a.pk for a in alerts], kind=kind)}
+    todo = [alert for alert in alerts if alert.pk not in existing]
+    customers = Customer.objects.in_bulk([alert.customer_id for alert in todo])
+    recently_contacted: set[int] = set()
+    cap = conf.daily_send_cap()
+    if kind == ActionKind.COUPON_EMAIL and todo:
+        cutoff = timezone.now() - timedelta(days=conf.customer_cooldown_days())
+        recent = Intervention.objects.filter(
+            kind=ActionKind.COUPON_EMAIL,
+            customer_id__in=list(customers),
+            status__in=(InterventionStatus.PENDING, InterventionStatus.SENT),
+            created_at__gte=cutoff,
+        )
+        recently_contacted = set(recent.values_list("customer_id", flat=True))
+    valid_until = timezone.now().date() + timedelta(days=rule.coupon_valid_days)
+    reserved_before = counter.reserved
+    new: list[Intervention] = []
+    for alert in todo:
+        customer = customers[alert.customer_id]
+        status, reason = InterventionStatus.PENDING, ""
+        if alert.holdout:
+            status, reason = InterventionStatus.HOLDOUT, "control group"
+        elif kind == ActionKind.COUPON_EMAIL:
+            if customer.opted_out_at is not None:
+                status, reason = InterventionStatus.SUPPRESSED, "opted out"
+            elif not customer.marketing_consent:
+                status, reason = InterventionStatus.SUPPRESSED, "no marketing consent"
+            elif not customer.email:
+                status, reason = InterventionStatus.SUPPRESSED, "no email address"
+            elif customer.pk in recently_contacted:
+                status, reason = InterventionStatus.SUPPRESSED, "customer contacted within the cooldown"
+            elif counter.reserved >= cap:
+                status, reason = InterventionStatus.SUPPRESSED, "daily send cap reached"
+            else:
+                counter.reserved += 1
+                recently_contacted.add(customer.pk)
+        coupon = kind == ActionKind.COUPON_EMAIL and status == InterventionStatus.PENDING
+        new.append(
+            Intervention(
+                alert=alert,
+                customer_id=alert.customer_id,
+                kind=kind,
+                status=status,
+                reason=reason,
+                coupon_code=coupon_code_new() if coupon else None,
+                coupon_discount_percent=rule.coupon_discount_percent if coupon else None,
+                coupon_valid_until=valid_until if coupon else None,
+                coupon_cost=rule.coupon_cost if coupon else Decimal(0),
+                idempotency_key=f"{kind}:rule-{rule.pk}:customer-{alert.customer_id}:{alert.period_start.isoformat()}",
+            )
+        )
+    created = Intervention.objects.bulk_create(new, batch_size=2000)
+    if counter.reserved != reserved_before:
+        counter.save(update_fields=["reserved"])
+    AuditEntry.objects.bulk_create(
+        [
+            AuditEntry(
+                actor=actor,
+                action=f"intervention_{intervention.status}",
+                rule=rule,
+                alert=intervention.alert,
+                intervention=intervention,
+                details={"kind": kind, "reason": intervention.reason},
+            )
+            for intervention in created
+        ],
+        batch_size=2000,
+    )
+    for intervention in created:
+        if intervention.status == InterventionStatus.PENDING:
+            transaction.on_commit(lambda pk=intervention.pk: _enqueue(pk, kind), robust=True)
+    return list(existing.values()) + created
+
+
+def alert_send_coupon(*, alert: Alert, actor: str) -> Intervention:
+    """Send this alert's customer a coupon email by hand (admin, API). Idempotent: one coupon intervention per
+    alert; holdout, consent, the customer cooldown and the daily cap apply as for rules."""
+    with transaction.atomic():
+        counter = _locked_counter(timezone.now().date())
+        alert = Alert.objects.select_related("rule").get(pk=alert.pk)
+        (intervention,) = _dispatch_locked(
+            alerts=[alert], rule=alert.rule, kind=ActionKind.COUPON_EMAIL, counter=counter, actor=actor
+        )
+    return intervention
+
+
+# --- Alert changes by staff ----------------------------------------------------------------------
+
+
+def alert_transition(*, alert: Alert, status: str, actor: str, note: str = "") -> Alert:
+    """Move an alert to ``status``. Idempotent: asking for the status it has changes nothing."""
+    if status not in AlertStatus.values:
+        raise AlertTransitionError(f"unknown alert status {status!r}; choose from {AlertStatus.values}")
+    with transaction.atomic():
+        locked = Alert.objects.select_for_update().get(pk=alert.pk)
+        if locked.status == status:
+            return locked
+        if status not in ALERT_TRANSITIONS[locked.status]:
+            raise AlertTransitionError(f"alert {locked.pk}: cannot go from {locked.status} to {status}")
+        before = locked.status
+        locked.status = status
+        if note:
+            locked.notes = f"{locked.notes}\n{note}".strip()
+        locked.save(update_fields=["status", "notes", "updated_at"])
+        audit_record(
+            actor=actor, action="alert_status", alert=locked, details={"from": before, "to": status, "note": note}
+        )
+    return locked
+
+
+def alert_update(
+    *, alert: Alert, actor: str, assignee: AbstractBaseUser | None | object = ..., notes: str | None = None
+) -> Alert:
+    """Change an alert's assignee and/or notes (``...`` leaves the assignee as it is)."""
+    with transaction.atomic():
+        locked = Alert.objects.select_for_update().get(pk=alert.pk)
+        changes: dict[str, object] = {}
+        if assignee is not ... and locked.assignee_id != getattr(assignee, "pk", None):
+            locked.assignee = assignee
+            changes["assignee"] = str(assignee) if assignee else None
+        if notes is not None and notes != locked.notes:
+            locked.notes = notes
+            changes["notes"] = notes
+        if changes:
+            locked.save(update_fields=["assignee", "notes", "updated_at"])
+            audit_record(actor=actor, action="alert_updated", alert=locked, details=changes)
+    return locked
+
+
+# --- Sending -------------------------------------------------------------------------------------
+
+
+def _coupon_email(intervention: Intervention, customer: Customer) -> EmailMultiAlternatives:
+    language = "zh" if (customer.language or "").lower().startswith("zh") else "en"
+    name = " ".join((customer.name or "").split()) or ("顾客" if language == "zh" else "there")
+    context = {
+        "name": name,
+        "discount": intervention.coupon_discount_percent,
+        "code": intervention.coupon_code,
+        "valid_until": intervention.coupon_valid_until,
+        "unsubscribe_url": unsubscribe_url(customer_id=customer.pk),
+    }
+    subject = render_to_string(f"alerts/email/coupon_subject_{language}.txt", context)
+    subject = " ".join(subject.split())
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"alerts/email/coupon_{language}.txt", context),
+        to=[customer.email],
+        headers={
+            "Message-ID": f"<{hashlib.sha256(intervention.idempotency_key.encode()).hexdigest()[:32]}@churnsite>",
+            "List-Unsubscribe": f"<{context['unsubscribe_url']}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "X-Churnsite-Intervention": str(intervention.pk),
+        },
+    )
+    message.attach_alternative(render_to_string(f"alerts/email/coupon_{language}.html", context), "text/html")
+    return message
+
+
+def _is_transient_email_error(error: Exception) -> bool:
+    if isinstance(error, TRANSIENT_EMAIL_ERRORS):
+        return True
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return False
+    # 4xx replies are temporary by definition (RFC 5321); 5xx are permanent.
+    return isinstance(error, smtplib.SMTPResponseException) and 400 <= error.smtp_code < 500
+
+
+def _finish(intervention: Intervention, *, status: str, actor: str, reason: str = "", **details: object) -> None:
+    intervention.status = status
+    intervention.reason = reason[:255]
+    update = ["status", "reason", "attempts", "last_error", "response_status", "response_body", "updated_at"]
+    if status == InterventionStatus.SENT:
+        intervention.sent_at = timezone.now()
+        update.append("sent_at")
+        Alert.objects.filter(pk=intervention.alert_id, status__in=(AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)).update(
+            status=AlertStatus.ACTIONED, updated_at=timezone.now()
+        )
+    intervention.save(update_fields=update)
+    audit_record(
+        actor=actor,
+        action=f"intervention_{status}",
+        alert=intervention.alert,
+        intervention=intervention,
+        details={"kind": intervention.kind, "reason": reason, **details},
+    )
+
+
+def intervention_send_email(*, intervention_id: int, actor: str = "system:email") -> str:
+    """Send one coupon email exactly once; returns the intervention's status afterwards.
+
+    Consent is checked now, at send time. Raises ``TransientSendError`` (the attempt recorded, the intervention
+    still pending) for errors worth a retry; a permanent SMTP error marks it failed.
+    """
+    transient: Exception | None = None
+    with transaction.atomic():
+        intervention = (
+            Intervention.objects.select_for_update().select_related("alert").filter(pk=intervention_id).first()
+        )
+        if intervention is None:
+            logger.warning("intervention %s does not exist", intervention_id)
+            return "missing"
+        if intervention.status != InterventionStatus.PENDING:
+            logger.info("intervention %s already %s: nothing to send", intervention_id, intervention.status)
+            return intervention.status
+        customer = Customer.objects.get(pk=intervention.customer_id)
+        if not customer.can_be_contacted or not customer.email:
+            reason = "opted out" if customer.opted_out_at else "no marketing consent" if customer.email else "no email"
+            _finish(intervention, status=InterventionStatus.SUPPRESSED, actor=actor, reason=f"at send time: {reason}")
+            return intervention.status
+        message = _coupon_email(intervention, customer)
+        logger.info("intervention %s claimed: sending the coupon email", intervention_id)
+        if (delay := conf.test_send_delay()) > 0:
+            time.sleep(delay)
+        intervention.attempts += 1
+        try:
+            message.send(fail_silently=False)
+        except smtplib.SMTPException as error:
+            intervention.last_error = f"{type(error).__name__}: {error}"[:2000]
+            if not _is_transient_email_error(error):
+                _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason=intervention.last_error)
+                return intervention.status
+            transient = error
+        except (ConnectionError, TimeoutError) as error:
+            intervention.last_error = f"{type(error).__name__}: {error}"[:2000]
+            transient = error
+        if transient is None:
+            _finish(intervention, status=InterventionStatus.SENT, actor=actor)
+        else:
+            intervention.save(update_fields=["attempts", "last_error", "updated_at"])
+    if transient is not None:
+        raise TransientSendError(intervention.last_error) from transient
+    logger.info("intervention %s sent", intervention_id)
+    return InterventionStatus.SENT
+
+
+def webhook_signature(*, secret: str, body: bytes) -> str:
+    """The X-Churnsite-Signature header value: ``sha256=`` and the HMAC-SHA256 of the raw body, hex."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _webhook_payload(intervention: Intervention) -> bytes:
+    alert = intervention.alert
+    payload = {
+        "event": "churn.alert",
+        "idempotency_key": intervention.idempotency_key,
+        "intervention_id": intervention.pk,
+        "alert_id": alert.pk,
+        "rule": alert.rule.name,
+        "customer": {"id": alert.customer_id, "external_id": alert.customer.external_id},
+        "as_of": alert.as_of.isoformat(),
+        "probability": alert.probability,
+        "risk_tier": alert.risk_tier,
+        "expected_loss": str(alert.expected_loss),
+        "top_factors": alert.top_factors,
+    }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder).encode()
+
+
+def intervention_deliver_webhook(*, intervention_id: int, actor: str = "system:webhook") -> str:
+    """POST the alert as signed JSON to the rule's webhook once; the response is recorded.
+
+    2xx: sent. 408, 429 and 5xx replies or network errors: ``TransientSendError`` (retry). Other replies: failed.
+    """
+    transient = False
+    with transaction.atomic():
+        intervention = (
+            Intervention.objects.select_for_update(of=("self",))
+            .select_related("alert__rule", "alert__customer")
+            .filter(pk=intervention_id)
+            .first()
+        )
+        if intervention is None:
+            return "missing"
+        if intervention.status != InterventionStatus.PENDING:
+            return intervention.status
+        rule = intervention.alert.rule
+        if not rule.webhook_url.startswith(("http://", "https://")):
+            _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason="webhook URL is not http(s)")
+            return intervention.status
+        body = _webhook_payload(intervention)
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+            rule.webhook_url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "churnsite-webhook/1",
+                "X-Churnsite-Signature": webhook_signature(secret=rule.webhook_secret, body=body),
+                "X-Churnsite-Idempotency-Key": intervention.idempotency_key,
+            },
+        )
+        intervention.attempts += 1
+        status: int | None = None
+        try:
+            with urllib.request.urlopen(request, timeout=conf.webhook_timeout()) as response:  # noqa: S310
+                status, text = response.status, response.read(4000)
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read(4000)
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            text = f"{type(error).__name__}: {error}".encode()
+        intervention.response_status = status
+        intervention.response_body = text.decode(errors="replace")[:4000]
+        if status is not None and 200 <= status < 300:
+            _finish(intervention, status=InterventionStatus.SENT, actor=actor, response_status=status)
+        elif status is None or status in (408, 429) or status >= 500:
+            transient = True
+            intervention.last_error = f"HTTP {status}" if status else intervention.response_body[:2000]
+            intervention.save(
+                update_fields=["attempts", "last_error", "response_status", "response_body", "updated_at"]
+            )
+            audit_record(
+                actor=actor,
+                action="intervention_attempt_failed",
+                alert=intervention.alert,
+                intervention=intervention,
+                details={"response_status": status, "attempt": intervention.attempts},
+            )
+        else:
+            _finish(
+                intervention,
+                status=InterventionStatus.FAILED,
+                actor=actor,
+                reason=f"HTTP {status}",
+                response_status=status,
+            )
+    if transient:
+        raise TransientSendError(intervention.last_error)
+    return intervention.status
+
+
+def intervention_mark_failed(*, intervention_id: int, reason: str, actor: str = "system:retries") -> None:
+    """Give up on a pending intervention (its retries are exhausted)."""
+    with transaction.atomic():
+        intervention = (
+            Intervention.objects.select_for_update().select_related("alert").filter(pk=intervention_id).first()
+        )
+        if intervention is not None and intervention.status == InterventionStatus.PENDING:
+            _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason=reason)
+
+
+# --- Outcomes ------------------------------------------------------------------------------------
+
+
+def intervention_outcomes_record(*, now: datetime | None = None, actor: str = "system:outcomes") -> dict[str, int]:
+    """Mark treated (sent) and control (holdout) customers retained or churned once their rule's horizon has
+    passed: retained when they placed a completed order in (as_of, as_of + horizon]. Idempotent."""
+    now = now or timezone.now()
+    counts = {Outcome.RETAINED: 0, Outcome.CHURNED: 0}
+    due = (
+        Intervention.objects.filter(
+            outcome=Outcome.UNKNOWN, status__in=(InterventionStatus.SENT, InterventionStatus.HOLDOUT)
+        )
+        .select_related("alert__rule")
+        .order_by("pk")
+    )
+    for intervention in due.iterator(chunk_size=1000):
+        alert = intervention.alert
+        horizon_end = alert.as_of + timedelta(days=alert.rule.horizon_days)
+        if horizon_end > now:
+            continue
+        ordered = Order.objects.filter(
+            customer_id=intervention.customer_id,
+            status=OrderStatus.COMPLETED,
+            placed_at__gt=alert.as_of,
+            placed_at__lte=horizon_end,
+        ).exists()
+        outcome = Outcome.RETAINED if ordered else Outcome.CHURNED
+        with transaction.atomic():
+            updated = Intervention.objects.filter(pk=intervention.pk, outcome=Outcome.UNKNOWN).update(
+                outcome=outcome, outcome_at=now, updated_at=timezone.now()
+            )
+            if updated:
+                counts[outcome] += 1
+                audit_record(
+                    actor=actor,
+                    action="intervention_outcome",
+                    alert=alert,
+                    intervention=intervention,
+                    details={"outcome": outcome, "horizon_end": horizon_end.isoformat()},
+                )
+    return {str(k): v for k, v in counts.items()}
+
+
+# --- Idempotency-Key on POST ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: object
+    replayed: bool
+
+
+def idempotent_request(
+    *,
+    user: AbstractBaseUser,
+    key: str,
+    method: str,
+    path: str,
+    body: bytes,
+    handler: Callable[[], tuple[int, object]],
+) -> StoredResponse:
+    """Run ``handler`` once per (user, key): a replay gets the stored response and runs nothing.
+
+    The record is inserted before the handler runs, in the handler's transaction, so a concurrent duplicate
+    waits on the unique index and then replays; a handler that raises leaves no record, so the client may retry.
+
+    Raises:
+        IdempotencyKeyReused: the key came with a different method, path or body.
+    """
+    digest = hashlib.sha256(b"\0".join([method.encode(), path.encode(), body])).hexdigest()
+    with transaction.atomic():
+        record = None
+        existing = IdempotencyRecord.objects.filter(user=user, key=key).first()
+        if existing is None:
+            try:
+                with transaction.atomic():
+                    record = IdempotencyRecord.objects.create(
+                        user=user, key=key, method=method, path=path[:1024], request_sha256=digest
+                    )
+            except IntegrityError:
+                existing = IdempotencyRecord.objects.get(user=user, key=key)
+        if existing is not None:
+            if existing.request_sha256 != digest:
+                raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was already used for a different request")
+            return StoredResponse(status=existing.response_status, body=existing.response_body, replayed=True)
+        status, payload = handler()
+        record.response_status = status
+        record.response_body = _json_safe(payload)
+        record.save(update_fields=["response_status", "response_body"])
+    return StoredResponse(status=status, body=record.response_body, replayed=False)

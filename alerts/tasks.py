@@ -1,0 +1,100 @@
+"""Celery tasks of the alerts app. Thin: each takes ids and calls one service."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+
+from alerts import conf
+from alerts.services import (
+    TransientSendError,
+    alerts_apply_rules,
+    intervention_deliver_webhook,
+    intervention_mark_failed,
+    intervention_outcomes_record,
+    intervention_send_email,
+)
+from predictions.services import task_delivery_begin, task_delivery_finish
+
+logger = logging.getLogger(__name__)
+
+# A send redelivered more often than this (its worker keeps dying on it) is parked, not looped.
+MAX_DELIVERIES = 3
+
+
+def _send_with_retries(task, *, name: str, intervention_id: int, send) -> str:  # noqa: ANN001
+    # Retries of the same task count separately from redeliveries of one try.
+    key = f"intervention-{intervention_id}-try-{task.request.retries}"
+    if not task_delivery_begin(task_name=name, key=key, max_attempts=MAX_DELIVERIES):
+        intervention_mark_failed(intervention_id=intervention_id, reason="parked after repeated worker crashes")
+        return "failed"
+    try:
+        status = send(intervention_id=intervention_id)
+    except TransientSendError as error:
+        task_delivery_finish(task_name=name, key=key)
+        if task.request.retries >= conf.send_max_retries():
+            intervention_mark_failed(intervention_id=intervention_id, reason=f"gave up after retries: {error}")
+            return "failed"
+        countdown = min(conf.retry_backoff_seconds() * 2**task.request.retries, 600)
+        logger.warning("intervention %s: %s; retry in %ss", intervention_id, error, countdown)
+        if task.request.is_eager:
+            # In-process (the embedded default): retry here, so that the send is settled when the caller returns.
+            time.sleep(min(countdown, conf.eager_retry_delay_cap()))
+            return task.apply(args=[intervention_id], retries=task.request.retries + 1).get()
+        raise task.retry(countdown=countdown, exc=error) from error
+    task_delivery_finish(task_name=name, key=key)
+    if (delay := conf.test_send_delay_after()) > 0:
+        time.sleep(delay)
+    return status
+
+
+@shared_task(
+    bind=True,
+    name="alerts.send_coupon_email",
+    queue="email",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    soft_time_limit=90,
+    time_limit=120,
+)
+def send_coupon_email_task(self, intervention_id: int) -> str:  # noqa: ANN001 - Celery binds the task
+    """Send one coupon email. Idempotent: the intervention row is locked and sent at most once, so concurrent,
+    retried and redelivered tasks send one email. Transient SMTP errors retry with exponential backoff."""
+    return _send_with_retries(
+        self, name="alerts.send_coupon_email", intervention_id=intervention_id, send=intervention_send_email
+    )
+
+
+@shared_task(
+    bind=True,
+    name="alerts.deliver_webhook",
+    queue="email",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def deliver_webhook_task(self, intervention_id: int) -> str:  # noqa: ANN001 - Celery binds the task
+    """POST one signed webhook. Idempotent: delivered at most once per intervention by us (the receiver gets the
+    idempotency key in X-Churnsite-Idempotency-Key); 5xx, 408, 429 and network errors retry with backoff."""
+    return _send_with_retries(
+        self, name="alerts.deliver_webhook", intervention_id=intervention_id, send=intervention_deliver_webhook
+    )
+
+
+@shared_task(name="alerts.after_scoring", queue="default", acks_late=True, soft_time_limit=600, time_limit=660)
+def alerts_after_scoring_task(scoring_run_id: int) -> dict[str, int]:
+    """Apply the active rules to a finished scoring run's scores and dispatch their actions. Idempotent: alerts
+    are unique per customer, rule and period, so a second run of this task creates nothing."""
+    results = alerts_apply_rules(scoring_run_id=scoring_run_id, actor=f"system:scoring-run-{scoring_run_id}")
+    return {result.rule: result.alerts_created for result in results}
+
+
+@shared_task(name="alerts.record_outcomes", queue="default", soft_time_limit=1800, time_limit=1860)
+def record_outcomes_task() -> dict[str, int]:
+    """Mark treated and control customers retained or churned once their horizon has passed. Idempotent."""
+    return intervention_outcomes_record()

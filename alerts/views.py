@@ -1,0 +1,229 @@
+"""Views of the alerts app: the REST API (staff) and the customer's one-click unsubscribe page (no login)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.core import signing
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+from rest_framework import generics, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from alerts.models import AlertRule
+from alerts.selectors import alert_rule_uplift, alert_rules, alerts_queue, interventions_list
+from alerts.serializers import (
+    AlertRuleSerializer,
+    AlertSerializer,
+    AlertTransitionSerializer,
+    InterventionSerializer,
+    UpliftReportSerializer,
+)
+from alerts.services import (
+    AlertTransitionError,
+    IdempotencyKeyReused,
+    alert_rule_create,
+    alert_rule_update,
+    alert_send_coupon,
+    alert_transition,
+    idempotent_request,
+    unsubscribe_customer,
+)
+from customers.models import Customer
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _actor(request: Request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def _idempotent(request: Request, handler: Callable[[], tuple[int, object]]) -> Response:
+    """Honour the Idempotency-Key header: the first request runs, a replay returns the stored response."""
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not key:
+        code, body = handler()
+        return Response(body, status=code)
+    if len(key) > 255:
+        return Response({"detail": f"{IDEMPOTENCY_HEADER} is longer than 255 characters"}, status=400)
+    try:
+        stored = idempotent_request(
+            user=request.user, key=key, method=request.method, path=request.path, body=request.body, handler=handler
+        )
+    except IdempotencyKeyReused as error:
+        return Response({"detail": str(error)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    response = Response(stored.body, status=stored.status)
+    if stored.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+class AlertRuleListView(generics.ListAPIView):
+    """GET: the rules. POST: create a rule (Idempotency-Key honoured)."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = AlertRuleSerializer
+
+    def get_queryset(self):  # noqa: ANN201 - DRF signature
+        return alert_rules()
+
+    def post(self, request: Request) -> Response:
+        def handler() -> tuple[int, object]:
+            serializer = AlertRuleSerializer(data=request.data)
+            if not serializer.is_valid():
+                return 400, serializer.errors
+            try:
+                rule = alert_rule_create(actor=_actor(request), **serializer.validated_data)
+            except ValueError as error:  # model validation (constraints) after the serializer
+                return 400, {"detail": str(error)}
+            return 201, AlertRuleSerializer(rule).data
+
+        return _idempotent(request, handler)
+
+
+class AlertRuleDetailView(generics.RetrieveAPIView):
+    """GET one rule; PATCH changes it (audited)."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = AlertRuleSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        return alert_rules()
+
+    def patch(self, request: Request, pk: int) -> Response:
+        rule = get_object_or_404(AlertRule, pk=pk)
+        serializer = AlertRuleSerializer(rule, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            rule = alert_rule_update(rule=rule, actor=_actor(request), **serializer.validated_data)
+        except ValueError as error:
+            return Response({"detail": str(error)}, status=400)
+        return Response(AlertRuleSerializer(rule).data)
+
+
+class AlertRuleUpliftView(APIView):
+    """GET the uplift report of a rule (treated against control retention, 95% CI, cost, number needed to treat)."""
+
+    permission_classes = [IsAdminUser]
+
+    def get(self, request: Request, pk: int) -> Response:
+        rule = get_object_or_404(AlertRule, pk=pk)
+        return Response(UpliftReportSerializer(alert_rule_uplift(rule=rule)).data)
+
+
+class AlertListView(generics.ListAPIView):
+    """The alert queue; filters: status, risk_tier, segment, rule, customer."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = AlertSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        params = self.request.query_params
+        return alerts_queue(
+            status=params.get("status") or None,
+            risk_tier=params.get("risk_tier") or None,
+            segment=params.get("segment") or None,
+            rule_id=int(params["rule"]) if params.get("rule", "").isdigit() else None,
+            customer_id=int(params["customer"]) if params.get("customer", "").isdigit() else None,
+        )
+
+
+class AlertDetailView(generics.RetrieveAPIView):
+    permission_classes = [IsAdminUser]
+    serializer_class = AlertSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        return alerts_queue()
+
+
+class AlertTransitionView(APIView):
+    """POST {status, note}: acknowledge, dismiss, resolve, ... an alert (Idempotency-Key honoured)."""
+
+    permission_classes = [IsAdminUser]
+
+    def post(self, request: Request, pk: int) -> Response:
+        alert = get_object_or_404(alerts_queue(), pk=pk)
+
+        def handler() -> tuple[int, object]:
+            serializer = AlertTransitionSerializer(data=request.data)
+            if not serializer.is_valid():
+                return 400, serializer.errors
+            try:
+                changed = alert_transition(alert=alert, actor=_actor(request), **serializer.validated_data)
+            except AlertTransitionError as error:
+                return 409, {"detail": str(error)}
+            return 200, AlertSerializer(changed).data
+
+        return _idempotent(request, handler)
+
+
+class AlertSendCouponView(APIView):
+    """POST: send the alert's customer a coupon email (one per alert, whatever the number of requests)."""
+
+    permission_classes = [IsAdminUser]
+
+    def post(self, request: Request, pk: int) -> Response:
+        alert = get_object_or_404(alerts_queue(), pk=pk)
+
+        def handler() -> tuple[int, object]:
+            intervention = alert_send_coupon(alert=alert, actor=_actor(request))
+            return 201, InterventionSerializer(intervention).data
+
+        return _idempotent(request, handler)
+
+
+class InterventionListView(generics.ListAPIView):
+    """Retention actions; filters: status, kind, alert."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = InterventionSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        params = self.request.query_params
+        return interventions_list(
+            status=params.get("status") or None,
+            kind=params.get("kind") or None,
+            alert_id=int(params["alert"]) if params.get("alert", "").isdigit() else None,
+        )
+
+
+class InterventionDetailView(generics.RetrieveAPIView):
+    permission_classes = [IsAdminUser]
+    serializer_class = InterventionSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        return interventions_list()
+
+
+# --- The customer's unsubscribe page ---------------------------------------------------------------
+
+
+def _token_language(token: str) -> tuple[int | None, str]:
+    try:
+        customer_id = int(signing.loads(token, salt="alerts.unsubscribe")["customer"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        return None, "en"
+    language = Customer.objects.filter(pk=customer_id).values_list("language", flat=True).first() or "en"
+    return customer_id, "zh" if language.lower().startswith("zh") else "en"
+
+
+# The signed token is the credential (mail clients POST one-click unsubscribes without a CSRF cookie, RFC 8058).
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe_view(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows a confirmation page and changes nothing; POST opts the customer out."""
+    customer_id, language = _token_language(token)
+    if customer_id is None:
+        return render(request, "alerts/unsubscribe.html", {"invalid": True, "language": language}, status=400)
+    if request.method == "POST":
+        try:
+            unsubscribe_customer(token=token)
+        except Customer.DoesNotExist:
+            return render(request, "alerts/unsubscribe.html", {"invalid": True, "language": language}, status=404)
+        return render(request, "alerts/unsubscribe.html", {"done": True, "language": language})
+    return render(request, "alerts/unsubscribe.html", {"language": language})

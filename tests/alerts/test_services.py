@@ -1,0 +1,460 @@
+"""Rules turn scores into alerts once per period; interventions are sent once, to consenting customers only,
+within the caps; holdout, outcomes, audit and the treated-customer selector."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings as django_settings
+
+from alerts.models import (
+    ActionKind,
+    Alert,
+    AlertRule,
+    AlertStatus,
+    AuditEntry,
+    DailySendCounter,
+    Intervention,
+    InterventionStatus,
+    TriggerKind,
+)
+from alerts.selectors import alert_rule_uplift, treated_customer_ids
+from alerts.services import (
+    AlertTransitionError,
+    alert_rule_apply,
+    alert_rule_ensure_example,
+    alert_transition,
+    alerts_apply_rules,
+    coupon_code_new,
+    holdout_assigned,
+    intervention_outcomes_record,
+    unsubscribe_customer,
+    unsubscribe_token,
+)
+from alerts.tasks import alerts_after_scoring_task, send_coupon_email_task
+from customers.services import customer_opt_out
+from predictions.models import ChurnScore
+from tests.alerts.helpers import (
+    ScriptedBackend,
+    as_of,
+    customer_make,
+    model_version_make,
+    order_make,
+    permanent_error,
+    score_make,
+    scoring_run_make,
+    sent_emails,
+    transient_error,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def rule_make(**fields: object) -> AlertRule:
+    defaults: dict[str, object] = {
+        "name": "test rule",
+        "trigger": TriggerKind.PROBABILITY,
+        "threshold": 0.5,
+        "action": ActionKind.COUPON_EMAIL,
+        "holdout_fraction": 0.0,
+        "cooldown_days": 7,
+    }
+    defaults.update(fields)
+    return AlertRule.objects.create(**defaults)
+
+
+@pytest.fixture
+def run():  # noqa: ANN201
+    return scoring_run_make(model_version_make(), at=as_of())
+
+
+def emails() -> list[str]:
+    return sent_emails(django_settings.EMAIL_FILE_PATH)
+
+
+def test_top_percent_trigger_alerts_the_highest_expected_loss(run) -> None:  # noqa: ANN001
+    # Expected loss = probability x value: a rich customer at 0.5 outranks a poor one at 0.9.
+    rich, poor, *rest = [customer_make(i) for i in range(20)]
+    order_make(rich, amount="1000", placed_at=as_of(-30))
+    order_make(poor, amount="10", placed_at=as_of(-30))
+    score_make(rich, run, 0.5)
+    score_make(poor, run, 0.9)
+    for i, customer in enumerate(rest):
+        order_make(customer, amount="100", placed_at=as_of(-30))
+        score_make(customer, run, 0.1 + i * 0.01)
+    order_make(rest[-1], amount="400", placed_at=as_of(+5))  # after as_of: not part of the value
+    rule = rule_make(trigger=TriggerKind.TOP_PERCENT, top_percent=10, action=ActionKind.NONE)
+
+    result = alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+
+    alerted = set(Alert.objects.values_list("customer_id", flat=True))
+    assert result.alerts_created == 2
+    assert alerted == {rich.pk, rest[-1].pk}, "top 10% of 20 by expected loss: 500 and 28"
+    assert Alert.objects.get(customer=rich).expected_loss == Decimal("500.00")
+
+
+def test_probability_trigger_uses_per_segment_thresholds(run) -> None:  # noqa: ANN001
+    vip = customer_make(1, segment="vip")
+    regular = customer_make(2, segment="regular")
+    score_make(vip, run, 0.45)
+    score_make(regular, run, 0.55)
+    rule = rule_make(threshold=0.6, segment_thresholds={"vip": 0.4}, action=ActionKind.NONE)
+
+    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+
+    assert list(Alert.objects.values_list("customer_id", flat=True)) == [vip.pk]
+
+
+def test_filters_segment_attributes_and_value(run) -> None:  # noqa: ANN001
+    keep = customer_make(1, segment="web")
+    keep.attributes = {"plan": "gold"}
+    keep.save()
+    wrong_plan = customer_make(2, segment="web")
+    wrong_segment = customer_make(3, segment="store")
+    for customer in (keep, wrong_plan, wrong_segment):
+        order_make(customer, amount="200", placed_at=as_of(-10))
+        score_make(customer, run, 0.9)
+    poor = customer_make(4, segment="web")
+    poor.attributes = {"plan": "gold"}
+    poor.save()
+    score_make(poor, run, 0.9)
+    rule = rule_make(
+        segments=["web"], attribute_filters={"plan": "gold"}, min_customer_value=Decimal("50"), action=ActionKind.NONE
+    )
+
+    result = alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+
+    assert result.eligible == 1
+    assert list(Alert.objects.values_list("customer_id", flat=True)) == [keep.pk]
+
+
+def test_many_scoring_runs_in_one_period_give_one_alert_and_one_email(
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    customer = customer_make(1)
+    model_version = model_version_make()
+    rule = rule_make()
+    for hours in (0, 6, 30):
+        run = scoring_run_make(model_version, at=as_of() + timedelta(hours=hours))
+        score_make(customer, run, 0.8)
+        with django_capture_on_commit_callbacks(execute=True):
+            alerts_apply_rules(scoring_run_id=run.pk, actor="test")
+
+    assert Alert.objects.filter(customer=customer, rule=rule).count() == 1
+    assert Intervention.objects.filter(customer=customer).count() == 1
+    assert len(emails()) == 1
+
+
+def test_coupon_email_has_escaped_name_offer_code_and_unsubscribe_link(
+    run,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    customer = customer_make(1, name="Ann <b>Lee</b>")
+    score_make(customer, run, 0.9)
+    rule = rule_make(coupon_discount_percent=20)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+
+    intervention = Intervention.objects.get()
+    (raw,) = emails()
+    assert intervention.status == InterventionStatus.SENT and intervention.sent_at is not None
+    assert intervention.coupon_code in raw and "20% off" in raw
+    assert "Ann &lt;b&gt;Lee&lt;/b&gt;" in raw and "Ann <b>Lee</b>" in raw, "escaped in HTML, plain in text"
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+    assert f"/unsubscribe/{unsubscribe_token(customer_id=customer.pk)}/" in raw
+    assert Alert.objects.get().status == AlertStatus.ACTIONED
+
+
+def test_chinese_customers_get_the_chinese_email(run, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    customer = customer_make(1, language="zh", name="王芳")
+    score_make(customer, run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+
+    (raw,) = emails()
+    assert "优惠码" in raw and "王芳，您好" in raw and "一键退订" in raw, raw
+
+
+def test_redelivered_send_task_sends_one_email(run, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    score_make(customer_make(1), run, 0.9)
+    with django_capture_on_commit_callbacks(execute=False):  # enqueued, not run yet
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+    intervention = Intervention.objects.get()
+
+    first = send_coupon_email_task.apply(args=[intervention.pk]).get()
+    second = send_coupon_email_task.apply(args=[intervention.pk]).get()
+
+    assert (first, second) == ("sent", "sent")
+    assert len(emails()) == 1
+
+
+def test_opted_out_customer_gets_nothing_even_when_opting_out_after_dispatch(
+    run,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    early, late, never = customer_make(1), customer_make(2), customer_make(3, consent=False)
+    customer_opt_out(customer=early)
+    for customer in (early, late, never):
+        score_make(customer, run, 0.9)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+    unsubscribe_customer(token=unsubscribe_token(customer_id=late.pk))  # between dispatch and send
+    for callback in callbacks:
+        callback()
+
+    statuses = dict(Intervention.objects.values_list("customer_id", "reason"))
+    assert emails() == []
+    assert set(Intervention.objects.values_list("status", flat=True)) == {InterventionStatus.SUPPRESSED}
+    assert statuses == {
+        early.pk: "opted out",
+        late.pk: "at send time: opted out",
+        never.pk: "no marketing consent",
+    }
+
+
+@pytest.fixture
+def scripted_backend(settings):  # noqa: ANN001, ANN201
+    settings.EMAIL_BACKEND = "tests.alerts.helpers.ScriptedBackend"
+    settings.ALERTS_RETRY_BACKOFF_SECONDS = 0
+    ScriptedBackend.errors, ScriptedBackend.outbox = [], []
+    yield ScriptedBackend
+    ScriptedBackend.errors, ScriptedBackend.outbox = [], []
+
+
+def test_transient_smtp_errors_retry_then_send_once(
+    run,
+    scripted_backend,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    scripted_backend.errors = [transient_error(), ConnectionResetError("reset")]
+    score_make(customer_make(1), run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+
+    intervention = Intervention.objects.get()
+    assert (intervention.status, intervention.attempts, len(scripted_backend.outbox)) == ("sent", 3, 1)
+
+
+def test_permanent_smtp_error_fails_without_retry(
+    run,
+    scripted_backend,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    scripted_backend.errors = [permanent_error(), transient_error()]
+    score_make(customer_make(1), run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+
+    intervention = Intervention.objects.get()
+    assert (intervention.status, intervention.attempts) == ("failed", 1)
+    assert "SMTPRecipientsRefused" in intervention.reason and scripted_backend.outbox == []
+
+
+def test_transient_errors_fail_after_the_retry_cap(
+    run,
+    scripted_backend,
+    settings,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    settings.ALERTS_SEND_MAX_RETRIES = 2
+    scripted_backend.errors = [transient_error() for _ in range(10)]
+    score_make(customer_make(1), run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+
+    intervention = Intervention.objects.get()
+    assert (intervention.status, intervention.attempts) == ("failed", 3)
+    assert intervention.reason.startswith("gave up after retries")
+
+
+def test_daily_cap_and_customer_cooldown_hold_under_a_burst_of_10000_alerts(
+    settings,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    settings.ALERTS_DAILY_SEND_CAP = 40
+    from customers.models import Customer
+
+    Customer.objects.bulk_create(
+        [Customer(external_id=f"b{i}", email=f"b{i}@example.com", marketing_consent=True) for i in range(10_000)]
+    )
+    run = scoring_run_make(model_version_make(), at=as_of())
+    ids = list(Customer.objects.order_by("id").values_list("id", flat=True))
+    ChurnScore.objects.bulk_create(
+        [
+            ChurnScore(customer_id=pk, model_version=run.model_version, scoring_run=run, as_of=run.as_of,
+                       probability=0.9, risk_tier="high")
+            for pk in ids
+        ]
+    )  # fmt: skip
+    rule_make(name="first")
+    rule_make(name="second")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        results = alerts_apply_rules(actor="test")
+
+    assert [r.alerts_created for r in results] == [10_000, 10_000]
+    pending_or_sent = Intervention.objects.filter(status__in=("pending", "sent"))
+    contacted = list(pending_or_sent.values_list("customer_id", flat=True))
+    assert len(contacted) == 40, "the daily cap"
+    assert len(set(contacted)) == 40, "the cooldown: nobody gets two coupons from two rules at once"
+    assert len(emails()) == 40
+    assert DailySendCounter.objects.get().reserved == 40
+    assert Intervention.objects.filter(reason="customer contacted within the cooldown").count() == 40
+    assert Intervention.objects.filter(reason="daily send cap reached").count() == 20_000 - 40 - 40
+
+
+def test_holdout_is_a_deterministic_hash_placing_the_fraction_in_control() -> None:
+    assigned = [holdout_assigned(customer_id=i, rule_id=7, fraction=0.1) for i in range(20_000)]
+    again = [holdout_assigned(customer_id=i, rule_id=7, fraction=0.1) for i in range(20_000)]
+    other_rule = [holdout_assigned(customer_id=i, rule_id=8, fraction=0.1) for i in range(20_000)]
+
+    assert assigned == again
+    assert 0.09 < sum(assigned) / len(assigned) < 0.11
+    assert assigned != other_rule
+
+
+def test_holdout_customers_are_alerted_but_never_contacted(
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    run = scoring_run_make(model_version_make(), at=as_of())
+    for i in range(60):
+        score_make(customer_make(i), run, 0.9)
+    rule = rule_make(holdout_fraction=0.5)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+
+    holdout = Intervention.objects.filter(status=InterventionStatus.HOLDOUT)
+    assert 15 < holdout.count() < 45
+    assert not holdout.exclude(coupon_code=None).exists()
+    assert set(holdout.values_list("alert__holdout", flat=True)) == {True}
+    assert len(emails()) == Intervention.objects.filter(status="sent").count() == 60 - holdout.count()
+
+
+def test_coupon_codes_are_unique_and_carry_80_random_bits() -> None:
+    codes = {coupon_code_new() for _ in range(5000)}
+    assert len(codes) == 5000
+    assert all(re.fullmatch(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){3}", code) for code in codes)
+
+
+def test_outcomes_after_the_horizon_and_the_uplift_report(
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    run = scoring_run_make(model_version_make(), at=as_of())
+    customers = [customer_make(i) for i in range(40)]
+    for customer in customers:
+        score_make(customer, run, 0.9)
+    rule = rule_make(holdout_fraction=0.5, horizon_days=30, coupon_cost=Decimal("5"))
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    interventions = list(Intervention.objects.order_by("customer_id"))
+    # Treated customers order again inside the horizon when their id is even; control ones when divisible by 4.
+    for intervention in interventions:
+        retained = intervention.customer_id % (2 if intervention.status == "sent" else 4) == 0
+        if retained:
+            order_make(intervention.customer, amount="30", placed_at=as_of(+10))
+        else:
+            order_make(intervention.customer, amount="30", placed_at=as_of(+45))  # too late
+
+    assert intervention_outcomes_record(now=as_of(+29)) == {"retained": 0, "churned": 0}, "horizon not passed"
+    counts = intervention_outcomes_record(now=as_of(+31))
+    assert intervention_outcomes_record(now=as_of(+40)) == {"retained": 0, "churned": 0}, "idempotent"
+
+    treated = [i for i in interventions if i.status == "sent"]
+    control = [i for i in interventions if i.status == "holdout"]
+    treated_retained = sum(i.customer_id % 2 == 0 for i in treated)
+    control_retained = sum(i.customer_id % 4 == 0 for i in control)
+    report = alert_rule_uplift(rule=rule)
+    assert counts["retained"] == treated_retained + control_retained
+    assert (report.treated, report.treated_retained, report.control, report.control_retained) == (
+        len(treated), treated_retained, len(control), control_retained,
+    )  # fmt: skip
+    assert report.coupons_cost == Decimal("5") * len(treated)
+    assert report.difference == pytest.approx(treated_retained / len(treated) - control_retained / len(control))
+
+
+def test_treated_customer_ids_lists_customers_sent_an_action_only(
+    run,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    treated, unconsented = customer_make(1), customer_make(2, consent=False)
+    for customer in (treated, unconsented):
+        score_make(customer, run, 0.9)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+    sent_at = Intervention.objects.get(customer=treated).sent_at
+
+    assert list(treated_customer_ids()) == [treated.pk]
+    assert list(treated_customer_ids(since=sent_at + timedelta(seconds=1))) == []
+
+
+def test_every_alert_change_and_action_is_in_the_append_only_audit_log(
+    run,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    score_make(customer_make(1), run, 0.9)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="system:test")
+    alert = Alert.objects.get()
+    alert_transition(alert=alert, status=AlertStatus.RESOLVED, actor="user:ann", note="called her")
+
+    actions = list(AuditEntry.objects.order_by("id").values_list("actor", "action"))
+    assert actions == [
+        ("system:test", "alert_created"),
+        ("system:test", "intervention_pending"),
+        ("system:email", "intervention_sent"),
+        ("user:ann", "alert_status"),
+    ]
+    entry = AuditEntry.objects.first()
+    entry.action = "rewritten"
+    with pytest.raises(ValueError, match="append-only"):
+        entry.save()
+    with pytest.raises(ValueError, match="append-only"):
+        entry.delete()
+
+
+def test_alert_transitions_follow_the_state_machine(run) -> None:  # noqa: ANN001
+    score_make(customer_make(1), run, 0.9)
+    alert_rule_apply(rule=rule_make(action=ActionKind.NONE), scores=ChurnScore.objects.all(), actor="test")
+    alert = Alert.objects.get()
+
+    alert_transition(alert=alert, status=AlertStatus.DISMISSED, actor="user:ann")
+    alert_transition(alert=alert, status=AlertStatus.DISMISSED, actor="user:ann")  # idempotent
+    with pytest.raises(AlertTransitionError, match="cannot go from dismissed to resolved"):
+        alert_transition(alert=alert, status=AlertStatus.RESOLVED, actor="user:ann")
+    assert AuditEntry.objects.filter(action="alert_status").count() == 1
+
+
+def test_example_rule_is_created_once_and_active() -> None:
+    first = alert_rule_ensure_example()
+    second = alert_rule_ensure_example()
+
+    assert first.pk == second.pk and AlertRule.objects.count() == 1
+    assert (first.active, first.trigger, first.top_percent, first.action, first.holdout_fraction) == (
+        True, TriggerKind.TOP_PERCENT, 5.0, ActionKind.COUPON_EMAIL, 0.10,
+    )  # fmt: skip
+
+
+def test_after_scoring_task_applies_the_rules_to_that_run_only(django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    model_version = model_version_make()
+    old_run = scoring_run_make(model_version, at=as_of(-20))
+    new_run = scoring_run_make(model_version, at=as_of())
+    old_customer, new_customer = customer_make(1), customer_make(2)
+    score_make(old_customer, old_run, 0.9)
+    score_make(new_customer, new_run, 0.9)
+    rule_make()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        created = alerts_after_scoring_task.apply(args=[new_run.pk]).get()
+
+    assert created == {"test rule": 1}
+    assert list(Alert.objects.values_list("customer_id", flat=True)) == [new_customer.pk]
+    assert len(emails()) == 1
