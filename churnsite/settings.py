@@ -210,6 +210,10 @@ CHURN_DEFAULT_MODE = env.str("CHURN_DEFAULT_MODE", default="frozen")
 CHURN_HORIZON_DAYS = env.int("CHURN_HORIZON_DAYS", default=60)
 # Tasks started (with the scoring run's id) when a scoring run has finished.
 CHURN_AFTER_SCORING_TASKS: list[str] = []
+# Drift: a population stability index above this (scores or a top feature) records drift and retrains;
+# the features are profiled on a sample of this many customers.
+CHURN_DRIFT_PSI_THRESHOLD = env.float("CHURN_DRIFT_PSI_THRESHOLD", default=0.25)
+CHURN_DRIFT_SAMPLE_SIZE = env.int("CHURN_DRIFT_SAMPLE_SIZE", default=3000)
 # Probability cut points of the risk tiers: low < first <= medium < second <= high.
 CHURN_RISK_TIER_CUTS = env.list("CHURN_RISK_TIER_CUTS", cast=float, default=[0.3, 0.6])
 # Customers per scoring task, and factors kept per score.

@@ -9,6 +9,7 @@ from django.utils.html import format_html
 
 from predictions.models import (
     ChurnScore,
+    DriftEvent,
     ModelAuditEntry,
     ModelVersion,
     ScoringRun,
@@ -166,3 +167,10 @@ class TaskDeliveryAdmin(ReadOnlyAdmin):
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     list_display = ("hostname", "queue", "seen_at")
     list_filter = ("queue",)
+
+
+@admin.register(DriftEvent)
+class DriftEventAdmin(ReadOnlyAdmin):
+    list_display = ("checked_at", "model_version", "score_psi", "max_psi", "threshold", "drifted", "training_run")
+    list_filter = ("drifted", "model_version")
+    readonly_fields = [f.name for f in DriftEvent._meta.fields]

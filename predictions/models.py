@@ -88,6 +88,9 @@ class ModelVersion(models.Model):
         max_length=128, blank=True, default="", help_text="Identifies the frozen holdout the metrics were measured on."
     )
     metrics = models.JSONField(default=dict, blank=True)
+    reference_profile = models.JSONField(
+        default=dict, blank=True, help_text="Score and top-feature distributions at training, for drift checks."
+    )
     status = models.CharField(max_length=16, choices=ModelStatus.choices, default=ModelStatus.TRAINING, db_index=True)
     started_by = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -214,3 +217,26 @@ class TaskDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.key}] x{self.attempts}"
+
+
+class DriftEvent(models.Model):
+    """One drift check of the champion: population stability of its scores and top features."""
+
+    id = models.BigAutoField(primary_key=True)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="drift_events")
+    scoring_run = models.ForeignKey(ScoringRun, on_delete=models.SET_NULL, null=True, blank=True)
+    score_psi = models.FloatField()
+    feature_psi = models.JSONField(default=dict, blank=True)
+    max_psi = models.FloatField()
+    threshold = models.FloatField()
+    drifted = models.BooleanField()
+    training_run = models.ForeignKey(
+        TrainingRun, on_delete=models.SET_NULL, null=True, blank=True, help_text="Retraining started by this drift."
+    )
+    checked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-checked_at"]
+
+    def __str__(self) -> str:
+        return f"drift {self.max_psi:.3f} ({'drifted' if self.drifted else 'stable'}) for {self.model_version.name}"

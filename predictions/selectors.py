@@ -130,18 +130,18 @@ def customer_histories(
     return histories
 
 
-def customers_to_score(*, as_of: datetime) -> QuerySet[Customer]:
-    """Customers eligible for a score at ``as_of`` (the default rule of ``ml.snapshot.EligibilityRule``):
-    signed up by then (when known), some activity on or before ``as_of``, and not already marked churned."""
+def customers_to_score(*, as_of: datetime, activity: str = "orders") -> QuerySet[Customer]:
+    """Customers eligible for a score at ``as_of``, by the default rule of ``ml.snapshot.EligibilityRule``:
+    signed up by then (when known), a qualifying activity (``orders`` or ``orders_and_events``, as the model
+    was trained) on or before ``as_of``, and not already marked churned."""
+    active = Exists(Order.objects.filter(customer=OuterRef("pk"), placed_at__lte=as_of))
+    if activity == "orders_and_events":
+        active |= Exists(Event.objects.filter(customer=OuterRef("pk"), occurred_at__lte=as_of))
     return (
         Customer.objects.filter(Q(signed_up_at__isnull=True) | Q(signed_up_at__lte=as_of))
         .exclude(churned_at__lte=as_of)
         .exclude(churned=True, churned_at__isnull=True)
-        .filter(
-            Exists(Order.objects.filter(customer=OuterRef("pk"), placed_at__lte=as_of))
-            | Exists(Event.objects.filter(customer=OuterRef("pk"), occurred_at__lte=as_of))
-            | Exists(Message.objects.filter(customer=OuterRef("pk"), sent_at__lte=as_of))
-        )
+        .filter(active)
         .order_by("id")
     )
 

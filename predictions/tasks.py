@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from predictions.services import task_delivery_begin, task_delivery_finish, worker_heartbeat_record
+from predictions.services.drift import drift_check
 from predictions.services.scoring import ChampionUnavailable, scoring_run_score_chunk, scoring_run_start
 from predictions.services.training import training_run_execute, training_run_mark_failed, training_run_request
 
@@ -89,3 +90,11 @@ def retrain_task(mode: str | None = None, horizon_days: int | None = None, actor
         actor=actor,
     )
     return run.pk
+
+
+@shared_task(name="predictions.check_drift", queue="default", soft_time_limit=540, time_limit=600)
+def check_drift_task() -> int | None:
+    """Measure drift of the champion (the daily schedule); above the threshold it requests retraining.
+    Idempotent enough for a daily schedule: a retraining is not requested while one is pending or running."""
+    event = drift_check(actor="daily drift check")
+    return event.pk if event else None

@@ -98,6 +98,7 @@ def model_version_register(
     training_cutoffs: list[str] | None = None,
     horizon_days: int = 0,
     lead_days: int = 0,
+    reference_profile: dict[str, object] | None = None,
 ) -> ModelVersion:
     """Add a trained model to the registry as ``ready`` and audit it. Promotion is a separate decision."""
     model_version = ModelVersion.objects.create(
@@ -115,6 +116,7 @@ def model_version_register(
         lead_days=lead_days,
         holdout_key=holdout_key,
         metrics=metrics,
+        reference_profile=reference_profile or {},
         status=ModelStatus.READY,
         started_by=actor,
         trained_at=timezone.now(),

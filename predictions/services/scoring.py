@@ -89,7 +89,8 @@ def scoring_run_start(
             finished_at=timezone.now(),
         )
         raise ChampionUnavailable(f"the champion {champion.name} cannot score: {problem}")
-    customer_ids = list(customers_to_score(as_of=as_of).values_list("id", flat=True))
+    activity = str(champion.config.get("activity", "orders"))
+    customer_ids = list(customers_to_score(as_of=as_of, activity=activity).values_list("id", flat=True))
     size = chunk_size or settings.CHURN_SCORING_CHUNK_SIZE
     chunks = [customer_ids[i : i + size] for i in range(0, len(customer_ids), size)]
     with transaction.atomic():

@@ -172,6 +172,8 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         artifact = Path(settings.CHURN_ARTIFACT_DIR) / name
         progress(0.96, f"saving the artifact to {artifact}")
         model.save(artifact)
+        progress(0.97, "profiling scores and top features for drift checks")
+        reference = _reference_profile(model, histories)
         champion = champion_model_version()
         champion_metrics = _champion_metrics_on(model, champion, histories, run.as_of)
     except Exception as exc:
@@ -201,6 +203,7 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
                 lead_days=run.lead_days,
                 holdout_key=f"{metadata.get('holdout_cutoff')}|h{run.horizon_days}|l{run.lead_days}",
                 metrics=dict(model.holdout_metrics),
+                reference_profile=reference,
                 actor=run.started_by or "training task",
             )
             TrainingRun.objects.filter(pk=run.pk).update(
@@ -214,6 +217,21 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
     )
     version.refresh_from_db()
     return version
+
+
+def _reference_profile(model: ChurnModel, histories: list) -> dict[str, object]:
+    """Distributions of the model's scores and top features over the customers eligible at its newest cutoff."""
+    from ml.drift import reference_profile
+    from ml.snapshot import is_eligible, snapshot_at
+
+    cutoff = datetime.fromisoformat(str(model.metadata["cutoffs"][0]))
+    config = model.config
+    snapshots = [
+        snapshot_at(history, cutoff)
+        for history in histories
+        if is_eligible(history, cutoff, rule=config.eligibility, activity=config.activity)
+    ]
+    return reference_profile(model, snapshots)
 
 
 def _manifest(artifact: Path) -> dict[str, object]:

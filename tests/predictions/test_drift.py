@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from predictions.models import DriftEvent, ModelVersion, TrainingRun
+from predictions.services.drift import drift_check
+from predictions.services.scoring import scoring_run_start
+from tests.predictions.conftest import STORE_END, train
+
+pytestmark = pytest.mark.django_db
+
+
+def test_drift_is_stable_on_familiar_data_and_flags_a_shift_with_a_retraining(
+    store: None,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        run = train()
+    version = ModelVersion.objects.get(training_run=run)
+    assert version.reference_profile["scores"]["kind"] == "numeric" and version.reference_profile["features"]
+    # Scored on the population it was profiled on (its newest training cutoff), nothing has moved.
+    with django_capture_on_commit_callbacks(execute=True):
+        scoring_run_start(trigger="test", as_of=STORE_END - timedelta(days=30))
+    stable = drift_check()
+    assert stable is not None and not stable.drifted and stable.training_run is None, stable.feature_psi
+    # Half a year without data later, every recency feature and the scores have moved.
+    with django_capture_on_commit_callbacks(execute=True):
+        scoring_run_start(trigger="test", as_of=STORE_END + timedelta(days=180))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        shifted = drift_check()
+    assert shifted.drifted and shifted.max_psi > shifted.threshold
+    assert shifted.training_run.status == TrainingRun.Status.PENDING and len(callbacks) == 1
+    assert DriftEvent.objects.count() == 2
