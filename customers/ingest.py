@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
@@ -133,17 +135,16 @@ def import_file(
         parser = RowParser(options)
         records = open_records(stream, options=options, name=source)
         result.notes = records.notes
-        if records.columns is not None:
-            parser.check_columns(records.columns)
+        plan = parser.check_columns(records.columns) if records.columns is not None else None
         importer = _BatchImporter(
             run=run, result=result, parser=parser, error_sink=error_sink, after_batch=after_batch, dry_run=dry_run
         )
         if dry_run:
             with transaction.atomic():
-                importer.run(records, batch_size=batch_size)
+                importer.run(records, batch_size=batch_size, plan=plan)
                 transaction.set_rollback(True)
         else:
-            importer.run(records, batch_size=batch_size)
+            importer.run(records, batch_size=batch_size, plan=plan)
         if parser.ignored_columns:
             result.notes.append(f"columns not imported: {', '.join(sorted(parser.ignored_columns))}")
     except ImportFileError as exc:
@@ -194,38 +195,54 @@ class _BatchImporter:
         self.keys = FileKeys()
         self.customer_ids: dict[str, int] = {}
         self.batches = 0
+        self.lock = threading.Lock()
 
     def reject(self, errors: list[RowError]) -> None:
-        """One rejected row (all its errors)."""
-        self.result.rows_rejected += 1
-        for error in errors:
-            if len(self.result.errors) < IMPORT_STORED_ERRORS:
-                self.result.errors.append(error)
-            if self.error_sink is not None:
-                self.error_sink(error)
+        """One rejected row (all its errors). Called from the reading and the writing thread."""
+        with self.lock:
+            self.result.rows_rejected += 1
+            for error in errors:
+                if len(self.result.errors) < IMPORT_STORED_ERRORS:
+                    self.result.errors.append(error)
+                if self.error_sink is not None:
+                    self.error_sink(error)
 
-    def run(self, records: RecordStream, *, batch_size: int) -> None:
-        batch: list[ParsedRow] = []
-        parse = self.parser.parse
-        for item in records.records:
-            self.result.rows_total += 1
-            if isinstance(item, RowError):
-                self.reject([item])
-                continue
-            parsed = parse(*item)
-            if isinstance(parsed, list):
-                self.reject(parsed)
-                continue
-            batch.append(parsed)
-            if len(batch) >= batch_size:
-                self.flush(batch)
-                batch = []
-        if batch:
-            self.flush(batch)
+    def run(self, records: RecordStream, *, batch_size: int, plan: object = None) -> None:
+        # Inside a caller's transaction (a dry run, a test) there is one connection: write inline.
+        # Otherwise a second thread writes batch n while this one parses batch n+1; the database
+        # works with the GIL released, so the two overlap on a second core.
+        pipeline = None if connection.in_atomic_block else _WriterThread(self.write)
+        send = self.write if pipeline is None else pipeline.put
+        try:
+            batch: list[ParsedRow] = []
+            parse = self.parser.parse
+            for item in records.records:
+                self.result.rows_total += 1
+                if isinstance(item, RowError):
+                    self.reject([item])
+                    continue
+                parsed = parse(item[0], item[1], plan)  # type: ignore[arg-type]
+                if isinstance(parsed, list):
+                    self.reject(parsed)
+                    continue
+                batch.append(parsed)
+                if len(batch) >= batch_size:
+                    self.identify(batch)
+                    send(batch)
+                    batch = []
+            if batch:
+                self.identify(batch)
+                send(batch)
+        finally:
+            if pipeline is not None:
+                pipeline.close()
 
-    def flush(self, batch: list[ParsedRow]) -> None:
+    def identify(self, batch: list[ParsedRow]) -> None:
         for error in assign_external_ids(kind=self.kind, rows=batch, keys=self.keys):
             self.reject([error])
+
+    def write(self, batch: list[ParsedRow]) -> None:
+        """Write one batch in one transaction, with the progress of the ImportRun."""
         with transaction.atomic():
             if self.kind == "customers":
                 errors = self.write_customers(batch)
@@ -367,6 +384,49 @@ class _BatchImporter:
                     )
                 )
         return keep, errors
+
+
+class _WriterThread:
+    """Runs ``write(batch)`` on its own thread, with its own database connection, one batch ahead at most.
+
+    The first error stops the writing; it is raised in the caller at its next ``put`` or at ``close``.
+    """
+
+    def __init__(self, write: Callable[[list[ParsedRow]], None]) -> None:
+        self.write = write
+        self.queue: queue.Queue[list[ParsedRow] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.failed = False
+        self.thread = threading.Thread(target=self._work, name="churn-import-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            while (batch := self.queue.get()) is not None:
+                if not self.failed:
+                    try:
+                        self.write(batch)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                        self.error, self.failed = exc, True
+        finally:
+            connection.close()  # this thread's connection
+
+    def put(self, batch: list[ParsedRow]) -> None:
+        if self.failed:
+            self._raise()
+        self.queue.put(batch)
+
+    def _raise(self) -> None:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        raise RuntimeError("the import writer stopped after an error")
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            self._raise()
 
 
 _ACTIVITY_TABLES: dict[str, tuple[type[models.Model], tuple[str, ...], dict[str, object]]] = {

@@ -251,3 +251,19 @@ def test_postgresql_copy_path_rejects_nul_bytes_and_stays_idempotent() -> None:
     assert (again.rows_imported, again.rows_unchanged, Message.objects.count()) == (0, 32, 32)
     orders = run_import("orders", TRANSACTIONS)
     assert orders.rows_imported == 4 and Order.objects.filter(amount=0).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writer_thread_failure_stops_the_import_and_a_rerun_completes_it() -> None:
+    content = "customer_id,date,amount\n" + "".join(f"c{n % 4},2024-02-{1 + n % 28:02d},{n}\n" for n in range(50))
+
+    def die_after_batch(number: int) -> None:
+        if number == 3:
+            raise RuntimeError("killed after batch 3")
+
+    assert not connection.in_atomic_block  # so the import writes on its own thread
+    with pytest.raises(RuntimeError, match="killed after batch 3"):
+        run_import("orders", content, batch_size=7, after_batch=die_after_batch)
+    assert Order.objects.count() == 21 and ImportRun.objects.get().status == ImportRun.Status.FAILED
+    result = run_import("orders", content, batch_size=7)
+    assert (result.rows_imported, result.rows_unchanged, Order.objects.count()) == (29, 21, 50)
