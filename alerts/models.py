@@ -8,6 +8,7 @@ codes, one send counter row per day, one stored response per (user, Idempotency-
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -46,17 +47,25 @@ class AlertRule(models.Model):
     value_window_days = models.PositiveIntegerField(default=365)
     # Trigger
     trigger = models.CharField(max_length=16, choices=TriggerKind.choices, default=TriggerKind.PROBABILITY)
-    threshold = models.FloatField(default=0.6, help_text="Probability threshold for the probability trigger.")
+    threshold = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Probability threshold for the probability trigger.",
+    )
     segment_thresholds = models.JSONField(
         default=dict, blank=True, help_text='Per-segment thresholds overriding `threshold`, e.g. {"vip": 0.4}.'
     )
     top_n = models.PositiveIntegerField(null=True, blank=True)
-    top_percent = models.FloatField(null=True, blank=True)
+    top_percent = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.001), MaxValueValidator(100)]
+    )
     budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     cooldown_days = models.PositiveIntegerField(default=30)
     # Action
     action = models.CharField(max_length=16, choices=ActionKind.choices, default=ActionKind.COUPON_EMAIL)
-    coupon_discount_percent = models.PositiveSmallIntegerField(default=15)
+    coupon_discount_percent = models.PositiveSmallIntegerField(
+        default=15, validators=[MinValueValidator(1), MaxValueValidator(90)]
+    )
     coupon_valid_days = models.PositiveIntegerField(default=14)
     coupon_cost = models.DecimalField(
         max_digits=10, decimal_places=2, default=10, help_text="Expected cost of one coupon sent (budget, uplift)."
@@ -64,7 +73,9 @@ class AlertRule(models.Model):
     webhook_url = models.URLField(max_length=1024, blank=True, default="")
     webhook_secret = models.CharField(max_length=255, blank=True, default="")
     # Measurement
-    holdout_fraction = models.FloatField(default=0.10)
+    holdout_fraction = models.FloatField(
+        default=0.10, validators=[MinValueValidator(0), MaxValueValidator(0.99)], help_text="Control group share."
+    )
     horizon_days = models.PositiveIntegerField(default=60, help_text="Outcome window after the score's as_of.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -76,9 +87,12 @@ class AlertRule(models.Model):
                 condition=Q(holdout_fraction__gte=0, holdout_fraction__lt=1), name="rule_holdout_0_1"
             ),
             models.CheckConstraint(condition=Q(threshold__gte=0, threshold__lte=1), name="rule_threshold_0_1"),
-            models.CheckConstraint(condition=~Q(trigger="top_n") | Q(top_n__gte=1), name="rule_top_n_needs_n"),
             models.CheckConstraint(
-                condition=~Q(trigger="top_percent") | Q(top_percent__gt=0, top_percent__lte=100),
+                condition=~Q(trigger="top_n") | Q(top_n__isnull=False, top_n__gte=1), name="rule_top_n_needs_n"
+            ),
+            models.CheckConstraint(
+                condition=~Q(trigger="top_percent")
+                | Q(top_percent__isnull=False, top_percent__gt=0, top_percent__lte=100),
                 name="rule_top_percent_needs_percent",
             ),
             models.CheckConstraint(condition=~Q(action="webhook") | ~Q(webhook_url=""), name="rule_webhook_needs_url"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
@@ -79,8 +80,8 @@ class AlertRuleListView(generics.ListAPIView):
                 return 400, serializer.errors
             try:
                 rule = alert_rule_create(actor=_actor(request), **serializer.validated_data)
-            except ValueError as error:  # model validation (constraints) after the serializer
-                return 400, {"detail": str(error)}
+            except ValidationError as error:  # model constraints spanning fields, checked by full_clean
+                return 400, error.message_dict
             return 201, AlertRuleSerializer(rule).data
 
         return _idempotent(request, handler)
@@ -101,8 +102,8 @@ class AlertRuleDetailView(generics.RetrieveAPIView):
         serializer.is_valid(raise_exception=True)
         try:
             rule = alert_rule_update(rule=rule, actor=_actor(request), **serializer.validated_data)
-        except ValueError as error:
-            return Response({"detail": str(error)}, status=400)
+        except ValidationError as error:
+            return Response(error.message_dict, status=400)
         return Response(AlertRuleSerializer(rule).data)
 
 

@@ -1,0 +1,39 @@
+"""The uplift report against a hand-computed example."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from alerts.selectors import uplift_from_counts
+
+
+def test_uplift_report_matches_a_hand_computed_example() -> None:
+    # Treated 120/200 = 0.60 retained, control 50/100 = 0.50: difference 0.10,
+    # se = sqrt(0.6*0.4/200 + 0.5*0.5/100) = sqrt(0.0012 + 0.0025) = 0.0608276,
+    # 95% CI = 0.10 -/+ 1.959964 * 0.0608276 = 0.10 -/+ 0.119220 = (-0.019220, 0.219220); NNT = 1/0.10 = 10;
+    # 200 coupons at 10.00 = 2000.00, over 0.10 * 200 = 20 customers saved = 100.00 each.
+    report = uplift_from_counts(
+        treated=200, treated_retained=120, control=100, control_retained=50, coupons_cost=Decimal("2000.00")
+    )
+
+    assert (report.treated_rate, report.control_rate) == (0.6, 0.5)
+    assert report.difference == pytest.approx(0.10)
+    assert report.ci_low == pytest.approx(-0.019220, abs=1e-6)
+    assert report.ci_high == pytest.approx(0.219220, abs=1e-6)
+    assert report.number_needed_to_treat == pytest.approx(10.0)
+    assert report.cost_per_customer_saved == Decimal("100.00")
+
+
+def test_no_number_needed_to_treat_when_treatment_does_not_help() -> None:
+    report = uplift_from_counts(
+        treated=10, treated_retained=4, control=10, control_retained=5, coupons_cost=Decimal("100")
+    )
+    assert report.difference == pytest.approx(-0.1)
+    assert report.number_needed_to_treat is None and report.cost_per_customer_saved is None
+
+
+def test_an_empty_group_gives_no_difference() -> None:
+    report = uplift_from_counts(treated=5, treated_retained=5, control=0, control_retained=0, coupons_cost=Decimal(0))
+    assert report.treated_rate == 1.0 and report.difference is None and report.ci_low is None

@@ -1,0 +1,168 @@
+"""REST API (staff only, Idempotency-Key on POST), the unsubscribe page and the admin alert queue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from alerts.models import ActionKind, Alert, AlertRule, AlertStatus, AuditEntry, Intervention, TriggerKind
+from alerts.services import alert_rule_apply, unsubscribe_token
+from customers.models import Customer, Message
+from predictions.models import ChurnScore
+from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make, sent_emails
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff():  # noqa: ANN201
+    return get_user_model().objects.create_user("ann", password="pw-for-tests", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def api(staff) -> APIClient:  # noqa: ANN001
+    client = APIClient()
+    client.force_authenticate(staff)
+    return client
+
+
+@pytest.fixture
+def alert() -> Alert:
+    run = scoring_run_make(model_version_make(), at=as_of())
+    customer = customer_make(1, name="Ann <script>x</script>")
+    Message.objects.create(
+        external_id="m1", customer=customer, conversation_id="c1", sent_at=as_of(-2), text="Where is my <b>refund</b>?"
+    )
+    score_make(customer, run, 0.9)
+    rule = AlertRule.objects.create(
+        name="alert only", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
+    )
+    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    return Alert.objects.get()
+
+
+RULE = {"name": "vip at risk", "trigger": "probability", "threshold": 0.7, "action": "coupon_email"}
+
+
+def test_rules_are_staff_only(alert) -> None:  # noqa: ANN001
+    assert APIClient().get("/api/v1/alert-rules/").status_code in (401, 403)
+    user = get_user_model().objects.create_user("bob", password="pw-for-tests")
+    client = APIClient()
+    client.force_authenticate(user)
+    assert client.get("/api/v1/alert-rules/").status_code == 403
+    assert client.post("/api/v1/alert-rules/", RULE, format="json").status_code == 403
+
+
+def test_replayed_rule_post_with_the_same_key_creates_one_rule(api) -> None:  # noqa: ANN001
+    first = api.post("/api/v1/alert-rules/", RULE, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    replay = api.post("/api/v1/alert-rules/", RULE, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    other_body = api.post("/api/v1/alert-rules/", {**RULE, "name": "other"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json() and replay["Idempotent-Replayed"] == "true"
+    assert other_body.status_code == 422
+    assert AlertRule.objects.filter(name="vip at risk").count() == 1
+    assert AuditEntry.objects.filter(action="rule_created").count() == 1
+
+
+def test_invalid_rule_is_refused_with_the_field_named(api) -> None:  # noqa: ANN001
+    response = api.post("/api/v1/alert-rules/", {**RULE, "threshold": 1.5}, format="json")
+    assert response.status_code == 400 and "threshold" in json.dumps(response.json())
+    response = api.post("/api/v1/alert-rules/", {**RULE, "trigger": "top_n"}, format="json")
+    assert response.status_code == 400 and "rule_top_n_needs_n" in json.dumps(response.json())
+
+
+def test_replayed_send_coupon_post_gives_one_coupon_and_one_email(
+    api,
+    alert,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    url = f"/api/v1/alerts/{alert.pk}/send-coupon/"
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="coupon-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        replay = api.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="coupon-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        without_key = api.post(url, {}, format="json")
+
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json() and first.json()["coupon_code"]
+    assert without_key.json()["id"] == first.json()["id"], "one coupon intervention per alert, key or not"
+    assert Intervention.objects.count() == 1
+    assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 1
+
+
+def test_alert_transition_and_filters(api, alert) -> None:  # noqa: ANN001
+    response = api.post(f"/api/v1/alerts/{alert.pk}/transition/", {"status": "acknowledged"}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "acknowledged"
+    refused = api.post(f"/api/v1/alerts/{alert.pk}/transition/", {"status": "bogus"}, format="json")
+    assert refused.status_code == 400 and "status" in refused.json()
+
+    assert api.get("/api/v1/alerts/?status=acknowledged&risk_tier=high").json()["count"] == 1
+    assert api.get("/api/v1/alerts/?status=open").json()["count"] == 0
+    assert api.get("/api/v1/interventions/").json()["count"] == 0
+    assert api.get(f"/api/v1/alert-rules/{alert.rule_id}/uplift/").json()["difference"] is None
+
+
+def test_unsubscribe_get_only_shows_the_page_and_post_opts_out(client, alert) -> None:  # noqa: ANN001
+    url = f"/unsubscribe/{unsubscribe_token(customer_id=alert.customer_id)}/"
+
+    page = client.get(url)
+    assert page.status_code == 200 and b'<form method="post"' in page.content
+    assert Customer.objects.get(pk=alert.customer_id).opted_out_at is None
+
+    done = client.post(url)
+    assert done.status_code == 200 and b"unsubscribed" in done.content
+    assert Customer.objects.get(pk=alert.customer_id).opted_out_at is not None
+    assert client.post(url).status_code == 200, "a second click changes nothing and still succeeds"
+    assert AuditEntry.objects.filter(action="customer_opted_out").count() == 1
+
+
+def test_unsubscribe_refuses_a_tampered_token(client, alert) -> None:  # noqa: ANN001
+    token = unsubscribe_token(customer_id=alert.customer_id)
+    forged = token.replace(token[-1], "A" if token[-1] != "A" else "B")
+    response = client.post(f"/unsubscribe/{forged}/")
+    assert response.status_code == 400
+    assert Customer.objects.get(pk=alert.customer_id).opted_out_at is None
+
+
+def test_admin_queue_shows_escaped_factors_and_messages_and_bulk_acknowledges(client, staff, alert) -> None:  # noqa: ANN001
+    client.force_login(staff)
+    listing = client.get("/admin/alerts/alert/?status__exact=open&risk_tier=high")
+    assert listing.status_code == 200 and b"Ann &lt;script&gt;" in listing.content
+
+    detail = client.get(f"/admin/alerts/alert/{alert.pk}/change/")
+    assert b"days since last order" in detail.content
+    assert b"Where is my &lt;b&gt;refund&lt;/b&gt;?" in detail.content
+
+    response = client.post(
+        "/admin/alerts/alert/", {"action": "acknowledge", "_selected_action": [alert.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert Alert.objects.get(pk=alert.pk).status == AlertStatus.ACKNOWLEDGED
+    assert AuditEntry.objects.filter(action="alert_status", actor="user:ann").count() == 1
+    assert client.get(f"/admin/alerts/auditentry/{AuditEntry.objects.first().pk}/delete/").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_churn_alerts_command_sends_before_returning(capsys) -> None:  # noqa: ANN001
+    run = scoring_run_make(model_version_make(), at=as_of())
+    for i in range(3):
+        score_make(customer_make(i), run, 0.9)
+    AlertRule.objects.create(
+        name="all", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.COUPON_EMAIL, holdout_fraction=0
+    )
+
+    call_command("churn_alerts")
+    call_command("churn_alerts", "--rule", "all")
+
+    out = capsys.readouterr().out
+    assert "all: 3 eligible, 3 new alerts, actions: 3 pending" in out
+    assert "all: 3 eligible, 0 new alerts" in out
+    assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 3
+    assert set(Intervention.objects.values_list("status", flat=True)) == {"sent"}

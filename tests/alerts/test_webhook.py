@@ -1,0 +1,109 @@
+"""The webhook action: a JSON POST signed with HMAC-SHA256, retried with backoff, its response recorded.
+Served by a tiny HTTP server on 127.0.0.1 started by the test."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from alerts.models import ActionKind, AlertRule, Intervention, TriggerKind
+from alerts.services import alert_rule_apply
+from predictions.models import ChurnScore
+from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
+
+pytestmark = pytest.mark.django_db
+SECRET = "s3cret-for-tests"
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.replies: list[int] = []
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            code = state.replies.pop(0) if state.replies else 200
+            reply = json.dumps({"received": True, "code": code}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_port}/hooks/churn"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def apply_webhook_rule(url: str, django_capture_on_commit_callbacks) -> Intervention:  # noqa: ANN001
+    run = scoring_run_make(model_version_make(), at=as_of())
+    score_make(customer_make(1), run, 0.9)
+    rule = AlertRule.objects.create(
+        name="hook", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.WEBHOOK, webhook_url=url,
+        webhook_secret=SECRET, holdout_fraction=0,
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    return Intervention.objects.get()
+
+
+def test_webhook_posts_signed_json_and_records_the_response(receiver, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    state, url = receiver
+
+    intervention = apply_webhook_rule(url, django_capture_on_commit_callbacks)
+
+    ((headers, body),) = state.requests
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-churnsite-signature"], expected)
+    assert headers["content-type"] == "application/json"
+    payload = json.loads(body)
+    assert payload["event"] == "churn.alert" and payload["probability"] == 0.9
+    assert headers["x-churnsite-idempotency-key"] == payload["idempotency_key"] == intervention.idempotency_key
+    assert (intervention.status, intervention.response_status) == ("sent", 200)
+    assert json.loads(intervention.response_body) == {"received": True, "code": 200}
+
+
+def test_webhook_retries_server_errors_with_backoff_then_succeeds(
+    receiver,
+    settings,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    settings.ALERTS_RETRY_BACKOFF_SECONDS = 0
+    state, url = receiver
+    state.replies = [503, 500]
+
+    intervention = apply_webhook_rule(url, django_capture_on_commit_callbacks)
+
+    assert len(state.requests) == 3
+    assert (intervention.status, intervention.attempts, intervention.response_status) == ("sent", 3, 200)
+
+
+def test_webhook_client_error_fails_without_retry(receiver, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    state, url = receiver
+    state.replies = [400]
+
+    intervention = apply_webhook_rule(url, django_capture_on_commit_callbacks)
+
+    assert len(state.requests) == 1
+    assert (intervention.status, intervention.reason, intervention.response_status) == ("failed", "HTTP 400", 400)
