@@ -1,0 +1,181 @@
+"""Exactly once against the real PostgreSQL and Redis: concurrent sends, concurrent dispatches under the caps,
+and a real worker killed (SIGKILL) mid-send whose redelivered task sends exactly one email in all."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection, connections
+
+from alerts.models import ActionKind, AlertRule, Intervention, InterventionStatus, TriggerKind
+from alerts.services import alert_rule_apply, alerts_apply_rules, intervention_send_email
+from churnsite.celery import app as celery_app
+from customers.models import Customer
+from predictions.models import ChurnScore
+from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make, sent_emails
+from tests.services import WorkerProcess
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+
+def rule_make(name: str = "coupon", **fields: object) -> AlertRule:
+    return AlertRule.objects.create(
+        name=name, trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.COUPON_EMAIL, holdout_fraction=0,
+        **fields,
+    )  # fmt: skip
+
+
+def purge_email_queue() -> None:
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("email")
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, log: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{log()}")
+
+
+def run_in_threads(count: int, target: Callable[[int], object]) -> list[object]:
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = target(index)
+        except Exception as error:  # reported by the assert below, with the error
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_concurrent_sends_of_one_intervention_send_one_email(settings) -> None:  # noqa: ANN001
+    assert connection.vendor == "postgresql"
+    settings.ALERTS_TEST_SEND_DELAY = 0.5  # every sender is inside its send at the same time
+    run = scoring_run_make(model_version_make(), at=as_of())
+    score_make(customer_make(1), run, 0.9)
+    celery_app.conf.task_always_eager = False
+    purge_email_queue()
+    alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")  # enqueued, nobody consumes
+    purge_email_queue()
+    intervention = Intervention.objects.get()
+
+    results = run_in_threads(4, lambda _: intervention_send_email(intervention_id=intervention.pk))
+
+    assert results == ["sent"] * 4, results
+    assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 1
+    assert Intervention.objects.get().attempts == 1
+
+
+def test_concurrent_dispatches_keep_the_daily_cap_and_the_cooldown(settings) -> None:  # noqa: ANN001
+    settings.ALERTS_DAILY_SEND_CAP = 30
+    celery_app.conf.task_always_eager = True
+    Customer.objects.bulk_create(
+        [Customer(external_id=f"b{i}", email=f"b{i}@example.com", marketing_consent=True) for i in range(1000)]
+    )
+    run = scoring_run_make(model_version_make(), at=as_of())
+    ChurnScore.objects.bulk_create(
+        [
+            ChurnScore(customer_id=pk, model_version=run.model_version, scoring_run=run, as_of=run.as_of,
+                       probability=0.9, risk_tier="high")
+            for pk in Customer.objects.values_list("id", flat=True)
+        ]
+    )  # fmt: skip
+    for i in range(4):
+        rule_make(name=f"rule {i}")
+
+    results = run_in_threads(4, lambda i: alerts_apply_rules(actor=f"thread-{i}", rule_name=f"rule {i}"))
+
+    assert all(isinstance(r, list) for r in results), results
+    contacted = list(Intervention.objects.filter(status__in=("pending", "sent")).values_list("customer_id", flat=True))
+    assert len(contacted) == 30 and len(set(contacted)) == 30
+    assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 30
+
+
+@pytest.fixture
+def dispatched(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], tuple[WorkerProcess, int, Path]]]:
+    """Start a real worker on the email queue with the given env, then dispatch one coupon email to it."""
+    workers: list[WorkerProcess] = []
+    purge_email_queue()
+
+    def start(extra_env: dict[str, str]) -> tuple[WorkerProcess, int, Path]:
+        var = tmp_path / "var"
+        worker = WorkerProcess(
+            queues=["email"],
+            log_dir=tmp_path,
+            extra_env={
+                "CHURN_VAR_DIR": str(var),
+                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                **extra_env,
+            },
+        )
+        workers.append(worker)
+        worker.wait_ready()
+        run = scoring_run_make(model_version_make(), at=as_of())
+        score_make(customer_make(1), run, 0.9)
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")  # commits, then enqueues
+        return worker, Intervention.objects.get().pk, var / "emails"
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    purge_email_queue()
+
+
+def kill_pool_child(worker: WorkerProcess) -> int:
+    (child,) = psutil.Process(worker.process.pid).children()
+    child.send_signal(signal.SIGKILL)
+    return child.pid
+
+
+def test_worker_killed_mid_send_is_redelivered_and_sends_exactly_once(dispatched) -> None:  # noqa: ANN001
+    worker, intervention_id, emails = dispatched({"ALERTS_TEST_SEND_DELAY": "4"})
+    claimed = f"intervention {intervention_id} claimed"
+    wait_for(lambda: claimed in worker.log(), timeout=60, what="the send to start", log=worker.log)
+
+    kill_pool_child(worker)  # holding the claim, before the email left
+    wait_for(
+        lambda: Intervention.objects.get(pk=intervention_id).status == InterventionStatus.SENT,
+        timeout=90,
+        what="the redelivered task to send",
+        log=worker.log,
+    )
+
+    assert worker.log().count(claimed) == 2, "claimed by the killed delivery and by the redelivery"
+    assert len(sent_emails(emails)) == 1, worker.log()
+
+
+def test_worker_killed_after_sending_is_redelivered_and_sends_nothing_more(dispatched) -> None:  # noqa: ANN001
+    worker, intervention_id, emails = dispatched({"ALERTS_TEST_SEND_DELAY_AFTER": "4"})
+    wait_for(
+        lambda: f"intervention {intervention_id} sent" in worker.log(), timeout=60, what="the send", log=worker.log
+    )
+
+    kill_pool_child(worker)  # sent and committed, not yet acknowledged
+    wait_for(
+        lambda: f"intervention {intervention_id} already sent" in worker.log(),
+        timeout=90,
+        what="the redelivered task",
+        log=worker.log,
+    )
+
+    assert len(sent_emails(emails)) == 1, worker.log()
+    assert Intervention.objects.get(pk=intervention_id).attempts == 1
