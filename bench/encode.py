@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=None, help="tokens per batch (default: per device)")
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (warm-up not timed)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the best run of each kind is kept)")
     args = parser.parse_args()
 
@@ -129,6 +130,7 @@ def main() -> None:
         max_tokens=args.max_tokens,
         max_length=args.max_length,
         device="cpu",
+        compile=args.compile,
     )
     lengths = tokenize(tokenizer, texts, max_length=args.max_length).lengths
     flops = encoder_flops(
@@ -136,12 +138,14 @@ def main() -> None:
     )
     print(
         f"threads {torch.get_num_threads()}, {len(texts)} texts, tokens per text: median {int(np.median(lengths))}, "
-        f"min {lengths.min()}, max {lengths.max()}, {int(lengths.sum())} in all; mkldnn {torch.backends.mkldnn.is_available()}"
+        f"min {lengths.min()}, max {lengths.max()}, {int(lengths.sum())} in all; compiled {args.compile}"
     )
 
     # The machine may be shared: runs are interleaved in rounds and the best of each kind is kept, which
     # measures what the code can do rather than what the neighbours left over.
-    encoder.encode(texts[:16])  # warm-up
+    encoder.encode(texts[:16])  # warm-up (and compilation with --compile)
+    if args.compile:
+        encoder.encode(texts)
     peaks, optimised_seconds, naive_seconds = [], [], []
     for _ in range(args.rounds):
         peaks.append(matmul_peak())
