@@ -458,3 +458,30 @@ def test_after_scoring_task_applies_the_rules_to_that_run_only(django_capture_on
     assert created == {"test rule": 1}
     assert list(Alert.objects.values_list("customer_id", flat=True)) == [new_customer.pk]
     assert len(emails()) == 1
+
+
+def test_churn_generate_creates_the_active_example_rule() -> None:
+    from django.core.management import call_command
+
+    call_command("churn_generate", "--customers", "5", "--days", "10", "--end", "2024-03-01", "--seed", "1")
+
+    assert list(AlertRule.objects.filter(active=True).values_list("name", flat=True)) == [
+        "Top 5% by expected loss: coupon email"
+    ]
+
+
+def test_a_finished_scoring_run_starts_the_alert_rules(settings, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    from predictions.models import ScoringRun
+    from predictions.services.scoring import scoring_run_finish
+
+    settings.CHURN_AFTER_SCORING_TASKS = ["alerts.tasks.alerts_after_scoring_task"]
+    run = scoring_run_make(model_version_make(), at=as_of())
+    ScoringRun.objects.filter(pk=run.pk).update(status=ScoringRun.Status.RUNNING)
+    score_make(customer_make(1), run, 0.9)
+    rule_make()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        scoring_run_finish(scoring_run_id=run.pk)
+
+    assert Alert.objects.count() == 1
+    assert len(emails()) == 1

@@ -67,6 +67,11 @@ class Command(BaseCommand):
         except DemoDataExistsError as error:
             raise CommandError(str(error)) from error
         elapsed = time.perf_counter() - started
+        # The demo acts on its scores: one active example alert rule (customers does not depend on alerts).
+        from alerts.services import alert_rule_ensure_example
+
+        rule = alert_rule_ensure_example()
+        self.stdout.write(f"alert rule ready: {rule.name}")
         replaced = f" (replaced {summary.replaced_customers} demo customers)" if summary.replaced_customers else ""
         self.stdout.write(
             self.style.SUCCESS(
