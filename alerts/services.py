@@ -497,6 +497,22 @@ def _dispatch_locked(
     return list(existing.values()) + created
 
 
+def interventions_requeue_pending(*, older_than_minutes: int = 15, limit: int = 5000) -> int:
+    """Enqueue again the sends of interventions pending for longer than ``older_than_minutes`` (their task was lost,
+    for example with the broker down at commit time). Safe to repeat: sends claim their row and happen once."""
+    cutoff = timezone.now() - timedelta(minutes=older_than_minutes)
+    stale = list(
+        Intervention.objects.filter(status=InterventionStatus.PENDING, updated_at__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", "kind")[:limit]
+    )
+    for pk, kind in stale:
+        _enqueue(pk, kind)
+    if stale:
+        logger.warning("re-enqueued %d pending interventions", len(stale))
+    return len(stale)
+
+
 def alert_send_coupon(*, alert: Alert, actor: str) -> Intervention:
     """Send this alert's customer a coupon email by hand (admin, API). Idempotent: one coupon intervention per
     alert; holdout, consent, the customer cooldown and the daily cap apply as for rules."""

@@ -15,6 +15,7 @@ from alerts.services import (
     intervention_mark_failed,
     intervention_outcomes_record,
     intervention_send_email,
+    interventions_requeue_pending,
 )
 from predictions.services import task_delivery_begin, task_delivery_finish
 
@@ -25,8 +26,8 @@ MAX_DELIVERIES = 3
 
 
 def _send_with_retries(task, *, name: str, intervention_id: int, send) -> str:  # noqa: ANN001
-    # Retries of the same task count separately from redeliveries of one try.
-    key = f"intervention-{intervention_id}-try-{task.request.retries}"
+    # Redeliveries of one message share its task id and retry number; retries and re-enqueued sends do not.
+    key = f"intervention-{intervention_id}-{task.request.id}-try-{task.request.retries}"
     if not task_delivery_begin(task_name=name, key=key, max_attempts=MAX_DELIVERIES):
         intervention_mark_failed(intervention_id=intervention_id, reason="parked after repeated worker crashes")
         return "failed"
@@ -98,3 +99,10 @@ def alerts_after_scoring_task(scoring_run_id: int) -> dict[str, int]:
 def record_outcomes_task() -> dict[str, int]:
     """Mark treated and control customers retained or churned once their horizon has passed. Idempotent."""
     return intervention_outcomes_record()
+
+
+@shared_task(name="alerts.requeue_pending", queue="default", soft_time_limit=120, time_limit=180)
+def requeue_pending_task(older_than_minutes: int = 15) -> int:
+    """Enqueue the sends of interventions still pending after ``older_than_minutes`` (a broker outage lost their
+    task). Idempotent: a send that already happened is found sent and does nothing."""
+    return interventions_requeue_pending(older_than_minutes=older_than_minutes)

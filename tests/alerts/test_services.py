@@ -485,3 +485,16 @@ def test_a_finished_scoring_run_starts_the_alert_rules(settings, django_capture_
 
     assert Alert.objects.count() == 1
     assert len(emails()) == 1
+
+
+def test_lost_sends_are_enqueued_again_and_sent_once(run, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    from alerts.tasks import requeue_pending_task
+
+    score_make(customer_make(1), run, 0.9)
+    with django_capture_on_commit_callbacks(execute=False):  # the broker "lost" the task
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+    Intervention.objects.update(updated_at=as_of(-1))
+
+    assert requeue_pending_task.apply().get() == 1
+    assert requeue_pending_task.apply().get() == 0
+    assert Intervention.objects.get().status == "sent" and len(emails()) == 1
