@@ -179,3 +179,23 @@ def test_worker_killed_after_sending_is_redelivered_and_sends_nothing_more(dispa
 
     assert len(sent_emails(emails)) == 1, worker.log()
     assert Intervention.objects.get(pk=intervention_id).attempts == 1
+
+
+def test_concurrent_posts_with_one_idempotency_key_create_one_rule() -> None:
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    staff = get_user_model().objects.create_user("ann", password="pw-for-tests", is_staff=True)
+    body = {"name": "from many clients", "trigger": "probability", "threshold": 0.7, "action": "none"}
+
+    def post(_: int) -> tuple[int, object]:
+        client = APIClient()
+        client.force_authenticate(staff)
+        response = client.post("/api/v1/alert-rules/", body, format="json", HTTP_IDEMPOTENCY_KEY="same-key")
+        return response.status_code, response.json()
+
+    results = run_in_threads(4, post)
+
+    assert all(isinstance(r, tuple) and r[0] == 201 for r in results), results
+    assert len({r[1]["id"] for r in results}) == 1
+    assert AlertRule.objects.filter(name="from many clients").count() == 1
