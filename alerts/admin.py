@@ -5,6 +5,7 @@ so it lands in the append-only audit log."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -31,6 +32,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
     list_display = ["name", "active", "trigger", "action", "holdout_fraction", "cooldown_days", "updated_at"]
     list_filter = ["active", "trigger", "action"]
     search_fields = ["name", "description"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def save_model(self, request: HttpRequest, obj: AlertRule, form, change: bool) -> None:  # noqa: ANN001
         fields = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}

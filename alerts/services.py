@@ -644,7 +644,8 @@ def intervention_send_email(*, intervention_id: int, actor: str = "system:email"
         if intervention.status != InterventionStatus.PENDING:
             logger.info("intervention %s already %s: nothing to send", intervention_id, intervention.status)
             return intervention.status
-        customer = Customer.objects.get(pk=intervention.customer_id)
+        # Locked too: an opt-out committed before this line is seen; one arriving later waits for this send.
+        customer = Customer.objects.select_for_update().get(pk=intervention.customer_id)
         if not customer.can_be_contacted or not customer.email:
             reason = "opted out" if customer.opted_out_at else "no marketing consent" if customer.email else "no email"
             _finish(intervention, status=InterventionStatus.SUPPRESSED, actor=actor, reason=f"at send time: {reason}")

@@ -166,3 +166,24 @@ def test_churn_alerts_command_sends_before_returning(capsys) -> None:  # noqa: A
     assert "all: 3 eligible, 0 new alerts" in out
     assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 3
     assert set(Intervention.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_rules_created_and_changed_in_the_admin_are_audited(client, staff) -> None:  # noqa: ANN001
+    client.force_login(staff)
+    form = {
+        "name": "admin rule", "description": "", "active": "on", "segments": "[]", "attribute_filters": "{}",
+        "value_window_days": "365", "trigger": "top_n", "threshold": "0.6", "segment_thresholds": "{}", "top_n": "10",
+        "cooldown_days": "30", "action": "coupon_email", "coupon_discount_percent": "15", "coupon_valid_days": "14",
+        "coupon_cost": "10", "webhook_url": "", "webhook_secret": "", "holdout_fraction": "0.1", "horizon_days": "60",
+    }  # fmt: skip
+    created = client.post("/admin/alerts/alertrule/add/", form)
+    assert created.status_code == 302, created.content.decode()[:2000]
+    rule = AlertRule.objects.get(name="admin rule")
+    changed = client.post(f"/admin/alerts/alertrule/{rule.pk}/change/", {**form, "top_n": "20"})
+    assert changed.status_code == 302
+
+    assert AlertRule.objects.get(pk=rule.pk).top_n == 20
+    assert list(AuditEntry.objects.filter(rule=rule).order_by("id").values_list("action", "actor")) == [
+        ("rule_created", "user:ann"),
+        ("rule_updated", "user:ann"),
+    ]
