@@ -440,12 +440,12 @@ def _dispatch_locked(
     valid_until = timezone.now().date() + timedelta(days=rule.coupon_valid_days)
     reserved_before = counter.reserved
     new: list[Intervention] = []
-    for alert in todo:
+    # Highest expected loss first, so the cap cuts the least valuable. The control group passes the same gates
+    # as the treated (consent, cooldown, the cap's cut) and only then stays uncontacted: both groups stay alike.
+    for alert in sorted(todo, key=lambda a: (-a.expected_loss, a.pk)):
         customer = customers[alert.customer_id]
         status, reason = InterventionStatus.PENDING, ""
-        if alert.holdout:
-            status, reason = InterventionStatus.HOLDOUT, "control group"
-        elif kind == ActionKind.COUPON_EMAIL:
+        if kind == ActionKind.COUPON_EMAIL:
             if customer.opted_out_at is not None:
                 status, reason = InterventionStatus.SUPPRESSED, "opted out"
             elif not customer.marketing_consent:
@@ -456,9 +456,13 @@ def _dispatch_locked(
                 status, reason = InterventionStatus.SUPPRESSED, "customer contacted within the cooldown"
             elif counter.reserved >= cap:
                 status, reason = InterventionStatus.SUPPRESSED, "daily send cap reached"
+            elif alert.holdout:
+                status, reason = InterventionStatus.HOLDOUT, "control group"
             else:
                 counter.reserved += 1
                 recently_contacted.add(customer.pk)
+        elif alert.holdout:
+            status, reason = InterventionStatus.HOLDOUT, "control group"
         coupon = kind == ActionKind.COUPON_EMAIL and status == InterventionStatus.PENDING
         new.append(
             Intervention(

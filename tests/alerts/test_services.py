@@ -498,3 +498,26 @@ def test_lost_sends_are_enqueued_again_and_sent_once(run, django_capture_on_comm
     assert requeue_pending_task.apply().get() == 1
     assert requeue_pending_task.apply().get() == 0
     assert Intervention.objects.get().status == "sent" and len(emails()) == 1
+
+
+def test_control_group_passes_the_same_gates_as_the_treated(settings, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    settings.ALERTS_DAILY_SEND_CAP = 10
+    run = scoring_run_make(model_version_make(), at=as_of())
+    for i in range(80):
+        customer = customer_make(i, consent=i % 5 != 0)  # every fifth customer never consented
+        order_make(customer, amount="100", placed_at=as_of(-5))
+        score_make(customer, run, 0.2 + i * 0.009)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(holdout_fraction=0.5), scores=ChurnScore.objects.all(), actor="test")
+
+    holdout = Intervention.objects.filter(status="holdout").select_related("alert", "customer")
+    sent = Intervention.objects.filter(status="sent").select_related("alert")
+    assert sent.count() == 10 and holdout.count() > 0
+    assert all(i.customer.marketing_consent for i in holdout), "no unconsented customer in the control group"
+    lowest_sent = min(i.alert.expected_loss for i in sent)
+    cut = max(
+        i.alert.expected_loss
+        for i in Intervention.objects.filter(reason="daily send cap reached").select_related("alert")
+    )
+    assert cut < lowest_sent
+    assert all(i.alert.expected_loss > cut for i in holdout), "the control group is drawn from above the cap's cut too"
