@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from alerts.models import Alert, AlertRule, AlertStatus, Intervention
@@ -45,6 +46,13 @@ class AlertSerializer(serializers.ModelSerializer):
             "assignee", "notes", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class AlertUpdateSerializer(serializers.Serializer):
+    assignee = serializers.SlugRelatedField(
+        slug_field="username", queryset=get_user_model().objects.filter(is_staff=True), allow_null=True, required=False
+    )
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 
 class AlertTransitionSerializer(serializers.Serializer):

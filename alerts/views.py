@@ -22,6 +22,7 @@ from alerts.serializers import (
     AlertRuleSerializer,
     AlertSerializer,
     AlertTransitionSerializer,
+    AlertUpdateSerializer,
     InterventionSerializer,
     UpliftReportSerializer,
 )
@@ -32,6 +33,7 @@ from alerts.services import (
     alert_rule_update,
     alert_send_coupon,
     alert_transition,
+    alert_update,
     idempotent_request,
     unsubscribe_customer,
 )
@@ -135,11 +137,23 @@ class AlertListView(generics.ListAPIView):
 
 
 class AlertDetailView(generics.RetrieveAPIView):
+    """GET one alert; PATCH {assignee (a staff username or null), notes} (audited)."""
+
     permission_classes = [IsAdminUser]
     serializer_class = AlertSerializer
 
     def get_queryset(self):  # noqa: ANN201
         return alerts_queue()
+
+    def patch(self, request: Request, pk: int) -> Response:
+        alert = get_object_or_404(alerts_queue(), pk=pk)
+        serializer = AlertUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        changed = alert_update(
+            alert=alert, actor=_actor(request), assignee=data.get("assignee", ...), notes=data.get("notes")
+        )
+        return Response(AlertSerializer(alerts_queue().get(pk=changed.pk)).data)
 
 
 class AlertTransitionView(APIView):

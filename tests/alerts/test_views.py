@@ -187,3 +187,11 @@ def test_rules_created_and_changed_in_the_admin_are_audited(client, staff) -> No
         ("rule_created", "user:ann"),
         ("rule_updated", "user:ann"),
     ]
+
+
+def test_alerts_are_assigned_and_annotated_through_the_api(api, staff, alert) -> None:  # noqa: ANN001
+    response = api.patch(f"/api/v1/alerts/{alert.pk}/", {"assignee": "ann", "notes": "call on Monday"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["assignee"], response.json()["notes"]) == ("ann", "call on Monday")
+    assert api.patch(f"/api/v1/alerts/{alert.pk}/", {"assignee": "nobody"}, format="json").status_code == 400
+    assert AuditEntry.objects.filter(action="alert_updated", actor="user:ann").count() == 1
