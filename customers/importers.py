@@ -165,6 +165,22 @@ def _sniff_encoding(head: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
+def _byte_lines(raw: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Lines, each with its newline, read a megabyte at a time.
+
+    Large reads rather than ``readline``: each read from the file lets another thread take the
+    GIL, and the import's writer thread then holds it for up to the switch interval.
+    """
+    pending = b""
+    while chunk := raw.read(chunk_size):
+        parts = (pending + chunk).split(b"\n")
+        pending = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if pending:
+        yield pending
+
+
 class _LineSource:
     """Decoded lines of a seekable binary file, counted, with a way back to the line after a broken row.
 
@@ -182,6 +198,7 @@ class _LineSource:
         self.position = start  # byte offset of the next line (UTF-8 and cp1252 only)
         raw.seek(start)
         self.text = io.TextIOWrapper(raw, encoding=encoding, newline="") if encoding.startswith("utf-16") else None
+        self._byte_lines = _byte_lines(raw)
 
     def __iter__(self) -> _LineSource:
         return self
@@ -192,9 +209,7 @@ class _LineSource:
             if not line:
                 raise StopIteration
         else:
-            data = self.raw.readline()
-            if not data:
-                raise StopIteration
+            data = next(self._byte_lines)
             self.position += len(data)
             try:
                 line = data.decode("utf-8")
@@ -213,6 +228,7 @@ class _LineSource:
         else:
             self.raw.seek(position)
             self.position = position
+            self._byte_lines = _byte_lines(self.raw)
         self.line_no = line_no
 
 
@@ -819,6 +835,8 @@ class RowParser:
             extras=rest if self.extra_into else (),
             ignored=() if self.extra_into else rest,
         )
+        if len(self._plans) >= 1024:  # JSON rows with ever-new key sets must not grow memory
+            self._plans.clear()
         self._plans[key] = plan
         return plan
 
@@ -851,12 +869,13 @@ class RowParser:
         """One record as a ``ParsedRow``, or all its errors. ``plan``: the file's, when all rows share a header."""
         if plan is None:
             plan = self.plan(tuple(record))
-        errors = [RowError(row, spec.name, "is missing") for spec in plan.missing]
+        errors = [RowError(row, spec.name, "is missing") for spec in plan.missing] if plan.missing else []
         context = self.context
         values: dict[str, object] = {}
         for spec, column in plan.fields:
             raw = record[column]
-            if raw in _EMPTY or (isinstance(raw, str) and not raw.strip() and spec.name != "text"):
+            # Blank means absent, except for message text, which is kept exactly as given.
+            if raw is None or raw == "" or (type(raw) is str and raw.isspace() and spec.name != "text"):
                 if spec.required:
                     errors.append(RowError(row, spec.name, f"is empty (column {column!r})"))
                 continue
