@@ -379,9 +379,12 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
         interventions: list[Intervention] = []
         if rule.action != ActionKind.NONE and created:
             interventions = _dispatch_locked(alerts=created, rule=rule, kind=rule.action, counter=counter, actor=actor)
+    # Read back after the commit: with eager Celery (the embedded default) the sends have happened by now.
     counts: dict[str, int] = defaultdict(int)
-    for intervention in interventions:
-        counts[intervention.status] += 1
+    pks = [intervention.pk for intervention in interventions]
+    for start in range(0, len(pks), 5000):
+        for status in Intervention.objects.filter(pk__in=pks[start : start + 5000]).values_list("status", flat=True):
+            counts[str(status)] += 1
     logger.info(
         "rule %s: %d eligible, %d alerts, interventions %s", rule.name, len(eligible), len(created), dict(counts)
     )

@@ -162,7 +162,7 @@ def test_churn_alerts_command_sends_before_returning(capsys) -> None:  # noqa: A
     call_command("churn_alerts", "--rule", "all")
 
     out = capsys.readouterr().out
-    assert "all: 3 eligible, 3 new alerts, actions: 3 pending" in out
+    assert "all: 3 eligible, 3 new alerts, actions: 3 sent" in out
     assert "all: 3 eligible, 0 new alerts" in out
     assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 3
     assert set(Intervention.objects.values_list("status", flat=True)) == {"sent"}
