@@ -5,7 +5,8 @@ How :meth:`HybridChurnModel.fit` works (``K = inner_folds``)::
     training rows ──StratifiedKFold(K)──► for each fold k: text model fitted on the other K-1 folds
                                           scores the rows of fold k  → out-of-fold text score
     features + out-of-fold text score (+ optional PCA dimensions of the frozen embeddings)
-        ├─► K LightGBM fits on the same folds → out-of-fold raw scores → calibration chosen on them
+        ├─► per leaf count of the grid: K LightGBM fits on the same folds → out-of-fold raw scores;
+        │   the leaf count with the best out-of-fold ROC AUC wins, and the calibration is chosen on its scores
         └─► LightGBM on all rows → the final booster
     text model refitted on all training rows → scores new customers
 
@@ -43,7 +44,7 @@ from ml.artifacts import ArtifactError, load_artifact, save_artifact
 from ml.baselines import LightGBMChurn, LightGBMOptions
 from ml.calibration import CalibrationConfig, Calibrator
 from ml.finetune import FineTuneConfig
-from ml.metrics import churn_metrics
+from ml.metrics import churn_metrics, roc_auc
 from ml.text_baseline import TfidfOptions
 
 __all__ = [
@@ -83,11 +84,14 @@ class HybridConfig:
         encoder: the encoder spec (``None``: the packaged all-MiniLM-L6-v2; a local directory; a cached hub id).
         finetune: options of the fine-tuning modes (its ``mode`` is replaced by ``text_mode``).
         tfidf: options of the ``tfidf`` text model.
-        frozen_head_c: inverse L2 strength of the logistic head on frozen vectors.
+        frozen_head_c: inverse L2 strength of the logistic head on frozen vectors (when the grid is empty).
+        frozen_head_c_grid: C values the frozen head chooses from on an inner split of its own training rows.
         max_length: tokens kept per text by the frozen encoder.
         inner_folds: K of the out-of-fold stacking (and of the calibration's held-out scores).
         embedding_dims: PCA dimensions of the frozen vectors added as features (``frozen`` only; 0: none).
-        lightgbm: options of the LightGBM stage (its inner split picks the leaves and the number of trees).
+        lightgbm: options of the LightGBM stage (its inner split picks the number of trees).
+        select_leaves_by_cv: choose the leaf count from ``lightgbm.num_leaves_grid`` by the out-of-fold ROC AUC
+            over the ``inner_folds`` folds (False: LightGBM's own single inner split chooses).
         calibration: how the calibration method is chosen (on out-of-fold scores).
         cache_dir: folder of the on-disk encoding cache (``None``: in-process memo only).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the encoder.
@@ -99,10 +103,12 @@ class HybridConfig:
     finetune: FineTuneConfig = field(default_factory=lambda: FineTuneConfig(show_progress=False))
     tfidf: TfidfOptions = field(default_factory=TfidfOptions)
     frozen_head_c: float = 1.0
+    frozen_head_c_grid: tuple[float, ...] = (1.0, 10.0, 100.0)
     max_length: int = 256
     inner_folds: int = 5
     embedding_dims: int = 0
-    lightgbm: LightGBMOptions = field(default_factory=LightGBMOptions)
+    lightgbm: LightGBMOptions = field(default_factory=lambda: LightGBMOptions(num_leaves_grid=(3, 7, 15, 31)))
+    select_leaves_by_cv: bool = True
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cache_dir: str | None = None
     device: str = "auto"
@@ -127,6 +133,7 @@ class HybridConfig:
         finetune = dict(values.pop("finetune"))  # type: ignore[arg-type]
         if finetune.get("lora_target_modules") is not None:
             finetune["lora_target_modules"] = tuple(finetune["lora_target_modules"])
+        values["frozen_head_c_grid"] = tuple(values.get("frozen_head_c_grid") or ())  # type: ignore[arg-type]
         lightgbm = dict(values.pop("lightgbm"))  # type: ignore[arg-type]
         lightgbm["num_leaves_grid"] = tuple(lightgbm["num_leaves_grid"])
         return cls(
@@ -209,14 +216,26 @@ class SharedEmbedder:
 
 
 class FrozenEmbeddingHead:
-    """Class-weighted logistic regression on frozen encoder vectors (the ``frozen`` text model)."""
+    """Class-weighted logistic regression on frozen encoder vectors (the ``frozen`` text model).
+
+    Args:
+        embedder: where the vectors come from.
+        c: inverse L2 strength, used as is when ``c_grid`` is empty.
+        c_grid: when not empty, C is chosen from it by ROC AUC on a stratified 20% split of the training
+            rows (unit-length vectors need far weaker regularisation than C=1), then refitted on all of them.
+        seed: seed of that split and of the solver.
+    """
 
     kind = "frozen_head"
 
-    def __init__(self, embedder: SharedEmbedder, *, c: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self, embedder: SharedEmbedder, *, c: float = 1.0, c_grid: Sequence[float] = (), seed: int = 0
+    ) -> None:
         self.embedder = embedder
         self.c = c
+        self.c_grid = tuple(c_grid)
         self.seed = seed
+        self.c_ = c
         self.coef_: np.ndarray | None = None
         self.intercept_: float = 0.0
 
@@ -224,11 +243,31 @@ class FrozenEmbeddingHead:
         from sklearn.linear_model import LogisticRegression
 
         vectors = self.embedder.embed(list(texts))
-        head = LogisticRegression(C=self.c, class_weight="balanced", max_iter=2000, random_state=self.seed)
-        head.fit(vectors, np.asarray(y, dtype=int))
+        labels = np.asarray(y, dtype=int)
+        self.c_ = self._choose_c(vectors, labels) if self.c_grid else self.c
+        head = LogisticRegression(C=self.c_, class_weight="balanced", max_iter=3000, random_state=self.seed)
+        head.fit(vectors, labels)
         self.coef_ = head.coef_[0].astype(np.float64)
         self.intercept_ = float(head.intercept_[0])
         return self
+
+    def _choose_c(self, vectors: np.ndarray, labels: np.ndarray) -> float:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import train_test_split
+
+        from ml.metrics import roc_auc
+
+        if np.bincount(labels, minlength=2).min() < 5:
+            return self.c
+        train, valid = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=self.seed)
+        # Warm-started along increasing C: each fit starts from the previous solution.
+        head = LogisticRegression(class_weight="balanced", max_iter=3000, warm_start=True, random_state=self.seed)
+        scores: dict[float, float] = {}
+        for c in sorted(self.c_grid):
+            head.set_params(C=c)
+            head.fit(vectors[train], labels[train])
+            scores[c] = roc_auc(labels[valid], head.decision_function(vectors[valid]))
+        return max(sorted(scores), key=lambda c: scores[c])
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if self.coef_ is None:
@@ -246,7 +285,13 @@ class FrozenEmbeddingHead:
         return save_artifact(
             path,
             tensors={"head.weight": self.coef_, "head.bias": np.array([self.intercept_])},
-            metadata={"kind": self.kind, "c": self.c, "seed": self.seed, "encoder": self.embedder.identity()},
+            metadata={
+                "kind": self.kind,
+                "c": self.c_,
+                "c_grid": list(self.c_grid),
+                "seed": self.seed,
+                "encoder": self.embedder.identity(),
+            },
         )
 
     @classmethod
@@ -265,7 +310,12 @@ class FrozenEmbeddingHead:
             )
         if int(recorded["max_length"]) != embedder.max_length:  # type: ignore[arg-type]
             raise ArtifactError(f"model artifact {path} was trained with max_length {recorded['max_length']}")
-        model = cls(embedder, c=float(metadata["c"]), seed=int(metadata["seed"]))  # type: ignore[arg-type]
+        model = cls(
+            embedder,
+            c=float(metadata["c"]),  # type: ignore[arg-type]
+            c_grid=[float(c) for c in metadata.get("c_grid") or []],  # type: ignore[union-attr]
+            seed=int(metadata["seed"]),  # type: ignore[arg-type]
+        )
         weight = np.asarray(tensors["head.weight"], dtype=np.float64)
         if weight.shape != (embedder.text_encoder.dimension,):
             raise ArtifactError(f"model artifact {path}: head.weight has shape {weight.shape}")
@@ -285,7 +335,7 @@ def make_text_model(config: HybridConfig, *, embedder: SharedEmbedder | None = N
             embedder = SharedEmbedder(
                 config.encoder, cache_dir=config.cache_dir, max_length=config.max_length, device=config.device
             )
-        return FrozenEmbeddingHead(embedder, c=config.frozen_head_c, seed=config.seed)
+        return FrozenEmbeddingHead(embedder, c=config.frozen_head_c, c_grid=config.frozen_head_c_grid, seed=config.seed)
     if mode in ("top-k", "lora", "full"):
         from ml.finetune import TransformerChurnClassifier
 
@@ -391,7 +441,8 @@ class HybridChurnModel:
         self.oof_text_score_ = np.full(n, np.nan)
         self.oof_fold_ = np.full(n, -1, dtype=int)
         self.text_fold_train_rows_: list[np.ndarray] = []
-        steps = (len(splits) + 1 if self.uses_text else 0) + len(splits) + 1
+        self.leaves_cv_roc_auc_: dict[str, float] = {}
+        steps = (len(splits) + 1 if self.uses_text else 0) + (len(config.lightgbm.num_leaves_grid) + 1)
         done = 0
         if self.uses_text:
             assert texts is not None
@@ -411,15 +462,27 @@ class HybridChurnModel:
             for fold, (_, held_out) in enumerate(splits):
                 self.oof_fold_[held_out] = fold
         stacked = self._stack(frame, self.oof_text_score_, texts)
-        raw_oof = np.zeros(n)
-        for fold, (train_rows, held_out) in enumerate(splits):
-            booster = LightGBMChurn(config.lightgbm).fit(stacked.iloc[train_rows], labels[train_rows])
-            raw_oof[held_out] = booster.predict_proba(stacked.iloc[held_out])[:, 1]
+        # Leaf counts are compared by out-of-fold ROC AUC over the K folds (steadier than one inner split);
+        # the winner's out-of-fold scores are the held-out data the calibration is chosen and fitted on.
+        grid = config.lightgbm.num_leaves_grid if config.select_leaves_by_cv else (None,)
+        best: tuple[float, LightGBMOptions, np.ndarray] | None = None
+        for leaves in grid:
+            options = replace(config.lightgbm, num_leaves_grid=(leaves,)) if leaves else config.lightgbm
+            raw_oof = np.zeros(n)
+            for train_rows, held_out in splits:
+                booster = LightGBMChurn(options).fit(stacked.iloc[train_rows], labels[train_rows])
+                raw_oof[held_out] = booster.predict_proba(stacked.iloc[held_out])[:, 1]
+            score = roc_auc(labels, raw_oof)
+            self.leaves_cv_roc_auc_[str(leaves or "inner split")] = score
+            if best is None or score > best[0]:
+                best = (score, options, raw_oof)
             done += 1
-            report(done / steps, f"calibration: out-of-fold LightGBM {fold + 1} of {len(splits)}")
+            report(done / steps, f"LightGBM: out-of-fold scores with {leaves or 'chosen'} leaves")
+        assert best is not None
+        _, self.lightgbm_options_, raw_oof = best
         self.calibrator_ = Calibrator(config.calibration).fit(raw_oof, labels)
         self.oof_metrics_ = churn_metrics(labels, self.calibrator_.transform(raw_oof))
-        self.lightgbm_ = LightGBMChurn(config.lightgbm).fit(stacked, labels)
+        self.lightgbm_ = LightGBMChurn(self.lightgbm_options_).fit(stacked, labels)
         self.stacked_columns_ = [str(c) for c in stacked.columns]
         self.training_data_sha256_ = _data_hash(frame, texts, labels)
         self.n_train_ = n
@@ -517,6 +580,7 @@ class HybridChurnModel:
             "stacked_columns": self.stacked_columns_,
             "calibration": self.calibrator_.to_json(),  # type: ignore[union-attr]
             "oof_metrics": self.oof_metrics_,
+            "leaves_cv_roc_auc": self.leaves_cv_roc_auc_,
             "n_train": self.n_train_,
             "training_data_sha256": self.training_data_sha256_,
             "encoder": self.encoder_info(),
@@ -570,6 +634,7 @@ class HybridChurnModel:
         model.columns_ = list(metadata["columns"])  # type: ignore[arg-type]
         model.stacked_columns_ = list(metadata["stacked_columns"])  # type: ignore[arg-type]
         model.oof_metrics_ = dict(metadata["oof_metrics"])  # type: ignore[arg-type]
+        model.leaves_cv_roc_auc_ = dict(metadata.get("leaves_cv_roc_auc") or {})  # type: ignore[arg-type]
         model.n_train_ = int(metadata["n_train"])  # type: ignore[arg-type]
         model.training_data_sha256_ = str(metadata["training_data_sha256"])
         try:

@@ -126,7 +126,7 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
         texts = _texts_of(train, "transformer")
         if mode == "frozen":
             assert embedder is not None
-            return _TextAdapter(FrozenEmbeddingHead(embedder, c=base.frozen_head_c).fit(texts, train.y))
+            return _TextAdapter(FrozenEmbeddingHead(embedder, c_grid=base.frozen_head_c_grid).fit(texts, train.y))
         from ml.finetune import TransformerChurnClassifier
 
         finetune = replace(base.finetune, mode=mode, device=options.device)
