@@ -359,26 +359,34 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
                 )
             )
         created = Alert.objects.bulk_create(new_alerts, batch_size=2000)
-        AuditEntry.objects.bulk_create(
-            [
+        interventions: list[Intervention] = []
+        if rule.action != ActionKind.NONE and created:
+            interventions = _dispatch_locked(
+                alerts=created, rule=rule, kind=rule.action, counter=counter, actor=actor, audit=False
+            )
+        # One entry per new alert, naming the action it got: a burst writes one audit row per alert, not two.
+        action_of = {intervention.alert_id: intervention for intervention in interventions}
+        entries = []
+        for alert in created:
+            details: dict[str, object] = {
+                "probability": alert.probability,
+                "expected_loss": str(alert.expected_loss),
+                "holdout": alert.holdout,
+            }
+            intervention = action_of.get(alert.pk)
+            if intervention is not None:
+                details.update(kind=intervention.kind, intervention=intervention.status, reason=intervention.reason)
+            entries.append(
                 AuditEntry(
                     actor=actor,
                     action="alert_created",
                     rule=rule,
                     alert=alert,
-                    details={
-                        "probability": alert.probability,
-                        "expected_loss": str(alert.expected_loss),
-                        "holdout": alert.holdout,
-                    },
+                    intervention=intervention,
+                    details=details,
                 )  # fmt: skip
-                for alert in created
-            ],
-            batch_size=2000,
-        )
-        interventions: list[Intervention] = []
-        if rule.action != ActionKind.NONE and created:
-            interventions = _dispatch_locked(alerts=created, rule=rule, kind=rule.action, counter=counter, actor=actor)
+            )
+        AuditEntry.objects.bulk_create(entries, batch_size=2000)
     # Read back after the commit: with eager Celery (the embedded default) the sends have happened by now.
     counts: dict[str, int] = defaultdict(int)
     pks = [intervention.pk for intervention in interventions]
@@ -419,7 +427,7 @@ def _enqueue(intervention_id: int, kind: str) -> None:
 
 
 def _dispatch_locked(
-    *, alerts: list[Alert], rule: AlertRule, kind: str, counter: DailySendCounter, actor: str
+    *, alerts: list[Alert], rule: AlertRule, kind: str, counter: DailySendCounter, actor: str, audit: bool = True
 ) -> list[Intervention]:
     """Create one intervention per alert (the existing one where there is one) and reserve email slots.
 
@@ -484,20 +492,21 @@ def _dispatch_locked(
     created = Intervention.objects.bulk_create(new, batch_size=2000)
     if counter.reserved != reserved_before:
         counter.save(update_fields=["reserved"])
-    AuditEntry.objects.bulk_create(
-        [
-            AuditEntry(
-                actor=actor,
-                action=f"intervention_{intervention.status}",
-                rule=rule,
-                alert=intervention.alert,
-                intervention=intervention,
-                details={"kind": kind, "reason": intervention.reason},
-            )
-            for intervention in created
-        ],
-        batch_size=2000,
-    )
+    if audit:
+        AuditEntry.objects.bulk_create(
+            [
+                AuditEntry(
+                    actor=actor,
+                    action=f"intervention_{intervention.status}",
+                    rule=rule,
+                    alert=intervention.alert,
+                    intervention=intervention,
+                    details={"kind": kind, "reason": intervention.reason},
+                )
+                for intervention in created
+            ],
+            batch_size=2000,
+        )
     for intervention in created:
         if intervention.status == InterventionStatus.PENDING:
             transaction.on_commit(lambda pk=intervention.pk: _enqueue(pk, kind), robust=True)
