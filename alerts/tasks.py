@@ -87,11 +87,24 @@ def deliver_webhook_task(self, intervention_id: int) -> str:  # noqa: ANN001 - C
     )
 
 
-@shared_task(name="alerts.after_scoring", queue="default", acks_late=True, soft_time_limit=600, time_limit=660)
-def alerts_after_scoring_task(scoring_run_id: int) -> dict[str, int]:
-    """Apply the active rules to a finished scoring run's scores and dispatch their actions. Idempotent: alerts
-    are unique per customer, rule and period, so a second run of this task creates nothing."""
+@shared_task(
+    bind=True,
+    name="alerts.after_scoring",
+    queue="default",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def alerts_after_scoring_task(self, scoring_run_id: int) -> dict[str, int]:  # noqa: ANN001 - Celery binds the task
+    """Apply the active rules to a finished scoring run's scores and dispatch their actions. Idempotent: each rule
+    applies in one transaction and alerts are unique per customer, rule and period, so a redelivered or repeated
+    task creates nothing more."""
+    key = f"scoring-run-{scoring_run_id}-{self.request.id}"
+    if not task_delivery_begin(task_name="alerts.after_scoring", key=key, max_attempts=MAX_DELIVERIES):
+        return {}
     results = alerts_apply_rules(scoring_run_id=scoring_run_id, actor=f"system:scoring-run-{scoring_run_id}")
+    task_delivery_finish(task_name="alerts.after_scoring", key=key)
     return {result.rule: result.alerts_created for result in results}
 
 
