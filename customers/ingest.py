@@ -298,7 +298,8 @@ class _BatchImporter:
 
     def resolve_customers(self, external_ids: set[str]) -> dict[str, int]:
         cache = self.customer_ids
-        wanted = [external_id for external_id in external_ids if external_id not in cache]
+        resolved = {external_id: cache[external_id] for external_id in external_ids if external_id in cache}
+        wanted = [external_id for external_id in external_ids if external_id not in resolved]
         if wanted:
             found = dict(Customer.objects.filter(external_id__in=wanted).values_list("external_id", "id"))
             missing = [external_id for external_id in wanted if external_id not in found]
@@ -307,10 +308,11 @@ class _BatchImporter:
                     model=Customer, columns=_MINIMAL_CUSTOMER_COLUMNS, rows=_minimal_customer_rows(missing)
                 )
                 found.update(Customer.objects.filter(external_id__in=missing).values_list("external_id", "id"))
+            resolved.update(found)
             if len(cache) + len(found) > _CUSTOMER_CACHE_LIMIT:
-                cache.clear()
+                cache.clear()  # bounded memory on files with millions of customers
             cache.update(found)
-        return cache
+        return resolved
 
     # orders, events, messages: insert-only; the external id decides whether a row is new
     def write_activity(self, rows: list[ParsedRow]) -> list[RowError]:

@@ -267,3 +267,13 @@ def test_writer_thread_failure_stops_the_import_and_a_rerun_completes_it() -> No
     assert Order.objects.count() == 21 and ImportRun.objects.get().status == ImportRun.Status.FAILED
     result = run_import("orders", content, batch_size=7)
     assert (result.rows_imported, result.rows_unchanged, Order.objects.count()) == (29, 21, 50)
+
+
+def test_customer_id_cache_stays_bounded_and_correct(monkeypatch) -> None:
+    monkeypatch.setattr(ingest, "_CUSTOMER_CACHE_LIMIT", 3)
+    content = "customer_id,date,amount\n" + "".join(f"c{n % 5},2024-03-{1 + n:02d},{n}\n" for n in range(20))
+    result = run_import("orders", content, batch_size=3)
+    assert (result.rows_imported, result.customers_created) == (20, 5)
+    assert {f"c{n}": 4 for n in range(5)} == {
+        customer.external_id: customer.orders.count() for customer in Customer.objects.all()
+    }
