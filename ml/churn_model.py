@@ -22,8 +22,9 @@ This is the unit the Django side trains, stores, promotes and scores with. Publi
 * ``predict_proba(snapshots)``: snapshots at any cutoff (:func:`ml.snapshot.snapshot_at`), the same
   features and text serialisation as in training; columns unseen in training are ignored and missing ones
   are treated as missing values.
-* ``explain(snapshots, top_n=5)``: see :mod:`ml.explain`. Text factors re-score the text once per line,
-  so explaining is slower than scoring: explain the customers you show, not the whole base.
+* ``explain(snapshots, top_n=5, text_factors=True)``: see :mod:`ml.explain`. Text factors re-score the text
+  once per line (about 10-20 encodings per customer with a frozen encoder), so explaining is slower than
+  scoring: explain the customers you show, or pass ``text_factors=False`` for feature factors only.
 * ``metadata`` keys: ``kind``, ``model_type`` (``hybrid`` or ``lightgbm``), ``mode`` (text mode), ``encoder``
   (id, fingerprint, spec or null), ``features``, ``calibration``, ``training_data_sha256``, ``as_of``,
   ``cutoffs``, ``holdout_cutoff``, ``seed``, ``metrics`` (the holdout metrics), ``oof_metrics``, ``config``,
@@ -287,15 +288,21 @@ class ChurnModel:
             return np.zeros(0)
         return hybrid.predict_proba(self._frame(snapshots), self._texts(snapshots))[:, 1]
 
-    def explain(self, snapshots: Sequence[Snapshot], top_n: int = 5) -> list[list[dict[str, object]]]:
-        """The ``top_n`` factors of each snapshot's score: ``{factor, direction, weight, evidence}`` dicts."""
+    def explain(
+        self, snapshots: Sequence[Snapshot], top_n: int = 5, *, text_factors: bool = True
+    ) -> list[list[dict[str, object]]]:
+        """The ``top_n`` factors of each snapshot's score: ``{factor, direction, weight, evidence}`` dicts.
+
+        ``text_factors=False`` leaves out the text parts (no re-scoring of the text: as cheap as scoring).
+        """
         from ml.explain import explain_hybrid
 
         hybrid = self._check_fitted()
         snapshots = list(snapshots)
         if not snapshots:
             return []
-        return explain_hybrid(hybrid, self._frame(snapshots), self._texts(snapshots), top_n=top_n)
+        texts = self._texts(snapshots)
+        return explain_hybrid(hybrid, self._frame(snapshots), texts, top_n=top_n, text_factors=text_factors)
 
     @property
     def metadata(self) -> dict[str, object]:

@@ -89,6 +89,7 @@ def explain_hybrid(
     texts: Sequence[str] | None,
     *,
     top_n: int = 5,
+    text_factors: bool = True,
 ) -> list[list[Factor]]:
     """The ``top_n`` factors of each row's score (see the module docstring).
 
@@ -97,6 +98,7 @@ def explain_hybrid(
         frame: feature rows (the training columns).
         texts: one serialised text per row (``None`` for a features-only model).
         top_n: factors kept per row, largest weight first.
+        text_factors: add the leave-one-part-out text factors (False: features only, as cheap as scoring).
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
@@ -120,7 +122,7 @@ def explain_hybrid(
                 }
             )
         explanations.append(factors)
-    if texts is not None and hybrid.uses_text:
+    if text_factors and texts is not None and hybrid.uses_text:
         _add_text_factors(hybrid, frame, list(texts), explanations)
     out: list[list[Factor]] = []
     for factors in explanations:

@@ -169,6 +169,7 @@ class SharedEmbedder:
         max_length: int = 256,
         device: str = "auto",
         batch_size: int = 64,
+        memo_limit: int = 100_000,
     ) -> None:
         self.encoder = encoder or ""
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -177,6 +178,7 @@ class SharedEmbedder:
         self.batch_size = batch_size
         self._text_encoder: object | None = None
         self._memo: dict[str, np.ndarray] = {}
+        self.memo_limit = memo_limit
         self.n_encoded = 0
 
     @property
@@ -209,10 +211,22 @@ class SharedEmbedder:
             cache = EncodingCache(self.cache_dir / "encodings.sqlite3") if self.cache_dir is not None else None
             result = encode_with_cache(self.text_encoder, list(missing.values()), cache=cache)
             self.n_encoded += result.n_encoded
-            self._memo.update(zip(missing.keys(), result.vectors, strict=True))
+            fresh = dict(zip(missing.keys(), result.vectors, strict=True))
+        else:
+            fresh = {}
         if not keys:
             return np.zeros((0, self.text_encoder.dimension), dtype=np.float32)
-        return np.stack([self._memo[key] for key in keys])
+        vectors = np.stack([self._memo[key] if key in self._memo else fresh[key] for key in keys])
+        self._remember(fresh)
+        return vectors
+
+    def _remember(self, fresh: dict[str, np.ndarray]) -> None:
+        # A long-lived worker scores (and explains) new texts every day: keep the newest memo_limit vectors only.
+        self._memo.update(fresh)
+        overflow = len(self._memo) - self.memo_limit
+        if overflow > 0:
+            for key in list(self._memo)[:overflow]:
+                del self._memo[key]
 
 
 class FrozenEmbeddingHead:

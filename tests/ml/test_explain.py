@@ -113,3 +113,14 @@ def test_sentences_and_parts_are_split_in_english_and_chinese() -> None:
     assert split_sentences("快递又晚了。我要退款！谢谢") == ["快递又晚了。", "我要退款！", "谢谢"]
     parts = text_parts("segment: gold\nmessages, newest first:\n[2024-05-01 chat] hi")
     assert parts == [(0, "segment: gold"), (2, "[2024-05-01 chat] hi")]
+
+
+def test_text_factors_can_be_left_out_for_cheap_explanations(fitted) -> None:  # noqa: ANN001
+    model, frame, texts, _ = fitted
+    complaining = [i for i, t in enumerate(texts) if "refund" in t][:2]
+
+    factors = explain_hybrid(
+        model, frame.iloc[complaining], [texts[i] for i in complaining], top_n=10, text_factors=False
+    )
+
+    assert all(not str(f["factor"]).startswith(("message of", "record:")) for row in factors for f in row)

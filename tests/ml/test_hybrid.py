@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ml.baselines import LightGBMOptions
-from ml.hybrid import TEXT_SCORE_COLUMN, HybridChurnModel, HybridConfig
+from ml.hybrid import TEXT_SCORE_COLUMN, HybridChurnModel, HybridConfig, SharedEmbedder
 
 from .conftest import keyword_texts
 
@@ -132,3 +132,17 @@ def test_bad_input_is_refused_with_a_clear_message(tiny_bert_dir: Path) -> None:
         model.fit(frame.assign(text_churn_score=1.0), texts, y)
     with pytest.raises(ValueError, match="embedding_dims needs"):
         HybridConfig(text_mode="tfidf", embedding_dims=2)
+
+
+def test_the_embedding_memo_keeps_only_the_newest_vectors(tiny_bert_dir: Path) -> None:
+    embedder = SharedEmbedder(str(tiny_bert_dir), max_length=64, device="cpu", memo_limit=5)
+    texts = [f"order {i} arrived" for i in range(8)]
+
+    first = embedder.embed(texts)
+    again = embedder.embed(texts[-5:])
+
+    assert first.shape == (8, 32) and embedder.n_encoded == 8
+    np.testing.assert_array_equal(again, first[-5:])
+    assert embedder.n_encoded == 8, "the newest five came from the memo"
+    embedder.embed(texts[:1])
+    assert embedder.n_encoded == 9, "the oldest were evicted"
