@@ -2,7 +2,7 @@
 
 ``SingleBeatScheduler`` is django-celery-beat's database scheduler behind a leader lock: every beat
 process ticks, but only the holder of the lock sends due tasks; the others stand by and take over
-within ``LOCK_TTL_SECONDS`` when the leader dies. The lock is a Redis key (``SET NX PX`` with an
+within ``CHURN_BEAT_LOCK_TTL`` seconds when the leader dies. The lock is a Redis key (``SET NX PX`` with an
 owner token, renewed at every tick) when Redis is the broker, and an ``flock`` on a file under
 ``CHURN_VAR_DIR`` with the embedded default (one machine). A new leader rereads the schedule from the
 database first, so it never re-sends what the old leader sent (``beat_sync_every = 1`` writes each
@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import uuid
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -25,7 +24,6 @@ from django_celery_beat.schedulers import DatabaseScheduler
 
 logger = logging.getLogger(__name__)
 
-LOCK_TTL_SECONDS = 30
 STANDBY_SLEEP_SECONDS = 2.0
 REDIS_LOCK_KEY = "churnsite:beat-leader"
 
@@ -45,7 +43,7 @@ class LeaderLock(Protocol):
 
 
 class RedisLeaderLock:
-    def __init__(self, url: str, *, key: str = REDIS_LOCK_KEY, ttl_seconds: int = LOCK_TTL_SECONDS) -> None:
+    def __init__(self, url: str, *, key: str = REDIS_LOCK_KEY, ttl_seconds: int) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=5)
@@ -96,7 +94,7 @@ class FileLeaderLock:
 
 def leader_lock() -> LeaderLock:
     if settings.REDIS_URL:
-        return RedisLeaderLock(settings.REDIS_URL)
+        return RedisLeaderLock(settings.REDIS_URL, ttl_seconds=settings.CHURN_BEAT_LOCK_TTL)
     return FileLeaderLock(settings.CELERY_DIR / "beat.lock")
 
 
@@ -104,6 +102,7 @@ class SingleBeatScheduler(DatabaseScheduler):
     def __init__(self, *args: object, **kwargs: object) -> None:
         self._lock = leader_lock()
         self._leading = False
+        self._stood_by = False
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: object, **kwargs: object) -> float:
@@ -113,15 +112,19 @@ class SingleBeatScheduler(DatabaseScheduler):
             logger.exception("beat: cannot reach the leader lock; standing by")
             leading = False
         if leading and not self._leading:
-            logger.info("beat: this process is the leader now; rereading the schedule from the database")
-            # Force a full reread so entries carry the last_run_at the previous leader wrote.
-            self._last_full_sync = datetime.now() - timedelta(days=1)
+            logger.info("beat: this process is the leader now")
+            if self._stood_by:
+                # Taking over: reread the schedule so entries carry the last_run_at the previous leader
+                # wrote, and rebuild the heap from it (celery.beat.Scheduler rebuilds a heap that is None).
+                self._schedule = self.all_as_schedule()
+                self._heap = None
         elif not leading and self._leading:
             logger.warning("beat: lost the leader lock; standing by")
         self._leading = leading
         if not leading:
+            self._stood_by = True
             return STANDBY_SLEEP_SECONDS
-        return min(super().tick(*args, **kwargs), LOCK_TTL_SECONDS / 3)
+        return min(super().tick(*args, **kwargs), settings.CHURN_BEAT_LOCK_TTL / 3)
 
     def close(self) -> None:
         super().close()

@@ -185,6 +185,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Only one beat sends tasks however many run (a leader lock); see churnsite/beat.py.
 CELERY_BEAT_SCHEDULER = "churnsite.beat:SingleBeatScheduler"
 CELERY_BEAT_SYNC_EVERY = 1
+# Seconds after which a standby beat takes over from a leader that stopped renewing its lock.
+CHURN_BEAT_LOCK_TTL = env.int("CHURN_BEAT_LOCK_TTL", default=30)
 
 # --- REST framework --------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,14 @@ def worker_database_url() -> str:
 class WorkerProcess:
     """A `celery worker` subprocess consuming the given queues; its log is kept for failure messages."""
 
-    def __init__(self, *, queues: Iterable[str], log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        queues: Iterable[str],
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        concurrency: int = 1,
+    ) -> None:
         self.queues = list(queues)
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
@@ -36,10 +44,10 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "churnsite", "worker",
-                "-Q", ",".join(self.queues), "-n", self.name, "--pool", "prefork", "--concurrency", "1",
+                "-Q", ",".join(self.queues), "-n", self.name, "--pool", "prefork", "--concurrency", str(concurrency),
                 "--without-gossip", "--without-mingle", "-l", "INFO",
             ],
-            cwd=PROJECT_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -55,9 +63,15 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once, as a crash or an OOM kill would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

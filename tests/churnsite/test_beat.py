@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,13 @@ def test_file_leader_lock_admits_one_holder_until_released(tmp_path: Path) -> No
     assert second.acquire_or_renew()
 
 
-def _start_beat(log_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
-    env = {**os.environ, "DATABASE_URL": worker_database_url(), "CELERY_TASK_ALWAYS_EAGER": "false"}
+def _start_beat(log_dir: Path, name: str, ttl: int = 30) -> tuple[subprocess.Popen[bytes], Path]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": worker_database_url(),
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "CHURN_BEAT_LOCK_TTL": str(ttl),
+    }
     log = log_dir / f"{name}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "churnsite", "beat", "-l", "INFO", "--pidfile="],
@@ -59,7 +65,7 @@ def test_two_beats_for_three_intervals_send_three_tasks_not_six(tmp_path: Path) 
         assert broker.llen(queue) > 0, "no beat sent anything"
         time.sleep(7.5)  # the first send plus two more intervals of 3 s
         sent = broker.llen(queue)
-        leaders = sum("leader now" in log.read_text() for _, log in beats)
+        leaders = sum("the leader now" in log.read_text() for _, log in beats)
     finally:
         for process, _ in beats:
             process.terminate()
@@ -68,3 +74,44 @@ def test_two_beats_for_three_intervals_send_three_tasks_not_six(tmp_path: Path) 
     logs = "\n".join(log.read_text(errors="replace")[-1500:] for _, log in beats)
     assert sent == 3, f"{sent} tasks sent in three intervals:\n{logs}"
     assert leaders == 1, logs
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_a_standby_beat_takes_over_from_a_killed_leader_without_sending_twice(tmp_path: Path) -> None:
+    queue = f"beat-test-{uuid.uuid4().hex[:8]}"
+    PeriodicTask.objects.update(enabled=False)
+    every_2s = IntervalSchedule.objects.create(every=2, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name=queue,
+        task="predictions.worker_heartbeat",
+        interval=every_2s,
+        queue=queue,
+        kwargs=json.dumps({"queue": queue}),
+    )
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+    beats = [_start_beat(tmp_path, f"beat{i}", ttl=4) for i in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while broker.llen(queue) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        leader = next(i for i, (_, log) in enumerate(beats) if "the leader now" in log.read_text())
+        beats[leader][0].kill()  # SIGKILL: no chance to release the lock
+        standby_log = beats[1 - leader][1]
+        deadline = time.monotonic() + 30
+        while standby_log.read_text().count("Sending due task") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for process, _ in beats:
+            process.kill()
+            process.wait(timeout=30)
+        broker.delete(queue)
+    sends = sorted(
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        for _, log in beats
+        for line in log.read_text().splitlines()
+        if "Sending due task" in line
+    )
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(sends, sends[1:], strict=False)]
+    assert standby_log.read_text().count("Sending due task") >= 2, standby_log.read_text()[-2000:]
+    assert min(gaps) > 1.5, f"a task was sent twice within one interval: gaps {gaps}"

@@ -1,0 +1,134 @@
+"""Training and scoring across real connections: Celery workers fed through Redis, writing to PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.db.models import Count
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from churnsite.celery import app as celery_app
+from predictions.models import ChurnScore, ModelVersion, ScoringRun, TrainingRun
+from predictions.selectors import customers_to_score
+from predictions.services.scoring import scoring_run_start
+from predictions.services.training import training_run_execute
+from predictions.tasks import train_model_task
+from tests.predictions.conftest import FAST_TRAINING, STORE_END
+from tests.services import PROJECT_ROOT, WorkerProcess, worker_database_url
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+# Unacknowledged messages of a killed worker come back after the Redis visibility timeout, twice this.
+SHORT_VISIBILITY = {"CHURN_TRAIN_TIME_LIMIT": "5"}
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, message: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message())
+        time.sleep(0.05)
+
+
+def _purge(*queues: str) -> None:
+    with celery_app.connection_for_write() as connection:
+        for queue in queues:
+            connection.default_channel.queue_purge(queue)
+
+
+def _train_in_process() -> ModelVersion:
+    run = TrainingRun.objects.create(mode="lightgbm", as_of=STORE_END, horizon_days=30, config=FAST_TRAINING)
+    return training_run_execute(training_run_id=run.pk)
+
+
+def test_a_worker_killed_mid_scoring_leaves_exactly_one_score_per_customer(store: None, tmp_path: Path) -> None:
+    _purge("gpu")
+    _train_in_process()
+    first = WorkerProcess(queues=["gpu"], log_dir=tmp_path, extra_env=SHORT_VISIBILITY)
+    first.wait_ready()
+    run = scoring_run_start(trigger="test", as_of=STORE_END, chunk_size=2)
+    _wait_for(lambda: ChurnScore.objects.filter(scoring_run=run).exists(), 120, first.log)
+    first.kill()
+    scored_at_kill = ChurnScore.objects.filter(scoring_run=run).count()
+    assert scored_at_kill < run.customers_total, "the run finished before the kill; nothing was tested"
+    second = WorkerProcess(queues=["gpu"], log_dir=tmp_path, extra_env=SHORT_VISIBILITY)
+    try:
+        second.wait_ready()
+        _wait_for(
+            lambda: ScoringRun.objects.get(pk=run.pk).status == ScoringRun.Status.SUCCEEDED,
+            180,
+            lambda: (
+                f"run not finished: {ScoringRun.objects.get(pk=run.pk).customers_scored}/{run.customers_total}\n"
+                + second.log()
+            ),
+        )
+    finally:
+        second.stop()
+    eligible = set(customers_to_score(as_of=STORE_END).values_list("id", flat=True))
+    per_customer = dict(
+        ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of)
+        .values_list("customer_id")
+        .annotate(n=Count("id"))
+    )
+    assert set(per_customer) == eligible and set(per_customer.values()) == {1}, (scored_at_kill, per_customer)
+
+
+def test_the_training_task_delivered_twice_yields_one_model_version(store: None, tmp_path: Path) -> None:
+    queue = "gpu-twice"
+    run = TrainingRun.objects.create(mode="lightgbm", as_of=STORE_END, horizon_days=30, config=FAST_TRAINING)
+    worker = WorkerProcess(queues=[queue], log_dir=tmp_path, concurrency=2)
+    try:
+        worker.wait_ready()
+        results = [train_model_task.apply_async(args=[run.pk], queue=queue) for _ in range(2)]
+        returned = [result.get(timeout=240) for result in results]
+    finally:
+        worker.stop()
+    versions = list(ModelVersion.objects.filter(training_run=run).values_list("pk", flat=True))
+    assert len(versions) == 1, (versions, worker.log())
+    assert versions[0] in returned
+
+
+def test_two_beats_for_three_intervals_yield_three_rescoring_runs_not_six(store: None, tmp_path: Path) -> None:
+    _purge("default", "gpu")
+    _train_in_process()
+    PeriodicTask.objects.update(enabled=False)
+    every_3s = IntervalSchedule.objects.create(every=3, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="rescoring under test",
+        task="predictions.rescore_all",
+        interval=every_3s,
+        queue="default",
+        kwargs=json.dumps({"as_of": STORE_END.isoformat(), "trigger": "beat test"}),
+    )
+    worker = WorkerProcess(queues=["default", "gpu"], log_dir=tmp_path)
+    env = {**os.environ, "DATABASE_URL": worker_database_url(), "CELERY_TASK_ALWAYS_EAGER": "false"}
+    beats = [
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "churnsite", "beat", "-l", "INFO", "--pidfile="],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=(tmp_path / f"beat{i}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        worker.wait_ready()
+        runs = ScoringRun.objects.filter(trigger="beat test")
+        _wait_for(runs.exists, 90, worker.log)
+        time.sleep(7.5)  # the first run plus two more intervals of 3 s
+        count = runs.count()
+    finally:
+        for beat in beats:
+            beat.terminate()
+            beat.wait(timeout=30)
+        worker.stop()
+    logs = "\n".join((tmp_path / f"beat{i}.log").read_text(errors="replace")[-1500:] for i in range(2))
+    assert count == 3, f"{count} rescoring runs in three intervals\n{logs}"
