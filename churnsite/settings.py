@@ -199,6 +199,12 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
 }
 
+# --- Imports ---------------------------------------------------------------------------------
+CHURN_IMPORT_TIME_ZONE = env.str("CHURN_IMPORT_TIME_ZONE", default=TIME_ZONE)
+CHURN_IMPORT_MAX_TEXT_CHARS = env.int("CHURN_IMPORT_MAX_TEXT_CHARS", default=1_000_000)
+CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS = env.int("CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS", default=3600)
+CHURN_INGEST_MAX_BYTES = env.int("CHURN_INGEST_MAX_BYTES", default=50 * 1024 * 1024)
+
 # --- Model artifacts and the encoder ---------------------------------------------------------
 CHURN_ARTIFACT_DIR = Path(env.str("CHURN_ARTIFACT_DIR", default=str(VAR_DIR / "models")))
 CHURN_CACHE_DIR = Path(env.str("CHURN_CACHE_DIR", default=str(VAR_DIR / "cache")))

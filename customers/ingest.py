@@ -85,9 +85,9 @@ class ImportResult:
 def import_options_from_settings(**overrides: object) -> ImportOptions:
     """``ImportOptions`` with the time zone, text limit and future tolerance taken from settings."""
     defaults: dict[str, object] = {
-        "time_zone": getattr(settings, "CHURN_IMPORT_TIME_ZONE", None) or settings.TIME_ZONE,
-        "max_text_chars": getattr(settings, "CHURN_IMPORT_MAX_TEXT_CHARS", 1_000_000),
-        "future_tolerance": timedelta(seconds=getattr(settings, "CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS", 3600)),
+        "time_zone": settings.CHURN_IMPORT_TIME_ZONE,
+        "max_text_chars": settings.CHURN_IMPORT_MAX_TEXT_CHARS,
+        "future_tolerance": timedelta(seconds=settings.CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS),
     }
     defaults.update({key: value for key, value in overrides.items() if value is not None})
     return ImportOptions(**defaults)  # type: ignore[arg-type]

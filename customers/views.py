@@ -118,7 +118,7 @@ class IngestView(APIView):
     def post(self, request: Request, kind: str) -> Response:
         if kind not in KINDS:
             raise NotFound(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-        limit = getattr(settings, "CHURN_INGEST_MAX_BYTES", 50 * 1024 * 1024)
+        limit = settings.CHURN_INGEST_MAX_BYTES
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
             if content_type == "multipart/form-data":
