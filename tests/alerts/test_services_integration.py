@@ -199,3 +199,51 @@ def test_concurrent_posts_with_one_idempotency_key_create_one_rule() -> None:
     assert all(isinstance(r, tuple) and r[0] == 201 for r in results), results
     assert len({r[1]["id"] for r in results}) == 1
     assert AlertRule.objects.filter(name="from many clients").count() == 1
+
+
+def sweep_unacked(visibility_timeout: int = 20) -> bool:
+    """Run the Redis transport's restore of unacknowledged messages older than the visibility timeout now.
+
+    Workers run this sweep themselves, but throttled to about every 100 s; the test triggers the same sweep
+    (the real one, against the real broker) so it waits about 20 s instead. Returns False to keep polling."""
+    from kombu import Connection
+
+    with Connection(
+        django_settings.CELERY_BROKER_URL, transport_options={"visibility_timeout": visibility_timeout}
+    ) as conn:
+        conn.default_channel.qos.restore_visible(num=100, interval=1)
+    return False
+
+
+def test_whole_worker_killed_mid_send_another_worker_sends_exactly_once(dispatched, tmp_path: Path) -> None:  # noqa: ANN001
+    # A visibility timeout of 20 s (twice CHURN_TRAIN_TIME_LIMIT) so the broker redelivers to the next worker soon.
+    short_visibility = {"ALERTS_TEST_SEND_DELAY": "4", "CHURN_TRAIN_TIME_LIMIT": "10"}
+    worker, intervention_id, emails = dispatched(short_visibility)
+    claimed = f"intervention {intervention_id} claimed"
+    wait_for(lambda: claimed in worker.log(), timeout=60, what="the send to start", log=worker.log)
+
+    main = psutil.Process(worker.process.pid)
+    for process in [*main.children(recursive=True), main]:
+        process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    successor = WorkerProcess(
+        queues=["email"],
+        log_dir=tmp_path,
+        extra_env={
+            "CHURN_VAR_DIR": str(emails.parent),
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            **short_visibility,
+        },
+    )
+    try:
+        successor.wait_ready()
+        wait_for(
+            lambda: sweep_unacked() or Intervention.objects.get(pk=intervention_id).status == InterventionStatus.SENT,
+            timeout=120,
+            what="the next worker to get the task again and send",
+            log=successor.log,
+        )
+        assert claimed in successor.log()
+    finally:
+        successor.stop()
+    assert len(sent_emails(emails)) == 1, successor.log()
