@@ -329,7 +329,16 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
                 for row in chosen
                 if row["customer_id"] not in last_alerted or last_alerted[row["customer_id"]] <= row["as_of"] - cooldown
             ]
-        # Within one scoring batch a customer appears once; keep the first (highest expected loss).
+        # One alert per customer, rule and period: drop those the period already has (the unique constraint backs
+        # this), and within one batch keep a customer's first row (the highest expected loss).
+        for row in chosen:
+            row["period_start"] = alert_period_start(as_of=row["as_of"], period_days=rule.cooldown_days)
+        taken = set(
+            Alert.objects.filter(rule=rule, period_start__in={row["period_start"] for row in chosen}).values_list(
+                "customer_id", "period_start"
+            )
+        )
+        chosen = [row for row in chosen if (row["customer_id"], row["period_start"]) not in taken]
         seen: set[int] = set()
         chosen = [row for row in chosen if not (row["customer_id"] in seen or seen.add(row["customer_id"]))]
         max_treated = None
@@ -348,7 +357,7 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
                     customer_id=row["customer_id"],
                     rule=rule,
                     score_id=row["id"],
-                    period_start=alert_period_start(as_of=row["as_of"], period_days=rule.cooldown_days),
+                    period_start=row["period_start"],
                     as_of=row["as_of"],
                     probability=row["probability"],
                     risk_tier=row["risk_tier"],

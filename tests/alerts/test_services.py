@@ -521,3 +521,18 @@ def test_control_group_passes_the_same_gates_as_the_treated(settings, django_cap
     )
     assert cut < lowest_sent
     assert all(i.alert.expected_loss > cut for i in holdout), "the control group is drawn from above the cap's cut too"
+
+
+def test_a_rule_without_cooldown_alerts_once_a_day(django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    customer = customer_make(1)
+    model_version = model_version_make()
+    rule = rule_make(cooldown_days=0, action=ActionKind.NONE)
+    for hours in (0, 0, 3, 24):
+        run = scoring_run_make(model_version, at=as_of() + timedelta(hours=hours))
+        ChurnScore.objects.get_or_create(
+            customer=customer, model_version=model_version, as_of=run.as_of,
+            defaults={"scoring_run": run, "probability": 0.9, "risk_tier": "high"},
+        )  # fmt: skip
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.filter(as_of=run.as_of), actor="test")
+
+    assert sorted(Alert.objects.values_list("period_start", flat=True)) == [as_of().date(), as_of(1).date()]
