@@ -195,3 +195,24 @@ def test_alerts_are_assigned_and_annotated_through_the_api(api, staff, alert) ->
     assert (response.json()["assignee"], response.json()["notes"]) == ("ann", "call on Monday")
     assert api.patch(f"/api/v1/alerts/{alert.pk}/", {"assignee": "nobody"}, format="json").status_code == 400
     assert AuditEntry.objects.filter(action="alert_updated", actor="user:ann").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_churn_alerts_records_outcomes_and_prints_the_uplift_report(capsys) -> None:  # noqa: ANN001
+    from tests.alerts.helpers import order_make
+
+    run = scoring_run_make(model_version_make(), at=as_of(-400))
+    for i in range(30):
+        customer = customer_make(i)
+        score_make(customer, run, 0.9)
+        if i % 2 == 0:
+            order_make(customer, amount="20", placed_at=as_of(-390))
+    AlertRule.objects.create(
+        name="half held out", trigger=TriggerKind.PROBABILITY, threshold=0.5, holdout_fraction=0.5, horizon_days=30
+    )
+
+    call_command("churn_alerts", "--outcomes", "--report")
+
+    out = capsys.readouterr().out
+    assert "outcomes: 15 retained, 15 churned" in out
+    assert "half held out: retained" in out and "95% CI" in out
