@@ -227,6 +227,9 @@ CHURN_RISK_TIER_CUTS = env.list("CHURN_RISK_TIER_CUTS", cast=float, default=[0.3
 # Customers per scoring task, and factors kept per score.
 CHURN_SCORING_CHUNK_SIZE = env.int("CHURN_SCORING_CHUNK_SIZE", default=500)
 CHURN_TOP_FACTORS = env.int("CHURN_TOP_FACTORS", default=5)
+# Scores at or above this probability also get text factors (the quoted message sentence); each costs one
+# re-scoring per part of the customer's text, so the whole base does not get them.
+CHURN_TEXT_FACTORS_FROM = env.float("CHURN_TEXT_FACTORS_FROM", default=0.6)
 CHURN_PROMOTION_MIN_ROC_AUC_GAIN = env.float("CHURN_PROMOTION_MIN_ROC_AUC_GAIN", default=0.002)
 CHURN_PROMOTION_MAX_PR_AUC_LOSS = env.float("CHURN_PROMOTION_MAX_PR_AUC_LOSS", default=0.0)
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -151,7 +152,7 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
         encoded_after = _encoded_so_far(model)
         encoded = 0 if encoded_before is None or encoded_after is None else encoded_after - encoded_before
         reused = 0 if encoded_after is None else len(todo) - encoded
-        factors = model.explain(snapshots, top_n=settings.CHURN_TOP_FACTORS)
+        factors = _explain(model, snapshots, probabilities)
         scores = [
             ChurnScore(
                 customer_id=customer_id,
@@ -173,6 +174,18 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
     if scored >= run.customers_total:
         scoring_run_finish(scoring_run_id=run.pk)
     return stored
+
+
+def _explain(model: ChurnModel, snapshots: list, probabilities: np.ndarray) -> list[list[dict[str, object]]]:
+    """Factors of every score; the text factors (one re-scoring per text part) only for the customers
+    staff look at first, those at or above CHURN_TEXT_FACTORS_FROM, to keep rescoring cheap."""
+    factors = model.explain(snapshots, top_n=settings.CHURN_TOP_FACTORS, text_factors=False)
+    shown = [i for i, p in enumerate(probabilities) if p >= settings.CHURN_TEXT_FACTORS_FROM]
+    if shown:
+        detailed = model.explain([snapshots[i] for i in shown], top_n=settings.CHURN_TOP_FACTORS)
+        for i, customer_factors in zip(shown, detailed, strict=True):
+            factors[i] = customer_factors
+    return factors
 
 
 def scoring_run_finish(*, scoring_run_id: int) -> bool:
