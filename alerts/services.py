@@ -347,11 +347,12 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
         new_alerts: list[Alert] = []
         treated = 0
         for row in chosen:
+            # The budget cuts the ranking where its money ends, for the control group too, so both groups come
+            # from the same stretch of the ranking.
+            if max_treated is not None and treated >= max_treated:
+                break
             holdout = holdout_assigned(customer_id=row["customer_id"], rule_id=rule.pk, fraction=rule.holdout_fraction)
-            if not holdout and max_treated is not None:
-                if treated >= max_treated:
-                    continue
-                treated += 1
+            treated += 0 if holdout else 1
             new_alerts.append(
                 Alert(
                     customer_id=row["customer_id"],

@@ -536,3 +536,21 @@ def test_a_rule_without_cooldown_alerts_once_a_day(django_capture_on_commit_call
         alert_rule_apply(rule=rule, scores=ChurnScore.objects.filter(as_of=run.as_of), actor="test")
 
     assert sorted(Alert.objects.values_list("period_start", flat=True)) == [as_of().date(), as_of(1).date()]
+
+
+def test_budget_limits_the_contacted_customers_to_what_it_pays_for(run) -> None:  # noqa: ANN001
+    for i in range(40):
+        customer = customer_make(i)
+        order_make(customer, amount=str(100 + i), placed_at=as_of(-3))
+        score_make(customer, run, 0.9)
+    rule = rule_make(budget=Decimal("50"), coupon_cost=Decimal("10"), holdout_fraction=0.3)
+
+    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+
+    treated = Alert.objects.filter(holdout=False)
+    assert treated.count() == 5, "50 / 10 per coupon"
+    assert Alert.objects.filter(holdout=True).exists()
+    lowest_treated = min(treated.values_list("expected_loss", flat=True))
+    assert all(a.expected_loss >= lowest_treated for a in Alert.objects.all()), (
+        "the budget (and the control group) take the highest losses"
+    )
