@@ -222,6 +222,9 @@ CHURN_AFTER_SCORING_TASKS: list[str] = []
 # the features are profiled on a sample of this many customers.
 CHURN_DRIFT_PSI_THRESHOLD = env.float("CHURN_DRIFT_PSI_THRESHOLD", default=0.25)
 CHURN_DRIFT_SAMPLE_SIZE = env.int("CHURN_DRIFT_SAMPLE_SIZE", default=3000)
+# Rescore everybody as soon as training promotes a new champion (manual promotion and rollback take
+# effect at the next scheduled scoring).
+CHURN_RESCORE_ON_PROMOTION = env.bool("CHURN_RESCORE_ON_PROMOTION", default=True)
 # Probability cut points of the risk tiers: low < first <= medium < second <= high.
 CHURN_RISK_TIER_CUTS = env.list("CHURN_RISK_TIER_CUTS", cast=float, default=[0.3, 0.6])
 # Customers per scoring task, and factors kept per score.

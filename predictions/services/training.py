@@ -212,9 +212,14 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
     except IntegrityError:
         # Another delivery of this run registered its model first: keep that one.
         return ModelVersion.objects.get(training_run_id=run.pk)
-    model_version_consider_promotion(
+    promoted = model_version_consider_promotion(
         model_version=version, actor=f"training run {run.pk}", champion_metrics=champion_metrics
     )
+    if promoted and settings.CHURN_RESCORE_ON_PROMOTION:
+        # Scores should come from the champion: a new one rescores everybody now, not at the next schedule.
+        from predictions.tasks import rescore_all_task
+
+        transaction.on_commit(lambda: rescore_all_task.delay(trigger=f"new champion {version.name}"))
     version.refresh_from_db()
     return version
 

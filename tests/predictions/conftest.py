@@ -16,6 +16,7 @@ FAST_TRAINING = {"inner_folds": 2, "max_training_cutoffs": 3}
 @pytest.fixture
 def store(settings, tmp_path: Path) -> None:  # noqa: ANN001
     """A small generated store (120 customers, 240 days up to STORE_END); artifacts and caches in tmp."""
+    settings.CHURN_RESCORE_ON_PROMOTION = False  # tests start their scoring runs themselves
     settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
     settings.CHURN_CACHE_DIR = tmp_path / "cache"
     demo_store_generate(customers=120, days=240, seed=3, end=STORE_END)

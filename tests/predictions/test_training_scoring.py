@@ -79,3 +79,10 @@ def test_rollback_changes_the_model_used_by_the_next_scoring(store: None) -> Non
     model_version_rollback(actor="bob")
     later = datetime(2026, 6, 2, tzinfo=UTC)
     assert scoring_run_start(trigger="test", as_of=later).model_version == first
+
+
+def test_a_newly_promoted_champion_rescores_everybody_at_once(store: None, settings) -> None:  # noqa: ANN001
+    settings.CHURN_RESCORE_ON_PROMOTION = True
+    version = ModelVersion.objects.get(training_run=_train())
+    run = ScoringRun.objects.get(trigger=f"new champion {version.name}")
+    assert run.model_version == version and run.status == ScoringRun.Status.SUCCEEDED and run.customers_scored > 0

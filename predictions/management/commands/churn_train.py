@@ -32,6 +32,10 @@ class Command(BaseCommand):
         parser.add_argument("--as-of", help="train with data up to this date (default: now)")
         parser.add_argument("--horizon-days", type=int, default=settings.CHURN_HORIZON_DAYS)
         parser.add_argument("--lead-days", type=int, default=0)
+        parser.add_argument(
+            "--max-cutoffs", type=int, help="most rolling training cutoffs (the newest is the holdout; default 6)"
+        )
+        parser.add_argument("--inner-folds", type=int, help="folds of the out-of-fold stacking (default 5)")
         parser.add_argument("--wait", action="store_true", help="wait for a worker to finish and show progress")
 
     def handle(self, *args: object, **options: object) -> None:
@@ -41,6 +45,14 @@ class Command(BaseCommand):
                 as_of=parse_as_of(options["as_of"]),  # type: ignore[arg-type]
                 horizon_days=int(options["horizon_days"]),  # type: ignore[arg-type]
                 lead_days=int(options["lead_days"]),  # type: ignore[arg-type]
+                options={
+                    key: value
+                    for key, value in (
+                        ("max_training_cutoffs", options["max_cutoffs"]),
+                        ("inner_folds", options["inner_folds"]),
+                    )
+                    if value is not None
+                },
                 actor="churn_train command",
             )
         except ValueError as exc:
