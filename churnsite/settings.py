@@ -205,6 +205,14 @@ CHURN_IMPORT_MAX_TEXT_CHARS = env.int("CHURN_IMPORT_MAX_TEXT_CHARS", default=1_0
 CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS = env.int("CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS", default=3600)
 CHURN_INGEST_MAX_BYTES = env.int("CHURN_INGEST_MAX_BYTES", default=50 * 1024 * 1024)
 
+# --- Alerts and retention actions -------------------------------------------------------------
+ALERTS_DAILY_SEND_CAP = env.int("ALERTS_DAILY_SEND_CAP", default=500)
+ALERTS_CUSTOMER_COOLDOWN_DAYS = env.int("ALERTS_CUSTOMER_COOLDOWN_DAYS", default=14)
+ALERTS_SITE_URL = env.str("ALERTS_SITE_URL", default="http://127.0.0.1:8000")
+ALERTS_SEND_MAX_RETRIES = env.int("ALERTS_SEND_MAX_RETRIES", default=5)
+ALERTS_RETRY_BACKOFF_SECONDS = env.int("ALERTS_RETRY_BACKOFF_SECONDS", default=30)
+ALERTS_WEBHOOK_TIMEOUT = env.float("ALERTS_WEBHOOK_TIMEOUT", default=10)
+
 # --- Model artifacts and the encoder ---------------------------------------------------------
 CHURN_ARTIFACT_DIR = Path(env.str("CHURN_ARTIFACT_DIR", default=str(VAR_DIR / "models")))
 CHURN_CACHE_DIR = Path(env.str("CHURN_CACHE_DIR", default=str(VAR_DIR / "cache")))
@@ -217,7 +225,10 @@ CHURN_ENCODER = env.str("CHURN_ENCODER", default="")
 CHURN_DEFAULT_MODE = env.str("CHURN_DEFAULT_MODE", default="frozen")
 CHURN_HORIZON_DAYS = env.int("CHURN_HORIZON_DAYS", default=60)
 # Tasks started (with the scoring run's id) when a scoring run has finished.
-CHURN_AFTER_SCORING_TASKS: list[str] = []
+CHURN_AFTER_SCORING_TASKS: list[str] = ["alerts.tasks.alerts_after_scoring_task"]
+# Customers whose data must not teach the model (they received a retention action, so their staying says
+# nothing about churn risk): a selector returning their ids, called with the training cutoff's earliest date.
+CHURN_TRAINING_EXCLUDED_CUSTOMERS = "alerts.selectors.treated_customer_ids"
 # Drift: a population stability index above this (scores or a top feature) records drift and retrains;
 # the features are profiled on a sample of this many customers.
 CHURN_DRIFT_PSI_THRESHOLD = env.float("CHURN_DRIFT_PSI_THRESHOLD", default=0.25)

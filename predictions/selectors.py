@@ -57,7 +57,10 @@ def model_versions() -> QuerySet[ModelVersion]:
 
 
 def customer_histories(
-    *, customer_ids: Iterable[int] | None = None, until: datetime | None = None
+    *,
+    customer_ids: Iterable[int] | None = None,
+    until: datetime | None = None,
+    exclude_customer_ids: Iterable[int] | QuerySet | None = None,
 ) -> list[CustomerHistory]:
     """Customers with their orders, events and messages as ``ml`` records: the one ORM -> ``ml`` mapper.
 
@@ -67,6 +70,7 @@ def customer_histories(
     Args:
         customer_ids: database ids to include (all customers when None).
         until: when given, rows after this time are left out (a point-in-time read).
+        exclude_customer_ids: database ids (or a values_list query) to leave out.
 
     Returns:
         One history per customer, in id order; ``CustomerRecord.id`` is the customer's ``external_id``.
@@ -76,6 +80,8 @@ def customer_histories(
     customers = Customer.objects.order_by("id")
     if customer_ids is not None:
         customers = customers.filter(id__in=list(customer_ids))
+    if exclude_customer_ids is not None:
+        customers = customers.exclude(id__in=exclude_customer_ids)
     selected = customers.values("id")
     orders: dict[int, list[OrderRecord]] = defaultdict(list)
     order_rows = Order.objects.filter(customer_id__in=selected)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from predictions.models import ModelVersion, TrainingRun
 from predictions.selectors import champion_model_version, customer_histories, model_artifact_problem
@@ -166,7 +167,7 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
             mode=run.mode, horizon_days=run.horizon_days, lead_days=run.lead_days, options=run.config
         )
         progress(0.0, "reading customer histories")
-        histories = customer_histories(until=run.as_of)
+        histories = customer_histories(until=run.as_of, exclude_customer_ids=_excluded_from_training())
         model = ChurnModel(config).fit(histories, as_of=run.as_of, progress=progress)
         name = f"{run.mode}-{run.as_of:%Y%m%d}-run{run.pk}"
         artifact = Path(settings.CHURN_ARTIFACT_DIR) / name
@@ -222,6 +223,14 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         transaction.on_commit(lambda: rescore_all_task.delay(trigger=f"new champion {version.name}"))
     version.refresh_from_db()
     return version
+
+
+def _excluded_from_training() -> object | None:
+    """Customers who received a retention action: their staying says nothing about their churn risk, so the
+    model must not learn from them (CHURN_TRAINING_EXCLUDED_CUSTOMERS names the selector)."""
+    if not settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS:
+        return None
+    return import_string(settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS)()
 
 
 def _reference_profile(model: ChurnModel, histories: list) -> dict[str, object]:

@@ -86,3 +86,28 @@ def test_a_newly_promoted_champion_rescores_everybody_at_once(store: None, setti
     version = ModelVersion.objects.get(training_run=_train())
     run = ScoringRun.objects.get(trigger=f"new champion {version.name}")
     assert run.model_version == version and run.status == ScoringRun.Status.SUCCEEDED and run.customers_scored > 0
+
+
+def first_forty_customers() -> list[int]:
+    """Stands in for the treated customers (CHURN_TRAINING_EXCLUDED_CUSTOMERS in the test below)."""
+    from customers.models import Customer
+
+    return list(Customer.objects.order_by("id").values_list("id", flat=True)[:40])
+
+
+def test_training_leaves_out_customers_who_received_a_retention_action(store: None, settings) -> None:  # noqa: ANN001
+    from ml.snapshot import EligibilityRule, LabelConfig, labelled_snapshots
+    from predictions.selectors import customer_histories
+
+    assert settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS == "alerts.selectors.treated_customer_ids"
+    settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS = f"{__name__}.first_forty_customers"
+    version = ModelVersion.objects.get(training_run=_train())
+    holdout_cutoff = datetime.fromisoformat(version.metrics["cutoff"])
+    histories = customer_histories(until=END, exclude_customer_ids=first_forty_customers())
+    rows = labelled_snapshots(
+        histories, [holdout_cutoff], config=LabelConfig(horizon_days=30), rule=EligibilityRule(), label_until=END
+    )
+    everyone = labelled_snapshots(
+        customer_histories(until=END), [holdout_cutoff], config=LabelConfig(horizon_days=30), label_until=END
+    )
+    assert version.metrics["n"] == len(rows) < len(everyone)
