@@ -5,8 +5,9 @@ How :meth:`HybridChurnModel.fit` works (``K = inner_folds``)::
     training rows ──StratifiedKFold(K)──► for each fold k: text model fitted on the other K-1 folds
                                           scores the rows of fold k  → out-of-fold text score
     features + out-of-fold text score (+ optional PCA dimensions of the frozen embeddings)
-        ├─► per leaf count of the grid: K LightGBM fits on the same folds → out-of-fold raw scores;
-        │   the leaf count with the best out-of-fold ROC AUC wins, and the calibration is chosen on its scores
+        ├─► per leaf count of the grid, with and without the text columns: K LightGBM fits on the same folds
+        │   → out-of-fold raw scores; the variant with the best out-of-fold ROC AUC wins (so the text score
+        │   is kept only where it helps), and the calibration is chosen and fitted on its scores
         └─► LightGBM on all rows → the final booster
     text model refitted on all training rows → scores new customers
 
@@ -92,6 +93,8 @@ class HybridConfig:
         lightgbm: options of the LightGBM stage (its inner split picks the number of trees).
         select_leaves_by_cv: choose the leaf count from ``lightgbm.num_leaves_grid`` by the out-of-fold ROC AUC
             over the ``inner_folds`` folds (False: LightGBM's own single inner split chooses).
+        select_text_by_cv: let LightGBM without the text columns compete on the same out-of-fold ROC AUC, and
+            keep the text score only when it wins (:attr:`HybridChurnModel.text_selected_` says which won).
         calibration: how the calibration method is chosen (on out-of-fold scores).
         cache_dir: folder of the on-disk encoding cache (``None``: in-process memo only).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the encoder.
@@ -109,6 +112,7 @@ class HybridConfig:
     embedding_dims: int = 0
     lightgbm: LightGBMOptions = field(default_factory=lambda: LightGBMOptions(num_leaves_grid=(3, 7, 15, 31)))
     select_leaves_by_cv: bool = True
+    select_text_by_cv: bool = True
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cache_dir: str | None = None
     device: str = "auto"
@@ -456,7 +460,8 @@ class HybridChurnModel:
         self.oof_fold_ = np.full(n, -1, dtype=int)
         self.text_fold_train_rows_: list[np.ndarray] = []
         self.leaves_cv_roc_auc_: dict[str, float] = {}
-        steps = (len(splits) + 1 if self.uses_text else 0) + (len(config.lightgbm.num_leaves_grid) + 1)
+        variants = len(config.lightgbm.num_leaves_grid) * (2 if self.uses_text and config.select_text_by_cv else 1)
+        steps = (len(splits) + 1 if self.uses_text else 0) + variants + 1
         done = 0
         if self.uses_text:
             assert texts is not None
@@ -479,24 +484,31 @@ class HybridChurnModel:
         # Leaf counts are compared by out-of-fold ROC AUC over the K folds (steadier than one inner split);
         # the winner's out-of-fold scores are the held-out data the calibration is chosen and fitted on.
         grid = config.lightgbm.num_leaves_grid if config.select_leaves_by_cv else (None,)
-        best: tuple[float, LightGBMOptions, np.ndarray] | None = None
-        for leaves in grid:
-            options = replace(config.lightgbm, num_leaves_grid=(leaves,)) if leaves else config.lightgbm
-            raw_oof = np.zeros(n)
-            for train_rows, held_out in splits:
-                booster = LightGBMChurn(options).fit(stacked.iloc[train_rows], labels[train_rows])
-                raw_oof[held_out] = booster.predict_proba(stacked.iloc[held_out])[:, 1]
-            score = roc_auc(labels, raw_oof)
-            self.leaves_cv_roc_auc_[str(leaves or "inner split")] = score
-            if best is None or score > best[0]:
-                best = (score, options, raw_oof)
-            done += 1
-            report(done / steps, f"LightGBM: out-of-fold scores with {leaves or 'chosen'} leaves")
+        # With select_text_by_cv the features-only variant competes too: the text score stays only where it helps.
+        text_choices = (True, False) if self.uses_text and config.select_text_by_cv else (self.uses_text,)
+        text_columns = [c for c in stacked.columns if c == TEXT_SCORE_COLUMN or str(c).startswith(TEXT_DIM_PREFIX)]
+        best: tuple[float, LightGBMOptions, bool, np.ndarray] | None = None
+        for with_text in text_choices:
+            inputs = stacked if with_text else stacked.drop(columns=text_columns)
+            for leaves in grid:
+                options = replace(config.lightgbm, num_leaves_grid=(leaves,)) if leaves else config.lightgbm
+                raw_oof = np.zeros(n)
+                for train_rows, held_out in splits:
+                    booster = LightGBMChurn(options).fit(inputs.iloc[train_rows], labels[train_rows])
+                    raw_oof[held_out] = booster.predict_proba(inputs.iloc[held_out])[:, 1]
+                score = roc_auc(labels, raw_oof)
+                self.leaves_cv_roc_auc_[f"{leaves or 'inner split'} leaves{'' if with_text else ', no text'}"] = score
+                if best is None or score > best[0]:
+                    best = (score, options, with_text, raw_oof)
+                done += 1
+                report(done / steps, f"LightGBM: out-of-fold scores with {leaves or 'chosen'} leaves")
         assert best is not None
-        _, self.lightgbm_options_, raw_oof = best
+        _, self.lightgbm_options_, self.text_selected_, raw_oof = best
         self.calibrator_ = Calibrator(config.calibration).fit(raw_oof, labels)
         self.oof_metrics_ = churn_metrics(labels, self.calibrator_.transform(raw_oof))
-        self.lightgbm_ = LightGBMChurn(self.lightgbm_options_).fit(stacked, labels)
+        # LightGBM reads only the columns it was trained on, so a stacked frame with text columns still fits it.
+        inputs = stacked if self.text_selected_ else stacked.drop(columns=text_columns)
+        self.lightgbm_ = LightGBMChurn(self.lightgbm_options_).fit(inputs, labels)
         self.stacked_columns_ = [str(c) for c in stacked.columns]
         self.training_data_sha256_ = _data_hash(frame, texts, labels)
         self.n_train_ = n
@@ -595,6 +607,7 @@ class HybridChurnModel:
             "calibration": self.calibrator_.to_json(),  # type: ignore[union-attr]
             "oof_metrics": self.oof_metrics_,
             "leaves_cv_roc_auc": self.leaves_cv_roc_auc_,
+            "text_selected": self.text_selected_,
             "n_train": self.n_train_,
             "training_data_sha256": self.training_data_sha256_,
             "encoder": self.encoder_info(),
@@ -649,6 +662,7 @@ class HybridChurnModel:
         model.stacked_columns_ = list(metadata["stacked_columns"])  # type: ignore[arg-type]
         model.oof_metrics_ = dict(metadata["oof_metrics"])  # type: ignore[arg-type]
         model.leaves_cv_roc_auc_ = dict(metadata.get("leaves_cv_roc_auc") or {})  # type: ignore[arg-type]
+        model.text_selected_ = bool(metadata.get("text_selected", config.text_mode != "none"))
         model.n_train_ = int(metadata["n_train"])  # type: ignore[arg-type]
         model.training_data_sha256_ = str(metadata["training_data_sha256"])
         try:
