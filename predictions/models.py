@@ -26,15 +26,20 @@ class ModelStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+class RunStatus(models.TextChoices):
+    """States of a training or scoring run."""
+
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
 class TrainingRun(models.Model):
     """One request to train a model. The training task holds a lease on this row while it works, so a task
     delivered twice trains once and produces one model version."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "pending"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
+    Status = RunStatus
 
     id = models.BigAutoField(primary_key=True)
     mode = models.CharField(max_length=32)
@@ -138,11 +143,7 @@ class ModelAuditEntry(models.Model):
 class ScoringRun(models.Model):
     """One rescoring of customers with one model at one ``as_of``; chunks record their totals here."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "pending"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
+    Status = RunStatus
 
     id = models.BigAutoField(primary_key=True)
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="scoring_runs")
