@@ -158,7 +158,8 @@ if REDIS_URL:
 else:
     for sub in ("broker", "results"):
         (CELERY_DIR / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # kombu warns about a missing host name without one; the filesystem transport ignores it.
+    CELERY_BROKER_URL = "filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_DIR / "broker"),
         "data_folder_out": str(CELERY_DIR / "broker"),

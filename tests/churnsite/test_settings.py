@@ -38,7 +38,7 @@ def test_no_configuration_runs_on_sqlite_in_var_dir_with_eager_celery(tmp_path: 
         str(tmp_path / "churnsite.sqlite3"),
         "True",
         "True",
-        "filesystem://",
+        "filesystem://localhost//",
         str(tmp_path / "emails"),
     ]
 
