@@ -1,4 +1,5 @@
-"""Views of the alerts app: the REST API (staff) and the customer's one-click unsubscribe page (no login)."""
+"""Views of the alerts app: the REST API (staff; service clients read alerts) and the customer's one-click
+unsubscribe page (no login)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alerts.models import AlertRule
+from alerts.models import AlertRule, AlertStatus, InterventionStatus
 from alerts.selectors import alert_rule_uplift, alert_rules, alerts_queue, interventions_list
 from alerts.serializers import (
     AlertRuleSerializer,
@@ -37,9 +39,17 @@ from alerts.services import (
     idempotent_request,
     unsubscribe_customer,
 )
+from churnsite.permissions import IsStaffOrServiceClient, IsStaffOrServiceClientReadOnly
 from customers.models import Customer
+from predictions.models import RiskTier
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    description="Up to 255 characters; a repeat with the same key returns the first response (Idempotent-Replayed).",
+)
 
 
 def _actor(request: Request) -> str:
@@ -71,10 +81,12 @@ class AlertRuleListView(generics.ListAPIView):
 
     permission_classes = [IsAdminUser]
     serializer_class = AlertRuleSerializer
+    ordering_fields = ["name", "created_at", "updated_at"]
 
     def get_queryset(self):  # noqa: ANN201 - DRF signature
         return alert_rules()
 
+    @extend_schema(parameters=[_IDEMPOTENCY_PARAMETER], responses={201: AlertRuleSerializer})
     def post(self, request: Request) -> Response:
         def handler() -> tuple[int, object]:
             serializer = AlertRuleSerializer(data=request.data)
@@ -114,16 +126,27 @@ class AlertRuleUpliftView(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(responses=UpliftReportSerializer)
     def get(self, request: Request, pk: int) -> Response:
         rule = get_object_or_404(AlertRule, pk=pk)
         return Response(UpliftReportSerializer(alert_rule_uplift(rule=rule)).data)
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter("status", str, enum=AlertStatus.values),
+        OpenApiParameter("risk_tier", str, enum=RiskTier.values),
+        OpenApiParameter("segment", str),
+        OpenApiParameter("rule", int, description="Alert rule id."),
+        OpenApiParameter("customer", int, description="Customer id."),
+    ]
+)
 class AlertListView(generics.ListAPIView):
     """The alert queue; filters: status, risk_tier, segment, rule, customer."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsStaffOrServiceClient]
     serializer_class = AlertSerializer
+    ordering_fields = ["created_at", "probability", "expected_loss", "customer_value", "as_of"]
 
     def get_queryset(self):  # noqa: ANN201
         params = self.request.query_params
@@ -139,12 +162,13 @@ class AlertListView(generics.ListAPIView):
 class AlertDetailView(generics.RetrieveAPIView):
     """GET one alert; PATCH {assignee (a staff username or null), notes} (audited)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsStaffOrServiceClientReadOnly]
     serializer_class = AlertSerializer
 
     def get_queryset(self):  # noqa: ANN201
         return alerts_queue()
 
+    @extend_schema(request=AlertUpdateSerializer, responses=AlertSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         alert = get_object_or_404(alerts_queue(), pk=pk)
         serializer = AlertUpdateSerializer(data=request.data)
@@ -161,6 +185,11 @@ class AlertTransitionView(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(
+        parameters=[_IDEMPOTENCY_PARAMETER],
+        request=AlertTransitionSerializer,
+        responses={200: AlertSerializer, 409: OpenApiResponse(description="Not allowed from the alert's status.")},
+    )
     def post(self, request: Request, pk: int) -> Response:
         alert = get_object_or_404(alerts_queue(), pk=pk)
 
@@ -182,6 +211,7 @@ class AlertSendCouponView(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(parameters=[_IDEMPOTENCY_PARAMETER], request=None, responses={201: InterventionSerializer})
     def post(self, request: Request, pk: int) -> Response:
         alert = get_object_or_404(alerts_queue(), pk=pk)
 
@@ -192,11 +222,19 @@ class AlertSendCouponView(APIView):
         return _idempotent(request, handler)
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter("status", str, enum=InterventionStatus.values),
+        OpenApiParameter("kind", str),
+        OpenApiParameter("alert", int, description="Alert id."),
+    ]
+)
 class InterventionListView(generics.ListAPIView):
     """Retention actions; filters: status, kind, alert."""
 
     permission_classes = [IsAdminUser]
     serializer_class = InterventionSerializer
+    ordering_fields = ["created_at", "sent_at", "status", "outcome_at"]
 
     def get_queryset(self):  # noqa: ANN201
         params = self.request.query_params

@@ -43,7 +43,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
+    "churnsite",
     "customers",
     "predictions",
     "alerts",
@@ -190,14 +194,68 @@ CELERY_BEAT_SYNC_EVERY = 1
 CHURN_BEAT_LOCK_TTL = env.int("CHURN_BEAT_LOCK_TTL", default=30)
 
 # --- REST framework --------------------------------------------------------------------------
+# Deny by default: every endpoint needs a staff user unless its view names a wider permission
+# (churnsite/permissions.py). Services authenticate with "Authorization: Token <key>" (churn_api_client NAME),
+# staff with their admin session. Errors always read {"error": {"code", "message", "fields"}}.
+# Throttle counters live in the default cache (per process unless CACHES points at a shared cache).
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
+    "DEFAULT_PERMISSION_CLASSES": ["churnsite.permissions.IsStaff"],
+    "DEFAULT_PARSER_CLASSES": ["churnsite.api.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "churnsite.api.ErrorEnvelopeJSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "churnsite.api.CappedPageNumberPagination",
+    "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
+    "DEFAULT_FILTER_BACKENDS": ["churnsite.api.StableOrderingFilter"],
+    "EXCEPTION_HANDLER": "churnsite.api.error_envelope_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="30/minute"),
+        "user": env.str("API_THROTTLE_USER", default="2000/minute"),
+        "realtime-score": env.str("API_THROTTLE_REALTIME_SCORE", default="120/minute"),
+        "ingest": env.str("API_THROTTLE_INGEST", default="60/minute"),
+    },
+}
+# Largest ?page_size= a client may ask for.
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
+# Largest request body outside the ingestion endpoint (which has CHURN_INGEST_MAX_BYTES): JSON bodies above it get 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "churnsite API",
+    "DESCRIPTION": (
+        "Customer-churn early warning: customers with their timeline, churn scores and real-time scoring, alerts, "
+        "retention actions (interventions), alert rules, the model registry (promote, roll back), training and "
+        "scoring runs, and ingestion. Authenticate with `Authorization: Token <key>` (service clients, created by "
+        "`manage.py churn_api_client NAME`) or a staff session. Errors: "
+        '`{"error": {"code": "...", "message": "...", "fields": {"field": ["..."]}}}`.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["churnsite.permissions.IsStaffOrServiceClient"],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "AlertStatusEnum": "alerts.models.AlertStatus",
+        "InterventionStatusEnum": "alerts.models.InterventionStatus",
+        "ActionKindEnum": "alerts.models.ActionKind",
+        "ModelStatusEnum": "predictions.models.ModelStatus",
+        "RunStatusEnum": "predictions.models.RunStatus",
+        "ModelAuditActionEnum": "predictions.models.ModelAuditEntry.Action",
+    },
 }
 
 # --- Imports ---------------------------------------------------------------------------------

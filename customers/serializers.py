@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from customers.models import Customer
@@ -59,6 +60,7 @@ class CustomerDetailSerializer(CustomerSerializer):
         fields = [*CustomerSerializer.Meta.fields, "attributes", "timeline"]
         read_only_fields = fields
 
+    @extend_schema_field(TimelineEntrySerializer(many=True))
     def get_timeline(self, customer: Customer) -> list[dict[str, object]]:
         entries: list[TimelineEntry] = self.context.get("timeline", [])
         return TimelineEntrySerializer(entries, many=True).data

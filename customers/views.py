@@ -1,6 +1,6 @@
 """REST views of the customers app: customers with their timeline, the CSV export, and ingestion.
 
-All endpoints need a staff user (DRF's ``IsAdminUser`` is the project default).
+All endpoints need a staff user (the project default), except ingestion, which service clients may use too.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType
 from rest_framework.parsers import MultiPartParser
@@ -18,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from churnsite.permissions import IsStaffOrServiceClient
 from customers.exports import CUSTOMER_CSV_COLUMNS, customer_csv_row, iter_csv_lines
 from customers.importers import FORMATS, KINDS, ImportFileError, detect_format
 from customers.ingest import import_file, import_options_from_settings
@@ -49,6 +52,15 @@ def _optional_bool(params: object, name: str) -> bool | None:
     raise ParseError(f"{name} must be true or false, not {value!r}")
 
 
+_CUSTOMER_FILTERS = [
+    OpenApiParameter("segment", str, description="Exact segment."),
+    OpenApiParameter("country", str, description="Exact country code."),
+    OpenApiParameter("churned", bool, description="Only churned (true) or only active (false) customers."),
+    OpenApiParameter("is_minimal", bool, description="Only customers created from an order, event or message row."),
+    OpenApiParameter("q", str, description="Text in the external id, email or name."),
+]
+
+
 def _customers_from_query(request: Request):  # noqa: ANN202 - a QuerySet[Customer]
     params = request.query_params
     return customers_search(
@@ -60,15 +72,20 @@ def _customers_from_query(request: Request):  # noqa: ANN202 - a QuerySet[Custom
     )
 
 
+@extend_schema(parameters=_CUSTOMER_FILTERS)
 class CustomerListView(generics.ListAPIView):
     """``GET /api/v1/customers/?segment=&country=&churned=&is_minimal=&q=&page=``: paginated, oldest first."""
 
     serializer_class = CustomerSerializer
+    ordering_fields = ["id", "external_id", "name", "signed_up_at", "order_count", "last_order_at", "created_at"]
 
     def get_queryset(self):  # noqa: ANN201
         return _customers_from_query(self.request)
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("timeline_limit", int, description="Timeline entries, newest first (0-1000).")]
+)
 class CustomerDetailView(generics.RetrieveAPIView):
     """``GET /api/v1/customers/<id>/?timeline_limit=100``: the customer, its attributes and its timeline."""
 
@@ -91,6 +108,10 @@ class CustomerDetailView(generics.RetrieveAPIView):
 class CustomerExportView(APIView):
     """``GET /api/v1/customers/export.csv`` with the list filters: streamed, formulas neutralised."""
 
+    @extend_schema(
+        parameters=_CUSTOMER_FILTERS,
+        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="customers.csv")},
+    )
     def get(self, request: Request) -> StreamingHttpResponse:
         customers = _customers_from_query(request).iterator(chunk_size=2000)
         lines = iter_csv_lines(header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(c) for c in customers))
@@ -114,7 +135,37 @@ class IngestView(APIView):
     """
 
     parser_classes = [MultiPartParser]
+    permission_classes = [IsStaffOrServiceClient]
+    throttle_scope = "ingest"
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=list(KINDS), description="What the rows are."),
+            OpenApiParameter("dry_run", bool, description="Check every row and report, write nothing."),
+            OpenApiParameter("map", str, many=True, description="FIELD=COLUMN, repeatable."),
+            OpenApiParameter("label_col", str),
+            OpenApiParameter("positive", str),
+            OpenApiParameter("drop_col", str, many=True),
+            OpenApiParameter("time_zone", str),
+        ],
+        request={
+            "application/json": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "format": {"type": "string", "enum": list(FORMATS)},
+                },
+                "required": ["file"],
+            },
+        },
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The import summary with every row error."),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Unreadable file, or every row rejected."),
+            413: OpenApiResponse(OpenApiTypes.OBJECT, description="Larger than CHURN_INGEST_MAX_BYTES."),
+        },
+        description="Also accepts JSON lines (application/x-ndjson) and CSV (text/csv) bodies.",
+    )
     def post(self, request: Request, kind: str) -> Response:
         if kind not in KINDS:
             raise NotFound(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -169,8 +220,13 @@ class IngestView(APIView):
                 )
             except ImportFileError as exc:
                 return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        nothing_kept = result.rows_rejected and not (result.rows_imported or result.rows_unchanged)
-        return Response(result.as_dict(), status=status.HTTP_400_BAD_REQUEST if nothing_kept else status.HTTP_200_OK)
+        report = result.as_dict()
+        if result.rows_rejected and not (result.rows_imported or result.rows_unchanged):
+            # The report stays whole beside the error envelope: the row errors are what the caller needs.
+            message = f"every row was rejected ({result.rows_rejected}); see errors"
+            error = {"code": "rows_rejected", "message": message, "fields": {}}
+            return Response({"error": error, **report}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(report)
 
 
 def _field_map(pairs: list[str]) -> dict[str, str]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from churnsite.permissions import IsStaffOrServiceClient
 from customers.models import Customer
-from predictions.models import ModelVersion
+from predictions.models import ModelVersion, RiskTier
 from predictions.selectors import latest_scores, model_versions, scoring_runs, training_runs
 from predictions.serializers import (
     ChurnScoreSerializer,
@@ -24,11 +26,13 @@ from predictions.services.scoring import ChampionUnavailable, customer_score_now
 from predictions.services.training import training_run_request
 
 
+@extend_schema(parameters=[OpenApiParameter("risk_tier", str, enum=RiskTier.values)])
 class LatestScoreListView(generics.ListAPIView):
     """The newest score of each customer, highest risk first; filter with ``?risk_tier=high``."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsStaffOrServiceClient]
     serializer_class = ChurnScoreSerializer
+    ordering_fields = ["probability", "as_of", "created_at", "customer"]
 
     def get_queryset(self):  # noqa: ANN201
         queryset = latest_scores()
@@ -39,9 +43,14 @@ class LatestScoreListView(generics.ListAPIView):
 class RealtimeScoreView(APIView):
     """Score one customer on their data up to now with the champion (nothing is stored)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsStaffOrServiceClient]
     serializer_class = RealtimeScoreSerializer
+    throttle_scope = "realtime-score"
 
+    @extend_schema(
+        request=None,
+        responses={200: RealtimeScoreSerializer, 503: OpenApiResponse(description="No champion model to score with.")},
+    )
     def post(self, request: Request, pk: int) -> Response:
         customer = get_object_or_404(Customer, pk=pk)
         try:
@@ -54,6 +63,7 @@ class RealtimeScoreView(APIView):
 class ModelVersionListView(generics.ListAPIView):
     permission_classes = [IsAdminUser]
     serializer_class = ModelVersionSerializer
+    ordering_fields = ["created_at", "trained_at", "promoted_at", "name", "status"]
 
     def get_queryset(self):  # noqa: ANN201
         return model_versions().prefetch_related("audit_entries")
@@ -73,6 +83,9 @@ class ModelVersionPromoteView(APIView):
     permission_classes = [IsAdminUser]
     serializer_class = ModelVersionSerializer
 
+    @extend_schema(
+        request=None, responses={200: ModelVersionSerializer, 409: OpenApiResponse(description="Not promotable.")}
+    )
     def post(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
         try:
@@ -88,6 +101,10 @@ class ModelVersionRollbackView(APIView):
     permission_classes = [IsAdminUser]
     serializer_class = ModelVersionSerializer
 
+    @extend_schema(
+        request=None,
+        responses={200: ModelVersionSerializer, 409: OpenApiResponse(description="Nothing to roll back to.")},
+    )
     def post(self, request: Request) -> Response:
         try:
             version = model_version_rollback(actor=request.user.get_username())
@@ -96,11 +113,13 @@ class ModelVersionRollbackView(APIView):
         return Response(ModelVersionSerializer(version).data)
 
 
+@extend_schema_view(post=extend_schema(responses={202: TrainingRunSerializer}))
 class TrainingRunListView(generics.ListCreateAPIView):
     """List training runs, or request one (it is trained by a gpu worker; poll its progress here)."""
 
     permission_classes = [IsAdminUser]
     serializer_class = TrainingRunSerializer
+    ordering_fields = ["created_at", "finished_at", "status"]
 
     def get_queryset(self):  # noqa: ANN201
         return training_runs()
@@ -126,6 +145,7 @@ class TrainingRunListView(generics.ListCreateAPIView):
 class ScoringRunListView(generics.ListAPIView):
     permission_classes = [IsAdminUser]
     serializer_class = ScoringRunSerializer
+    ordering_fields = ["created_at", "finished_at", "as_of", "status"]
 
     def get_queryset(self):  # noqa: ANN201
         return scoring_runs()

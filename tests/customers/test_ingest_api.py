@@ -77,7 +77,11 @@ def test_file_upload_detects_the_format_from_the_name(staff: APIClient) -> None:
 def test_json_top_level_object_is_a_400_with_a_clear_message(staff: APIClient) -> None:
     response = staff.post("/api/v1/ingest/orders", json.dumps(ORDERS[0]), content_type="application/json")
     assert response.status_code == 400
-    assert response.json() == {"error": "the JSON top level must be an array of objects, found an object"}
+    assert response.json()["error"] == {
+        "code": "invalid",
+        "message": "the JSON top level must be an array of objects, found an object",
+        "fields": {},
+    }
 
 
 def test_every_row_rejected_is_a_400_that_lists_the_rows(staff: APIClient) -> None:
@@ -92,7 +96,7 @@ def test_every_row_rejected_is_a_400_that_lists_the_rows(staff: APIClient) -> No
 def test_body_over_the_limit_is_refused_without_importing(staff: APIClient, settings) -> None:
     settings.CHURN_INGEST_MAX_BYTES = 100
     response = staff.post("/api/v1/ingest/orders", json.dumps(ORDERS * 5), content_type="application/json")
-    assert response.status_code == 413 and "CHURN_INGEST_MAX_BYTES" in response.json()["error"]
+    assert response.status_code == 413 and "CHURN_INGEST_MAX_BYTES" in response.json()["error"]["message"]
     assert not ImportRun.objects.exists()
 
 

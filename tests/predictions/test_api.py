@@ -32,7 +32,7 @@ def test_realtime_score_returns_probability_tier_model_and_factors(store: None, 
 def test_realtime_score_without_a_champion_is_503_with_a_reason(staff: APIClient) -> None:
     customer = Customer.objects.create(external_id="c1")
     response = staff.post(f"/api/v1/customers/{customer.pk}/score")
-    assert response.status_code == 503 and "no champion" in response.json()["detail"]
+    assert response.status_code == 503 and "no champion" in response.json()["error"]["message"]
 
 
 def test_promote_and_rollback_through_the_api(store: None, staff: APIClient) -> None:  # noqa: ARG001
