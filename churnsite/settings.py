@@ -199,9 +199,10 @@ CHURN_BEAT_LOCK_TTL = env.int("CHURN_BEAT_LOCK_TTL", default=30)
 # staff with their admin session. Errors always read {"error": {"code", "message", "fields"}}.
 # Throttle counters live in the default cache (per process unless CACHES points at a shared cache).
 REST_FRAMEWORK = {
+    # Token first: a request without valid credentials gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["churnsite.permissions.IsStaff"],
     "DEFAULT_PARSER_CLASSES": ["churnsite.api.LimitedJSONParser"],
@@ -303,6 +304,7 @@ CHURN_TOP_FACTORS = env.int("CHURN_TOP_FACTORS", default=5)
 # Scores at or above this probability also get text factors (the quoted message sentence); each costs one
 # re-scoring per part of the customer's text, so the whole base does not get them.
 CHURN_TEXT_FACTORS_FROM = env.float("CHURN_TEXT_FACTORS_FROM", default=0.6)
+CHURN_TEXT_FACTORS_PER_CHUNK = env.int("CHURN_TEXT_FACTORS_PER_CHUNK", default=25)
 CHURN_PROMOTION_MIN_ROC_AUC_GAIN = env.float("CHURN_PROMOTION_MIN_ROC_AUC_GAIN", default=0.002)
 CHURN_PROMOTION_MAX_PR_AUC_LOSS = env.float("CHURN_PROMOTION_MAX_PR_AUC_LOSS", default=0.0)
 

@@ -177,10 +177,13 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
 
 
 def _explain(model: ChurnModel, snapshots: list, probabilities: np.ndarray) -> list[list[dict[str, object]]]:
-    """Factors of every score; the text factors (one re-scoring per text part) only for the customers
-    staff look at first, those at or above CHURN_TEXT_FACTORS_FROM, to keep rescoring cheap."""
+    """Factors of every score. The text factors (the quoted message sentence) cost one re-scoring of the text
+    per part, so only the riskiest customers of a chunk get them: at most CHURN_TEXT_FACTORS_PER_CHUNK, at or
+    above CHURN_TEXT_FACTORS_FROM; the real-time score gives them for any one customer on demand."""
     factors = model.explain(snapshots, top_n=settings.CHURN_TOP_FACTORS, text_factors=False)
-    shown = [i for i, p in enumerate(probabilities) if p >= settings.CHURN_TEXT_FACTORS_FROM]
+    ranked = sorted(range(len(snapshots)), key=lambda i: -float(probabilities[i]))
+    shown = [i for i in ranked if probabilities[i] >= settings.CHURN_TEXT_FACTORS_FROM]
+    shown = shown[: settings.CHURN_TEXT_FACTORS_PER_CHUNK]
     if shown:
         detailed = model.explain([snapshots[i] for i in shown], top_n=settings.CHURN_TOP_FACTORS)
         for i, customer_factors in zip(shown, detailed, strict=True):
