@@ -18,7 +18,14 @@ class AlertRuleSerializer(serializers.ModelSerializer):
             "webhook_secret", "holdout_fraction", "horizon_days", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["id", "created_at", "updated_at"]
-        extra_kwargs = {"webhook_secret": {"write_only": True}}
+        # Day counts are added to dates: beyond ten years they overflow (found by the API fuzzing test).
+        extra_kwargs = {
+            "webhook_secret": {"write_only": True},
+            **{
+                name: {"max_value": 3650}
+                for name in ("value_window_days", "cooldown_days", "coupon_valid_days", "horizon_days")
+            },
+        }
 
 
 class InterventionSerializer(serializers.ModelSerializer):
@@ -36,7 +43,7 @@ class AlertSerializer(serializers.ModelSerializer):
     customer_external_id = serializers.CharField(source="customer.external_id", read_only=True)
     customer_segment = serializers.CharField(source="customer.segment", read_only=True)
     rule_name = serializers.CharField(source="rule.name", read_only=True)
-    assignee = serializers.CharField(source="assignee.get_username", read_only=True, default=None)
+    assignee = serializers.CharField(source="assignee.get_username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = Alert

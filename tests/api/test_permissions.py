@@ -1,0 +1,89 @@
+"""Deny by default: who may call which operation of the schema."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.api.conftest import api_data, concrete, schema_operations
+
+pytestmark = pytest.mark.django_db
+
+OPERATIONS = schema_operations()
+# What a service client may do: read scores and alerts, ingest, request a real-time score.
+SERVICE_CLIENT_OPERATIONS = {
+    ("get", "/api/v1/scores/"),
+    ("get", "/api/v1/alerts/"),
+    ("get", "/api/v1/alerts/{id}/"),
+    ("post", "/api/v1/customers/{id}/score"),
+    ("post", "/api/v1/ingest/{kind}"),
+}
+
+
+def test_schema_lists_every_api_area() -> None:
+    paths = {path for _, path in OPERATIONS}
+    expected = {
+        "/api/v1/customers/{id}/",
+        "/api/v1/scores/",
+        "/api/v1/customers/{id}/score",
+        "/api/v1/alerts/",
+        "/api/v1/interventions/",
+        "/api/v1/alert-rules/",
+        "/api/v1/model-versions/{id}/promote",
+        "/api/v1/model-versions/rollback",
+        "/api/v1/ingest/{kind}",
+    }
+    assert expected <= paths, f"missing from the schema: {sorted(expected - paths)}"
+    assert SERVICE_CLIENT_OPERATIONS <= set(OPERATIONS)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_every_operation_refuses_a_caller_without_credentials(method: str, path: str) -> None:
+    response = getattr(APIClient(), method)(concrete(path))
+    assert response.status_code in (401, 403), f"{method.upper()} {path} answered {response.status_code}"
+    assert response.json()["error"]["code"] in ("not_authenticated", "permission_denied")
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_service_client_reaches_only_its_operations(service: APIClient, method: str, path: str) -> None:
+    response = getattr(service, method)(concrete(path), {}, format="json")
+    if (method, path) in SERVICE_CLIENT_OPERATIONS:
+        assert response.status_code not in (401, 403), f"{method.upper()} {path} refused a service client"
+    else:
+        assert response.status_code == 403, f"{method.upper()} {path} answered {response.status_code}"
+
+
+def test_service_client_may_read_an_alert_but_not_change_it(service: APIClient) -> None:
+    alert = api_data()["alert"]
+    assert service.get(f"/api/v1/alerts/{alert.pk}/").status_code == 200
+    assert service.patch(f"/api/v1/alerts/{alert.pk}/", {"notes": "x"}, format="json").status_code == 403
+
+
+def test_invalid_token_is_401_with_the_error_envelope() -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    response = client.get("/api/v1/scores/")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "authentication_failed"
+
+
+def test_staff_session_writes_need_the_csrf_token(staff_user) -> None:  # noqa: ANN001
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    assert client.get("/api/v1/alert-rules/").status_code == 200
+    response = client.post("/api/v1/alert-rules/", {"name": "r", "threshold": 0.5}, format="json")
+    assert response.status_code == 403 and "CSRF" in response.json()["error"]["message"]
+
+
+def test_a_logged_in_user_who_is_not_staff_gets_nothing(django_user_model) -> None:  # noqa: ANN001
+    client = APIClient()
+    client.force_login(django_user_model.objects.create_user("shopper", password="pw-shopper-x"))
+    assert client.get("/api/v1/scores/").status_code == 403
+    assert client.get("/api/v1/schema/").status_code == 403
+
+
+def test_schema_and_docs_are_served_to_clients_without_a_cdn(staff: APIClient, service: APIClient) -> None:
+    assert APIClient().get("/api/v1/schema/").status_code in (401, 403)
+    assert service.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").status_code == 200
+    page = staff.get("/api/v1/docs/").content.decode()
+    assert "swagger-ui" in page and "/static/drf_spectacular_sidecar/" in page
+    assert "cdn" not in page.lower() and "unpkg" not in page.lower()
