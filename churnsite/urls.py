@@ -4,14 +4,17 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from churnsite.dashboard.views import dashboard_view
 from churnsite.views import healthz
 
 admin.site.site_header = "churnsite: churn early warning"
 admin.site.site_title = "churnsite"
 admin.site.index_title = "Customers at risk, models and retention"
+admin.site.index_template = "churnsite/admin_index.html"  # adds the dashboard link
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("admin/dashboard/", dashboard_view, name="churn-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

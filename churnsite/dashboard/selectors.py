@@ -1,0 +1,149 @@
+"""Reads behind the staff dashboard: one function per panel, plain values out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.db.models import Avg, Count, Q
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from alerts.models import Alert, AlertRule, Intervention, InterventionStatus, Outcome
+from alerts.selectors import UpliftReport, alert_rule_uplift
+from predictions.models import DriftEvent, ModelVersion
+from predictions.selectors import champion_model_version, latest_scores
+
+__all__ = [
+    "ScheduledRun",
+    "SegmentRisk",
+    "alerts_per_day",
+    "intervention_funnel",
+    "model_versions_metrics",
+    "risk_distribution",
+    "risk_by_segment",
+    "rule_uplifts",
+    "scheduled_runs",
+    "champion_drift",
+]
+
+RISK_BINS = 10
+
+
+@dataclass(frozen=True)
+class SegmentRisk:
+    segment: str
+    customers: int
+    mean_probability: float
+    high_risk: int
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    name: str
+    task: str
+    schedule: str
+    last_run_at: datetime | None
+    next_run_at: datetime | None
+
+
+def risk_distribution() -> list[int]:
+    """Customers per tenth of churn probability (their newest score), lowest first."""
+    counts = [0] * RISK_BINS
+    for probability in latest_scores().values_list("probability", flat=True).iterator(chunk_size=5000):
+        counts[min(int(probability * RISK_BINS), RISK_BINS - 1)] += 1
+    return counts
+
+
+def risk_by_segment(*, limit: int = 12) -> list[SegmentRisk]:
+    """Mean newest churn probability and high-risk count per segment, largest segments first."""
+    rows = (
+        latest_scores()
+        .order_by()
+        .values("customer__segment")
+        .annotate(customers=Count("id"), mean=Avg("probability"), high=Count("id", filter=Q(risk_tier="high")))
+        .order_by("-customers")[:limit]
+    )
+    return [
+        SegmentRisk(
+            segment=row["customer__segment"] or "(none)",
+            customers=row["customers"],
+            mean_probability=float(row["mean"] or 0),
+            high_risk=row["high"],
+        )
+        for row in rows
+    ]
+
+
+def alerts_per_day(*, days: int = 30, now: datetime | None = None) -> list[tuple[date, int]]:
+    """New alerts per day over the last ``days`` days, every day listed (zero included)."""
+    today = (now or timezone.now()).date()
+    start = today - timedelta(days=days - 1)
+    counted = dict(
+        Alert.objects.filter(created_at__date__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(n=Count("id"))
+        .values_list("day", "n")
+    )
+    return [(start + timedelta(days=offset), counted.get(start + timedelta(days=offset), 0)) for offset in range(days)]
+
+
+def intervention_funnel() -> list[tuple[str, int]]:
+    """Alerts, actions decided, actions sent, outcomes known, customers retained (treated group)."""
+    counts = Intervention.objects.aggregate(
+        decided=Count("id", filter=~Q(status=InterventionStatus.HOLDOUT)),
+        sent=Count("id", filter=Q(status=InterventionStatus.SENT)),
+        known=Count("id", filter=Q(status=InterventionStatus.SENT) & ~Q(outcome=Outcome.UNKNOWN)),
+        retained=Count("id", filter=Q(status=InterventionStatus.SENT, outcome=Outcome.RETAINED)),
+    )
+    return [
+        ("alerts", Alert.objects.count()),
+        ("actions", counts["decided"]),
+        ("sent", counts["sent"]),
+        ("outcome known", counts["known"]),
+        ("retained", counts["retained"]),
+    ]
+
+
+def rule_uplifts() -> list[tuple[AlertRule, UpliftReport]]:
+    """Each rule that has sent anything, with its uplift against its holdout."""
+    rules = AlertRule.objects.filter(alerts__interventions__isnull=False).distinct().order_by("name")
+    return [(rule, alert_rule_uplift(rule=rule)) for rule in rules]
+
+
+def model_versions_metrics(*, limit: int = 8) -> list[ModelVersion]:
+    """The newest trained models with holdout metrics (the champion among them when it is recent)."""
+    return list(ModelVersion.objects.exclude(metrics={}).order_by("-created_at")[:limit])
+
+
+def champion_drift(*, limit: int = 60) -> tuple[ModelVersion | None, list[DriftEvent]]:
+    champion = champion_model_version()
+    if champion is None:
+        return None, []
+    events = list(DriftEvent.objects.filter(model_version=champion).order_by("-checked_at")[:limit])
+    return champion, events[::-1]
+
+
+def scheduled_runs(*, now: datetime | None = None) -> list[ScheduledRun]:
+    """Enabled beat schedules (rescoring, retraining, ...) with their next run time."""
+    now = now or timezone.now()
+    runs = []
+    for task in PeriodicTask.objects.filter(enabled=True).order_by("name"):
+        next_run_at = None
+        try:
+            remaining = task.schedule.remaining_estimate(task.last_run_at or now)
+            next_run_at = max(now, (task.last_run_at or now) + remaining) if task.last_run_at else now + remaining
+        except (AttributeError, TypeError, ValueError):
+            pass  # one-off or solar schedules without a simple estimate
+        runs.append(
+            ScheduledRun(
+                name=task.name,
+                task=task.task,
+                schedule=str(task.scheduler or ""),
+                last_run_at=task.last_run_at,
+                next_run_at=next_run_at,
+            )
+        )
+    return runs

@@ -1,0 +1,67 @@
+"""The staff dashboard page (``/admin/dashboard/``), linked from the admin index."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.safestring import mark_safe
+
+from churnsite.dashboard import charts, selectors
+
+_METRICS = ("roc_auc", "pr_auc", "lift_at_10", "brier", "ece")
+
+
+@staff_member_required
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    """Every panel is read by a selector and drawn as inline SVG (matplotlib escapes the text it draws)."""
+    distribution = selectors.risk_distribution()
+    segments = selectors.risk_by_segment()
+    per_day = selectors.alerts_per_day(days=30)
+    funnel = selectors.intervention_funnel()
+    versions = selectors.model_versions_metrics()
+    champion, drift = selectors.champion_drift()
+    bins = [f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}" for tenth in range(len(distribution))]
+    svg = {
+        "distribution": charts.bar_svg(
+            labels=bins if any(distribution) else [],
+            values=distribution if any(distribution) else [],
+            title="Customers by churn probability",
+        ),
+        "segments": charts.bar_svg(
+            labels=[row.segment for row in segments],
+            values=[row.mean_probability for row in segments],
+            title="Mean churn probability by segment",
+            ylabel="probability",
+            horizontal=True,
+        ),
+        "alerts": charts.line_svg(
+            x=[day for day, _ in per_day], series={"alerts": [n for _, n in per_day]}, title="New alerts per day"
+        ),
+        "funnel": charts.bar_svg(
+            labels=[name for name, _ in funnel], values=[n for _, n in funnel], title="Retention funnel"
+        ),
+        "drift": charts.line_svg(
+            x=[event.checked_at for event in drift],
+            series={
+                "largest PSI": [event.max_psi for event in drift],
+                "threshold": [event.threshold for event in drift],
+            },
+            title="Champion drift (population stability)",
+        ),
+    }
+    context = {
+        **admin.site.each_context(request),
+        "title": "Churn dashboard",
+        "charts": {name: mark_safe(text) for name, text in svg.items()},  # noqa: S308 - matplotlib output, text escaped
+        "segments": segments,
+        "funnel": funnel,
+        "uplifts": selectors.rule_uplifts(),
+        "champion": champion,
+        "champion_metrics": [(name, (champion.metrics or {}).get(name)) for name in _METRICS] if champion else [],
+        "versions": [(version, [version.metrics.get(name) for name in _METRICS]) for version in versions],
+        "metric_names": _METRICS,
+        "scheduled": selectors.scheduled_runs(),
+    }
+    return render(request, "churnsite/dashboard.html", context)

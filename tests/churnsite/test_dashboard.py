@@ -1,0 +1,53 @@
+"""The staff dashboard: staff only, linked from the admin index, charts inline as SVG, customer text escaped."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from churnsite.dashboard import selectors
+from tests.api.conftest import api_data
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(django_user_model) -> Client:  # noqa: ANN001
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("ops", password="pw-ops-x", is_staff=True))
+    return client
+
+
+def test_dashboard_is_for_staff_only(django_user_model) -> None:  # noqa: ANN001
+    assert Client().get("/admin/dashboard/").status_code == 302, "anonymous users go to the admin login"
+    shopper = Client()
+    shopper.force_login(django_user_model.objects.create_user("shopper", password="pw-shopper-x"))
+    assert shopper.get("/admin/dashboard/").status_code == 302
+
+
+def test_admin_index_links_to_the_dashboard(staff_client: Client) -> None:
+    assert 'href="/admin/dashboard/"' in staff_client.get("/admin/").content.decode()
+
+
+def test_empty_dashboard_renders_every_panel(staff_client: Client) -> None:
+    page = staff_client.get("/admin/dashboard/").content.decode()
+    assert page.count("<svg xmlns:xlink") == 5 and "No champion model yet." in page and "cdn" not in page.lower()
+
+
+def test_dashboard_shows_scores_by_segment_and_escapes_segment_names(staff_client: Client) -> None:
+    data = api_data()
+    data["customers"][0].segment = "<script>alert(1)</script>"
+    data["customers"][0].save()
+    page = staff_client.get("/admin/dashboard/").content.decode()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_risk_selectors_count_each_customer_once_by_newest_score() -> None:
+    api_data()  # three customers scored 0.2, 0.5 and 0.8
+    assert selectors.risk_distribution() == [0, 0, 1, 0, 0, 1, 0, 0, 1, 0]
+    by_segment = {row.segment: (row.customers, row.high_risk) for row in selectors.risk_by_segment()}
+    assert by_segment == {"vip": (2, 1), "(none)": (1, 0)}
+    assert sum(n for _, n in selectors.alerts_per_day(days=3)) == 2 and selectors.intervention_funnel()[0] == (
+        "alerts",
+        2,
+    )
