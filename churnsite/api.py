@@ -222,3 +222,61 @@ class ErrorEnvelopeJSONRenderer(JSONRenderer):
         if response is not None and response.status_code >= 400 and not is_error_body(data):
             data = error_body(response.status_code, data)
         return super().render(data, accepted_media_type, renderer_context)
+
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Every API error. A body may carry more keys beside it (the ingestion report).",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "example": "invalid"},
+                "message": {"type": "string", "example": "threshold: Ensure this value is less than or equal to 1."},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "Messages per input field; empty when the error is not about one field.",
+                },
+            },
+            "required": ["code", "message", "fields"],
+        }
+    },
+    "required": ["error"],
+}
+_ERROR_DESCRIPTIONS = {
+    "400": "Invalid input.",
+    "401": "No valid credentials.",
+    "403": "Not allowed for this user or client.",
+    "404": "Not found.",
+    "405": "Method not allowed.",
+    "409": "Conflict with the current state.",
+    "413": "Request body too large.",
+    "415": "Unsupported media type.",
+    "422": "Unprocessable (an Idempotency-Key reused with another request).",
+    "429": "Throttled; retry after the Retry-After header's seconds.",
+    "503": "Temporarily unavailable.",
+}
+
+
+def error_responses_hook(result: dict, generator: object, request: object, public: bool) -> dict:  # noqa: FBT001
+    """drf-spectacular postprocessing hook: document the error envelope on every operation.
+
+    Each operation gets 400, 401, 403, 404 and 429; those with a request body 413 and 415 too. Error codes a
+    view documented itself keep their description and gain the envelope as their body.
+    """
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = operation.setdefault("responses", {})
+            codes = ["400", "401", "403", "404", "429"]
+            if "requestBody" in operation:
+                codes += ["413", "415"]
+            codes += [code for code in responses if code in _ERROR_DESCRIPTIONS]
+            for code in codes:
+                response = responses.setdefault(code, {"description": _ERROR_DESCRIPTIONS[code]})
+                response.setdefault("content", reference)
+    return result

@@ -246,6 +246,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["churnsite.permissions.IsStaffOrServiceClient"],
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "churnsite.api.error_responses_hook",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -161,8 +161,9 @@ class IngestView(APIView):
         },
         responses={
             200: OpenApiResponse(OpenApiTypes.OBJECT, description="The import summary with every row error."),
-            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Unreadable file, or every row rejected."),
-            413: OpenApiResponse(OpenApiTypes.OBJECT, description="Larger than CHURN_INGEST_MAX_BYTES."),
+            # The error envelope (added to every operation); when every row was rejected the report's keys too.
+            400: OpenApiResponse(description="Unreadable file, or every row rejected (with the report's errors)."),
+            413: OpenApiResponse(description="Larger than CHURN_INGEST_MAX_BYTES."),
         },
         description="Also accepts JSON lines (application/x-ndjson) and CSV (text/csv) bodies.",
     )

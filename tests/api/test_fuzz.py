@@ -76,6 +76,7 @@ def test_api_fuzzing_finds_no_server_error_and_every_response_matches_the_schema
     fuzzed = [operation for operation in operations if operation.label not in NOT_FUZZED]
     assert len(fuzzed) >= 20, f"the schema lists only {[operation.label for operation in operations]}"
     calls: dict[str, int] = {}
+    invalid_calls: dict[str, int] = {}
     examples = hypothesis_settings(
         max_examples=EXAMPLES_PER_OPERATION,
         deadline=None,
@@ -101,6 +102,7 @@ def test_api_fuzzing_finds_no_server_error_and_every_response_matches_the_schema
         @given(case=invalid)
         @examples
         def survives(case) -> None:  # noqa: ANN001
+            invalid_calls[case.operation.label] = invalid_calls.get(case.operation.label, 0) + 1
             case.call_and_validate(
                 base_url=live_server.url, headers=headers, checks=[no_undocumented_server_error], timeout=30
             )
@@ -111,4 +113,8 @@ def test_api_fuzzing_finds_no_server_error_and_every_response_matches_the_schema
         except Unsatisfiable:
             pass  # nothing in this operation's request can be invalid (no parameters, no body)
     assert set(calls) == {operation.label for operation in fuzzed}, "an operation was never called"
-    print(f"{sum(calls.values())} valid requests over {len(calls)} operations")  # noqa: T201
+    assert len(invalid_calls) >= 15, f"invalid requests reached only {sorted(invalid_calls)}"
+    print(  # noqa: T201
+        f"{sum(calls.values())} valid requests over {len(calls)} operations, "
+        f"{sum(invalid_calls.values())} invalid ones over {len(invalid_calls)}"
+    )

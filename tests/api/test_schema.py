@@ -15,3 +15,18 @@ def test_schema_generates_without_warnings_and_validates(tmp_path: Path) -> None
     assert schema["openapi"].startswith("3.") and "tokenAuth" in schema["components"]["securitySchemes"]
     components = schema["components"]["schemas"]
     assert "AlertStatusEnum" in components, "enum names come from ENUM_NAME_OVERRIDES, not hashes"
+
+
+def test_every_operation_documents_the_error_envelope() -> None:
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    missing = [
+        f"{method.upper()} {path} {code}"
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        for code in ("400", "401", "403", "404", "429")
+        if operation["responses"].get(code, {}).get("content", {}).get("application/json", {}).get("schema")
+        != {"$ref": "#/components/schemas/Error"}
+    ]
+    assert not missing, f"error responses without the envelope: {missing[:5]}"
