@@ -135,6 +135,8 @@ def scheduled_runs(*, now: datetime | None = None) -> list[ScheduledRun]:
         try:
             remaining = task.schedule.remaining_estimate(task.last_run_at or now)
             next_run_at = max(now, (task.last_run_at or now) + remaining) if task.last_run_at else now + remaining
+            # celery estimates from its own clock reading: 02:59:59.98 means 03:00.
+            next_run_at = (next_run_at + timedelta(milliseconds=500)).replace(microsecond=0)
         except (AttributeError, TypeError, ValueError):
             pass  # one-off or solar schedules without a simple estimate
         runs.append(

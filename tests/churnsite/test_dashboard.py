@@ -51,3 +51,12 @@ def test_risk_selectors_count_each_customer_once_by_newest_score() -> None:
         "alerts",
         2,
     )
+
+
+def test_scheduled_runs_say_when_rescoring_runs_next() -> None:
+    from django.utils import timezone
+
+    runs = selectors.scheduled_runs()
+    rescoring = [run for run in runs if "rescore" in run.task or "scor" in run.name.lower()]
+    assert rescoring, f"no rescoring schedule among {[run.name for run in runs]}"
+    assert all(run.next_run_at is not None and run.next_run_at >= timezone.now() for run in rescoring)
