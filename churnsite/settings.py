@@ -147,6 +147,12 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="churnsite <retention
 
 # --- Celery ----------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# The default cache holds the API throttling counters: shared by every process through Redis in production.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 CELERY_DIR = VAR_DIR / "celery"
 
 # The longest task (model training) may run this long; the broker must not redeliver a
@@ -197,7 +203,7 @@ CHURN_BEAT_LOCK_TTL = env.int("CHURN_BEAT_LOCK_TTL", default=30)
 # Deny by default: every endpoint needs a staff user unless its view names a wider permission
 # (churnsite/permissions.py). Services authenticate with "Authorization: Token <key>" (churn_api_client NAME),
 # staff with their admin session. Errors always read {"error": {"code", "message", "fields"}}.
-# Throttle counters live in the default cache (per process unless CACHES points at a shared cache).
+# Throttle counters live in the default cache (Redis with REDIS_URL, shared by every process).
 REST_FRAMEWORK = {
     # Token first: a request without valid credentials gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [

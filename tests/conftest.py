@@ -57,3 +57,11 @@ def _celery_eager_by_default(request: pytest.FixtureRequest):
 def _var_dir_emails(settings, tmp_path):  # noqa: ANN001 - pytest-django fixture
     """Emails from the file backend go to a per-test folder, never into the developer's var/."""
     settings.EMAIL_FILE_PATH = tmp_path / "emails"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(settings, request):  # noqa: ANN001 - pytest-django fixture
+    """Each test gets an empty in-process cache (throttling counters), never the shared Redis one."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": request.node.nodeid}
+    }
