@@ -205,15 +205,15 @@ class SharedEmbedder:
             "max_length": self.max_length,
         }
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Float32 vectors of ``texts`` in input order."""
+    def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
+        """Float32 vectors of ``texts`` in input order; ``progress(fraction, message)`` while encoding."""
         from ml.encoding_cache import EncodingCache, encode_with_cache, text_sha256
 
         keys = [text_sha256(text) for text in texts]
         missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in self._memo}
         if missing:
             cache = EncodingCache(self.cache_dir / "encodings.sqlite3") if self.cache_dir is not None else None
-            result = encode_with_cache(self.text_encoder, list(missing.values()), cache=cache)
+            result = encode_with_cache(self.text_encoder, list(missing.values()), cache=cache, progress=progress)
             self.n_encoded += result.n_encoded
             fresh = dict(zip(missing.keys(), result.vectors, strict=True))
         else:
@@ -463,6 +463,12 @@ class HybridChurnModel:
         variants = len(config.lightgbm.num_leaves_grid) * (2 if self.uses_text and config.select_text_by_cv else 1)
         steps = (len(splits) + 1 if self.uses_text else 0) + variants + 1
         done = 0
+        if self.uses_text and config.text_mode == "frozen" and self.text_model_factory is None:
+            # Encoding every text once is most of a frozen fit: report it, then the folds in the rest.
+            assert texts is not None
+            whole = report
+            self._embedder().embed(texts, progress=lambda fraction, message: whole(0.5 * fraction, message))
+            report = lambda fraction, message: whole(0.5 + 0.5 * fraction, message)  # noqa: E731
         if self.uses_text:
             assert texts is not None
             for fold, (train_rows, held_out) in enumerate(splits):

@@ -146,3 +146,14 @@ def test_the_embedding_memo_keeps_only_the_newest_vectors(tiny_bert_dir: Path) -
     assert embedder.n_encoded == 8, "the newest five came from the memo"
     embedder.embed(texts[:1])
     assert embedder.n_encoded == 9, "the oldest were evicted"
+
+
+def test_a_frozen_fit_reports_encoding_progress_first_and_never_goes_backwards(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data()
+    reports: list[tuple[float, str]] = []
+    HybridChurnModel(_config("frozen", tiny_bert_dir)).fit(
+        frame, texts, y, progress=lambda f, m: reports.append((f, m))
+    )
+    fractions = [fraction for fraction, _ in reports]
+    assert any("encoded" in message for _, message in reports), reports
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, reports
