@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
+
+
+def add_text_model_arguments(parser: CommandParser) -> None:
+    """The text models' options, the same in both commands."""
+    parser.add_argument(
+        "--encoder-mode",
+        choices=["auto", "frozen", "top-k", "lora", "full"],
+        default="auto",
+        help="text models: frozen encoder or a fine-tuning mode (auto: frozen without a GPU, lora with one)",
+    )
+    parser.add_argument("--encoder", default=None, help="encoder directory or cached hub id (default: CHURN_ENCODER)")
+    parser.add_argument("--inner-folds", type=int, default=5, help="out-of-fold stacking folds of the hybrid")
+    parser.add_argument("--embedding-dims", type=int, default=0, help="PCA dims of frozen vectors in the hybrid")
+
 
 TEXT_MODEL_NAMES = frozenset({"tfidf", "transformer", "hybrid", "hybrid_no_messages", "hybrid_no_text"})
 

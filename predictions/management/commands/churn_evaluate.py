@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ._text_models import add_text_model_arguments
+
 
 class Command(BaseCommand):
     help = (
@@ -27,17 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--sheet", default=None, help="XLSX sheet name (default: the first)")
         parser.add_argument("--name", default=None, help="dataset name in the report (default: the file name)")
         parser.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
-        parser.add_argument(
-            "--encoder-mode",
-            choices=["auto", "frozen", "top-k", "lora", "full"],
-            default="auto",
-            help="text models: frozen encoder or a fine-tuning mode (auto: frozen without a GPU, lora with one)",
-        )
-        parser.add_argument(
-            "--encoder", default=None, help="encoder directory or cached hub id (default: CHURN_ENCODER)"
-        )
-        parser.add_argument("--inner-folds", type=int, default=5, help="out-of-fold stacking folds of the hybrid")
-        parser.add_argument("--embedding-dims", type=int, default=0, help="PCA dims of frozen vectors in the hybrid")
+        add_text_model_arguments(parser)
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: object, **options: object) -> None:
