@@ -43,19 +43,25 @@ def _start_beat(log_dir: Path, name: str, ttl: int = 30) -> tuple[subprocess.Pop
     return process, log
 
 
-@pytest.mark.services
-@pytest.mark.django_db(transaction=True)
-def test_two_beats_for_three_intervals_send_three_tasks_not_six(tmp_path: Path) -> None:
+def _only_schedule_a_heartbeat(*, every_seconds: int) -> str:
+    """Disable every periodic task but one heartbeat sent to a fresh queue every few seconds; returns the queue."""
     queue = f"beat-test-{uuid.uuid4().hex[:8]}"
     PeriodicTask.objects.update(enabled=False)
-    every_3s = IntervalSchedule.objects.create(every=3, period=IntervalSchedule.SECONDS)
+    interval = IntervalSchedule.objects.create(every=every_seconds, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.create(
         name=queue,
         task="predictions.worker_heartbeat",
-        interval=every_3s,
+        interval=interval,
         queue=queue,
         kwargs=json.dumps({"queue": queue}),
     )
+    return queue
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_two_beats_for_three_intervals_send_three_tasks_not_six(tmp_path: Path) -> None:
+    queue = _only_schedule_a_heartbeat(every_seconds=3)
     broker = redis.Redis.from_url(settings.REDIS_URL)
     beats = [_start_beat(tmp_path, f"beat{i}") for i in range(2)]
     try:
@@ -79,16 +85,7 @@ def test_two_beats_for_three_intervals_send_three_tasks_not_six(tmp_path: Path) 
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_a_standby_beat_takes_over_from_a_killed_leader_without_sending_twice(tmp_path: Path) -> None:
-    queue = f"beat-test-{uuid.uuid4().hex[:8]}"
-    PeriodicTask.objects.update(enabled=False)
-    every_2s = IntervalSchedule.objects.create(every=2, period=IntervalSchedule.SECONDS)
-    PeriodicTask.objects.create(
-        name=queue,
-        task="predictions.worker_heartbeat",
-        interval=every_2s,
-        queue=queue,
-        kwargs=json.dumps({"queue": queue}),
-    )
+    queue = _only_schedule_a_heartbeat(every_seconds=2)
     broker = redis.Redis.from_url(settings.REDIS_URL)
     beats = [_start_beat(tmp_path, f"beat{i}", ttl=4) for i in range(2)]
     try:
