@@ -96,6 +96,12 @@ class ModelVersion(models.Model):
     reference_profile = models.JSONField(
         default=dict, blank=True, help_text="Score and top-feature distributions at training, for drift checks."
     )
+    model_card = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Holdout curves (ROC, calibration), lift and baselines on the same rows (ml.model_card); "
+        "empty for models trained before it was recorded.",
+    )
     status = models.CharField(max_length=16, choices=ModelStatus.choices, default=ModelStatus.TRAINING, db_index=True)
     started_by = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
