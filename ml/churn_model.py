@@ -7,6 +7,7 @@ This is the unit the Django side trains, stores, promotes and scores with. Publi
     model = ChurnModel(ChurnModelConfig(horizon_days=90)).fit(histories, as_of=as_of, progress=callback)
     model.holdout_metrics        # {"roc_auc", "pr_auc", "lift_at_10", "brier", "ece", "n", "positive_rate", ...}
     model.metadata               # JSON-ready dict (what metadata.json holds)
+    model.holdout_               # HoldoutData: training/holdout features, labels, holdout probabilities (fit only)
     model.save(path)             # one artifact directory (ml.artifacts: safetensors + JSON + sha256 manifest)
     model = ChurnModel.load(path)                  # verifies every file first; ArtifactError otherwise
     model.predict_proba(snapshots)                 # np.ndarray (n,): calibrated churn probabilities
@@ -61,7 +62,7 @@ from ml.snapshot import (
     rolling_cutoffs,
 )
 
-__all__ = ["ARTIFACT_KIND", "ChurnModel", "ChurnModelConfig"]
+__all__ = ["ARTIFACT_KIND", "ChurnModel", "ChurnModelConfig", "HoldoutData"]
 
 ARTIFACT_KIND = "churn_model"
 ProgressCallback = Callable[[float, str], None]
@@ -132,6 +133,24 @@ class ChurnModelConfig:
         )
 
 
+@dataclass(frozen=True)
+class HoldoutData:
+    """What :meth:`ChurnModel.fit` trained and measured on, kept in memory (never saved) so that the model card
+    (:mod:`ml.model_card`) scores baselines on the same rows without building snapshots or encoding texts again.
+
+    Attributes:
+        train_frame, y_train: tabular features and labels of the training snapshots.
+        holdout_frame, y_holdout: the same for the holdout snapshots (columns aligned to the training ones).
+        probability: the model's calibrated churn probability of each holdout row.
+    """
+
+    train_frame: pd.DataFrame
+    y_train: np.ndarray
+    holdout_frame: pd.DataFrame
+    y_holdout: np.ndarray
+    probability: np.ndarray
+
+
 class ChurnModel:
     """Features + text of customer snapshots -> the hybrid -> calibrated churn probability (module docstring)."""
 
@@ -140,6 +159,7 @@ class ChurnModel:
         self._embedder = embedder
         self.hybrid_: HybridChurnModel | None = None
         self.holdout_metrics: dict[str, object] = {}
+        self.holdout_: HoldoutData | None = None  # set by fit() only; a loaded model has none
         self._metadata: dict[str, object] = {}
 
     # ------------------------------------------------------------------ data
@@ -222,7 +242,15 @@ class ChurnModel:
         holdout_snapshots = [r.snapshot for r in holdout_rows]
         y_holdout = np.array([r.label for r in holdout_rows], dtype=int)
         report(0.92, f"scoring the holdout ({len(holdout_rows)} snapshots)")
-        holdout_probability = self.predict_proba(holdout_snapshots)
+        holdout_frame = self._frame(holdout_snapshots)
+        holdout_probability = hybrid.predict_proba(holdout_frame, self._texts(holdout_snapshots))[:, 1]
+        self.holdout_ = HoldoutData(
+            train_frame=train_frame,
+            y_train=y_train,
+            holdout_frame=holdout_frame,
+            y_holdout=y_holdout,
+            probability=holdout_probability,
+        )
         self.holdout_metrics = {
             **churn_metrics(y_holdout, holdout_probability),
             "n": len(y_holdout),

@@ -175,6 +175,8 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         model.save(artifact)
         progress(0.97, "profiling scores and top features for drift checks")
         reference = _reference_profile(model, histories)
+        progress(0.98, "model card: baselines and curves on the holdout")
+        model_card = _model_card(model)
         champion = champion_model_version()
         champion_metrics = _champion_metrics_on(model, champion, histories, run.as_of)
     except Exception as exc:
@@ -207,6 +209,7 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
                 reference_profile=reference,
                 actor=run.started_by or "training task",
             )
+            ModelVersion.objects.filter(pk=version.pk).update(model_card=model_card)
             TrainingRun.objects.filter(pk=run.pk).update(
                 status=TrainingRun.Status.SUCCEEDED, progress_percent=100, finished_at=timezone.now()
             )
@@ -231,6 +234,21 @@ def _excluded_from_training() -> object | None:
     if not settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS:
         return None
     return import_string(settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS)()
+
+
+def _model_card(model: ChurnModel) -> dict[str, object]:
+    """The model's holdout curves and lift beside baselines fitted on its training rows (ml.model_card).
+
+    The card describes a model; it never decides whether one is usable, so a failure here is logged and
+    recorded in the card instead of failing the training run.
+    """
+    from ml.model_card import churn_model_card
+
+    try:
+        return churn_model_card(model)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves a model without a card, not without a version
+        logger.exception("the model card of %s could not be computed", model.metadata.get("as_of"))
+        return {"error": f"the model card could not be computed: {exc}"[:2000]}
 
 
 def _reference_profile(model: ChurnModel, histories: list) -> dict[str, object]:

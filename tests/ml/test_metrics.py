@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from ml.metrics import brier_score, churn_metrics, expected_calibration_error, lift_at, pr_auc, roc_auc
+from ml.metrics import (
+    brier_score,
+    calibration_bins,
+    churn_metrics,
+    expected_calibration_error,
+    lift_at,
+    pr_auc,
+    roc_auc,
+    roc_curve_points,
+)
 
 Y = [1, 0, 1, 0, 0]
 P = [0.9, 0.8, 0.4, 0.3, 0.1]
@@ -54,3 +64,39 @@ def test_bad_input_is_refused() -> None:
 
 def test_churn_metrics_has_every_reported_name() -> None:
     assert set(churn_metrics(Y, P)) == {"roc_auc", "pr_auc", "lift_at_10", "brier", "ece"}
+
+
+def test_roc_curve_points_by_hand() -> None:
+    # Scores 0.9 (+), 0.8 (-), 0.4 (+), 0.3 (-), 0.1 (-): each threshold step moves up or right by one example.
+    curve = roc_curve_points(Y, P)
+    assert curve.fpr == pytest.approx((0, 0, 1 / 3, 1 / 3, 1)) and curve.tpr == pytest.approx((0, 0.5, 0.5, 1, 1))
+    assert curve.area() == pytest.approx(roc_auc(Y, P)) and roc_curve_points([1, 1], [0.2, 0.3]) is None
+
+
+def test_a_long_roc_curve_is_thinned_to_max_points_and_keeps_its_area() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 20_000)
+    scores = y * 0.8 + rng.normal(size=y.size)
+    curve = roc_curve_points(y, scores, max_points=100)
+    assert len(curve.fpr) <= 100 and (curve.fpr[0], curve.tpr[0], curve.fpr[-1], curve.tpr[-1]) == (0, 0, 1, 1)
+    assert all(np.diff(curve.fpr) >= 0) and all(np.diff(curve.tpr) >= 0)
+    assert curve.area() == pytest.approx(roc_auc(y, scores), abs=0.01)
+
+
+def test_calibration_bins_are_the_bins_of_the_ece() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.uniform(size=3000) ** 2
+    y = (rng.uniform(size=p.size) < np.sqrt(p)).astype(int)  # under-confident: observed above predicted
+    bins = calibration_bins(y, p, n_bins=10)
+    assert sum(b.count for b in bins) == p.size and [b.lower for b in bins] == pytest.approx(
+        [i / 10 for i in range(10)]
+    )
+    weighted_gap = sum(b.count * abs(b.mean_predicted - b.observed_rate) for b in bins) / p.size
+    assert weighted_gap == pytest.approx(expected_calibration_error(y, p))
+    assert all(b.lower <= b.mean_predicted < b.upper for b in bins) and bins[1].observed_rate > bins[1].upper
+
+
+def test_calibration_bins_leave_out_empty_bins_and_put_one_in_the_last() -> None:
+    bins = calibration_bins([0, 1, 1], [0.05, 1.0, 0.95], n_bins=10)
+    assert [b.count for b in bins] == [1, 2] and [b.lower for b in bins] == pytest.approx([0.0, 0.9])
+    assert [b.observed_rate for b in bins] == [0.0, 1.0] and bins[1].mean_predicted == pytest.approx(0.975)

@@ -111,3 +111,29 @@ def test_training_leaves_out_customers_who_received_a_retention_action(store: No
         customer_histories(until=END), [holdout_cutoff], config=LabelConfig(horizon_days=30), label_until=END
     )
     assert version.metrics["n"] == len(rows) < len(everyone)
+
+
+def test_training_stores_the_model_card_measured_on_the_holdout_of_the_metrics(store: None) -> None:
+    version = ModelVersion.objects.get(training_run=_train())
+    card = version.model_card
+    by_key = {entry["key"]: entry for entry in card["models"]}
+    assert list(by_key) == ["model", "recency", "logreg", "lightgbm"], card.get("skipped")
+    assert by_key["model"]["metrics"]["roc_auc"] == pytest.approx(version.metrics["roc_auc"], abs=1e-5)
+    assert card["holdout"]["n"] == version.metrics["n"] and card["holdout"]["cutoff"] == version.metrics["cutoff"]
+    assert card["training"]["cutoffs"] == version.training_cutoffs[1:]
+    assert all(sum(b["count"] for b in entry["calibration"]) == version.metrics["n"] for entry in card["models"])
+    assert all(len(entry["roc"]["fpr"]) <= 100 for entry in card["models"])
+
+
+def test_a_model_card_that_cannot_be_computed_leaves_a_note_not_a_failed_run(store: None, monkeypatch) -> None:  # noqa: ANN001
+    import ml.model_card
+
+    def broken(model: object) -> dict:
+        raise RuntimeError("no baselines today")
+
+    monkeypatch.setattr(ml.model_card, "churn_model_card", broken)
+    run = _train()
+    run.refresh_from_db()
+    version = ModelVersion.objects.get(training_run=run)
+    assert run.status == TrainingRun.Status.SUCCEEDED and version.status == ModelStatus.CHAMPION
+    assert "no baselines today" in version.model_card["error"]
