@@ -7,12 +7,13 @@ customer data) is written by matplotlib's SVG backend, which escapes it.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-__all__ = ["bar_svg", "line_svg"]
+__all__ = ["bar_svg", "calibration_svg", "comparison_bar_svg", "line_svg", "roc_svg"]
 
 _WIDTH, _HEIGHT = 5.6, 2.8
-_COLORS = ("#417690", "#c0392b", "#7f8c8d", "#27ae60")
+_COLORS = ("#417690", "#c0392b", "#7f8c8d", "#27ae60", "#8e44ad", "#d35400")
+_REFERENCE = "#555555"
 
 
 def _figure():  # noqa: ANN202 - a matplotlib Figure
@@ -66,4 +67,72 @@ def line_svg(
     if not x:
         axes.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes, fontsize=9)
     figure.autofmt_xdate()
+    return _svg(figure)
+
+
+def roc_svg(*, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> str:
+    """ROC curves (false positive rate, true positive rate), the first drawn bold, with the chance diagonal."""
+    figure, axes = _figure()
+    axes.plot([0, 1], [0, 1], color=_REFERENCE, linestyle=":", linewidth=1, label="chance")
+    for index, ((name, (fpr, tpr)), color) in enumerate(zip(curves.items(), _COLORS, strict=False)):
+        axes.plot(list(fpr), list(tpr), label=name, color=color, linewidth=2.2 if index == 0 else 1.2)
+    axes.set(xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_xlabel("false positive rate (stayers flagged)", fontsize=8)
+    axes.set_ylabel("true positive rate (churners caught)", fontsize=8)
+    axes.set_title(title, fontsize=10)
+    axes.tick_params(labelsize=8)
+    axes.legend(fontsize=7, loc="lower right", frameon=False)  # ROC curves bow to the upper left
+    return _svg(figure)
+
+
+def calibration_svg(*, curves: Mapping[str, Sequence[tuple[float, float]]], title: str) -> str:
+    """Reliability curves (mean predicted probability, observed churn rate) per bin, with the diagonal."""
+    figure, axes = _figure()
+    axes.plot([0, 1], [0, 1], color=_REFERENCE, linestyle=":", linewidth=1, label="perfectly calibrated")
+    for index, ((name, points), color) in enumerate(zip(curves.items(), _COLORS, strict=False)):
+        axes.plot(
+            [predicted for predicted, _ in points],
+            [observed for _, observed in points],
+            label=name,
+            color=color,
+            marker="o",
+            markersize=4 if index == 0 else 3,
+            linewidth=2.2 if index == 0 else 1.0,
+        )
+    axes.set(xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_xlabel("mean predicted churn probability", fontsize=8)
+    axes.set_ylabel("observed churn rate", fontsize=8)
+    axes.set_title(title, fontsize=10)
+    axes.tick_params(labelsize=8)
+    axes.legend(fontsize=7, loc="upper left", frameon=False)  # reliability curves hug the diagonal
+    return _svg(figure)
+
+
+def comparison_bar_svg(
+    *,
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    title: str,
+    ylabel: str = "",
+    reference: float | None = None,
+) -> str:
+    """One bar per label, the first highlighted (the model the others are compared with); missing values are
+    marked "n/a"; ``reference`` draws a dashed line (for example lift 1: no better than random)."""
+    figure, axes = _figure()
+    positions = list(range(len(labels)))
+    heights = [value if value is not None else 0.0 for value in values]
+    colors = [_COLORS[0] if index == 0 else _COLORS[2] for index in positions]
+    bars = axes.bar(positions, heights, color=colors)
+    for bar, value in zip(bars, values, strict=True):
+        text = "n/a" if value is None else f"{value:.2f}"
+        axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    if reference is not None:
+        axes.axhline(reference, color=_REFERENCE, linestyle="--", linewidth=1)
+    axes.set_xticks(positions, [str(label) for label in labels], fontsize=8, rotation=15, ha="right")
+    axes.set_ylabel(ylabel, fontsize=8)
+    axes.set_title(title, fontsize=10)
+    axes.tick_params(labelsize=8)
+    axes.margins(y=0.15)
+    if not labels:
+        axes.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes, fontsize=9)
     return _svg(figure)

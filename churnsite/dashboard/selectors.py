@@ -16,6 +16,8 @@ from predictions.models import DriftEvent, ModelVersion
 from predictions.selectors import champion_model_version, latest_scores
 
 __all__ = [
+    "CardModel",
+    "ModelCard",
     "ScheduledRun",
     "SegmentRisk",
     "alerts_per_day",
@@ -26,6 +28,7 @@ __all__ = [
     "rule_uplifts",
     "scheduled_runs",
     "champion_drift",
+    "model_card",
 ]
 
 RISK_BINS = 10
@@ -37,6 +40,27 @@ class SegmentRisk:
     customers: int
     mean_probability: float
     high_risk: int
+
+
+@dataclass(frozen=True)
+class CardModel:
+    """One model of a model card (the card's model first, then the baselines) as the charts draw it."""
+
+    key: str
+    label: str
+    metrics: dict[str, float | None]
+    roc: tuple[list[float], list[float]] | None
+    calibration: list[tuple[float, float, int]]  # (mean predicted, observed rate, count) per non-empty bin
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model version's card: the holdout figures always; curves and baselines where they were recorded."""
+
+    version: ModelVersion
+    figures: list[tuple[str, str]]
+    models: list[CardModel]
+    note: str  # why there are no curves ("" when there are)
 
 
 @dataclass(frozen=True)
@@ -149,3 +173,58 @@ def scheduled_runs(*, now: datetime | None = None) -> list[ScheduledRun]:
             )
         )
     return runs
+
+
+def _cutoff_dates(cutoffs: list[object]) -> str:
+    return ", ".join(str(cutoff)[:10] for cutoff in cutoffs) or "-"
+
+
+def _share(positives: object, n: object) -> str:
+    if not isinstance(n, int) or not isinstance(positives, int) or n == 0:
+        return "-"
+    return f"{n:,} ({positives:,} churned, {positives / n:.1%})"
+
+
+def model_card(version: ModelVersion) -> ModelCard:
+    """The card of ``version`` from what training stored (``model_card``; older versions: metrics and cutoffs only)."""
+    card = version.model_card or {}
+    metrics = version.metrics or {}
+    holdout = card.get("holdout") or {}
+    training = card.get("training") or {}
+    n = holdout.get("n", metrics.get("n"))
+    rate = metrics.get("positive_rate")
+    positives = holdout.get("positives")
+    if positives is None and isinstance(n, int) and isinstance(rate, int | float):
+        positives = round(n * rate)
+    holdout_cutoff = str(holdout.get("cutoff") or metrics.get("cutoff") or "")
+    training_cutoffs = training.get("cutoffs") or (
+        [c for c in version.training_cutoffs if str(c) != holdout_cutoff] or version.training_cutoffs
+    )
+    activity = "order" if (version.config or {}).get("activity", "orders") == "orders" else "order or browsing event"
+    figures = [
+        ("Churn definition", f"no {activity} within {version.horizon_days} days (lead {version.lead_days} days)"),
+        ("Training cutoffs", _cutoff_dates(training_cutoffs)),
+        ("Training snapshots", _share(training.get("positives"), training.get("n"))),
+        ("Holdout cutoff (backtest)", holdout_cutoff[:40] or "-"),
+        ("Holdout snapshots", _share(positives, n)),
+    ]
+    models = [
+        CardModel(
+            key=str(entry.get("key", "")),
+            label=str(entry.get("label", entry.get("key", ""))),
+            metrics=dict(entry.get("metrics") or {}),
+            roc=(list(entry["roc"]["fpr"]), list(entry["roc"]["tpr"])) if entry.get("roc") else None,
+            calibration=[
+                (float(b["mean_predicted"]), float(b["observed_rate"]), int(b["count"]))
+                for b in entry.get("calibration") or []
+            ],
+        )
+        for entry in card.get("models") or []
+    ]
+    if models:
+        note = ""
+    elif card.get("error"):
+        note = f"Curves and baselines not recorded for this model: {card['error']}"
+    else:
+        note = "Curves and baselines not recorded for this model (it was trained before model cards were stored)."
+    return ModelCard(version=version, figures=figures, models=models, note=note)

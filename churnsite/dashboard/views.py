@@ -51,6 +51,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             title="Champion drift (population stability)",
         ),
     }
+    card = selectors.model_card(champion) if champion else None
+    if card is not None and card.models:
+        svg |= _model_card_charts(card)
     context = {
         **admin.site.each_context(request),
         "title": "Churn dashboard",
@@ -60,8 +63,32 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "uplifts": selectors.rule_uplifts(),
         "champion": champion,
         "champion_metrics": [(name, (champion.metrics or {}).get(name)) for name in _METRICS] if champion else [],
+        "card": card,
+        "card_rows": [(model.label, [model.metrics.get(name) for name in _METRICS]) for model in card.models]
+        if card
+        else [],
         "versions": [(version, [version.metrics.get(name) for name in _METRICS]) for version in versions],
         "metric_names": _METRICS,
         "scheduled": selectors.scheduled_runs(),
     }
     return render(request, "churnsite/dashboard.html", context)
+
+
+def _model_card_charts(card: selectors.ModelCard) -> dict[str, str]:
+    """ROC, calibration and top-decile lift of the champion beside its baselines, all on its holdout."""
+    return {
+        "roc": charts.roc_svg(
+            curves={model.label: model.roc for model in card.models if model.roc}, title="ROC curve on the holdout"
+        ),
+        "calibration": charts.calibration_svg(
+            curves={model.label: [(p, o) for p, o, _ in model.calibration] for model in card.models},
+            title="Calibration on the holdout",
+        ),
+        "lift": charts.comparison_bar_svg(
+            labels=[model.label for model in card.models],
+            values=[model.metrics.get("lift_at_10") for model in card.models],
+            title="Top-decile lift on the holdout",
+            ylabel="churn rate in top 10% / overall",
+            reference=1.0,
+        ),
+    }

@@ -60,3 +60,51 @@ def test_scheduled_runs_say_when_rescoring_runs_next() -> None:
     rescoring = [run for run in runs if "rescore" in run.task or "scor" in run.name.lower()]
     assert rescoring, f"no rescoring schedule among {[run.name for run in runs]}"
     assert all(run.next_run_at is not None and run.next_run_at >= timezone.now() for run in rescoring)
+
+
+@pytest.fixture
+def tiny_store(settings, tmp_path) -> None:  # noqa: ANN001
+    from customers.services import demo_store_generate
+    from tests.predictions.conftest import STORE_END
+
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_CACHE_DIR = tmp_path / "cache"
+    demo_store_generate(customers=120, days=240, seed=3, end=STORE_END)
+
+
+@pytest.mark.django_db(transaction=True)  # training runs in an on-commit task
+def test_champion_model_card_draws_roc_calibration_and_lift_against_the_baselines(
+    staff_client: Client,
+    tiny_store: None,
+) -> None:
+    from predictions.models import ModelVersion
+    from tests.predictions.conftest import train
+
+    version = ModelVersion.objects.get(training_run=train())
+    page = staff_client.get("/admin/dashboard/").content.decode()
+    card = page[page.index("Champion model card") : page.index("Drift over time")]
+    assert card.count("<svg xmlns:xlink") == 3, "ROC, calibration and lift charts"
+    for text in ("ROC curve on the holdout", "Calibration on the holdout", "Top-decile lift on the holdout"):
+        assert f"<!-- {text} -->" in card, text
+    for label in ("this model (lightgbm)", "recency rule", "logistic regression", "LightGBM (features only)"):
+        assert card.count(f"<!-- {label} -->") >= 3, f"{label} is not in every chart"
+    assert "<!-- chance -->" in card and "<!-- perfectly calibrated -->" in card
+    assert f"{version.model_card['holdout']['n']:,} ({version.model_card['holdout']['positives']:,} churned" in page
+
+
+def test_a_champion_trained_before_model_cards_renders_with_a_note(staff_client: Client) -> None:
+    from predictions.models import ModelVersion
+
+    ModelVersion.objects.create(
+        name="old-champion",
+        model_type="lightgbm",
+        status="champion",
+        horizon_days=30,
+        training_cutoffs=["2026-04-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"],
+        metrics={"roc_auc": 0.8, "n": 200, "positive_rate": 0.25, "cutoff": "2026-04-01T00:00:00+00:00"},
+    )
+    page = staff_client.get("/admin/dashboard/").content.decode()
+    assert "not recorded for this model" in page and "Champion model card" in page
+    assert page.count("<svg xmlns:xlink") == 5, "the other panels only"
+    assert "200 (50 churned, 25.0%)" in page and "2026-03-01" in page
