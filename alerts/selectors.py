@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 
-from alerts.models import Alert, AlertRule, AuditEntry, Intervention, InterventionStatus, Outcome
-from customers.models import Message
+from alerts.models import Alert, AlertRule, AlertStatus, AuditEntry, Intervention, InterventionStatus, Outcome
+from customers.models import Customer, Message
 
 # Two-sided 95% normal quantile.
 Z_95 = 1.959963984540054
@@ -141,3 +141,32 @@ def alert_rule_uplift(*, rule: AlertRule) -> UpliftReport:
     )
     cost = known.filter(status=InterventionStatus.SENT).aggregate(total=Sum("coupon_cost"))["total"]
     return uplift_from_counts(**groups, coupons_cost=Decimal(cost or 0))
+
+
+# Alerts that still wait for staff: not yet actioned, dismissed or resolved.
+OPEN_ALERT_STATUSES = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+
+
+def customers_annotate_open_alert(*, customers: QuerySet[Customer]) -> QuerySet[Customer]:
+    """``customers`` annotated with ``open_alert_id``: their newest open or acknowledged alert, or None.
+
+    A correlated subquery, so that a page of customers costs one query."""
+    newest_open = Alert.objects.filter(customer=OuterRef("pk"), status__in=OPEN_ALERT_STATUSES).order_by(
+        "-created_at", "-id"
+    )
+    return customers.annotate(open_alert_id=Subquery(newest_open.values("pk")[:1]))
+
+
+def customer_open_alert(*, customer_id: int) -> Alert | None:
+    """The customer's newest open or acknowledged alert, with its rule, or None."""
+    return (
+        Alert.objects.filter(customer_id=customer_id, status__in=OPEN_ALERT_STATUSES)
+        .select_related("rule")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def customer_interventions(*, customer_id: int) -> QuerySet[Intervention]:
+    """The customer's retention actions, newest first, with their alert and rule joined."""
+    return Intervention.objects.filter(customer_id=customer_id).select_related("alert__rule").order_by("-created_at")

@@ -52,6 +52,7 @@ from alerts.models import (
     Outcome,
     TriggerKind,
 )
+from alerts.selectors import customer_open_alert
 from customers.models import Customer, Order, OrderStatus
 from customers.services import customer_opt_out
 from predictions.models import ChurnScore
@@ -549,6 +550,148 @@ def alert_send_coupon(*, alert: Alert, actor: str) -> Intervention:
             alerts=[alert], rule=alert.rule, kind=ActionKind.COUPON_EMAIL, counter=counter, actor=actor
         )
     return intervention
+
+
+# --- Coupons sent by staff from the customer page ------------------------------------------------
+
+MANUAL_RULE_NAME = "Manual: coupon sent by staff from the customer page"
+
+
+class CouponNotAllowed(ValueError):
+    """A coupon may not be sent to this customer now (for example: they are in a rule's control group)."""
+
+
+def alert_rule_ensure_manual() -> AlertRule:
+    """The rule that a coupon sent by staff to a customer without an open alert is filed under.
+
+    Never applied to scores: it is inactive, and its threshold of 1 would alert nobody if staff activated it.
+    No holdout (staff chose this customer; there is no random control group to keep), and a one-day period, so
+    one customer gets at most one manual alert, and so one manual coupon intervention, per day. Staff may edit
+    its coupon fields (discount, validity, cost) in the admin. Idempotent."""
+    with transaction.atomic():
+        rule, created = AlertRule.objects.get_or_create(
+            name=MANUAL_RULE_NAME,
+            defaults={
+                "description": "Coupons sent by hand from a customer's admin page when no alert was open. "
+                "Kept inactive: it is never applied to scoring runs.",
+                "active": False,
+                "trigger": TriggerKind.PROBABILITY,
+                "threshold": 1.0,
+                "action": ActionKind.COUPON_EMAIL,
+                "holdout_fraction": 0.0,
+                "cooldown_days": 1,
+            },
+        )
+        if created:
+            audit_record(actor="system:manual-coupon", action="rule_created", rule=rule, details={"manual": True})
+    return rule
+
+
+def _control_group_blocking(customer: Customer, now: datetime) -> Intervention | None:
+    """A control-group intervention of the customer whose outcome window is still open, if any: contacting
+    them now would spoil that rule's uplift measurement."""
+    held = Intervention.objects.filter(customer=customer, status=InterventionStatus.HOLDOUT).select_related(
+        "alert__rule"
+    )
+    for intervention in held.order_by("-created_at"):
+        if intervention.alert.as_of + timedelta(days=intervention.alert.rule.horizon_days) > now:
+            return intervention
+    return None
+
+
+def customer_send_coupon(
+    *, customer: Customer, actor: str, user: AbstractBaseUser | None = None, request_key: str = ""
+) -> Intervention:
+    """Send the customer a coupon email by hand (the customer's admin page); returns the coupon intervention,
+    read after the commit (so ``sent`` where the email went out at once).
+
+    With an open (or acknowledged) alert, this is ``alert_send_coupon`` on the newest one: its holdout flag,
+    consent, the customer cooldown and the daily cap apply, and the alert gets at most one coupon. Without one,
+    a manual alert is filed under the manual rule (``alert_rule_ensure_manual``), carrying the newest score,
+    and the same dispatch applies to it.
+
+    Exactly once per click: ``request_key`` (made when the form was shown) and ``user`` go through
+    ``idempotent_request``, so the same form submitted twice runs once and the second gets the first's
+    intervention. Apart from that, every dispatch first locks today's send counter, so concurrent requests run
+    one after the other; one coupon per alert is a database constraint; and a new click after a coupon went out
+    is suppressed by the customer cooldown.
+
+    Raises:
+        CouponNotAllowed: no open alert, and the customer is in a rule's control group whose outcome window is
+            still open (a manual coupon would spoil the uplift measurement). Nothing is written.
+        IdempotencyKeyReused: ``request_key`` was used by this user for another customer.
+    """
+    if request_key:
+        if user is None:
+            raise ValueError("a request_key needs the user who sent it")
+        stored = idempotent_request(
+            user=user,
+            key=f"customer-send-coupon:{request_key}",
+            method="POST",
+            path=f"customers/{customer.pk}/send-coupon",
+            body=b"",
+            handler=lambda: (200, {"intervention": _customer_send_coupon(customer=customer, actor=actor).pk}),
+        )
+        intervention_id = int(stored.body["intervention"])  # type: ignore[index]
+    else:
+        intervention_id = _customer_send_coupon(customer=customer, actor=actor).pk
+    return Intervention.objects.select_related("alert__rule").get(pk=intervention_id)
+
+
+def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
+    with transaction.atomic():
+        counter = _locked_counter(timezone.now().date())
+        alert = customer_open_alert(customer_id=customer.pk)
+        if alert is None:
+            now = timezone.now()
+            blocking = _control_group_blocking(customer, now)
+            if blocking is not None:
+                until = blocking.alert.as_of + timedelta(days=blocking.alert.rule.horizon_days)
+                raise CouponNotAllowed(
+                    f"customer {customer.external_id} is in the control group of rule {blocking.alert.rule.name!r} "
+                    f"until {until:%Y-%m-%d}: no coupon, so that the rule's uplift stays measurable"
+                )
+            alert = _manual_alert(customer=customer, now=now, actor=actor)
+        (intervention,) = _dispatch_locked(
+            alerts=[alert], rule=alert.rule, kind=ActionKind.COUPON_EMAIL, counter=counter, actor=actor
+        )
+    return intervention
+
+
+def _manual_alert(*, customer: Customer, now: datetime, actor: str) -> Alert:
+    """Today's manual alert of the customer, created (with the newest score's figures) if there is none yet.
+    The caller holds the send counter lock, so two requests cannot both create one."""
+    rule = alert_rule_ensure_manual()
+    period_start = alert_period_start(as_of=now, period_days=rule.cooldown_days)
+    existing = Alert.objects.select_related("rule").filter(customer=customer, rule=rule, period_start=period_start)
+    if (alert := existing.first()) is not None:
+        return alert
+    score = ChurnScore.objects.filter(customer=customer).order_by("-as_of", "-created_at", "-id").first()
+    probability = score.probability if score else 0.0
+    value = _customer_values([{"as_of": now, "customer_id": customer.pk}], rule.value_window_days).get(
+        customer.pk, Decimal(0)
+    )
+    alert = Alert.objects.create(
+        customer=customer,
+        rule=rule,
+        score=score,
+        period_start=period_start,
+        as_of=now,
+        probability=probability,
+        risk_tier=score.risk_tier if score else "",
+        customer_value=value,
+        expected_loss=(Decimal(str(probability)) * value).quantize(Decimal("0.01")),
+        top_factors=score.top_factors if score else [],
+        holdout=False,
+    )
+    audit_record(
+        actor=actor,
+        action="alert_created",
+        rule=rule,
+        alert=alert,
+        details={"manual": True, "probability": probability, "score": score.pk if score else None},
+    )
+    return alert
 
 
 # --- Alert changes by staff ----------------------------------------------------------------------

@@ -7,13 +7,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from customers.models import Customer, Event, Message, Order, OrderStatus
 
-__all__ = ["TimelineEntry", "customer_timeline", "customers_search", "customers_with_order_stats"]
+if TYPE_CHECKING:
+    from alerts.models import Alert, Intervention
+    from predictions.models import ChurnScore
+
+__all__ = [
+    "CustomerRiskProfile",
+    "TimelineEntry",
+    "customer_risk_profile",
+    "customer_timeline",
+    "customers_for_staff",
+    "customers_search",
+    "customers_with_order_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -136,3 +149,47 @@ def customers_search(
             Q(external_id__startswith=text) | Q(name__icontains=text) | Q(email__icontains=text)
         )
     return customers.order_by("id")
+
+
+def customers_for_staff() -> QuerySet[Customer]:
+    """Customers for the CRM staff list: order stats, the newest score and the one before it, and the open alert.
+
+    Every figure is a correlated subquery (see ``customers_with_order_stats``,
+    ``predictions.selectors.customers_annotate_latest_score`` and ``alerts.selectors.customers_annotate_open_alert``),
+    so a page of customers is one query, however many scores and alerts they have.
+    """
+    from alerts.selectors import customers_annotate_open_alert
+    from predictions.selectors import customers_annotate_latest_score
+
+    customers = customers_annotate_latest_score(customers=customers_with_order_stats())
+    return customers_annotate_open_alert(customers=customers)
+
+
+@dataclass(frozen=True)
+class CustomerRiskProfile:
+    """What the customer's admin page shows about their risk: scores oldest first (the newest ``history_limit``),
+    the newest score and the one before it, their alerts and their interventions (newest first)."""
+
+    scores: list[ChurnScore]
+    alerts: list[Alert]
+    interventions: list[Intervention]
+
+    @property
+    def latest(self) -> ChurnScore | None:
+        return self.scores[-1] if self.scores else None
+
+    @property
+    def previous(self) -> ChurnScore | None:
+        return self.scores[-2] if len(self.scores) > 1 else None
+
+
+def customer_risk_profile(*, customer: Customer, history_limit: int = 365) -> CustomerRiskProfile:
+    """The customer's scores, alerts and interventions for their admin page: three queries."""
+    from alerts.selectors import alerts_queue, customer_interventions
+    from predictions.selectors import customer_score_history
+
+    return CustomerRiskProfile(
+        scores=customer_score_history(customer_id=customer.pk, limit=history_limit),
+        alerts=list(alerts_queue(customer_id=customer.pk)),
+        interventions=list(customer_interventions(customer_id=customer.pk)),
+    )

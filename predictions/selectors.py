@@ -8,7 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from customers.models import Customer, Event, Message, Order
 from predictions.models import ChurnScore, ModelStatus, ModelVersion, ScoringRun, TrainingRun, WorkerHeartbeat
@@ -168,3 +169,36 @@ def scoring_runs() -> QuerySet[ScoringRun]:
 
 def training_runs() -> QuerySet[TrainingRun]:
     return TrainingRun.objects.select_related("model_version").order_by("-created_at")
+
+
+def _newest_scores_of_customer() -> QuerySet[ChurnScore]:
+    """Scores of the outer customer, newest first: the order ``latest_scores`` uses."""
+    return ChurnScore.objects.filter(customer=OuterRef("pk")).order_by("-as_of", "-created_at", "-id")
+
+
+def customers_annotate_latest_score(*, customers: QuerySet[Customer]) -> QuerySet[Customer]:
+    """``customers`` annotated with their newest score, in correlated subqueries (one query for a whole page).
+
+    Adds ``latest_score_id``, ``latest_probability``, ``latest_risk_tier``, ``latest_scored_at`` (the score's
+    ``as_of``), ``previous_probability`` (the score before it) and ``probability_sort`` (the probability, -1
+    when never scored, so that sorting by it puts unscored customers last when descending on every database).
+    All are None for a customer without scores.
+    """
+    newest = _newest_scores_of_customer()
+    return customers.annotate(
+        latest_score_id=Subquery(newest.values("pk")[:1]),
+        latest_probability=Subquery(newest.values("probability")[:1], output_field=FloatField()),
+        latest_risk_tier=Subquery(newest.values("risk_tier")[:1]),
+        latest_scored_at=Subquery(newest.values("as_of")[:1]),
+        previous_probability=Subquery(newest.values("probability")[1:2], output_field=FloatField()),
+    ).annotate(probability_sort=Coalesce(F("latest_probability"), Value(-1.0), output_field=FloatField()))
+
+
+def customer_score_history(*, customer_id: int, limit: int = 365) -> list[ChurnScore]:
+    """The customer's newest ``limit`` scores, oldest first, with their model version joined."""
+    newest = (
+        ChurnScore.objects.filter(customer_id=customer_id)
+        .select_related("model_version")
+        .order_by("-as_of", "-created_at", "-id")[:limit]
+    )
+    return list(reversed(newest))

@@ -225,3 +225,39 @@ def customer_score_now(*, customer: Customer) -> dict[str, object]:
         "model_version": champion.name,
         "top_factors": model.explain([snapshot], top_n=settings.CHURN_TOP_FACTORS)[0],
     }
+
+
+def customer_rescore_now(*, customer: Customer) -> ChurnScore:
+    """Score one customer on their data up to now with the champion and store the score at ``as_of`` = now.
+
+    The stored score has no scoring run; it becomes the customer's newest score (list, page, alert rules).
+    Its factors include the text factors (the quoted message sentence), as the real-time score's do.
+
+    Raises:
+        ChampionUnavailable: no champion, or its artifact is missing or damaged; nothing is stored.
+        ValueError: the customer has not signed up yet, so there is nothing to score.
+    """
+    from ml.snapshot import snapshot_at
+
+    champion = champion_model_version()
+    if champion is None:
+        raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
+    problem = model_artifact_problem(champion)
+    if problem:
+        raise ChampionUnavailable(f"the champion {champion.name} cannot score: {problem}")
+    model = churn_model_load(champion)
+    now = timezone.now()
+    histories = customer_histories(customer_ids=[customer.pk], until=now)
+    if not histories:
+        raise ValueError(f"customer {customer.external_id} has not signed up yet: there is nothing to score")
+    snapshot = snapshot_at(histories[0], now)
+    probability = float(model.predict_proba([snapshot])[0])
+    factors = model.explain([snapshot], top_n=settings.CHURN_TOP_FACTORS)[0]
+    return ChurnScore.objects.create(
+        customer=customer,
+        model_version=champion,
+        as_of=now,
+        probability=probability,
+        risk_tier=risk_tier(probability),
+        top_factors=factors,
+    )
