@@ -1,31 +1,54 @@
 """Admin pages of the customers app.
 
-Customer text (names, messages, event properties) is shown through ``format_html`` and template
-autoescaping only, never ``mark_safe``. The event table is built for volume: read-only, no full
-result count, an estimated total on PostgreSQL and ordering by primary key.
+Customer text (names, messages, event properties, the evidence quoted in risk factors) is shown through
+``format_html`` and template autoescaping only, never ``mark_safe``; the one ``mark_safe`` is the score chart,
+an SVG drawn by matplotlib from dates and probabilities. The event table is built for volume: read-only, no
+full result count, an estimated total on PostgreSQL and ordering by primary key.
+
+The customer list reads every figure (newest score, change, open alert) in correlated subqueries of one
+selector, so a page costs the same few queries whatever its size. The customer page adds the score history,
+the newest factors with their evidence, the alerts and interventions, and three buttons (rescore now, send
+coupon, opt out) that POST to URLs of this admin; each calls one service.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
+
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_POST
 
+from alerts.models import Intervention, InterventionStatus
+from alerts.services import CouponNotAllowed, IdempotencyKeyReused, customer_send_coupon
+from churnsite.dashboard.charts import line_svg
 from customers.exports import write_customers_csv, write_rows_csv
 from customers.models import Customer, Event, ImportRun, Message, Order
-from customers.selectors import customer_timeline, customers_with_order_stats
+from customers.selectors import CustomerRiskProfile, customer_risk_profile, customer_timeline, customers_for_staff
 from customers.services import customer_opt_out
+from predictions.models import RiskTier
+from predictions.services.scoring import ChampionUnavailable, customer_rescore_now
 
 TIMELINE_LIMIT = 200
 COMMON_EVENT_KINDS = ("page_view", "search", "add_to_cart", "wishlist", "login")
+RISK_COLOURS = {RiskTier.HIGH: "#ba2121", RiskTier.MEDIUM: "#b26a00", RiskTier.LOW: "#2e7d32"}
+# A change of less than half a percentage point between two scores shows as flat.
+FLAT_CHANGE = 0.005
+# The key the send-coupon form carries, made when the page is shown: a form sent twice sends once.
+REQUEST_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
 class EstimatedCountPaginator(Paginator):
@@ -69,6 +92,76 @@ class OptedOutFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RiskTierFilter(admin.SimpleListFilter):
+    """By the tier of the customer's newest score (``latest_risk_tier``, annotated by ``customers_for_staff``)."""
+
+    title = "risk tier"
+    parameter_name = "risk_tier"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(tier.value, tier.label) for tier in reversed(RiskTier)] + [("none", "not scored")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> QuerySet[Customer]:
+        if self.value() == "none":
+            return queryset.filter(latest_score_id__isnull=True)
+        if self.value() in RiskTier.values:
+            return queryset.filter(latest_risk_tier=self.value())
+        return queryset
+
+
+class OpenAlertFilter(admin.SimpleListFilter):
+    """Whether the customer has an open or acknowledged alert (``open_alert_id``)."""
+
+    title = "open alert"
+    parameter_name = "open_alert"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> QuerySet[Customer]:
+        if self.value() == "yes":
+            return queryset.filter(open_alert_id__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(open_alert_id__isnull=True)
+        return queryset
+
+
+def risk_badge(tier: str | None) -> SafeString:
+    """A coloured pill naming the risk tier ("not scored" when there is none)."""
+    if not tier:
+        return format_html('<span class="risk-badge risk-none" style="color:{}">not scored</span>', "#666")
+    return format_html(
+        '<span class="risk-badge risk-{}" style="background:{};color:#fff;padding:1px 7px;border-radius:9px;'
+        'font-weight:bold;white-space:nowrap">{}</span>',
+        tier,
+        RISK_COLOURS.get(tier, "#666"),
+        tier,
+    )
+
+
+def probability_change(latest: float | None, previous: float | None) -> SafeString | str:
+    """An arrow and the change in percentage points: red up (riskier), green down, grey flat."""
+    if latest is None:
+        return "-"
+    if previous is None:
+        return format_html('<span class="risk-change risk-change-new" style="color:{}">first score</span>', "#666")
+    delta = latest - previous
+    if abs(delta) < FLAT_CHANGE:
+        arrow, colour, name = "\u2192", "#666", "flat"
+    elif delta > 0:
+        arrow, colour, name = "\u25b2", "#ba2121", "up"
+    else:
+        arrow, colour, name = "\u25bc", "#2e7d32", "down"
+    return format_html(
+        '<span class="risk-change risk-change-{}" style="color:{};white-space:nowrap" title="previous {}">{} {}</span>',
+        name,
+        colour,
+        f"{previous:.1%}",
+        arrow,
+        f"{delta * 100:+.1f} pts",
+    )
+
+
 def _csv_response(name: str) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}-{timezone.now():%Y%m%d-%H%M%S}.csv"'
@@ -108,22 +201,30 @@ def opt_out_customers(modeladmin: admin.ModelAdmin, request: HttpRequest, querys
     modeladmin.message_user(request, f"{changed} customer(s) opted out of marketing.", messages.SUCCESS)
 
 
+def _actor(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = (
         "external_id",
         "name",
-        "email",
         "segment",
-        "country",
-        "marketing_consent",
+        "risk_tier",
+        "probability",
+        "score_change",
+        "last_scored",
+        "open_alert",
+        "consent",
         "opted_out",
-        "is_minimal",
-        "order_count",
     )
     list_display_links = ("external_id", "name")
     search_fields = ("=external_id", "email", "name")
-    list_filter = ("segment", "country", "marketing_consent", OptedOutFilter, "churned", "is_minimal", "language")
+    list_filter = (
+        RiskTierFilter, "segment", OpenAlertFilter, OptedOutFilter, "marketing_consent", "country", "churned",
+        "is_minimal", "language",
+    )  # fmt: skip
     actions = (export_customers_csv, opt_out_customers)
     readonly_fields = ("order_count", "last_order_at", "created_at", "updated_at", "timeline")
     fieldsets = (
@@ -135,11 +236,53 @@ class CustomerAdmin(admin.ModelAdmin):
         (f"Timeline (newest {TIMELINE_LIMIT} orders, events and messages)", {"fields": ("timeline",)}),
     )
     list_per_page = 50
+    change_form_template = "customers/admin/customer_change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
-        queryset = customers_with_order_stats()
+        queryset = customers_for_staff()
         ordering = self.get_ordering(request)
         return queryset.order_by(*ordering) if ordering else queryset
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        # The list shows the highest risk first: what CRM staff open it for (unscored customers sort last, at -1).
+        # Elsewhere (customer choices in other admins' forms) the plain queryset has no annotation to sort by.
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name == f"{self.opts.app_label}_{self.opts.model_name}_changelist":
+            return ("-probability_sort", "id")
+        return ()
+
+    # --- list columns (annotations of customers_for_staff; no query per row) ---
+
+    @admin.display(description="risk", ordering="latest_risk_tier")
+    def risk_tier(self, customer: Customer) -> SafeString:
+        return risk_badge(getattr(customer, "latest_risk_tier", None))
+
+    @admin.display(description="probability", ordering="probability_sort")
+    def probability(self, customer: Customer) -> str:
+        value = getattr(customer, "latest_probability", None)
+        return "-" if value is None else f"{value:.1%}"
+
+    @admin.display(description="change")
+    def score_change(self, customer: Customer) -> SafeString | str:
+        return probability_change(
+            getattr(customer, "latest_probability", None), getattr(customer, "previous_probability", None)
+        )
+
+    @admin.display(description="last scored", ordering="latest_scored_at")
+    def last_scored(self, customer: Customer) -> str:
+        scored_at = getattr(customer, "latest_scored_at", None)
+        return "-" if scored_at is None else date_format(timezone.localtime(scored_at), "Y-m-d H:i")
+
+    @admin.display(description="open alert", ordering="open_alert_id")
+    def open_alert(self, customer: Customer) -> SafeString | str:
+        alert_id = getattr(customer, "open_alert_id", None)
+        if alert_id is None:
+            return "no"
+        return format_html(
+            '<a href="{}" class="open-alert">yes (#{})</a>',
+            reverse("admin:alerts_alert_change", args=[alert_id]),
+            alert_id,
+        )
 
     @admin.display(description="orders", ordering="order_count")
     def order_count(self, customer: Customer) -> int:
@@ -148,6 +291,10 @@ class CustomerAdmin(admin.ModelAdmin):
     @admin.display(description="last order", ordering="last_order_at")
     def last_order_at(self, customer: Customer) -> object:
         return getattr(customer, "last_order_at", None)
+
+    @admin.display(description="consent", boolean=True, ordering="marketing_consent")
+    def consent(self, customer: Customer) -> bool:
+        return customer.marketing_consent
 
     @admin.display(description="opted out", boolean=True, ordering="opted_out_at")
     def opted_out(self, customer: Customer) -> bool:
@@ -181,6 +328,145 @@ class CustomerAdmin(admin.ModelAdmin):
             "</tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+    # --- the customer page: risk panel and action buttons ---
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        customer = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if customer is not None:
+            context.update(self._risk_context(customer_risk_profile(customer=customer)))
+            context["send_coupon_key"] = uuid.uuid4().hex
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    @staticmethod
+    def _risk_context(profile: CustomerRiskProfile) -> dict[str, object]:
+        latest, previous = profile.latest, profile.previous
+        chart = None
+        if profile.scores:
+            svg = line_svg(
+                x=[score.as_of for score in profile.scores],
+                series={"churn probability": [score.probability for score in profile.scores]},
+                title="Churn probability over time",
+                ylabel="probability",
+            )
+            chart = mark_safe(svg)  # noqa: S308 - matplotlib output of dates and numbers; it escapes its text
+        factors = [
+            {
+                "factor": str(factor.get("factor", "")),
+                "direction": str(factor.get("direction", "")),
+                "weight": factor.get("weight"),
+                "evidence": str(factor.get("evidence", "")),
+            }
+            for factor in (latest.top_factors if latest else []) or []
+            if isinstance(factor, dict)
+        ]
+        return {
+            "risk": profile,
+            "risk_latest": latest,
+            "risk_percent": f"{latest.probability:.1%}" if latest else "",
+            "risk_badge": risk_badge(latest.risk_tier if latest else None),
+            "risk_change": probability_change(
+                latest.probability if latest else None, previous.probability if previous else None
+            ),
+            "risk_chart": chart,
+            "risk_factors": factors,
+        }
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view  # staff only (others go to the login page), CSRF checked
+        custom = [
+            path("<path:object_id>/rescore/", wrap(self.rescore_view), name=f"{name}_rescore"),
+            path("<path:object_id>/send-coupon/", wrap(self.send_coupon_view), name=f"{name}_send_coupon"),
+            path("<path:object_id>/opt-out/", wrap(self.opt_out_view), name=f"{name}_opt_out"),
+        ]
+        return custom + super().get_urls()
+
+    def _action_target(self, request: HttpRequest, object_id: str) -> Customer:
+        customer = self.get_object(request, unquote(object_id))
+        if customer is None:
+            raise Http404(f"no customer with id {object_id}")
+        if not self.has_change_permission(request, customer):
+            raise PermissionDenied
+        return customer
+
+    def _back_to(self, customer: Customer) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:customers_customer_change", args=[customer.pk]))
+
+    @method_decorator(require_POST)
+    def rescore_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._action_target(request, object_id)
+        try:
+            score = customer_rescore_now(customer=customer)
+        except (ChampionUnavailable, ValueError) as error:
+            self.message_user(request, f"Not rescored: {error}", messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Rescored with {score.model_version.name}: {score.probability:.1%} ({score.risk_tier} risk).",
+                messages.SUCCESS,
+            )
+        return self._back_to(customer)
+
+    @method_decorator(require_POST)
+    def send_coupon_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._action_target(request, object_id)
+        key = request.POST.get("request_key", "")
+        if not REQUEST_KEY.match(key):
+            self.message_user(request, "The form was incomplete: reload the page and try again.", messages.ERROR)
+            return self._back_to(customer)
+        try:
+            intervention = customer_send_coupon(
+                customer=customer, actor=_actor(request), user=request.user, request_key=key
+            )
+        except (CouponNotAllowed, IdempotencyKeyReused) as error:
+            self.message_user(request, f"No coupon sent: {error}.", messages.WARNING)
+        else:
+            self.message_user(request, *_coupon_message(intervention))
+        return self._back_to(customer)
+
+    @method_decorator(require_POST)
+    def opt_out_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        customer = self._action_target(request, object_id)
+        already = customer.opted_out_at
+        customer = customer_opt_out(customer=customer)
+        if already is not None:
+            self.message_user(request, f"Already opted out of marketing since {already:%Y-%m-%d %H:%M}.")
+        else:
+            self.message_user(
+                request, "Opted out of marketing: no coupon or retention email from now on.", messages.SUCCESS
+            )
+        return self._back_to(customer)
+
+
+def _coupon_message(intervention: Intervention) -> tuple[SafeString, int]:
+    """What staff read after "Send coupon": the outcome, why where nothing was sent, and a link."""
+    link = reverse("admin:alerts_intervention_change", args=[intervention.pk])
+    status = intervention.status
+    if status == InterventionStatus.SENT:
+        text, level = (
+            f"Coupon email sent: code {intervention.coupon_code}, {intervention.coupon_discount_percent}% off "
+            f"until {intervention.coupon_valid_until:%Y-%m-%d}",
+            messages.SUCCESS,
+        )
+    elif status == InterventionStatus.PENDING:
+        text, level = (
+            f"Coupon email queued (code {intervention.coupon_code}); the email queue sends it",
+            messages.SUCCESS,
+        )
+    elif status == InterventionStatus.HOLDOUT:
+        text, level = (
+            f"No coupon sent: the customer is in the control group of rule {intervention.alert.rule.name}",
+            messages.WARNING,
+        )
+    elif status == InterventionStatus.SUPPRESSED:
+        text, level = f"No coupon sent: {intervention.reason}", messages.WARNING
+    else:
+        text, level = f"Coupon email {status}: {intervention.reason}", messages.ERROR
+    return format_html('{} (<a href="{}">intervention #{}</a>).', text, link, intervention.pk), level
 
 
 @admin.register(Order)

@@ -2,18 +2,28 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.admin.sites import site
-from django.db import connection
-from django.test import RequestFactory
+from django.core import mail
+from django.db import connection, connections
+from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from alerts.models import ActionKind, Alert, AlertRule, AuditEntry, Intervention, InterventionStatus, TriggerKind
+from alerts.services import MANUAL_RULE_NAME, customer_send_coupon
 from customers.admin import EstimatedCountPaginator
 from customers.models import Customer, Event, ImportRun, Message, Order
 from customers.selectors import customer_timeline, customers_with_order_stats
+from predictions.models import ChurnScore, ModelVersion
+from predictions.selectors import customers_to_score
+from predictions.services.scoring import risk_tier
+from tests.predictions.conftest import store, train  # noqa: F401 - the store fixture, used by the rescore test
 
 pytestmark = pytest.mark.django_db
 
@@ -215,3 +225,419 @@ def test_event_paginator_uses_the_planner_estimate_for_a_large_unfiltered_postgr
     assert connection.vendor == "postgresql"
     assert SmallThreshold(Event.objects.order_by("-pk"), 100).count == estimate
     assert SmallThreshold(Event.objects.filter(kind="search").order_by("-pk"), 100).count == 1
+
+
+# --- The CRM staff list and customer page: risk, alerts, interventions, actions ---------------------------------
+
+EVIDENCE = "The parcel never came <script>alert('x')</script> and nobody answers."
+
+
+def _model_version(name: str = "champion-test", status: str = "ready") -> ModelVersion:
+    return ModelVersion.objects.create(name=name, model_type="lightgbm", status=status)
+
+
+def _score(customer: Customer, version: ModelVersion, probability: float, at: datetime, **fields) -> ChurnScore:
+    factors = fields.pop(
+        "top_factors",
+        [
+            {"factor": "message: delivery complaint", "direction": "raises", "weight": 0.81, "evidence": EVIDENCE},
+            {"factor": "days since last order", "direction": "raises", "weight": 0.4, "evidence": "days = 62"},
+            {"factor": "orders in 90 days", "direction": "lowers", "weight": 0.1, "evidence": "orders_90d = 3"},
+        ],
+    )
+    return ChurnScore.objects.create(
+        customer=customer,
+        model_version=version,
+        as_of=at,
+        probability=probability,
+        risk_tier=risk_tier(probability),
+        top_factors=factors,
+        **fields,
+    )
+
+
+def _rule(name: str = "Top risk: coupon", **fields) -> AlertRule:
+    return AlertRule.objects.create(
+        name=name, trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.COUPON_EMAIL,
+        holdout_fraction=0, **fields,
+    )  # fmt: skip
+
+
+def _alert(customer: Customer, rule: AlertRule, score: ChurnScore | None = None, **fields) -> Alert:
+    values = {
+        "period_start": T0.date(),
+        "as_of": T0,
+        "probability": score.probability if score else 0.7,
+        "risk_tier": score.risk_tier if score else "high",
+        "top_factors": score.top_factors if score else [],
+        **fields,
+    }
+    return Alert.objects.create(customer=customer, rule=rule, score=score, **values)
+
+
+@pytest.fixture
+def scored() -> dict[str, Customer]:
+    """Three customers: rising to high risk with an open alert, low risk, and never scored."""
+    version = _model_version()
+    rising = Customer.objects.create(
+        external_id="c-rise", name="Rita Rising", email="rita@example.com", segment="vip", marketing_consent=True
+    )
+    steady = Customer.objects.create(external_id="c-low", name="Sam Steady", email="sam@example.com", segment="basic")
+    new = Customer.objects.create(external_id="c-new", name="Nina New", email="nina@example.com", segment="basic")
+    _score(rising, version, 0.40, T0 - timedelta(days=7))
+    latest = _score(rising, version, 0.72, T0)
+    _score(steady, version, 0.12, T0)
+    _alert(rising, _rule(), latest)
+    return {"rising": rising, "steady": steady, "new": new}
+
+
+def _changelist(admin_client, **params):
+    return admin_client.get(reverse("admin:customers_customer_changelist"), params)
+
+
+def test_customer_list_shows_tier_probability_change_last_score_and_open_alert_highest_risk_first(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    response = _changelist(admin_client)
+
+    html = response.content.decode()
+    rows = list(response.context["cl"].result_list)
+    alert = Alert.objects.get(customer=scored["rising"])
+    assert [c.external_id for c in rows] == ["c-rise", "c-low", "c-new"], "not ordered by probability, desc"
+    assert 'class="risk-badge risk-high"' in html and 'class="risk-badge risk-low"' in html and "not scored" in html
+    assert "72.0%" in html and "12.0%" in html
+    assert "risk-change-up" in html and "+32.0 pts" in html and "first score" in html
+    assert (
+        f'href="{reverse("admin:alerts_alert_change", args=[alert.pk])}" class="open-alert">yes (#{alert.pk})' in html
+    )
+    assert rows[0].latest_scored_at == T0 and rows[2].latest_scored_at is None
+    assert f'<td class="field-last_scored">{timezone.localtime(T0):%Y-%m-%d %H:%M}</td>' in html
+
+
+def test_customer_list_change_arrow_is_down_or_flat_by_the_size_of_the_change(admin_client) -> None:
+    version = _model_version()
+    falling = Customer.objects.create(external_id="c-fall")
+    flat = Customer.objects.create(external_id="c-flat")
+    for customer, before, after in ((falling, 0.8, 0.5), (flat, 0.5, 0.503)):
+        _score(customer, version, before, T0 - timedelta(days=1))
+        _score(customer, version, after, T0)
+
+    html = _changelist(admin_client).content.decode()
+
+    assert "risk-change-down" in html and "-30.0 pts" in html
+    assert "risk-change-flat" in html and "+0.3 pts" in html
+
+
+def test_customer_list_filters_by_tier_open_alert_segment_and_opt_out_and_searches(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    Customer.objects.filter(pk=scored["steady"].pk).update(opted_out_at=T0)
+
+    def ids(**params) -> list[str]:
+        return [c.external_id for c in _changelist(admin_client, **params).context["cl"].result_list]
+
+    assert ids(risk_tier="high") == ["c-rise"]
+    assert ids(risk_tier="low") == ["c-low"]
+    assert ids(risk_tier="none") == ["c-new"]
+    assert ids(open_alert="yes") == ["c-rise"]
+    assert ids(open_alert="no") == ["c-low", "c-new"]
+    assert ids(segment="basic") == ["c-low", "c-new"]
+    assert ids(opted_out="yes") == ["c-low"]
+    assert ids(q="c-new") == ["c-new"]
+    assert ids(q="rita@") == ["c-rise"]
+    assert ids(q="Steady") == ["c-low"]
+
+
+def test_customer_list_sorts_by_probability_both_ways_with_unscored_last_when_descending(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    column = list(site._registry[Customer].list_display).index("probability")
+    # Admin columns count from 1, after the action checkbox column (index 0).
+
+    def ids(order: str) -> list[str]:
+        return [c.external_id for c in _changelist(admin_client, o=order).context["cl"].result_list]
+
+    assert ids(f"-{column + 1}") == ["c-rise", "c-low", "c-new"]
+    assert ids(f"{column + 1}") == ["c-new", "c-low", "c-rise"]
+
+
+def test_a_page_of_50_customers_costs_the_same_few_queries_as_a_page_of_5(
+    admin_client, django_assert_max_num_queries
+) -> None:
+    version = _model_version()
+    rule = _rule()
+    customers = Customer.objects.bulk_create(
+        Customer(external_id=f"bulk-{n:03d}", name=f"Bulk {n}", segment=f"s{n % 3}") for n in range(60)
+    )
+    for n, customer in enumerate(customers):
+        _score(customer, version, 0.3, T0 - timedelta(days=1))
+        score = _score(customer, version, (n % 97) / 100, T0)
+        if n % 2:
+            _alert(customer, rule, score)
+        Order.objects.create(external_id=f"bulk-o-{n}", customer=customer, placed_at=T0, amount=Decimal(10))
+
+    with CaptureQueriesContext(connection) as small:
+        _changelist(admin_client, segment="s0")  # 20 customers
+    with django_assert_max_num_queries(10):
+        response = _changelist(admin_client)
+
+    assert len(response.context["cl"].result_list) == 50
+    assert 'class="open-alert"' in response.content.decode()
+    with CaptureQueriesContext(connection) as page:
+        _changelist(admin_client)
+    assert len(page.captured_queries) == len(small.captured_queries), "a query per row crept into the list"
+
+
+def test_customer_page_shows_chart_factors_with_escaped_evidence_alerts_interventions_and_buttons(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    customer = scored["rising"]
+    alert = Alert.objects.get(customer=customer)
+    intervention = Intervention.objects.create(
+        alert=alert, customer=customer, kind=ActionKind.COUPON_EMAIL, status=InterventionStatus.SUPPRESSED,
+        reason="no marketing consent", idempotency_key="test-key-1",
+    )  # fmt: skip
+
+    response = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk]))
+
+    html = response.content.decode()
+    panel = html[html.index('id="customer-risk"') : html.index('id="customer_form"')]
+    assert response.status_code == 200
+    assert "<svg" in panel and "Churn probability over time" in panel
+    assert "<script>alert(" not in html
+    assert "never came &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; and nobody answers." in panel
+    assert panel.index("message: delivery complaint") < panel.index("days since last order")
+    assert f'href="{reverse("admin:alerts_alert_change", args=[alert.pk])}"' in panel
+    assert f'href="{reverse("admin:alerts_intervention_change", args=[intervention.pk])}"' in panel
+    assert "no marketing consent" in panel
+    for name in ("rescore", "send_coupon", "opt_out"):
+        assert f'action="{reverse(f"admin:customers_customer_{name}", args=[customer.pk])}"' in panel, name
+    assert panel.count("csrfmiddlewaretoken") == 3
+    assert 'name="request_key"' in panel
+
+
+def test_customer_page_without_scores_says_so_and_draws_no_chart(admin_client, scored: dict[str, Customer]) -> None:
+    response = admin_client.get(reverse("admin:customers_customer_change", args=[scored["new"].pk]))
+
+    html = response.content.decode()
+    assert "has no churn score yet" in html and 'id="risk-chart"' not in html
+
+
+def _post(client, name: str, customer: Customer, data: dict | None = None):
+    return client.post(reverse(f"admin:customers_customer_{name}", args=[customer.pk]), data or {}, follow=True)
+
+
+def _messages(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_rescore_without_a_usable_champion_says_why_and_stores_nothing(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    before = ChurnScore.objects.count()
+
+    no_champion = _messages(_post(admin_client, "rescore", scored["rising"]))
+    _model_version(name="broken", status="champion")
+    broken = _messages(_post(admin_client, "rescore", scored["rising"]))
+
+    assert ChurnScore.objects.count() == before
+    assert any("Not rescored: there is no champion model yet" in m for m in no_champion), no_champion
+    assert any("Not rescored: the champion broken cannot score: no artifact path recorded" in m for m in broken)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_coupon_with_an_open_alert_sends_one_coupon_and_actions_the_alert(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    customer = scored["rising"]
+    alert = Alert.objects.get(customer=customer)
+
+    response = _post(admin_client, "send_coupon", customer, {"request_key": "a" * 32})
+
+    intervention = Intervention.objects.get(customer=customer)
+    alert.refresh_from_db()
+    assert (intervention.alert_id, intervention.status, alert.status) == (alert.pk, "sent", "actioned")
+    assert [m.to for m in mail.outbox] == [["rita@example.com"]] and intervention.coupon_code in mail.outbox[0].body
+    assert any(f"Coupon email sent: code {intervention.coupon_code}" in m for m in _messages(response))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_coupon_submitted_twice_sends_once_and_reports_the_same_intervention(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    customer = scored["rising"]
+
+    first = _post(admin_client, "send_coupon", customer, {"request_key": "b" * 32})
+    second = _post(admin_client, "send_coupon", customer, {"request_key": "b" * 32})
+
+    intervention = Intervention.objects.get(customer=customer)
+    assert len(mail.outbox) == 1 and Alert.objects.filter(customer=customer).count() == 1
+    assert f"intervention #{intervention.pk}" in _messages(first)[0]
+    assert f"intervention #{intervention.pk}" in _messages(second)[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_coupon_without_an_open_alert_files_one_manual_alert_a_day_under_the_inactive_manual_rule(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    customer = scored["steady"]
+    Customer.objects.filter(pk=customer.pk).update(marketing_consent=True)
+
+    _post(admin_client, "send_coupon", customer, {"request_key": "c" * 32})
+    # Another click (a new form) the same day: the day's manual alert already has its coupon.
+    again = _post(admin_client, "send_coupon", customer, {"request_key": "d" * 32})
+
+    alert = Alert.objects.select_related("rule").get(customer=customer)
+    intervention = Intervention.objects.get(customer=customer)
+    assert (alert.rule.name, alert.rule.active, alert.rule.holdout_fraction) == (MANUAL_RULE_NAME, False, 0)
+    assert (alert.probability, alert.risk_tier, alert.holdout) == (0.12, "low", False)
+    assert alert.score == ChurnScore.objects.get(customer=customer)
+    assert intervention.status == "sent" and len(mail.outbox) == 1
+    assert f"intervention #{intervention.pk}" in _messages(again)[0]
+    assert AuditEntry.objects.filter(alert=alert, action="alert_created", details__manual=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_coupon_to_an_opted_out_customer_records_a_suppressed_intervention_and_sends_nothing(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    customer = scored["rising"]
+    Customer.objects.filter(pk=customer.pk).update(opted_out_at=T0)
+
+    response = _post(admin_client, "send_coupon", customer, {"request_key": "e" * 32})
+
+    intervention = Intervention.objects.get(customer=customer)
+    assert (intervention.status, intervention.reason, intervention.coupon_code) == ("suppressed", "opted out", None)
+    assert mail.outbox == []
+    assert any("No coupon sent: opted out" in m for m in _messages(response))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_coupon_to_an_alert_in_the_control_group_sends_nothing(admin_client, scored: dict[str, Customer]) -> None:
+    customer = scored["rising"]
+    Alert.objects.filter(customer=customer).update(holdout=True)
+
+    response = _post(admin_client, "send_coupon", customer, {"request_key": "f" * 32})
+
+    assert Intervention.objects.get(customer=customer).status == "holdout" and mail.outbox == []
+    assert any("control group of rule Top risk: coupon" in m for m in _messages(response))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_manual_coupon_is_refused_while_the_customer_is_a_control_in_a_running_measurement(
+    admin_client, scored: dict[str, Customer]
+) -> None:
+    customer = scored["rising"]
+    alert = Alert.objects.get(customer=customer)
+    Alert.objects.filter(pk=alert.pk).update(holdout=True, status="dismissed", as_of=timezone.now())
+    Intervention.objects.create(
+        alert=alert, customer=customer, kind=ActionKind.COUPON_EMAIL, status=InterventionStatus.HOLDOUT,
+        reason="control group", idempotency_key="held-1",
+    )  # fmt: skip
+
+    response = _post(admin_client, "send_coupon", customer, {"request_key": "0" * 32})
+
+    assert Intervention.objects.filter(customer=customer).count() == 1 and Alert.objects.count() == 1
+    assert mail.outbox == []
+    assert any("is in the control group of rule 'Top risk: coupon'" in m for m in _messages(response))
+
+
+def test_send_coupon_without_the_form_key_does_nothing(admin_client, scored: dict[str, Customer]) -> None:
+    response = _post(admin_client, "send_coupon", scored["rising"], {"request_key": "not-a-key"})
+
+    assert not Intervention.objects.exists()
+    assert any("reload the page" in m for m in _messages(response))
+
+
+def test_opt_out_button_opts_out_once_and_keeps_the_first_time(admin_client, scored: dict[str, Customer]) -> None:
+    customer = scored["rising"]
+
+    first = _post(admin_client, "opt_out", customer)
+    customer.refresh_from_db()
+    opted_out_at = customer.opted_out_at
+    second = _post(admin_client, "opt_out", customer)
+    customer.refresh_from_db()
+
+    assert opted_out_at is not None and customer.opted_out_at == opted_out_at and not customer.can_be_contacted
+    assert any("Opted out of marketing" in m for m in _messages(first))
+    assert any("Already opted out" in m for m in _messages(second))
+    assert 'id="action-opt-out" value="Opt out" disabled' in second.content.decode()
+
+
+@pytest.mark.parametrize("name", ["rescore", "send_coupon", "opt_out"])
+def test_action_urls_refuse_anonymous_non_staff_unprivileged_staff_get_and_missing_csrf(
+    client, django_user_model, scored: dict[str, Customer], name: str
+) -> None:
+    customer = scored["rising"]
+    url = reverse(f"admin:customers_customer_{name}", args=[customer.pk])
+    data = {"request_key": "1" * 32}
+
+    anonymous = client.post(url, data)
+    client.force_login(django_user_model.objects.create_user("shopper", password="pw-shopper-1"))
+    not_staff = client.post(url, data)
+    client.force_login(django_user_model.objects.create_user("intern", password="pw-intern-1", is_staff=True))
+    no_permission = client.post(url, data)
+    admin = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw-boss-1")
+    client.force_login(admin)
+    get = client.get(url)
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(admin)
+    no_csrf = csrf_client.post(url, data)
+
+    assert anonymous.status_code == not_staff.status_code == 302
+    assert anonymous["Location"].startswith(reverse("admin:login"))
+    assert not_staff["Location"].startswith(reverse("admin:login"))
+    assert (no_permission.status_code, get.status_code, no_csrf.status_code) == (403, 405, 403)
+    customer.refresh_from_db()
+    assert customer.opted_out_at is None and not Intervention.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("store")
+def test_rescore_now_stores_a_champion_score_at_now_with_factors(admin_client) -> None:
+    version = ModelVersion.objects.get(training_run=train())
+    customer = customers_to_score(as_of=timezone.now()).first()
+    before = timezone.now()
+
+    response = _post(admin_client, "rescore", customer)
+
+    score = ChurnScore.objects.filter(customer=customer, scoring_run__isnull=True).get()
+    assert score.model_version == version and score.as_of >= before and score.top_factors[0]["factor"]
+    assert score.risk_tier == risk_tier(score.probability)
+    assert any(f"Rescored with {version.name}: {score.probability:.1%}" in m for m in _messages(response))
+    page = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk])).content.decode()
+    assert f"scored {timezone.localtime(score.as_of):%Y-%m-%d %H:%M} by {version.name}" in page
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_double_submits_of_send_coupon_create_one_intervention_on_postgresql(
+    django_user_model, scored: dict[str, Customer]
+) -> None:
+    staff = django_user_model.objects.create_superuser("ops", "ops@example.com", "pw-ops-12345")
+    customer = scored["steady"]  # no open alert: the manual path, whose alert is created by the first request
+    barrier = threading.Barrier(4)
+    results: list[object] = [None] * 4
+
+    def click(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = customer_send_coupon(customer=customer, actor="user:ops", user=staff, request_key="9" * 32)
+        except Exception as error:
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert connection.vendor == "postgresql"
+    assert all(isinstance(result, Intervention) for result in results), results
+    assert len({result.pk for result in results}) == 1
+    assert (
+        Intervention.objects.filter(customer=customer).count() == 1
+        and Alert.objects.filter(customer=customer).count() == 1
+    )
