@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alerts.models import AlertRule, AlertStatus, InterventionStatus
+from alerts.models import ActionKind, AlertRule, AlertStatus, InterventionStatus
 from alerts.selectors import alert_rule_uplift, alert_rules, alerts_queue, interventions_list
 from alerts.serializers import (
     AlertRuleSerializer,
@@ -39,6 +39,7 @@ from alerts.services import (
     idempotent_request,
     unsubscribe_customer,
 )
+from churnsite.api import query_choice, query_int
 from churnsite.permissions import IsStaffOrServiceClient, IsStaffOrServiceClientReadOnly
 from customers.models import Customer
 from predictions.models import RiskTier
@@ -151,11 +152,11 @@ class AlertListView(generics.ListAPIView):
     def get_queryset(self):  # noqa: ANN201
         params = self.request.query_params
         return alerts_queue(
-            status=params.get("status") or None,
-            risk_tier=params.get("risk_tier") or None,
+            status=query_choice(params, "status", AlertStatus.values),
+            risk_tier=query_choice(params, "risk_tier", RiskTier.values),
             segment=params.get("segment") or None,
-            rule_id=int(params["rule"]) if params.get("rule", "").isdigit() else None,
-            customer_id=int(params["customer"]) if params.get("customer", "").isdigit() else None,
+            rule_id=query_int(params, "rule"),
+            customer_id=query_int(params, "customer"),
         )
 
 
@@ -225,12 +226,13 @@ class AlertSendCouponView(APIView):
 @extend_schema(
     parameters=[
         OpenApiParameter("status", str, enum=InterventionStatus.values),
-        OpenApiParameter("kind", str),
+        OpenApiParameter("kind", str, enum=ActionKind.values),
         OpenApiParameter("alert", int, description="Alert id."),
+        OpenApiParameter("customer", int, description="Customer id."),
     ]
 )
 class InterventionListView(generics.ListAPIView):
-    """Retention actions; filters: status, kind, alert."""
+    """Retention actions; filters: status, kind, alert, customer."""
 
     permission_classes = [IsAdminUser]
     serializer_class = InterventionSerializer
@@ -238,11 +240,13 @@ class InterventionListView(generics.ListAPIView):
 
     def get_queryset(self):  # noqa: ANN201
         params = self.request.query_params
-        return interventions_list(
-            status=params.get("status") or None,
-            kind=params.get("kind") or None,
-            alert_id=int(params["alert"]) if params.get("alert", "").isdigit() else None,
+        interventions = interventions_list(
+            status=query_choice(params, "status", InterventionStatus.values),
+            kind=query_choice(params, "kind", ActionKind.values),
+            alert_id=query_int(params, "alert"),
         )
+        customer_id = query_int(params, "customer")
+        return interventions.filter(customer_id=customer_id) if customer_id else interventions
 
 
 class InterventionDetailView(generics.RetrieveAPIView):

@@ -7,7 +7,12 @@ and ``fields`` the messages per input field (empty when the error is not about o
 exceptions get it from :func:`error_envelope_exception_handler`; error responses a view builds by hand
 (``Response({"detail": ...}, status=409)``) get it from :class:`ErrorEnvelopeJSONRenderer`, so no error
 leaves the API in another shape. A body that already carries ``{"error": {...}}`` (the ingestion report of a
-file whose every row was rejected) keeps its other keys.
+file whose every row was rejected) keeps its other keys. Outside DRF views, an unknown path or a crash under
+``/api/`` answers in the envelope too (:func:`not_found_handler`, :func:`server_error_handler`).
+
+List filters read their query parameters with :func:`query_choice`, :func:`query_int`, :func:`query_float` and
+:func:`query_bool`: a value that cannot be meant (``?rule=abc``, ``?risk_tier=extreme``) is a 400 naming the
+parameter, never silently ignored (which would answer with every row) or silently empty.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
@@ -40,6 +45,12 @@ __all__ = [
     "StableOrderingFilter",
     "error_body",
     "error_envelope_exception_handler",
+    "not_found_handler",
+    "query_bool",
+    "query_choice",
+    "query_float",
+    "query_int",
+    "server_error_handler",
 ]
 
 _STATUS_CODES = {
@@ -280,3 +291,84 @@ def error_responses_hook(result: dict, generator: object, request: object, publi
                 response = responses.setdefault(code, {"description": _ERROR_DESCRIPTIONS[code]})
                 response.setdefault("content", reference)
     return result
+
+
+# --- Query parameters of list filters -------------------------------------------------------------------
+
+
+def _invalid(name: str, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({name: [message]})
+
+
+def query_choice(params: Mapping[str, str], name: str, choices: Sequence[str]) -> str | None:
+    """The parameter when it is one of ``choices``; None when absent or empty; 400 otherwise."""
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    if value not in choices:
+        raise _invalid(name, f"{value!r} is not one of {', '.join(choices)}.")
+    return value
+
+
+def query_int(params: Mapping[str, str], name: str) -> int | None:
+    """The parameter as a positive whole number (an id); None when absent or empty; 400 otherwise."""
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    if not value.isdigit() or int(value) < 1 or len(value) > 18:
+        raise _invalid(name, f"{value!r} is not an id (a positive whole number).")
+    return int(value)
+
+
+def query_float(params: Mapping[str, str], name: str, *, low: float, high: float) -> float | None:
+    """The parameter as a number in ``[low, high]``; None when absent or empty; 400 otherwise."""
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise _invalid(name, f"{value!r} is not a number.") from None
+    if not low <= number <= high:  # NaN fails this too
+        raise _invalid(name, f"{value!r} is not between {low:g} and {high:g}.")
+    return number
+
+
+def query_bool(params: Mapping[str, str], name: str) -> bool | None:
+    """``true``/``1``/``yes`` or ``false``/``0``/``no``; None when absent or empty; 400 otherwise."""
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise _invalid(name, f"{value!r} is not true or false.")
+
+
+# --- Errors outside DRF views (Django's handler404 and handler500) -----------------------------------------
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found_handler(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """An unknown path under ``/api/`` answers 404 in the error envelope; elsewhere Django's page."""
+    from django.views.defaults import page_not_found
+
+    if not _is_api(request):
+        return page_not_found(request, exception)
+    body = error_body(404, {"detail": f"There is no API operation at {request.path}."})
+    return JsonResponse(body, status=404)
+
+
+def server_error_handler(request: HttpRequest) -> HttpResponse:
+    """A crash under ``/api/`` answers 500 in the error envelope (no traceback); elsewhere Django's page."""
+    from django.views.defaults import server_error
+
+    if not _is_api(request):
+        return server_error(request)
+    return JsonResponse(
+        error_body(500, {"detail": "Server error; it has been logged."}, code="server_error"), status=500
+    )

@@ -12,6 +12,10 @@ admin.site.site_title = "churnsite"
 admin.site.index_title = "Customers at risk, models and retention"
 admin.site.index_template = "churnsite/admin_index.html"  # adds the dashboard link
 
+# Unknown paths and crashes under /api/ answer in the API's JSON error envelope; elsewhere Django's pages.
+handler404 = "churnsite.api.not_found_handler"
+handler500 = "churnsite.api.server_error_handler"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/dashboard/", dashboard_view, name="churn-dashboard"),

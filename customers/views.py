@@ -39,6 +39,7 @@ _BODY_FORMATS = {
     "text/csv": "csv",
 }
 _TIMELINE_DEFAULT, _TIMELINE_MAX = 100, 1000
+_MULTIPART_SLACK = 64 * 1024  # form fields and part headers around an uploaded file of the largest allowed size
 
 
 def _optional_bool(params: object, name: str) -> bool | None:
@@ -58,18 +59,25 @@ _CUSTOMER_FILTERS = [
     OpenApiParameter("churned", bool, description="Only churned (true) or only active (false) customers."),
     OpenApiParameter("is_minimal", bool, description="Only customers created from an order, event or message row."),
     OpenApiParameter("q", str, description="Text in the external id, email or name."),
+    OpenApiParameter("marketing_consent", bool, description="Only customers who gave (true) or did not give consent."),
+    OpenApiParameter("opted_out", bool, description="Only customers who opted out (true) or did not (false)."),
 ]
 
 
 def _customers_from_query(request: Request):  # noqa: ANN202 - a QuerySet[Customer]
     params = request.query_params
-    return customers_search(
+    customers = customers_search(
         segment=params.get("segment"),
         country=params.get("country"),
         churned=_optional_bool(params, "churned"),
         is_minimal=_optional_bool(params, "is_minimal"),
         text=params.get("q"),
     )
+    if (consent := _optional_bool(params, "marketing_consent")) is not None:
+        customers = customers.filter(marketing_consent=consent)
+    if (opted_out := _optional_bool(params, "opted_out")) is not None:
+        customers = customers.filter(opted_out_at__isnull=not opted_out)
+    return customers
 
 
 @extend_schema(parameters=_CUSTOMER_FILTERS)
@@ -172,6 +180,10 @@ class IngestView(APIView):
             raise NotFound(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
         limit = settings.CHURN_INGEST_MAX_BYTES
         content_type = (request.content_type or "").split(";")[0].strip().lower()
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if content_type == "multipart/form-data" and declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+            # Refused before Django reads the upload (it would spool the whole file to disk first).
+            return _too_large(limit)
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
             if content_type == "multipart/form-data":
                 upload = request.FILES.get("file")
@@ -190,7 +202,6 @@ class IngestView(APIView):
                 fmt = _BODY_FORMATS.get(content_type)
                 if fmt is None:
                     raise UnsupportedMediaType(content_type or "(none)")
-                declared = request.META.get("CONTENT_LENGTH") or "0"
                 if declared.isdigit() and int(declared) > limit:
                     return _too_large(limit)
                 if not _copy_limited(request.stream, spool, limit):

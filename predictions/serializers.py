@@ -77,6 +77,14 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ModelVersionDetailSerializer(ModelVersionSerializer):
+    """A model version with its model card (``ml.model_card``: holdout curves, lift, baselines; {} when older)."""
+
+    class Meta(ModelVersionSerializer.Meta):
+        fields = [*ModelVersionSerializer.Meta.fields, "model_card"]
+        read_only_fields = fields
+
+
 class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun

@@ -9,6 +9,11 @@ from predictions import views
 urlpatterns = [
     path("scores/", views.LatestScoreListView.as_view(), name="score-list"),
     path("customers/<int:pk>/score", views.RealtimeScoreView.as_view(), name="customer-score"),
+    path(
+        "customers/by-external-id/<path:external_id>/score",
+        views.RealtimeScoreByExternalIdView.as_view(),
+        name="customer-score-by-external-id",
+    ),
     path("model-versions/", views.ModelVersionListView.as_view(), name="model-version-list"),
     path("model-versions/rollback", views.ModelVersionRollbackView.as_view(), name="model-version-rollback"),
     path("model-versions/<int:pk>/", views.ModelVersionDetailView.as_view(), name="model-version-detail"),

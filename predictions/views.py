@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -10,12 +11,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from churnsite.api import query_choice, query_float, query_int
 from churnsite.permissions import IsStaffOrServiceClient
 from customers.models import Customer
-from predictions.models import ModelVersion, RiskTier
+from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus
 from predictions.selectors import latest_scores, model_versions, scoring_runs, training_runs
 from predictions.serializers import (
     ChurnScoreSerializer,
+    ModelVersionDetailSerializer,
     ModelVersionSerializer,
     RealtimeScoreSerializer,
     ScoringRunSerializer,
@@ -26,18 +29,34 @@ from predictions.services.scoring import ChampionUnavailable, customer_score_now
 from predictions.services.training import training_run_request
 
 
-@extend_schema(parameters=[OpenApiParameter("risk_tier", str, enum=RiskTier.values)])
+@extend_schema(
+    parameters=[
+        OpenApiParameter("risk_tier", str, enum=RiskTier.values),
+        OpenApiParameter("customer", int, description="Customer id."),
+        OpenApiParameter("customer_external_id", str, description="The customer's id in your systems."),
+        OpenApiParameter("min_probability", float, description="Only scores at or above this probability (0-1)."),
+    ]
+)
 class LatestScoreListView(generics.ListAPIView):
-    """The newest score of each customer, highest risk first; filter with ``?risk_tier=high``."""
+    """The newest score of each customer, highest risk first; filters: risk_tier, customer, customer_external_id,
+    min_probability."""
 
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = ChurnScoreSerializer
     ordering_fields = ["probability", "as_of", "created_at", "customer"]
 
     def get_queryset(self):  # noqa: ANN201
+        params = self.request.query_params
         queryset = latest_scores()
-        tier = self.request.query_params.get("risk_tier")
-        return queryset.filter(risk_tier=tier) if tier else queryset
+        if tier := query_choice(params, "risk_tier", RiskTier.values):
+            queryset = queryset.filter(risk_tier=tier)
+        if customer_id := query_int(params, "customer"):
+            queryset = queryset.filter(customer_id=customer_id)
+        if external_id := params.get("customer_external_id"):
+            queryset = queryset.filter(customer__external_id=external_id)
+        if (minimum := query_float(params, "min_probability", low=0.0, high=1.0)) is not None:
+            queryset = queryset.filter(probability__gte=minimum)
+        return queryset
 
 
 class RealtimeScoreView(APIView):
@@ -52,26 +71,58 @@ class RealtimeScoreView(APIView):
         responses={200: RealtimeScoreSerializer, 503: OpenApiResponse(description="No champion model to score with.")},
     )
     def post(self, request: Request, pk: int) -> Response:
-        customer = get_object_or_404(Customer, pk=pk)
-        try:
-            result = customer_score_now(customer=customer)
-        except ChampionUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return Response(RealtimeScoreSerializer(result).data)
+        return _score_now(get_object_or_404(Customer, pk=pk))
 
 
+class RealtimeScoreByExternalIdView(APIView):
+    """Score one customer, named by their id in your systems, on their data up to now (nothing is stored).
+
+    The external id goes in the path percent-encoded; it may contain slashes.
+    """
+
+    permission_classes = [IsStaffOrServiceClient]
+    serializer_class = RealtimeScoreSerializer
+    throttle_scope = "realtime-score"
+
+    @extend_schema(
+        request=None,
+        responses={200: RealtimeScoreSerializer, 503: OpenApiResponse(description="No champion model to score with.")},
+    )
+    def post(self, request: Request, external_id: str) -> Response:
+        return _score_now(get_object_or_404(Customer, external_id=external_id))
+
+
+def _score_now(customer: Customer) -> Response:
+    try:
+        result = customer_score_now(customer=customer)
+    except ChampionUnavailable as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return Response(RealtimeScoreSerializer(result).data)
+
+
+_STATUS_FILTER = OpenApiParameter("status", str, enum=RunStatus.values)
+
+
+@extend_schema(parameters=[OpenApiParameter("status", str, enum=ModelStatus.values)])
 class ModelVersionListView(generics.ListAPIView):
+    """The model registry, newest first; ``?status=champion`` finds the model that scores now."""
+
     permission_classes = [IsAdminUser]
     serializer_class = ModelVersionSerializer
     ordering_fields = ["created_at", "trained_at", "promoted_at", "name", "status"]
 
     def get_queryset(self):  # noqa: ANN201
-        return model_versions().prefetch_related("audit_entries")
+        queryset = model_versions().prefetch_related("audit_entries")
+        if model_status := query_choice(self.request.query_params, "status", ModelStatus.values):
+            queryset = queryset.filter(status=model_status)
+        return queryset
 
 
 class ModelVersionDetailView(generics.RetrieveAPIView):
+    """One model version with its model card (holdout curves, lift and baselines; empty for older models)."""
+
     permission_classes = [IsAdminUser]
-    serializer_class = ModelVersionSerializer
+    serializer_class = ModelVersionDetailSerializer
 
     def get_queryset(self):  # noqa: ANN201
         return model_versions().prefetch_related("audit_entries")
@@ -113,7 +164,9 @@ class ModelVersionRollbackView(APIView):
         return Response(ModelVersionSerializer(version).data)
 
 
-@extend_schema_view(post=extend_schema(responses={202: TrainingRunSerializer}))
+@extend_schema_view(
+    get=extend_schema(parameters=[_STATUS_FILTER]), post=extend_schema(responses={202: TrainingRunSerializer})
+)
 class TrainingRunListView(generics.ListCreateAPIView):
     """List training runs, or request one (it is trained by a gpu worker; poll its progress here)."""
 
@@ -122,7 +175,7 @@ class TrainingRunListView(generics.ListCreateAPIView):
     ordering_fields = ["created_at", "finished_at", "status"]
 
     def get_queryset(self):  # noqa: ANN201
-        return training_runs()
+        return _with_status(training_runs(), self.request)
 
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         serializer = self.get_serializer(data=request.data)
@@ -142,10 +195,16 @@ class TrainingRunListView(generics.ListCreateAPIView):
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(parameters=[_STATUS_FILTER])
 class ScoringRunListView(generics.ListAPIView):
     permission_classes = [IsAdminUser]
     serializer_class = ScoringRunSerializer
     ordering_fields = ["created_at", "finished_at", "as_of", "status"]
 
     def get_queryset(self):  # noqa: ANN201
-        return scoring_runs()
+        return _with_status(scoring_runs(), self.request)
+
+
+def _with_status(runs: QuerySet, request: Request) -> QuerySet:
+    run_status = query_choice(request.query_params, "status", RunStatus.values)
+    return runs.filter(status=run_status) if run_status else runs

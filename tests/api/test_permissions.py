@@ -16,6 +16,7 @@ SERVICE_CLIENT_OPERATIONS = {
     ("get", "/api/v1/alerts/"),
     ("get", "/api/v1/alerts/{id}/"),
     ("post", "/api/v1/customers/{id}/score"),
+    ("post", "/api/v1/customers/by-external-id/{external_id}/score"),
     ("post", "/api/v1/ingest/{kind}"),
 }
 
@@ -23,12 +24,17 @@ SERVICE_CLIENT_OPERATIONS = {
 def test_schema_lists_every_api_area() -> None:
     paths = {path for _, path in OPERATIONS}
     expected = {
+        "/api/v1/customers/",
         "/api/v1/customers/{id}/",
         "/api/v1/scores/",
         "/api/v1/customers/{id}/score",
         "/api/v1/alerts/",
         "/api/v1/interventions/",
+        "/api/v1/interventions/{id}/",
         "/api/v1/alert-rules/",
+        "/api/v1/alert-rules/{id}/",
+        "/api/v1/model-versions/",
+        "/api/v1/model-versions/{id}/",
         "/api/v1/model-versions/{id}/promote",
         "/api/v1/model-versions/rollback",
         "/api/v1/ingest/{kind}",

@@ -1,0 +1,147 @@
+"""List filters answer what was asked (or 400 naming the parameter), and errors outside DRF views keep the envelope."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from customers.models import Customer
+from tests.api.conftest import api_data
+
+pytestmark = pytest.mark.django_db
+
+INVALID_FILTERS = [
+    ("/api/v1/alerts/?rule=abc", "rule"),
+    ("/api/v1/alerts/?customer=-1", "customer"),
+    ("/api/v1/alerts/?status=bogus", "status"),
+    ("/api/v1/alerts/?risk_tier=extreme", "risk_tier"),
+    ("/api/v1/scores/?risk_tier=extreme", "risk_tier"),
+    ("/api/v1/scores/?customer=x", "customer"),
+    ("/api/v1/scores/?min_probability=2", "min_probability"),
+    ("/api/v1/scores/?min_probability=nan", "min_probability"),
+    ("/api/v1/interventions/?status=bogus", "status"),
+    ("/api/v1/interventions/?kind=carrier_pigeon", "kind"),
+    ("/api/v1/interventions/?customer=0", "customer"),
+    ("/api/v1/model-versions/?status=best", "status"),
+    ("/api/v1/training-runs/?status=soon", "status"),
+    ("/api/v1/scoring-runs/?status=soon", "status"),
+]
+
+
+@pytest.mark.parametrize(("url", "parameter"), INVALID_FILTERS)
+def test_a_filter_value_that_cannot_be_meant_is_a_400_naming_it(staff: APIClient, url: str, parameter: str) -> None:
+    response = staff.get(url)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "invalid" and list(error["fields"]) == [parameter], error
+
+
+def test_scores_filter_by_customer_external_id_and_probability(service: APIClient) -> None:
+    customers = api_data()["customers"]  # scored 0.2, 0.5 and 0.8
+
+    def probabilities(query: str) -> list[float]:
+        response = service.get(f"/api/v1/scores/?{query}")
+        assert response.status_code == 200, response.json()
+        return [row["probability"] for row in response.json()["results"]]
+
+    assert probabilities(f"customer={customers[1].pk}") == [pytest.approx(0.5)]
+    assert probabilities(f"customer_external_id={customers[2].external_id}") == [pytest.approx(0.8)]
+    assert probabilities("min_probability=0.5") == [pytest.approx(0.8), pytest.approx(0.5)]
+    assert probabilities("customer_external_id=nobody") == []
+
+
+def test_customers_filter_by_consent_and_opt_out(staff: APIClient) -> None:
+    Customer.objects.create(external_id="consenting", marketing_consent=True)
+    Customer.objects.create(external_id="opted-out", marketing_consent=True, opted_out_at=timezone.now())
+    Customer.objects.create(external_id="silent")
+
+    def ids(query: str) -> set[str]:
+        return {row["external_id"] for row in staff.get(f"/api/v1/customers/?{query}").json()["results"]}
+
+    assert ids("opted_out=true") == {"opted-out"}
+    assert ids("opted_out=false&marketing_consent=true") == {"consenting"}
+    assert ids("marketing_consent=false") == {"silent"}
+    assert staff.get("/api/v1/customers/?opted_out=maybe").status_code == 400
+
+
+def test_interventions_filter_by_customer(staff: APIClient) -> None:
+    data = api_data()
+    alert = data["alert"]
+    assert staff.post(f"/api/v1/alerts/{alert.pk}/send-coupon/").status_code == 201
+    other = next(c for c in data["customers"] if c.pk != alert.customer_id)
+    assert staff.get(f"/api/v1/interventions/?customer={alert.customer_id}").json()["count"] == 1
+    assert staff.get(f"/api/v1/interventions/?customer={other.pk}").json()["count"] == 0
+
+
+def test_model_versions_filter_by_status_and_the_detail_carries_the_model_card(staff: APIClient) -> None:
+    from predictions.models import ModelVersion
+
+    card = {"schema": 1, "models": [{"key": "model", "metrics": {"roc_auc": 0.8}}]}
+    champion = ModelVersion.objects.create(name="champ", model_type="lightgbm", status="champion", model_card=card)
+    ModelVersion.objects.create(name="old", model_type="lightgbm", status="retired")
+    listed = staff.get("/api/v1/model-versions/?status=champion").json()
+    assert [row["name"] for row in listed["results"]] == ["champ"] and "model_card" not in listed["results"][0]
+    assert staff.get(f"/api/v1/model-versions/{champion.pk}/").json()["model_card"] == card
+
+
+def test_a_service_client_requests_a_score_by_the_customer_id_it_knows(service: APIClient) -> None:
+    Customer.objects.create(external_id="crm/42 ü")
+    found = service.post("/api/v1/customers/by-external-id/crm%2F42%20%C3%BC/score")
+    assert found.status_code == 503 and "no champion" in found.json()["error"]["message"], "the customer was found"
+    missing = service.post("/api/v1/customers/by-external-id/nobody/score")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_an_unknown_api_path_answers_in_the_envelope_and_site_pages_stay_html(staff: APIClient) -> None:
+    response = staff.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert "/api/v1/no-such-thing/" in response.json()["error"]["message"]
+    page = Client().get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+def test_a_crash_in_an_api_view_answers_500_in_the_envelope_without_a_traceback(
+    staff_user,  # noqa: ANN001
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    import predictions.views
+
+    def crash() -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(predictions.views, "latest_scores", crash)
+    client = Client(raise_request_exception=False)
+    client.force_login(staff_user)
+    response = client.get("/api/v1/scores/")
+    body = response.json()
+    assert response.status_code == 500 and body["error"]["code"] == "server_error"
+    assert "secret internals" not in response.content.decode()
+
+
+class RecordingUploadHandler(FileUploadHandler):
+    """Counts the bytes Django reads from uploads (a refused upload must be refused before any is read)."""
+
+    received: list[int] = []
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        self.received.append(len(raw_data))
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
+def test_an_upload_declared_larger_than_the_ingest_limit_is_refused_before_it_is_read(
+    staff: APIClient,
+    settings,  # noqa: ANN001
+) -> None:
+    settings.CHURN_INGEST_MAX_BYTES = 1000
+    settings.FILE_UPLOAD_HANDLERS = [f"{__name__}.RecordingUploadHandler", *settings.FILE_UPLOAD_HANDLERS]
+    RecordingUploadHandler.received.clear()
+    upload = SimpleUploadedFile("orders.csv", b"customer_id,date,amount\n" + b"c1,2026-01-01,1\n" * 10_000)
+    response = staff.post("/api/v1/ingest/orders", {"file": upload}, format="multipart")
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert RecordingUploadHandler.received == [], "the upload was read before it was refused"
