@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -39,7 +39,7 @@ from alerts.services import (
     idempotent_request,
     unsubscribe_customer,
 )
-from churnsite.api import query_choice, query_int
+from churnsite.api import query_bool, query_choice, query_int
 from churnsite.permissions import IsStaffOrServiceClient, IsStaffOrServiceClientReadOnly
 from customers.models import Customer
 from predictions.models import RiskTier
@@ -77,15 +77,18 @@ def _idempotent(request: Request, handler: Callable[[], tuple[int, object]]) -> 
     return response
 
 
+@extend_schema_view(
+    get=extend_schema(parameters=[OpenApiParameter("active", bool, description="Only (in)active rules.")])
+)
 class AlertRuleListView(generics.ListAPIView):
-    """GET: the rules. POST: create a rule (Idempotency-Key honoured)."""
+    """GET: the rules (filter: active). POST: create a rule (Idempotency-Key honoured)."""
 
     permission_classes = [IsAdminUser]
     serializer_class = AlertRuleSerializer
     ordering_fields = ["name", "created_at", "updated_at"]
 
     def get_queryset(self):  # noqa: ANN201 - DRF signature
-        return alert_rules()
+        return alert_rules(active=query_bool(self.request.query_params, "active"))
 
     @extend_schema(parameters=[_IDEMPOTENCY_PARAMETER], responses={201: AlertRuleSerializer})
     def post(self, request: Request) -> Response:

@@ -29,6 +29,7 @@ INVALID_FILTERS = [
     ("/api/v1/model-versions/?status=best", "status"),
     ("/api/v1/training-runs/?status=soon", "status"),
     ("/api/v1/scoring-runs/?status=soon", "status"),
+    ("/api/v1/alert-rules/?active=perhaps", "active"),
 ]
 
 
@@ -74,6 +75,15 @@ def test_interventions_filter_by_customer(staff: APIClient) -> None:
     other = next(c for c in data["customers"] if c.pk != alert.customer_id)
     assert staff.get(f"/api/v1/interventions/?customer={alert.customer_id}").json()["count"] == 1
     assert staff.get(f"/api/v1/interventions/?customer={other.pk}").json()["count"] == 0
+
+
+def test_alert_rules_filter_by_active(staff: APIClient) -> None:
+    from alerts.models import AlertRule
+
+    AlertRule.objects.create(name="on", threshold=0.5, active=True)
+    AlertRule.objects.create(name="off", threshold=0.5, active=False)
+    names = {row["name"] for row in staff.get("/api/v1/alert-rules/?active=false").json()["results"]}
+    assert names == {"off"} and staff.get("/api/v1/alert-rules/").json()["count"] == 2
 
 
 def test_model_versions_filter_by_status_and_the_detail_carries_the_model_card(staff: APIClient) -> None:
