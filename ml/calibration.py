@@ -8,6 +8,11 @@ one with the lower Brier score; a tie goes to Platt, which has two parameters an
 The state is plain JSON (:meth:`Calibrator.to_json`): Platt keeps ``a`` and ``b`` of
 ``p = 1 / (1 + exp(-(a * logit(score) + b)))``; isotonic keeps its threshold arrays and applies them with
 linear interpolation, clipped at the ends (what scikit-learn's ``IsotonicRegression`` does).
+
+Isotonic regression is a step function: every raw score on one step gets the same probability, so a model's
+ranking inside a step would be thrown away (ties lower ROC AUC and make the top-k order arbitrary). The isotonic
+output is therefore blended with the raw score, ``(1 - 1e-6) * isotonic + 1e-6 * score``: probabilities move by
+at most one in a million, and customers keep the model's order.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = ["CALIBRATION_METHODS", "CalibrationConfig", "Calibrator"]
 Method = Literal["auto", "isotonic", "platt", "none"]
 CALIBRATION_METHODS: tuple[str, ...] = ("auto", "isotonic", "platt", "none")
 _EPS = 1e-6
+_TIE_BREAK = 1e-6  # weight of the raw score in the isotonic output (module docstring)
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def _fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _apply_isotonic(scores: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.interp(scores, x, y)
+    return (1.0 - _TIE_BREAK) * np.interp(scores, x, y) + _TIE_BREAK * np.clip(scores, 0.0, 1.0)
 
 
 class Calibrator:

@@ -80,6 +80,23 @@ def test_isotonic_output_is_monotone_and_within_zero_one_outside_the_training_ra
     assert np.all(np.diff(probabilities) >= 0) and probabilities.min() >= 0 and probabilities.max() <= 1
 
 
+def test_isotonic_keeps_the_models_order_inside_a_step_and_moves_probabilities_by_at_most_a_millionth() -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    from ml.metrics import roc_auc
+
+    scores, y = _sample(3000, lambda s: s**2, seed=3)
+    calibrator = Calibrator(CalibrationConfig(method="isotonic")).fit(scores, y)
+    step_function = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, y).predict(scores)
+
+    probabilities = calibrator.transform(scores)
+
+    assert len(np.unique(step_function)) < len(scores) / 10, "the plain isotonic fit should have wide steps"
+    assert len(np.unique(probabilities)) == len(np.unique(scores))
+    assert roc_auc(y, probabilities) == pytest.approx(roc_auc(y, scores), abs=1e-12)
+    assert np.max(np.abs(probabilities - step_function)) <= 1e-6
+
+
 def test_bad_input_is_refused_with_the_row_named() -> None:
     with pytest.raises(ValueError, match="row 2"):
         Calibrator().fit([0.1, 0.2, float("nan"), 0.4], [0, 1, 0, 1])
