@@ -12,6 +12,7 @@ This is the unit the Django side trains, stores, promotes and scores with. Publi
     model = ChurnModel.load(path)                  # verifies every file first; ArtifactError otherwise
     model.predict_proba(snapshots)                 # np.ndarray (n,): calibrated churn probabilities
     model.explain(snapshots, top_n=5)              # per snapshot: [{factor, direction, weight, evidence}, ...]
+    model.score(snapshots, top_n=5, text_factor_rows=pick)  # ScoredBatch: both at once (what scoring runs use)
 
 * ``fit(histories, *, as_of, progress=None)``: training snapshots are taken at rolling cutoffs before ``as_of``
   (:func:`ml.snapshot.rolling_cutoffs`: the newest is ``as_of - lead - horizon``, so no label looks past
@@ -149,6 +150,30 @@ class HoldoutData:
     holdout_frame: pd.DataFrame
     y_holdout: np.ndarray
     probability: np.ndarray
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """What :meth:`ChurnModel.score` returns.
+
+    Attributes:
+        probabilities: calibrated churn probabilities ``(n,)``, in the order of the snapshots.
+        factors: the top factors of each snapshot (see :meth:`ChurnModel.explain`).
+        texts_encoded: distinct customer texts the frozen encoder encoded now (the rest came from its memo or
+            the encoding cache); None for models without a frozen encoder.
+        explanation_texts_encoded: texts encoded for the text factors (leave-one-part-out variants); None likewise.
+    """
+
+    probabilities: np.ndarray
+    factors: list[list[dict[str, object]]]
+    texts_encoded: int | None
+    explanation_texts_encoded: int | None
+
+
+def _encoded(hybrid: HybridChurnModel) -> int | None:
+    """Texts the hybrid's frozen encoder has encoded so far in this process; None for models without one."""
+    embedder = hybrid.embedder if hybrid.config.text_mode == "frozen" else None
+    return None if embedder is None else int(embedder.n_encoded)
 
 
 class ChurnModel:
@@ -331,6 +356,49 @@ class ChurnModel:
             return []
         texts = self._texts(snapshots)
         return explain_hybrid(hybrid, self._frame(snapshots), texts, top_n=top_n, text_factors=text_factors)
+
+    def score(
+        self,
+        snapshots: Sequence[Snapshot],
+        *,
+        top_n: int = 5,
+        text_factor_rows: Callable[[np.ndarray], Sequence[int]] | None = None,
+    ) -> ScoredBatch:
+        """Probabilities and factors of a batch in one pass, as a scoring run needs them.
+
+        The same results as :meth:`predict_proba` followed by :meth:`explain` (``text_factors=False`` for every
+        row, ``True`` for the rows ``text_factor_rows(probabilities)`` picks), but the features, the texts and
+        their vectors, and the LightGBM input are built once instead of two or three times.
+
+        Args:
+            top_n: factors kept per snapshot.
+            text_factor_rows: given the probabilities, the positions of the snapshots whose factors include the
+                text factors (leave-one-part-out re-scoring: about 10-20 texts to encode per customer unless
+                the encoding cache holds them); None: no text factors.
+        """
+        from ml.explain import explain_hybrid
+
+        hybrid = self._check_fitted()
+        snapshots = list(snapshots)
+        if not snapshots:
+            nothing = None if _encoded(hybrid) is None else 0
+            return ScoredBatch(np.zeros(0), [], nothing, nothing)
+        frame, texts = self._frame(snapshots), self._texts(snapshots)
+        before = _encoded(hybrid)
+        stacked = hybrid.stacked_frame(frame, texts)
+        scored = _encoded(hybrid)
+        probabilities = hybrid.calibrated(hybrid.raw_scores_from_stacked(stacked))
+        rows = list(text_factor_rows(probabilities)) if text_factor_rows is not None else []
+        factors = explain_hybrid(
+            hybrid, frame, texts, top_n=top_n, text_factors=bool(rows), text_rows=rows, stacked=stacked
+        )
+        explained = _encoded(hybrid)
+        return ScoredBatch(
+            probabilities=probabilities,
+            factors=factors,
+            texts_encoded=None if before is None or scored is None else scored - before,
+            explanation_texts_encoded=None if scored is None or explained is None else explained - scored,
+        )
 
     @property
     def metadata(self) -> dict[str, object]:

@@ -90,6 +90,8 @@ def explain_hybrid(
     *,
     top_n: int = 5,
     text_factors: bool = True,
+    text_rows: Sequence[int] | None = None,
+    stacked: pd.DataFrame | None = None,
 ) -> list[list[Factor]]:
     """The ``top_n`` factors of each row's score (see the module docstring).
 
@@ -99,36 +101,67 @@ def explain_hybrid(
         texts: one serialised text per row (``None`` for a features-only model).
         top_n: factors kept per row, largest weight first.
         text_factors: add the leave-one-part-out text factors (False: features only, as cheap as scoring).
+        text_rows: with ``text_factors``, the rows (positions) that get text factors; None: every row. A row's
+            factors do not depend on the other rows, so explaining a subset gives each of its rows the factors
+            it would get alone.
+        stacked: ``hybrid.stacked_frame(frame, texts)`` when the caller has it already (scoring just built it).
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
     frame = frame.reset_index(drop=True)
-    stacked = hybrid.stacked_frame(frame, texts)
+    if stacked is None:
+        stacked = hybrid.stacked_frame(frame, texts)
     contributions = feature_contributions(hybrid, stacked)
-    feature_columns = [c for c in hybrid.columns_ if c != TEXT_SCORE_COLUMN and not str(c).startswith(TEXT_DIM_PREFIX)]
-    explanations: list[list[Factor]] = []
-    for row in range(len(frame)):
-        factors: list[Factor] = []
-        for column in feature_columns:
-            weight = float(contributions.iloc[row][column])
-            if abs(weight) < 1e-9:
-                continue
-            factors.append(
-                {
-                    "factor": describe_feature(column),
-                    "direction": "raises" if weight > 0 else "lowers",
-                    "weight": weight,
-                    "evidence": f"{column} = {_format_value(frame.iloc[row][column])}",
-                }
-            )
-        explanations.append(factors)
+    explanations = _feature_factors(hybrid, frame, contributions, top_n=top_n)
     if text_factors and texts is not None and hybrid.uses_text:
-        _add_text_factors(hybrid, frame, list(texts), explanations)
+        rows = list(range(len(frame))) if text_rows is None else sorted(set(text_rows))
+        if rows:
+            # The log-odds of the whole texts are the stacked rows' scores: computed once, here.
+            full = _logit(hybrid.raw_scores_from_stacked(stacked.iloc[rows]))
+            subset = [explanations[row] for row in rows]
+            _add_text_factors(hybrid, frame.iloc[rows].reset_index(drop=True), [texts[r] for r in rows], subset, full)
     out: list[list[Factor]] = []
     for factors in explanations:
         ranked = sorted(factors, key=lambda f: (-abs(float(f["weight"])), str(f["factor"])))[:top_n]  # type: ignore[arg-type]
         out.append([{**f, "weight": round(abs(float(f["weight"])), 4)} for f in ranked])  # type: ignore[arg-type]
     return out
+
+
+def _feature_factors(
+    hybrid: HybridChurnModel, frame: pd.DataFrame, contributions: pd.DataFrame, *, top_n: int
+) -> list[list[Factor]]:
+    """Each row's ``top_n`` feature factors by (weight, name), in that order (zero weights left out).
+
+    Only a row's ``top_n`` strongest features can end among its ``top_n`` factors once the text factors join
+    them (the final ranking uses the same order), so the weaker ones are not turned into dicts at all.
+    """
+    columns = [c for c in hybrid.columns_ if c != TEXT_SCORE_COLUMN and not str(c).startswith(TEXT_DIM_PREFIX)]
+    names = [describe_feature(c) for c in columns]
+    # Columns in the order of the final ranking's tie-break (factor name, then column order: the sort is stable).
+    order = sorted(range(len(columns)), key=lambda i: names[i])
+    weights = contributions[[columns[i] for i in order]].to_numpy(dtype=float)
+    values = [frame[columns[i]].tolist() for i in order]
+    strongest = np.argsort(-np.abs(weights), axis=1, kind="stable")
+    explanations: list[list[Factor]] = []
+    for row in range(len(frame)):
+        factors: list[Factor] = []
+        for k in strongest[row]:
+            weight = float(weights[row, k])
+            if abs(weight) < 1e-9:
+                break  # sorted by |weight|: the rest are zero too
+            column = columns[order[k]]
+            factors.append(
+                {
+                    "factor": names[order[k]],
+                    "direction": "raises" if weight > 0 else "lowers",
+                    "weight": weight,
+                    "evidence": f"{column} = {_format_value(values[k][row])}",
+                }
+            )
+            if len(factors) == top_n:
+                break
+        explanations.append(factors)
+    return explanations
 
 
 def _log_odds(hybrid: HybridChurnModel, frame: pd.DataFrame, rows: Sequence[int], texts: Sequence[str]) -> np.ndarray:
@@ -139,9 +172,9 @@ def _log_odds(hybrid: HybridChurnModel, frame: pd.DataFrame, rows: Sequence[int]
 
 
 def _add_text_factors(
-    hybrid: HybridChurnModel, frame: pd.DataFrame, texts: list[str], explanations: list[list[Factor]]
+    hybrid: HybridChurnModel, frame: pd.DataFrame, texts: list[str], explanations: list[list[Factor]], full: np.ndarray
 ) -> None:
-    full = _log_odds(hybrid, frame, range(len(texts)), texts)
+    """Append the text factors of each row to ``explanations``; ``full`` holds the log-odds of the whole texts."""
     rows: list[int] = []
     variants: list[str] = []
     lines: list[str] = []
@@ -167,15 +200,25 @@ def _add_text_factors(
         text_factors.append((row, factor, body))
         if body is not None and abs(weight) > best_message.get(row, (0.0, -1))[0]:
             best_message[row] = (abs(weight), len(text_factors) - 1)
-    # Quote the sentence that moves the score most, for each row's strongest message with several sentences.
+    # Quote the sentence that moves the score most, for each row's strongest message with several sentences
+    # (the sentence variants of all rows are scored in one batch).
+    quoted: list[tuple[int, Factor, list[str]]] = []
+    sentence_rows: list[int] = []
+    sentence_texts: list[str] = []
     for row, (_, position) in best_message.items():
         _, factor, body = text_factors[position]
         sentences = split_sentences(body or "")
         if len(sentences) < 2:
             continue
         line = next(line for i, line in text_parts(texts[row]) if line.endswith(body or ""))
-        sentence_texts = [texts[row].replace(line, line.replace(sentence, "", 1), 1) for sentence in sentences]
-        shifts = full[row] - _log_odds(hybrid, frame, [row] * len(sentences), sentence_texts)
+        quoted.append((row, factor, sentences))
+        sentence_rows += [row] * len(sentences)
+        sentence_texts += [texts[row].replace(line, line.replace(sentence, "", 1), 1) for sentence in sentences]
+    without_sentence = _log_odds(hybrid, frame, sentence_rows, sentence_texts)
+    start = 0
+    for row, factor, sentences in quoted:
+        shifts = full[row] - without_sentence[start : start + len(sentences)]
+        start += len(sentences)
         sign = 1.0 if float(factor["weight"]) > 0 else -1.0  # type: ignore[arg-type]
         factor["evidence"] = sentences[int(np.argmax(sign * shifts))]
     for row, factor, _ in text_factors:

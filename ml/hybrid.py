@@ -581,10 +581,14 @@ class HybridChurnModel:
         self._check_fitted()
         return self.lightgbm_.predict_proba(stacked)[:, 1]  # type: ignore[union-attr]
 
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated churn probabilities ``(n,)`` of raw LightGBM scores (:meth:`raw_scores_from_stacked`)."""
+        self._check_fitted()
+        return np.clip(self.calibrator_.transform(raw), 0.0, 1.0)  # type: ignore[union-attr]
+
     def predict_proba(self, frame: pd.DataFrame, texts: Sequence[str] | None = None) -> np.ndarray:
         """Calibrated probabilities ``(n, 2)``; column 1 is the churn probability."""
-        raw = self.raw_scores_from_stacked(self.stacked_frame(frame, texts))
-        churn = np.clip(self.calibrator_.transform(raw), 0.0, 1.0)  # type: ignore[union-attr]
+        churn = self.calibrated(self.raw_scores_from_stacked(self.stacked_frame(frame, texts)))
         return np.column_stack([1.0 - churn, churn])
 
     # ------------------------------------------------------------------ save / load

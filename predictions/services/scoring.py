@@ -117,12 +117,6 @@ def _enqueue_chunks(scoring_run_id: int, chunks: list[list[int]]) -> None:
         score_chunk_task.delay(scoring_run_id, chunk)
 
 
-def _encoded_so_far(model: ChurnModel) -> int | None:
-    """Texts the model's frozen encoder has encoded in this process; None for models that encode no text."""
-    embedder = getattr(model.hybrid_, "embedder", None)
-    return None if embedder is None else int(embedder.n_encoded)
-
-
 def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int]) -> int:
     """Score the customers of one chunk that have no score yet for this run; returns how many were stored."""
     from ml.snapshot import snapshot_at
@@ -147,12 +141,12 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
             raise
         histories = customer_histories(customer_ids=todo, until=run.as_of)  # in id order, like ``todo``
         snapshots = [snapshot_at(history, run.as_of) for history in histories]
-        encoded_before = _encoded_so_far(model)
-        probabilities = model.predict_proba(snapshots)
-        encoded_after = _encoded_so_far(model)
-        encoded = 0 if encoded_before is None or encoded_after is None else encoded_after - encoded_before
-        reused = 0 if encoded_after is None else len(todo) - encoded
-        factors = _explain(model, snapshots, probabilities)
+        # One pass: features, texts (their vectors from the encoding cache when unchanged) and the LightGBM
+        # input are built once for the probabilities and the factors.
+        batch = model.score(snapshots, top_n=settings.CHURN_TOP_FACTORS, text_factor_rows=_text_factor_rows)
+        probabilities, factors = batch.probabilities, batch.factors
+        encoded = batch.texts_encoded or 0
+        reused = 0 if batch.texts_encoded is None else len(todo) - encoded
         scores = [
             ChurnScore(
                 customer_id=customer_id,
@@ -176,19 +170,13 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
     return stored
 
 
-def _explain(model: ChurnModel, snapshots: list, probabilities: np.ndarray) -> list[list[dict[str, object]]]:
-    """Factors of every score. The text factors (the quoted message sentence) cost one re-scoring of the text
-    per part, so only the riskiest customers of a chunk get them: at most CHURN_TEXT_FACTORS_PER_CHUNK, at or
-    above CHURN_TEXT_FACTORS_FROM; the real-time score gives them for any one customer on demand."""
-    factors = model.explain(snapshots, top_n=settings.CHURN_TOP_FACTORS, text_factors=False)
-    ranked = sorted(range(len(snapshots)), key=lambda i: -float(probabilities[i]))
+def _text_factor_rows(probabilities: np.ndarray) -> list[int]:
+    """Which scores of a chunk get text factors (the quoted message sentence). They cost one re-scoring of the
+    text per part, so only the riskiest customers of a chunk get them: at most CHURN_TEXT_FACTORS_PER_CHUNK, at
+    or above CHURN_TEXT_FACTORS_FROM; the real-time score gives them for any one customer on demand."""
+    ranked = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))
     shown = [i for i in ranked if probabilities[i] >= settings.CHURN_TEXT_FACTORS_FROM]
-    shown = shown[: settings.CHURN_TEXT_FACTORS_PER_CHUNK]
-    if shown:
-        detailed = model.explain([snapshots[i] for i in shown], top_n=settings.CHURN_TOP_FACTORS)
-        for i, customer_factors in zip(shown, detailed, strict=True):
-            factors[i] = customer_factors
-    return factors
+    return shown[: settings.CHURN_TEXT_FACTORS_PER_CHUNK]
 
 
 def scoring_run_finish(*, scoring_run_id: int) -> bool:

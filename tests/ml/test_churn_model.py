@@ -159,3 +159,40 @@ def test_training_too_early_for_any_cutoff_says_what_to_change(tiny_bert_dir: Pa
         ChurnModel(_config("none", tiny_bert_dir)).fit(histories, as_of=START + timedelta(days=80))
     with pytest.raises(RuntimeError, match="not fitted"):
         ChurnModel().predict_proba([])
+
+
+def test_score_gives_what_predict_proba_and_explain_give_and_counts_the_encodings(
+    tiny_bert_dir: Path, tmp_path: Path, histories: list
+) -> None:
+    ChurnModel(_config("frozen", tiny_bert_dir)).fit(histories, as_of=AS_OF).save(tmp_path / "model")
+    snapshots = [snapshot_at(h, AS_OF) for h in histories[:12]]
+    picked = [3, 0, 7]
+
+    first = ChurnModel.load(tmp_path / "model", device="cpu", cache_dir=tmp_path / "cache")
+    batch = first.score(snapshots, top_n=6, text_factor_rows=lambda probabilities: picked)
+    # A fresh process: only the on-disk encoding cache remembers the texts and their leave-one-part-out variants.
+    again = ChurnModel.load(tmp_path / "model", device="cpu", cache_dir=tmp_path / "cache")
+    cached = again.score(snapshots, top_n=6, text_factor_rows=lambda probabilities: picked)
+    plain = ChurnModel.load(tmp_path / "model", device="cpu")  # no cache at all
+    probabilities = plain.predict_proba(snapshots)
+    features_only = plain.explain(snapshots, top_n=6, text_factors=False)
+    detailed = plain.explain([snapshots[i] for i in picked], top_n=6)
+
+    np.testing.assert_allclose(batch.probabilities, probabilities, atol=1e-9)
+    np.testing.assert_allclose(cached.probabilities, probabilities, atol=1e-9)
+    expected = [detailed[picked.index(i)] if i in picked else features_only[i] for i in range(len(snapshots))]
+    assert batch.factors == expected and cached.factors == expected
+    distinct = len({first._texts([s])[0] for s in snapshots})
+    assert batch.texts_encoded == distinct and batch.explanation_texts_encoded > 0
+    assert cached.texts_encoded == 0 and cached.explanation_texts_encoded == 0
+
+
+def test_score_without_text_reports_no_encodings(tiny_bert_dir: Path, histories: list) -> None:
+    model = ChurnModel(_config("none", tiny_bert_dir)).fit(histories, as_of=AS_OF)
+    snapshots = [snapshot_at(h, AS_OF) for h in histories[:5]]
+
+    batch = model.score(snapshots, top_n=3, text_factor_rows=lambda probabilities: [0])
+
+    np.testing.assert_array_equal(batch.probabilities, model.predict_proba(snapshots))
+    assert batch.factors == model.explain(snapshots, top_n=3)
+    assert batch.texts_encoded is None and batch.explanation_texts_encoded is None

@@ -124,3 +124,51 @@ def test_text_factors_can_be_left_out_for_cheap_explanations(fitted) -> None:  #
     )
 
     assert all(not str(f["factor"]).startswith(("message of", "record:")) for row in factors for f in row)
+
+
+def _all_feature_factors_ranked(model: HybridChurnModel, frame: pd.DataFrame, texts: list[str], top_n: int) -> list:
+    """The feature factors the plain way: every non-zero contribution, ranked by (weight, name), top_n kept."""
+    from ml.features import describe_feature
+
+    contributions = feature_contributions(model, model.stacked_frame(frame, texts))
+    out = []
+    for row in range(len(frame)):
+        factors = [
+            {
+                "factor": describe_feature(column),
+                "direction": "raises" if contributions.iloc[row][column] > 0 else "lowers",
+                "weight": round(abs(float(contributions.iloc[row][column])), 4),
+                "evidence": f"{column} = {frame.iloc[row][column]:.0f}"
+                if column == "orders_30d"
+                else f"{column} = {frame.iloc[row][column]}",
+            }
+            for column in frame.columns
+            if abs(float(contributions.iloc[row][column])) >= 1e-9
+        ]
+        out.append(sorted(factors, key=lambda f: (-f["weight"], f["factor"]))[:top_n])
+    return out
+
+
+def test_feature_factors_are_each_rows_strongest_contributions(fitted) -> None:  # noqa: ANN001
+    model, frame, texts, _ = fitted
+
+    for top_n in (1, 2, 5):
+        explained = explain_hybrid(model, frame.iloc[:12], texts[:12], top_n=top_n, text_factors=False)
+
+        assert explained == _all_feature_factors_ranked(
+            model, frame.iloc[:12].reset_index(drop=True), texts[:12], top_n
+        )
+
+
+def test_text_factors_for_some_rows_equal_explaining_those_rows_alone(fitted) -> None:  # noqa: ANN001
+    model, frame, texts, _ = fitted
+    rows = [1, 4, 7]
+    stacked = model.stacked_frame(frame.iloc[:9], texts[:9])
+
+    mixed = explain_hybrid(model, frame.iloc[:9], texts[:9], top_n=6, text_rows=rows, stacked=stacked)
+    alone = explain_hybrid(model, frame.iloc[rows], [texts[i] for i in rows], top_n=6)
+    features_only = explain_hybrid(model, frame.iloc[:9], texts[:9], top_n=6, text_factors=False)
+
+    assert [mixed[i] for i in rows] == alone
+    assert [mixed[i] for i in range(9) if i not in rows] == [features_only[i] for i in range(9) if i not in rows]
+    assert any(str(f["factor"]).startswith("message of") for i in rows for f in mixed[i])

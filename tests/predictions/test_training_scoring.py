@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -137,3 +138,122 @@ def test_a_model_card_that_cannot_be_computed_leaves_a_note_not_a_failed_run(sto
     version = ModelVersion.objects.get(training_run=run)
     assert run.status == TrainingRun.Status.SUCCEEDED and version.status == ModelStatus.CHAMPION
     assert "no baselines today" in version.model_card["error"]
+
+
+def _demo_words() -> list[str]:
+    """The English words of the demo store's messages, so the tiny encoder below sees words, not letters."""
+    import re
+
+    from customers.generator import text
+
+    found: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, str):
+            found.update(re.findall(r"[a-z]+", value.lower()))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                walk(item)
+
+    for name in dir(text):
+        if name.isupper():
+            walk(getattr(text, name))
+    return sorted(found)
+
+
+@pytest.fixture
+def tiny_encoder(settings, tmp_path: Path) -> Iterator[Path]:  # noqa: ANN001
+    """A 2-layer random BERT (no download) as CHURN_ENCODER, long enough for the 256-token customer texts, on one
+    torch thread (tiny models thrash on two threads of a shared 2-core machine)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = tmp_path / "tiny-bert"
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    digits = [str(d) for d in range(10)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,!?:;()-$", *letters, *digits, *_demo_words()]
+    vocab = list(dict.fromkeys(vocab + [f"##{c}" for c in letters + digits]))
+    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    settings.CHURN_ENCODER = str(directory)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield directory
+    torch.set_num_threads(threads)
+
+
+def _scores(run: ScoringRun) -> dict[int, tuple[float, list]]:
+    return {
+        customer_id: (probability, factors)
+        for customer_id, probability, factors in ChurnScore.objects.filter(scoring_run=run).values_list(
+            "customer_id", "probability", "top_factors"
+        )
+    }
+
+
+def test_incremental_rescoring_reuses_only_what_is_unchanged_and_equals_a_full_rescoring(
+    store: None,
+    tiny_encoder: Path,
+    settings,  # noqa: ANN001
+) -> None:
+    from datetime import timedelta
+
+    from customers.models import Message
+    from predictions.services import scoring
+
+    settings.CHURN_TEXT_FACTORS_FROM = 0.0  # text factors for the riskiest half of each chunk, changed or not
+    settings.CHURN_TEXT_FACTORS_PER_CHUNK = 15
+    _train(mode="frozen")
+    first = scoring_run_start(trigger="first", as_of=END, chunk_size=30)
+    first.refresh_from_db()
+    before = _scores(first)
+    changed = sorted(before)[::10]
+    Message.objects.bulk_create(
+        Message(
+            external_id=f"new-{customer_id}",
+            customer_id=customer_id,
+            conversation_id=f"new-{customer_id}",
+            sent_at=END + timedelta(minutes=30),
+            text="My parcel is two weeks late. I want a refund and I will cancel my account!",
+        )
+        for customer_id in changed
+    )
+    later = END + timedelta(hours=1)
+
+    scoring._loaded_models.clear()  # a fresh worker: only the encoding cache on disk remembers texts
+    incremental = scoring_run_start(trigger="incremental", as_of=later, chunk_size=30)
+    incremental.refresh_from_db()
+    reused = _scores(incremental)
+    ChurnScore.objects.filter(scoring_run=incremental).delete()  # the same (model, as_of) scored from scratch:
+    scoring._loaded_models.clear()
+    full = scoring_run_start(trigger="full", as_of=later, full=True, chunk_size=30)
+    full.refresh_from_db()
+    recomputed = _scores(full)
+
+    assert incremental.texts_encoded == len(changed) and incremental.texts_reused == len(before) - len(changed)
+    assert full.texts_encoded == len(before) and full.texts_reused == 0
+    assert set(reused) == set(recomputed) == set(before)
+    for customer_id, (probability, factors) in recomputed.items():
+        assert reused[customer_id][0] == pytest.approx(probability, abs=1e-6)
+        assert reused[customer_id][1] == factors
+    with_text_factors = [
+        c
+        for c, (_, factors) in reused.items()
+        if any(f["factor"].startswith(("message of", "record:")) for f in factors)
+    ]
+    # The text factors of the riskiest were compared too, changed customers' among them (their new texts' parts).
+    assert set(with_text_factors) - set(changed) and set(with_text_factors) & set(changed)
+    assert any(reused[c] != before[c] for c in changed)
