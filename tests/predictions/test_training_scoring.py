@@ -257,3 +257,24 @@ def test_incremental_rescoring_reuses_only_what_is_unchanged_and_equals_a_full_r
     # The text factors of the riskiest were compared too, changed customers' among them (their new texts' parts).
     assert set(with_text_factors) - set(changed) and set(with_text_factors) & set(changed)
     assert any(reused[c] != before[c] for c in changed)
+
+
+def test_histories_hold_each_events_properties_as_stored() -> None:
+    from customers.models import Customer, Event
+    from predictions.selectors import StoredJSONObject, customer_histories
+
+    customer = Customer.objects.create(external_id="c-1")
+    stored = [{"q": "shoes", "page": {"n": 2, "tags": ["a", "ü"]}}, {}]
+    for i, properties in enumerate(stored):
+        Event.objects.create(
+            external_id=f"e-{i}", customer=customer, kind="search", occurred_at=END, properties=properties
+        )
+
+    (history,) = customer_histories(customer_ids=[customer.pk])
+
+    full, empty = sorted((e.properties for e in history.events), key=len, reverse=True)
+    assert isinstance(full, StoredJSONObject) and isinstance(empty, StoredJSONObject)
+    assert full == stored[0] and dict(full) == stored[0] and full["page"]["tags"] == ["a", "ü"]
+    assert empty == {} and len(empty) == 0
+    with pytest.raises(TypeError, match="not a JSON object"):
+        dict(StoredJSONObject("[1, 2]"))
