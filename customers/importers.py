@@ -12,14 +12,16 @@ from the line where the row starts), the sheet row in an xlsx workbook, and the 
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -58,6 +60,8 @@ _EXTENSIONS = {
 _DELIMITERS = (",", ";", "\t", "|")
 # A runaway quoted field stops here instead of swallowing the rest of a large file into memory.
 _CSV_FIELD_CAP = 64 * 1024 * 1024
+_CHUNK_BYTES = 1 << 20  # read at a time from a UTF-8 or cp1252 file
+_TEXT_CHUNK_LINES = 4096  # lines read at a time from a UTF-16 file
 
 
 class ImportFileError(Exception):
@@ -165,71 +169,93 @@ def _sniff_encoding(head: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
-def _byte_lines(raw: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """Lines, each with its newline, read a megabyte at a time.
-
-    Large reads rather than ``readline``: each read from the file lets another thread take the
-    GIL, and the import's writer thread then holds it for up to the switch interval.
-    """
-    pending = b""
-    while chunk := raw.read(chunk_size):
-        parts = (pending + chunk).split(b"\n")
-        pending = parts.pop()
-        for part in parts:
-            yield part + b"\n"
-    if pending:
-        yield pending
-
-
 class _LineSource:
-    """Decoded lines of a seekable binary file, counted, with a way back to the line after a broken row.
+    """Decoded lines of a seekable binary file, each with its newline, and a way back to any line.
 
-    UTF-8 lines that do not decode are read as cp1252 (and counted, for a note). UTF-16 goes
-    through a text wrapper, since its newlines are two bytes.
+    Read a megabyte at a time rather than line by line: each read from the file lets another thread
+    take the GIL, and the import's writer thread then holds it for up to the switch interval; and
+    whole chunks decode, split and feed the CSV reader in C. ``lines_from(n)`` starts at line ``n``
+    (from 1), also again after a broken row, from the position remembered for the start of its chunk.
+    UTF-8 lines that do not decode are read as cp1252 (and counted, for a note). UTF-16 goes through
+    a text wrapper, since its newlines are two bytes.
     """
 
     def __init__(self, raw: BinaryIO, encoding: str, start: int) -> None:
         self.raw = raw
-        self.encoding = encoding
-        self.line_no = 0
         self.cp1252_lines = 0
-        self.watch_line = 0
-        self.watch_end: int | None = None
-        self.position = start  # byte offset of the next line (UTF-8 and cp1252 only)
+        self._decoded_to = 0  # the last line number decoded so far
         raw.seek(start)
         self.text = io.TextIOWrapper(raw, encoding=encoding, newline="") if encoding.startswith("utf-16") else None
-        self._byte_lines = _byte_lines(raw)
+        # line number of the first line of each chunk read so far, and where it starts (a byte offset, or a
+        # position of the text wrapper)
+        self._mark_lines = [1]
+        self._mark_positions = [start if self.text is None else self.text.tell()]
 
-    def __iter__(self) -> _LineSource:
-        return self
+    def lines_from(self, line_no: int) -> Iterator[str]:
+        index = bisect.bisect_right(self._mark_lines, line_no) - 1
+        first = self._mark_lines[index]
+        lines = itertools.chain.from_iterable(self._chunks(first, self._mark_positions[index]))
+        return itertools.islice(lines, line_no - first, None) if line_no > first else lines
 
-    def __next__(self) -> str:
+    def _mark(self, line_no: int, position: int) -> None:
+        if line_no > self._mark_lines[-1]:
+            self._mark_lines.append(line_no)
+            self._mark_positions.append(position)
+
+    def _chunks(self, line_no: int, position: int) -> Iterator[Iterable[str]]:
         if self.text is not None:
-            line = self.text.readline()
-            if not line:
-                raise StopIteration
-        else:
-            data = next(self._byte_lines)
-            self.position += len(data)
+            yield from self._text_chunks(line_no, position)
+            return
+        raw = self.raw
+        raw.seek(position)
+        pending = b""
+        while data := raw.read(_CHUNK_BYTES):
+            data = pending + data
+            cut = data.rfind(b"\n") + 1
+            if not cut:  # a line longer than the chunk
+                pending = data
+                continue
+            pending = data[cut:]
+            self._mark(line_no, position)
+            yield self._decode(data[:cut], line_no)
+            line_no += data.count(b"\n", 0, cut)
+            position += cut
+        if pending:
+            self._mark(line_no, position)
+            yield self._decode(pending, line_no)
+
+    def _decode(self, data: bytes, line_no: int) -> Iterable[str]:
+        try:
+            return io.StringIO(data.decode("utf-8"), newline="\n")  # lines end at \n only, which they keep
+        except UnicodeDecodeError:
+            pass
+        parts = data.split(b"\n")
+        last = parts.pop()
+        lines = [part + b"\n" for part in parts] + ([last] if last else [])
+        decoded = []
+        for number, line in enumerate(lines, start=line_no):
             try:
-                line = data.decode("utf-8")
+                decoded.append(line.decode("utf-8"))
             except UnicodeDecodeError:
-                line = data.decode("cp1252", errors="churn_c1_controls")
-                self.cp1252_lines += 1
-        self.line_no += 1
-        if self.line_no == self.watch_line:
-            self.watch_end = self.text.tell() if self.text is not None else self.position
-        return line
+                decoded.append(line.decode("cp1252", errors="churn_c1_controls"))
+                if number > self._decoded_to:  # not counted yet (lines read again after a broken row are)
+                    self.cp1252_lines += 1
+        self._decoded_to = max(self._decoded_to, line_no + len(lines) - 1)
+        return decoded
 
-    def rewind_to_after(self, line_no: int, position: int) -> None:
-        """Continue reading with the line after ``line_no``, which ended at ``position``."""
-        if self.text is not None:
-            self.text.seek(position)
-        else:
-            self.raw.seek(position)
-            self.position = position
-            self._byte_lines = _byte_lines(self.raw)
-        self.line_no = line_no
+    def _text_chunks(self, line_no: int, position: int) -> Iterator[list[str]]:
+        text = self.text
+        assert text is not None
+        text.seek(position)
+        while True:
+            self._mark(line_no, text.tell())
+            lines = []
+            while len(lines) < _TEXT_CHUNK_LINES and (line := text.readline()):
+                lines.append(line)
+            if not lines:
+                return
+            yield lines
+            line_no += len(lines)
 
 
 def _detect_delimiter(header_line: str) -> str:
@@ -264,7 +290,8 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
     elif encoding.startswith("utf-16"):
         notes.append(f"decoded as {encoding.upper()}")
     source = _LineSource(raw, encoding, skip)
-    header_line = next(source, "")
+    lines = source.lines_from(1)
+    header_line = next(lines, "")
     if delimiter is None:
         delimiter = _detect_delimiter(header_line)
         if delimiter != ",":
@@ -277,22 +304,25 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
     columns = len(header)
 
     def records() -> Iterator[tuple[int, dict[str, object]] | RowError]:
-        reader = csv.reader(source, delimiter=delimiter, strict=True)
+        rows = lines
+        reader = csv.reader(rows, delimiter=delimiter, strict=True)
+        before = 1  # lines read before this reader: the header
         while True:
-            start = source.line_no + 1
-            source.watch_line, source.watch_end = start, None
+            start = before + reader.line_num + 1
             try:
                 values = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                spanned = source.line_no > start or "end of data" in str(exc)
+                spanned = before + reader.line_num > start or "end of data" in str(exc)
                 hint = " (an unbalanced quote?)" if spanned or '"' in str(exc) else ""
                 yield RowError(start, "*", f"malformed CSV: {exc}{hint}")
-                if spanned and source.watch_end is not None:
+                if spanned:
                     # The quote swallowed the lines after it: read them again as rows of their own.
-                    source.rewind_to_after(start, source.watch_end)
-                reader = csv.reader(source, delimiter=delimiter, strict=True)
+                    rows, before = source.lines_from(start + 1), start
+                else:
+                    before += reader.line_num
+                reader = csv.reader(rows, delimiter=delimiter, strict=True)
                 continue
             if not values or values == [""]:
                 continue
@@ -326,19 +356,19 @@ def _jsonl_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
         raise ImportFileError("the file is empty")
 
     def records() -> Iterator[tuple[int, dict[str, object]] | RowError]:
-        for line in source:
+        for line_no, line in enumerate(source.lines_from(1), start=1):
             text = line.strip()
             if not text:
                 continue
             try:
                 record = decoder.decode(text)
             except ValueError as exc:
-                yield RowError(source.line_no, "*", f"invalid JSON: {exc}")
+                yield RowError(line_no, "*", f"invalid JSON: {exc}")
                 continue
             if not isinstance(record, dict):
-                yield RowError(source.line_no, "*", f"each line must be a JSON object, found {_json_kind(record)}")
+                yield RowError(line_no, "*", f"each line must be a JSON object, found {_json_kind(record)}")
                 continue
-            yield source.line_no, record
+            yield line_no, record
 
     return RecordStream(columns=None, records=records(), notes=notes)
 
@@ -514,6 +544,8 @@ _FLOAT = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _EPOCH = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _CURRENCY = re.compile(r"[A-Z]{3}")
+# At most 12 digits before the point (so below the limit) and at most two after: no checks left but the sign.
+_PLAIN_MONEY = re.compile(r"[+-]?[0-9]{1,12}(\.[0-9]{1,2})?")
 _CENT = Decimal("0.01")
 _MONEY_LIMIT = Decimal(10) ** 12
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -547,6 +579,10 @@ class _Context:
 
 def _text(max_length: int | None = None, *, strip: bool = True) -> Callable[[object, _Context], str]:
     def parse(value: object, context: _Context) -> str:
+        if type(value) is str:  # the common case, checked inline
+            text = value.strip() if strip else value
+            if len(text) <= (max_length or context.max_text_chars) and "\x00" not in text:
+                return text
         text = _as_text(value)
         if strip:
             text = text.strip()
@@ -598,6 +634,8 @@ def _count(value: object, context: _Context) -> int:
 
 
 def _money(value: object, context: _Context) -> Decimal:
+    if type(value) is str and _PLAIN_MONEY.fullmatch(value):  # the common case: digits with up to two decimals
+        return Decimal(value) if value[-3:-2] == "." else Decimal(value).quantize(_CENT)
     if isinstance(value, bool):
         raise _FieldError(f"{value!r} is not an amount")
     if isinstance(value, float):
@@ -633,34 +671,39 @@ def _non_negative_money(value: object, context: _Context) -> Decimal:
 
 def _timestamp(value: object, context: _Context) -> datetime:
     """ISO 8601 (with or without offset), YYYYMMDD, or epoch seconds; naive times are in the import's zone."""
-    if isinstance(value, datetime):
+    if type(value) is str:
+        moment = _timestamp_text(value.strip())
+    elif isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
         moment = datetime(value.year, value.month, value.day)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         moment = _from_epoch(value)
     else:
-        text = _as_text(value).strip()
-        if len(text) == 8 and text.isdigit():
-            try:
-                moment = datetime.strptime(text, "%Y%m%d")  # noqa: DTZ007 - the zone is applied below
-            except ValueError:
-                raise _FieldError(f"{text!r} is not a valid YYYYMMDD date") from None
-        elif _EPOCH.fullmatch(text):
-            moment = _from_epoch(float(text))
-        else:
-            try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
-                raise _FieldError(
-                    f"{text!r} is not a date: use ISO 8601 (2024-03-01T14:30:00+01:00), YYYYMMDD or epoch seconds"
-                ) from None
+        moment = _timestamp_text(_as_text(value).strip())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=context.tz)
     moment = moment.astimezone(UTC)
     if moment > context.latest:
         raise _FieldError(f"{moment.isoformat()} is in the future")
     return moment
+
+
+def _timestamp_text(text: str) -> datetime:
+    if text[4:5] != "-":  # ISO 8601, the common case, has a dash there; neither of the other forms has
+        if len(text) == 8 and text.isdigit():
+            try:
+                return datetime.strptime(text, "%Y%m%d")  # noqa: DTZ007 - the caller applies the zone
+            except ValueError:
+                raise _FieldError(f"{text!r} is not a valid YYYYMMDD date") from None
+        if _EPOCH.fullmatch(text):
+            return _from_epoch(float(text))
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise _FieldError(
+            f"{text!r} is not a date: use ISO 8601 (2024-03-01T14:30:00+01:00), YYYYMMDD or epoch seconds"
+        ) from None
 
 
 def _from_epoch(seconds: float) -> datetime:
@@ -757,7 +800,7 @@ def _normal(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-@dataclass
+@dataclass(slots=True)
 class ParsedRow:
     """A row that passed validation: field values ready for the model, plus free-form extras."""
 
@@ -774,6 +817,8 @@ class _Plan:
     missing: tuple[_Field, ...]  # required fields with no column
     extras: tuple[str, ...]
     ignored: tuple[str, ...]
+    # per field: name, column, parser, required, and whether a value of only spaces is blank (all but text)
+    steps: tuple[tuple[str, str, Callable[[object, _Context], object], bool, bool], ...] = ()
 
 
 class RowParser:
@@ -834,6 +879,7 @@ class RowParser:
             missing=tuple(missing),
             extras=rest if self.extra_into else (),
             ignored=() if self.extra_into else rest,
+            steps=tuple((spec.name, column, spec.parse, spec.required, spec.name != "text") for spec, column in fields),
         )
         if len(self._plans) >= 1024:  # JSON rows with ever-new key sets must not grow memory
             self._plans.clear()
@@ -872,17 +918,17 @@ class RowParser:
         errors = [RowError(row, spec.name, "is missing") for spec in plan.missing] if plan.missing else []
         context = self.context
         values: dict[str, object] = {}
-        for spec, column in plan.fields:
+        for name, column, parse, required, spaces_are_blank in plan.steps:
             raw = record[column]
             # Blank means absent, except for message text, which is kept exactly as given.
-            if raw is None or raw == "" or (type(raw) is str and raw.isspace() and spec.name != "text"):
-                if spec.required:
-                    errors.append(RowError(row, spec.name, f"is empty (column {column!r})"))
+            if raw is None or raw == "" or (spaces_are_blank and type(raw) is str and raw.isspace()):
+                if required:
+                    errors.append(RowError(row, name, f"is empty (column {column!r})"))
                 continue
             try:
-                values[spec.name] = spec.parse(raw, context)
+                values[name] = parse(raw, context)
             except _FieldError as exc:
-                errors.append(RowError(row, spec.name, f"{exc} (column {column!r})"))
+                errors.append(RowError(row, name, f"{exc} (column {column!r})"))
         extra: dict[str, object] | None = None
         if self.extra_into:
             extra = {}
@@ -975,10 +1021,11 @@ class FileKeys:
 
 
 def _canonical(kind: str, parsed: ParsedRow) -> str:
+    values = parsed.values
     parts = [kind, parsed.customer_external_id]
-    for name in sorted(parsed.values):
-        value = parsed.values[name]
-        parts.append(f"{name}={value.isoformat() if isinstance(value, datetime) else value}")
+    for name in sorted(values):
+        value = values[name]
+        parts.append(f"{name}={value.isoformat()}" if isinstance(value, datetime) else f"{name}={value!s}")
     if parsed.extra:
         parts.append(json.dumps(parsed.extra, sort_keys=True, ensure_ascii=False))
     return "\x1f".join(parts)
@@ -1013,13 +1060,11 @@ def assign_external_ids(*, kind: str, rows: list[ParsedRow], keys: FileKeys) -> 
         numbers = keys.occurrences([int.from_bytes(digest[:8], "little") for digest in digests])
         for row, content_digest, number in zip(automatic, digests, numbers, strict=True):
             digest = (
-                content_digest.hex()
-                if number == 1
-                else hashlib.sha256(content_digest + f"\x1f{number}".encode()).hexdigest()
+                content_digest if number == 1 else hashlib.sha256(content_digest + f"\x1f{number}".encode()).digest()
             )
             moment = row.values.get(time_field) if time_field else None
             seconds = max(0, int(moment.timestamp())) if isinstance(moment, datetime) else 0
-            row.external_id = f"auto-{seconds:010x}-{digest[:20]}"
+            row.external_id = f"auto-{seconds:010x}-{digest[:10].hex()}"  # 20 hex digits
     if repeated:
         rows[:] = [row for row in rows if id(row) not in repeated]
     return errors

@@ -81,8 +81,8 @@ def test_import_killed_inside_a_batch_leaves_no_half_batch_and_a_rerun_completes
     real_insert = ingest._insert_ignoring_conflicts
     calls = {"orders": 0}
 
-    def insert_then_die(*, model, columns, rows):  # noqa: ANN001, ANN202
-        inserted = real_insert(model=model, columns=columns, rows=rows)
+    def insert_then_die(*, model, columns, rows, **options):  # noqa: ANN001, ANN003, ANN202
+        inserted = real_insert(model=model, columns=columns, rows=rows, **options)
         if model is Order:
             calls["orders"] += 1
             if calls["orders"] == 2:

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from customers import importers
 from customers.importers import (
     FileKeys,
     ImportFileError,
@@ -123,6 +124,32 @@ def test_utf16_unbalanced_quote_recovers_too() -> None:
         3,
         {"customer_id": "c2", "date": "2024-01-02", "amount": "2"},
     )
+
+
+TRICKY_CSV = (
+    "customer_id,date,amount\r\n"
+    "c1,2024-01-01,1\r\n"
+    '"c2 ""quoted""\nover two lines",2024-01-02,2\n'
+    "\n"
+    + "".join(f"c{n},2024-01-03,{n}\n" for n in range(3, 40))
+    + 'c40,"2024-01-04,4\n'  # an unbalanced quote: swallows the lines after it
+    + "".join(f"c{n},2024-01-05,{n}\n" for n in range(41, 80))
+    + "c80,2024-01-06,80"  # no newline at the end
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "utf-16"])
+def test_rows_are_the_same_whatever_the_read_size(monkeypatch: pytest.MonkeyPatch, encoding: str) -> None:
+    """Lines are read in chunks; rows spanning chunks and rereading after a broken row must not depend on them."""
+    data = TRICKY_CSV.replace("c1,", "Café “Noël”,").encode(encoding)
+    expected = read(data)
+    assert len([record for record in expected[0] if isinstance(record, RowError)]) == 1
+    assert expected[0][-1] == (83, {"customer_id": "c80", "date": "2024-01-06", "amount": "80"})
+    assert expected[0][1] == (3, {"customer_id": 'c2 "quoted"\nover two lines', "date": "2024-01-02", "amount": "2"})
+    for size in (1, 7, 64, 300):
+        monkeypatch.setattr(importers, "_CHUNK_BYTES", size)
+        monkeypatch.setattr(importers, "_TEXT_CHUNK_LINES", max(1, size // 32))
+        assert read(data) == expected, size
 
 
 def test_duplicate_header_is_a_file_error() -> None:
@@ -303,3 +330,56 @@ def test_repeated_explicit_id_in_a_file_is_rejected_after_its_first_row() -> Non
     assert [row.row for row in rows] == [2]
     assert [(error.row, error.field) for error in errors] == [(3, "external_id"), (4, "external_id")]
     assert "appears more than once in this file" in errors[0].reason
+
+
+def _ids(kind: str, records: list[dict[str, object]], **options: object) -> list[str]:
+    rows = parse_rows(kind, records, **options)
+    assign_external_ids(kind=kind, rows=rows, keys=FileKeys())  # type: ignore[arg-type]
+    return [row.external_id for row in rows]  # type: ignore[union-attr]
+
+
+def test_deterministic_ids_are_those_of_earlier_releases() -> None:
+    """A database filled by an earlier release gets nothing new when the same file comes again."""
+    assert _ids(
+        "orders",
+        [
+            {"customer_id": "c1", "date": "2024-01-05", "amount": "10.50"},
+            {"customer_id": "c1", "date": "2024-01-05", "amount": "10.5"},  # the same order again
+            {"customer_id": "c2", "date": "20240106", "amount": "0"},
+            {
+                "customer_id": "c3",
+                "date": "1704067200",
+                "amount": "7",
+                "status": "Returned",
+                "currency": "eur",
+                "items": "3",
+                "discount": "1.5",
+            },
+        ],
+    ) == [
+        "auto-0065974680-61b34460d67e7a29f742",
+        "auto-0065974680-612ef6544ca118135720",
+        "auto-0065989800-d1a685d8f5f96e69d846",
+        "auto-0065920080-b5b3179aa61e446f9c84",
+    ]
+    assert _ids(
+        "events",
+        [
+            {"customer_id": "c1", "type": "search", "timestamp": "2024-01-01T10:00:00Z", "query": "shoes", "n": "3"},
+            {"customer_id": "c1", "type": "login", "timestamp": "2024-01-01T10:00:00+02:00"},
+        ],
+    ) == ["auto-0065928d20-b3047dff9b870ac84f52", "auto-0065927100-16c4ab857183873f8170"]
+    assert _ids(
+        "messages",
+        [
+            {"customer_id": "c1", "sent_at": "2024-01-01T10:00:00", "text": " hi 王 "},
+            {
+                "customer_id": "c1",
+                "sent_at": "2024-01-01T10:00:00",
+                "text": " hi 王 ",
+                "conversation_id": "c1",
+                "channel": "Email",
+            },
+        ],
+        time_zone="Europe/Berlin",
+    ) == ["auto-0065927f10-024edd51d882ec70737d", "auto-0065927f10-47414970aea8b1ce5bd0"]
