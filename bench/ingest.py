@@ -7,6 +7,8 @@ The PostgreSQL database named in DATABASE_URL is dropped and created again, so i
 with ``bench``. Prints rows per second, the growth of the process's peak memory (a small import of
 a tenth of the rows first, then the full one: flat memory means both grow alike), and the ratio
 against a plain loop that saves one ``Order`` per row over a 20,000-row sample, in the same run.
+Since the machine may be shared, it also prints the load average and what does not depend on it:
+the CPU time per million rows of this process and, on PostgreSQL, of the server's backends.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import random
 import resource
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -95,15 +98,82 @@ def _save_loop(path: Path) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def _import(path: Path) -> tuple[object, float, float, float]:
-    """(result, wall seconds, CPU seconds of this process, growth of the peak RSS in MiB)."""
+class _ServerCPU:
+    """CPU seconds that PostgreSQL spends on the benchmark database, read from /proc while an import runs.
+
+    The backends serving the database (found in pg_stat_activity) are sampled every 0.1 s: a backend ends
+    with its connection, so the work of its last tenth of a second can be missed. None on SQLite, whose
+    work is done inside this process, or where the server's /proc entries cannot be read.
+    """
+
+    def __init__(self) -> None:
+        from django.db import connection
+
+        self.url = os.environ.get("DATABASE_URL", "") if connection.vendor == "postgresql" else ""
+        self.seen: dict[int, float] = {}
+        self.first: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.readable = True
+
+    def _sample(self, cursor: object, database: str, me: int) -> None:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s", [database, me])  # type: ignore[attr-defined]
+        for (pid,) in cursor.fetchall():  # type: ignore[attr-defined]
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                self.readable = False
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            self.first.setdefault(pid, seconds)
+            self.seen[pid] = seconds
+
+    def __enter__(self) -> _ServerCPU:
+        if self.url:
+            import psycopg
+
+            monitor = psycopg.connect(self.url, autocommit=True)
+            me = monitor.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+            database = urlparse(self.url).path.lstrip("/")
+            self._sample(monitor.cursor(), database, me)
+            self.before = dict(self.seen)  # backends that were there before the import: count their growth only
+
+            def watch() -> None:
+                with monitor:
+                    while not self.stop.wait(0.1):
+                        self._sample(monitor.cursor(), database, me)
+                    self._sample(monitor.cursor(), database, me)
+
+            self.thread = threading.Thread(target=watch, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.url:
+            self.stop.set()
+            self.thread.join()
+
+    @property
+    def seconds(self) -> float | None:
+        if not self.url or not self.readable:
+            return None
+        return sum(value - self.before.get(pid, 0.0) for pid, value in self.seen.items())
+
+
+def _import(path: Path) -> tuple[object, float, float, float | None, float]:
+    """(result, wall seconds, CPU seconds of this process, of the database server, growth of the peak RSS in MiB)."""
     from customers.ingest import import_file, import_options_from_settings
 
     before = _peak_rss_mib()
-    started, cpu_started = time.perf_counter(), time.process_time()
-    with path.open("rb") as stream:
-        result = import_file(stream=stream, source=str(path), options=import_options_from_settings(kind="orders"))
-    return result, time.perf_counter() - started, time.process_time() - cpu_started, _peak_rss_mib() - before
+    with _ServerCPU() as server:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        with path.open("rb") as stream:
+            result = import_file(stream=stream, source=str(path), options=import_options_from_settings(kind="orders"))
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return result, seconds, cpu, server.seconds, _peak_rss_mib() - before
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -145,19 +215,29 @@ def main() -> None:
 
         for label in ("small", "full"):
             path, rows, _ = files[label]
-            result, seconds, cpu, grew = _import(path)
+            load_before = _load()
+            result, seconds, cpu, server, grew = _import(path)
             rate = result.rows_total / seconds
             print(
                 f"import    {label:<5} {result.rows_imported:>9,} of {result.rows_total:,} rows in {seconds:7.1f}s "
-                f"= {rate:>9,.0f} rows/s  ({rate / loop_rate:5.1f}x the save() loop; "
-                f"{result.rows_total / cpu:,.0f} rows per CPU-second of this process); "
+                f"= {rate:>9,.0f} rows/s  ({rate / loop_rate:5.1f}x the save() loop); "
                 f"peak memory grew {grew:6.1f} MiB (now {_peak_rss_mib():.0f} MiB); "
                 f"rejected {result.rows_rejected}, minimal customers created {result.customers_created:,}"
             )
+            per_million = 1_000_000 / result.rows_total
+            work = f"          CPU per 1M rows: this process {cpu * per_million:5.1f}s"
+            if server is not None:
+                work += (
+                    f", database server {server * per_million:5.1f}s, together {(cpu + server) * per_million:5.1f}s"
+                    f" = {result.rows_total / (cpu + server):,.0f} rows per CPU-second"
+                )
+            else:
+                work += f" = {result.rows_total / cpu:,.0f} rows per CPU-second"
+            print(f"{work}; {load_before} before, {_load()} after")
             if result.rows_imported != rows:
                 raise SystemExit(f"expected {rows} imported rows, got {result.rows_imported}")
         path = files["full"][0]
-        result, seconds, _, _ = _import(path)
+        result, seconds, _, _, _ = _import(path)
         print(
             f"re-import full  {result.rows_imported:>9,} new, {result.rows_unchanged:,} unchanged in {seconds:7.1f}s "
             f"= {result.rows_total / seconds:>9,.0f} rows/s"

@@ -253,6 +253,31 @@ def test_postgresql_copy_path_rejects_nul_bytes_and_stays_idempotent() -> None:
     assert orders.rows_imported == 4 and Order.objects.filter(amount=0).count() == 1
 
 
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_overlapping_file_copies_new_batches_straight_and_skips_stored_rows(monkeypatch) -> None:
+    """A first import COPYs into the table itself; a batch with stored rows goes through the scratch table."""
+    assert connection.vendor == "postgresql"
+    header = "customer_id,date,amount\n"
+    rows = [f"c{n % 4},2024-04-{1 + n % 28:02d},{n}\n" for n in range(50)]
+    assert run_import("orders", header + "".join(rows[:30]), batch_size=7).rows_imported == 30
+    real_insert = ingest._insert_ignoring_conflicts
+    seen: list[bool] = []
+
+    def spy(*, model, columns, rows, direct=False):  # noqa: ANN001, ANN202
+        if model is Order:
+            seen.append(direct)
+        return real_insert(model=model, columns=columns, rows=rows, direct=direct)
+
+    monkeypatch.setattr(ingest, "_insert_ignoring_conflicts", spy)
+    result = run_import("orders", header + "".join(rows[20:]), batch_size=7)  # rows 20-29 are stored already
+    assert (result.rows_imported, result.rows_unchanged, Order.objects.count()) == (20, 10, 50)
+    # batch 1 (all stored): the COPY clashes, the scratch table skips them all; batch 2 (3 stored, 4 new) goes
+    # through the scratch table; batch 3 does too and is all new, so batches 4 and 5 are copied straight again
+    assert seen == [True, False, False, True, True]
+    assert sorted(Order.objects.values_list("amount", flat=True)) == list(range(50))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_writer_thread_failure_stops_the_import_and_a_rerun_completes_it() -> None:
     content = "customer_id,date,amount\n" + "".join(f"c{n % 4},2024-02-{1 + n % 28:02d},{n}\n" for n in range(50))
