@@ -39,6 +39,8 @@ __all__ = [
     "ParsedRow",
     "RecordStream",
     "RowError",
+    "PreparedRow",
+    "PreparedRows",
     "RowParser",
     "assign_external_ids",
     "detect_format",
@@ -1031,40 +1033,216 @@ def _canonical(kind: str, parsed: ParsedRow) -> str:
     return "\x1f".join(parts)
 
 
+def _content_digest(canonical: str) -> bytes:
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+
+
+def _time_prefix(moment: object) -> int:
+    return max(0, int(moment.timestamp())) if isinstance(moment, datetime) else 0
+
+
+def _auto_ids(keys: FileKeys, digests: list[bytes], seconds: list[int]) -> list[str]:
+    numbers = keys.occurrences([int.from_bytes(digest[:8], "little") for digest in digests])
+    ids = []
+    for content_digest, second, number in zip(digests, seconds, numbers, strict=True):
+        digest = content_digest if number == 1 else hashlib.sha256(content_digest + f"\x1f{number}".encode()).digest()
+        ids.append(f"auto-{second:010x}-{digest[:10].hex()}")  # 20 hex digits
+    return ids
+
+
+def _repeated_ids(keys: FileKeys, external_ids: list[str]) -> list[bool]:
+    """For each explicit id, whether it appeared earlier in the file."""
+    return [number > 1 for number in keys.occurrences([_fingerprint(f"id\x1f{i}") for i in external_ids])]
+
+
+def _repeated_error(row: int, external_id: str) -> RowError:
+    return RowError(row, "external_id", f"{external_id!r} appears more than once in this file")
+
+
 def assign_external_ids(*, kind: str, rows: list[ParsedRow], keys: FileKeys) -> list[RowError]:
     """Give rows without an external id a deterministic one, and reject repeated external ids.
 
     A row without an id gets ``auto-``, its time in epoch seconds (10 hex digits), and 20 hex
     digits of d = sha256(kind, canonical content) for the first occurrence of that content in the
-    file, or of sha256(d, occurrence number) for the later ones: two
-    identical rows stay two records, and a re-import of the file produces the same ids, so it
-    inserts nothing. The time prefix makes a time-ordered log insert at the right edge of the
-    unique index instead of at random places, which halves the cost of inserting on both databases. A row whose explicit id
+    file, or of sha256(d, occurrence number) for the later ones: two identical rows stay two
+    records, and a re-import of the file produces the same ids, so it inserts nothing. The time
+    prefix makes a time-ordered log insert at the right edge of the unique index instead of at
+    random places, which halves the cost of inserting on both databases. A row whose explicit id
     appeared earlier in the same file is rejected. Rejected rows are removed from ``rows``.
+    ``PreparedRows`` does the same for rows of orders, events and messages on their way to the database.
     """
     explicit = [row for row in rows if row.external_id]
     automatic = [row for row in rows if not row.external_id]
     errors: list[RowError] = []
     repeated: set[int] = set()
-    if explicit:
-        numbers = keys.occurrences([_fingerprint(f"id\x1f{row.external_id}") for row in explicit])
-        for row, number in zip(explicit, numbers, strict=True):
-            if number > 1:
-                repeated.add(id(row))
-                errors.append(
-                    RowError(row.row, "external_id", f"{row.external_id!r} appears more than once in this file")
-                )
-    time_field = _TIME_FIELDS.get(kind)
+    for row, again in zip(explicit, _repeated_ids(keys, [row.external_id for row in explicit]), strict=True):
+        if again:
+            repeated.add(id(row))
+            errors.append(_repeated_error(row.row, row.external_id))
     if automatic:
-        digests = [hashlib.sha256(_canonical(kind, row).encode("utf-8", "surrogatepass")).digest() for row in automatic]
-        numbers = keys.occurrences([int.from_bytes(digest[:8], "little") for digest in digests])
-        for row, content_digest, number in zip(automatic, digests, numbers, strict=True):
-            digest = (
-                content_digest if number == 1 else hashlib.sha256(content_digest + f"\x1f{number}".encode()).digest()
-            )
-            moment = row.values.get(time_field) if time_field else None
-            seconds = max(0, int(moment.timestamp())) if isinstance(moment, datetime) else 0
-            row.external_id = f"auto-{seconds:010x}-{digest[:10].hex()}"  # 20 hex digits
+        time_field = _TIME_FIELDS.get(kind)
+        digests = [_content_digest(_canonical(kind, row)) for row in automatic]
+        seconds = [_time_prefix(row.values.get(time_field) if time_field else None) for row in automatic]
+        for row, external_id in zip(automatic, _auto_ids(keys, digests, seconds), strict=True):
+            row.external_id = external_id
     if repeated:
         rows[:] = [row for row in rows if id(row) not in repeated]
     return errors
+
+
+# --- Rows of orders, events and messages, ready for their table ---------------------------------------------------
+
+PreparedRow = tuple[object, ...]
+"""(row number, explicit external id or "", customer external id, sha256 of the content when there is no explicit
+id, the time prefix of an automatic id, then the values of the table columns in order, defaults filled in)."""
+
+
+class PreparedRows:
+    """Checks records of orders, events or messages and makes them table rows, with their external ids.
+
+    ``prepare(row, record)`` is ``RowParser.parse`` followed by the conversion to a ``PreparedRow``, or the
+    row's errors. Records of a file with a header take a shorter way when every value is plain text that
+    needs nothing but the common cases of the field parsers (what most rows of a large file are); any
+    other record, and any value the short way would reject, goes through ``parse``, so the outcome,
+    errors and external ids included, is the same either way. ``identify(batch)`` then gives each row its
+    external id as ``assign_external_ids`` does: ``(row number, external id, customer external id, *values)``.
+    """
+
+    def __init__(
+        self, parser: RowParser, *, columns: Sequence[str], defaults: Mapping[str, object], keys: FileKeys
+    ) -> None:
+        if parser.kind not in _TIME_FIELDS:
+            raise ValueError(f"{parser.kind} are not prepared as table rows")
+        self.parser = parser
+        self.kind = parser.kind
+        self.columns = tuple(columns)
+        self.defaults = tuple(defaults.get(name) for name in self.columns)
+        self.keys = keys
+        self.time_field = _TIME_FIELDS[self.kind]
+        self._plan: _Plan | None = None  # the plan of the last records, and its short way
+        self._short: Callable[[int, Mapping[str, object]], PreparedRow | None] | None = None
+
+    def prepare(
+        self, row: int, record: Mapping[str, object], plan: _Plan | None = None
+    ) -> PreparedRow | list[RowError]:
+        if plan is not None:
+            if plan is not self._plan:
+                self._plan, self._short = plan, self._short_way(plan)
+            if self._short is not None:
+                try:
+                    prepared = self._short(row, record)
+                except _FieldError:
+                    prepared = None
+                if prepared is not None:
+                    return prepared
+        parsed = self.parser.parse(row, record, plan)
+        if type(parsed) is list:
+            return parsed
+        return self.from_parsed(parsed)  # type: ignore[arg-type]
+
+    def from_parsed(self, parsed: ParsedRow) -> PreparedRow:
+        values = parsed.values
+        if self.kind == "events":
+            values = {**values, "properties": parsed.extra or {}}
+        digest = None if parsed.external_id else _content_digest(_canonical(self.kind, parsed))
+        return (
+            parsed.row,
+            parsed.external_id,
+            parsed.customer_external_id,
+            digest,
+            _time_prefix(values.get(self.time_field)),
+            *(values.get(name, default) for name, default in zip(self.columns, self.defaults, strict=True)),
+        )
+
+    def identify(self, rows: list[PreparedRow]) -> tuple[list[PreparedRow], list[RowError]]:
+        """Rows with their external ids (see ``assign_external_ids``), and the errors of repeated explicit ids."""
+        explicit = [row for row in rows if row[1]]
+        again = _repeated_ids(self.keys, [row[1] for row in explicit])  # type: ignore[misc]
+        repeated = {id(row) for row, seen in zip(explicit, again, strict=True) if seen}
+        errors = [_repeated_error(row[0], row[1]) for row in explicit if id(row) in repeated]  # type: ignore[arg-type]
+        automatic = [row for row in rows if not row[1]]
+        auto_ids = iter(_auto_ids(self.keys, [row[3] for row in automatic], [row[4] for row in automatic]))  # type: ignore[misc]
+        identified = [(row[0], row[1] or next(auto_ids), row[2], *row[5:]) for row in rows if id(row) not in repeated]
+        return identified, errors
+
+    def _short_way(self, plan: _Plan) -> Callable[[int, Mapping[str, object]], PreparedRow | None] | None:
+        """The shorter way for the records of one plan: a ``PreparedRow``, or None when ``parse`` must decide."""
+        parser, kind, context = self.parser, self.kind, self.parser.context
+        if plan.missing:
+            return None
+        extras = plan.extras
+        try:
+            for column in extras:
+                _check_text(column, 255)
+        except _FieldError:
+            return None
+        steps = {name: (column, parse, required, blank) for name, column, parse, required, blank in plan.steps}
+        customer_column, customer_parse = steps.pop("customer_id")[:2]
+        external_id = steps.pop("external_id", None)
+        if kind == "messages" and "conversation_id" not in steps:
+            steps["conversation_id"] = (None, None, False, True)  # the customer's id, as parse() makes it
+        slots = {name: position for position, name in enumerate(self.columns)}
+        # in the order of the canonical content: by field name
+        fields = [
+            (name, column, parse, required, blank, slots.get(name), name == self.time_field)
+            for name, (column, parse, required, blank) in sorted(steps.items())
+        ]
+        template = list(self.defaults)
+        time_slot = slots[self.time_field]
+        amount_slot = slots.get("amount") if kind == "orders" else None
+        properties_slot = slots.get("properties") if kind == "events" else None
+        ignored = plan.ignored
+
+        def short(row: int, record: Mapping[str, object]) -> PreparedRow | None:
+            raw = record[customer_column]
+            if type(raw) is not str:
+                return None
+            customer = customer_parse(raw, context)
+            if not customer:
+                return None
+            explicit = ""
+            if external_id is not None:
+                raw = record[external_id[0]]
+                if type(raw) is not str:
+                    return None
+                if raw and not raw.isspace():
+                    explicit = external_id[1](raw, context)
+            values = template.copy()
+            parts = [kind, customer]
+            for name, column, parse, required, blank, slot, is_time in fields:
+                if column is None:  # a message's conversation: its customer's
+                    value = customer
+                else:
+                    raw = record[column]
+                    if type(raw) is not str:
+                        return None
+                    if raw == "" or (blank and raw.isspace()):
+                        if required:
+                            return None
+                        if name == "conversation_id":
+                            value = customer
+                        else:
+                            continue
+                    else:
+                        value = parse(raw, context)  # not blank, so never empty
+                parts.append(f"{name}={value.isoformat()}" if is_time else f"{name}={value!s}")
+                if slot is not None:
+                    values[slot] = value
+            if amount_slot is not None and values[amount_slot] < 0:
+                return None  # parse() knows whether the status allows it
+            if properties_slot is not None:
+                extra = {}
+                for column in extras:
+                    value = record[column]
+                    if type(value) is not str:
+                        return None
+                    extra[column] = _free_value(value, context)
+                if extra:
+                    parts.append(json.dumps(extra, sort_keys=True, ensure_ascii=False))
+                values[properties_slot] = extra
+            if ignored:
+                parser.ignored_columns.update(ignored)
+            digest = None if explicit else _content_digest("\x1f".join(parts))
+            return (row, explicit, customer, digest, _time_prefix(values[time_slot]), *values)
+
+        return short

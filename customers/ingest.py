@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import operator
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +28,8 @@ from customers.importers import (
     ImportFileError,
     ImportOptions,
     ParsedRow,
+    PreparedRow,
+    PreparedRows,
     RecordStream,
     RowError,
     RowParser,
@@ -197,6 +198,10 @@ class _BatchImporter:
         self.after_batch = after_batch
         self.dry_run = dry_run
         self.keys = FileKeys()
+        self.prepared = None
+        if self.kind != "customers":
+            _, columns, defaults = _ACTIVITY_TABLES[self.kind]
+            self.prepared = PreparedRows(parser, columns=columns[2:], defaults=defaults, keys=self.keys)
         self.customer_ids: dict[str, int] = {}
         self.batches = 0
         self.lock = threading.Lock()
@@ -220,48 +225,36 @@ class _BatchImporter:
         send = self.write if pipeline is None else pipeline.put
         try:
             with contextlib.nullcontext() if pipeline else _write_session():  # the writer thread has its own
-                batch: list[ParsedRow] = []
-                parse = self.parser.parse
+                batch: list[ParsedRow] | list[PreparedRow] = []
+                parse = self.parser.parse if self.prepared is None else self.prepared.prepare
                 for item in records.records:
                     self.result.rows_total += 1
-                    if isinstance(item, RowError):
+                    if type(item) is RowError:
                         self.reject([item])
                         continue
-                    parsed = parse(item[0], item[1], plan)  # type: ignore[arg-type]
-                    if isinstance(parsed, list):
+                    parsed = parse(item[0], item[1], plan)  # type: ignore[index, arg-type]
+                    if type(parsed) is list:
                         self.reject(parsed)
                         continue
-                    batch.append(parsed)
+                    batch.append(parsed)  # type: ignore[arg-type]
                     if len(batch) >= batch_size:
-                        send(self.prepare(batch))
+                        send(self.identify(batch))
                         batch = []
                 if batch:
-                    send(self.prepare(batch))
+                    send(self.identify(batch))
         finally:
             if pipeline is not None:
                 pipeline.close()
 
-    def prepare(self, batch: list[ParsedRow]) -> list[ParsedRow] | list[_ActivityRow]:
-        """Give the rows of a batch their external ids; orders, events and messages become ``_ActivityRow``."""
-        for error in assign_external_ids(kind=self.kind, rows=batch, keys=self.keys):
+    def identify(self, batch: list[ParsedRow] | list[PreparedRow]) -> list[ParsedRow] | list[_ActivityRow]:
+        """The rows of a batch with their external ids; orders, events and messages as ``_ActivityRow``."""
+        if self.prepared is None:
+            errors = assign_external_ids(kind=self.kind, rows=batch, keys=self.keys)  # type: ignore[arg-type]
+        else:
+            batch, errors = self.prepared.identify(batch)  # type: ignore[arg-type]
+        for error in errors:
             self.reject([error])
-        if self.kind == "customers":
-            return batch
-        _, columns, defaults = _ACTIVITY_TABLES[self.kind]
-        pick = operator.itemgetter(*columns[2:])
-        if self.kind == "events":  # the columns no field took are the properties
-            return [
-                (
-                    row.row,
-                    row.external_id,
-                    row.customer_external_id,
-                    *pick({**row.values, "properties": row.extra or {}}),
-                )
-                for row in batch
-            ]
-        return [
-            (row.row, row.external_id, row.customer_external_id, *pick({**defaults, **row.values})) for row in batch
-        ]
+        return batch
 
     def write(self, batch: list[ParsedRow] | list[_ActivityRow]) -> None:
         """Write one batch in one transaction, with the progress of the ImportRun."""

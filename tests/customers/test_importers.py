@@ -16,6 +16,7 @@ from customers.importers import (
     ImportFileError,
     ImportOptions,
     ParsedRow,
+    PreparedRows,
     RowError,
     RowParser,
     assign_external_ids,
@@ -383,3 +384,88 @@ def test_deterministic_ids_are_those_of_earlier_releases() -> None:
         ],
         time_zone="Europe/Berlin",
     ) == ["auto-0065927f10-024edd51d882ec70737d", "auto-0065927f10-47414970aea8b1ce5bd0"]
+
+
+# --- prepared rows: the short way for plain records gives what parse() gives ----------------------------------------
+
+_LAYOUTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
+    "orders": (
+        ("placed_at", "amount", "currency", "item_count", "status", "discount_amount"),
+        {"currency": "USD", "item_count": 1, "status": "completed", "discount_amount": Decimal("0.00")},
+    ),
+    "events": (("kind", "occurred_at", "properties"), {}),
+    "messages": (
+        ("conversation_id", "channel", "author_role", "sent_at", "text"),
+        {"channel": "chat", "author_role": "customer"},
+    ),
+}
+_TIMES = ["2024-03-01T14:30:00+01:00", "2024-03-01 08:30:00", "2024-03-01T13:30:00Z", "20240301", "1709299800",
+          "2024-03-01T13:30:00.250+00:00", " 2024-03-01T13:30:00+00:00 ", "2031-01-01", "yesterday", "", "  "]  # fmt: skip
+_VALUES = {
+    "order_id": ["", "o1", "o2", " o3 ", "o\x00", "x" * 300],
+    "customer_id": ["c1", "c2", " c3 ", "", "  ", "c\x00", "Zoë 王", "x" * 256],
+    "date": _TIMES,
+    "amount": ["10.50", "10.5", "0", "-5", "-5.00", "+7", "1,000.00", "NaN", "12.345", "1e3", "", " 3 ", "0012.30"],
+    "currency": ["", "eur", "USD", "EURO", " gbp "],
+    "items": ["", "3", "0", "-1", "007", "2.0"],
+    "status": ["", "Completed", "returned", "REFUNDED", "lost"],
+    "discount": ["", "1.5", "-1", "0.00"],
+    "event_id": ["", "e1", "e2"],
+    "type": ["search", "login", "", " page_view ", "x" * 65],
+    "timestamp": _TIMES,
+    "query": ["shoes", "", " ", "42", "007", "1.5e3", "inf", "a\x00b"],
+    "page": ["/", "12", "", "-3"],
+    "message_id": ["", "m1"],
+    "sent_at": _TIMES,
+    "text": ["hi", "  ", "", " padded ", "<b>x</b>", "a\x00b", "y" * 101],
+    "conversation_id": ["", "t1", " ", "t2"],
+    "channel": ["", "Email", "fax"],
+    "role": ["", "agent", "robot"],
+}
+_HEADERS = {
+    "orders": ["order_id", "customer_id", "date", "amount", "currency", "items", "status", "discount"],
+    "events": ["event_id", "customer_id", "type", "timestamp", "query", "page"],
+    "messages": ["message_id", "customer_id", "sent_at", "text", "conversation_id", "channel", "role"],
+}
+
+
+@pytest.mark.parametrize("kind", ["orders", "events", "messages"])
+def test_prepared_rows_are_the_same_the_short_way_and_through_parse(kind: str) -> None:
+    import random
+
+    rng = random.Random(kind)
+    options = ImportOptions(kind=kind, now=NOW, time_zone="Europe/Paris", max_text_chars=100)
+    columns, defaults = _LAYOUTS[kind]
+    header = _HEADERS[kind]
+    records = []
+    for _ in range(3000):
+        present = [column for column in header if column == "customer_id" or rng.random() < 0.8]
+        # mostly the plain values each list starts with, as in a real file; the others now and then
+        records.append({column: rng.choice(_VALUES[column][: 2 if rng.random() < 0.9 else None]) for column in present})
+    # many rows of a plain file repeat: identical rows must stay apart, and explicit ids repeat too
+    records += records[:200]
+    short_way = 0
+    for shape in {tuple(record) for record in records}:
+        parser = RowParser(options)
+        plan = parser.plan(shape)
+        fast = PreparedRows(parser, columns=columns, defaults=defaults, keys=FileKeys())
+        slow = PreparedRows(parser, columns=columns, defaults=defaults, keys=FileKeys())
+        batch_fast, batch_slow = [], []
+        for row, record in enumerate(records, start=2):
+            if tuple(record) != shape:
+                continue
+            got = fast.prepare(row, record, plan)
+            parsed = parser.parse(row, record, plan)
+            expected = parsed if isinstance(parsed, list) else slow.from_parsed(parsed)
+            assert got == expected, record
+            if not isinstance(got, list):
+                short_way += fast._short_way(plan)(row, record) is not None  # type: ignore[misc]
+                batch_fast.append(got)
+                batch_slow.append(parsed)
+        identified, errors = fast.identify(batch_fast)
+        assigned_errors = assign_external_ids(kind=kind, rows=batch_slow, keys=FileKeys())
+        assert errors == assigned_errors
+        assert [row[:3] for row in identified] == [
+            (parsed.row, parsed.external_id, parsed.customer_external_id) for parsed in batch_slow
+        ]
+    assert short_way > 1000  # the short way was taken, not only parse()
