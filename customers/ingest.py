@@ -531,23 +531,23 @@ def _insert_ignoring_conflicts(
     if connection.vendor == "postgresql":
         from psycopg.errors import UniqueViolation
 
-        if json_positions:
-            to_json = [(i, _json_text) for i in json_positions]
-            rows = [_converted(row, to_json) for row in rows]
+        db_types = [f.db_type(connection) for f in fields]
+        # binary COPY: no text to format here nor to parse in the server; psycopg dumps each value as its column's type
+        copy_types = [db_type.split("(")[0] for db_type in db_types]  # type: ignore[union-attr]
         with connection.cursor() as cursor:
             if direct:
                 try:
                     with transaction.atomic():  # a savepoint: a clash undoes this COPY only
-                        _copy(cursor, table, column_list, rows)
+                        _copy(cursor, table, column_list, rows, copy_types)
                     return len(rows)
                 except UniqueViolation:
                     pass
             scratch = quote(f"churn_import_{meta.db_table}")
             definitions = ", ".join(
-                f"{quote(column)} {f.db_type(connection)}" for column, f in zip(columns, fields, strict=True)
+                f"{quote(column)} {db_type}" for column, db_type in zip(columns, db_types, strict=True)
             )
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {scratch} ({definitions}) ON COMMIT DELETE ROWS")
-            _copy(cursor, scratch, column_list, rows)
+            _copy(cursor, scratch, column_list, rows, copy_types)
             copy_back = f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {scratch}"  # noqa: S608
             cursor.execute(f"{copy_back} ON CONFLICT ({quote('external_id')}) DO NOTHING")
             inserted = cursor.rowcount
@@ -570,8 +570,9 @@ def _insert_ignoring_conflicts(
         return cursor.rowcount
 
 
-def _copy(cursor: object, table: str, column_list: str, rows: list[tuple[object, ...]]) -> None:
-    with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+def _copy(cursor: object, table: str, column_list: str, rows: list[tuple[object, ...]], types: list[str]) -> None:
+    with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[attr-defined]
+        copy.set_types(types)
         write_row = copy.write_row
         for row in rows:
             write_row(row)

@@ -251,6 +251,18 @@ def test_postgresql_copy_path_rejects_nul_bytes_and_stays_idempotent() -> None:
     assert (again.rows_imported, again.rows_unchanged, Message.objects.count()) == (0, 32, 32)
     orders = run_import("orders", TRANSACTIONS)
     assert orders.rows_imported == 4 and Order.objects.filter(amount=0).count() == 1
+    # binary COPY: every column type comes back as it went in
+    events = run_import(
+        "events",
+        'customer_id,type,timestamp,query,page,price\nc1,search,2024-01-01T10:00:00.5+02:00,"王 😀 ""x""",,-1.5\n',
+    )
+    assert events.rows_imported == 1
+    event = Event.objects.get()
+    assert event.properties == {"query": '王 😀 "x"', "page": None, "price": -1.5}
+    assert event.occurred_at.isoformat() == "2024-01-01T08:00:00.500000+00:00"
+    order = Order.objects.get(customer__external_id="c3")
+    assert (order.amount, order.currency, order.item_count, order.status) == (7, "USD", 1, "completed")
+    assert Customer.objects.get(external_id="c3").attributes == {}
 
 
 @pytest.mark.services
