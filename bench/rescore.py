@@ -1,7 +1,7 @@
 """Rescoring speed, end to end (database to stored scores), full against incremental.
 
     .venv/bin/python bench/rescore.py [--customers 20000] [--train-customers 3000] [--mode frozen]
-                                      [--profile DIR]
+                                      [--threads N] [--profile DIR]
 
 In a scratch SQLite database (CHURN_VAR_DIR in a temporary folder; DATABASE_URL is ignored), generates a
 demo store, trains a model of ``--mode`` (default frozen: all-MiniLM-L6-v2 vectors + LightGBM) on all
@@ -19,6 +19,11 @@ customers or, with ``--train-customers N``, on the first N only (the figure is a
 Prints customers/s of both runs, the customer texts encoded and reused, the texts encoded for text factors,
 the 1-minute load average before and after each run (the machine is shared), and the ratio incremental/full
 (target: >= 10x). ``--profile DIR`` writes cProfile stats of both runs (``full.prof``, ``incremental.prof``).
+
+``--threads N`` sets torch's intra-op threads for both runs (default: torch's own choice, one per core). On a
+machine shared with other work, two threads on two cores wait on each other whenever one is descheduled: the
+encoder's throughput then swings several-fold with the neighbours' load, and so would the ratio. One thread
+measures both runs the same way whatever the load.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def main() -> None:
         help="train on the first N customers only (the figure is about rescoring; all customers are scored)",
     )
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of both runs to this folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="churn-bench-rescore-"))
@@ -83,6 +89,11 @@ def main() -> None:
 
     settings.CHURN_RESCORE_ON_PROMOTION = False
     settings.CHURN_AFTER_SCORING_TASKS = []
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     call_command("migrate", verbosity=0)
     end = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     started = time.perf_counter()

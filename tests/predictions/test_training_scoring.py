@@ -278,3 +278,19 @@ def test_histories_hold_each_events_properties_as_stored() -> None:
     assert empty == {} and len(empty) == 0
     with pytest.raises(TypeError, match="not a JSON object"):
         dict(StoredJSONObject("[1, 2]"))
+
+
+def test_a_loaded_model_is_frozen_out_of_the_garbage_collector_until_the_next_one(store: None) -> None:
+    import gc
+
+    from predictions.services import scoring
+
+    version = ModelVersion.objects.get(training_run=_train())
+    scoring._loaded_models.clear()
+    gc.unfreeze()
+
+    model = scoring.churn_model_load(version)
+
+    frozen = gc.get_freeze_count()
+    assert frozen > 0 and scoring.churn_model_load(version) is model and gc.get_freeze_count() == frozen
+    gc.unfreeze()
