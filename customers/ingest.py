@@ -48,7 +48,7 @@ IMPORT_BATCH_SIZE = 20_000
 IMPORT_STORED_ERRORS = 1000  # kept on the ImportRun and in the result; --report gets all of them
 _CUSTOMER_CACHE_LIMIT = 200_000
 _LOOKUP_CHUNK = 5000  # external ids per lookup query
-_SQLITE_CACHE_KIB = 64 * 1024
+_SQLITE_CACHE_KIB = 16 * 1024
 
 
 @dataclass
