@@ -45,7 +45,7 @@ __all__ = ["IMPORT_BATCH_SIZE", "ImportResult", "import_file", "import_options_f
 # the deterministic external ids make a rerun skip what was written and finish the rest.
 
 # Rows per transaction. Larger batches mean fewer commits and, on SQLite, each index page that rows of any
-# customer reach journalled once per batch rather than once per 5,000 rows (2.5x faster at 1M rows); three
+# customer reach journalled once per batch rather than once per 5,000 rows (1.7x faster at 1M rows); three
 # batches in flight (read, queued, written) hold about 40 MiB.
 IMPORT_BATCH_SIZE = 20_000
 IMPORT_STORED_ERRORS = 1000  # kept on the ImportRun and in the result; --report gets all of them
