@@ -93,8 +93,9 @@ class HybridConfig:
         lightgbm: options of the LightGBM stage (its inner split picks the number of trees).
         select_leaves_by_cv: choose the leaf count from ``lightgbm.num_leaves_grid`` by the out-of-fold ROC AUC
             over the ``inner_folds`` folds (False: LightGBM's own single inner split chooses).
-        select_text_by_cv: let LightGBM without the text columns compete on the same out-of-fold ROC AUC, and
-            keep the text score only when it wins (:attr:`HybridChurnModel.text_selected_` says which won).
+        select_text_by_cv: let LightGBM without the text columns (and, with ``embedding_dims``, with the text score
+            but without the dimensions) compete on the same out-of-fold ROC AUC, and keep text columns only when they
+            win (:attr:`HybridChurnModel.text_selected_` says which won).
         calibration: how the calibration method is chosen (on out-of-fold scores).
         cache_dir: folder of the on-disk encoding cache (``None``: in-process memo only).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the encoder.
@@ -460,7 +461,8 @@ class HybridChurnModel:
         self.oof_fold_ = np.full(n, -1, dtype=int)
         self.text_fold_train_rows_: list[np.ndarray] = []
         self.leaves_cv_roc_auc_: dict[str, float] = {}
-        variants = len(config.lightgbm.num_leaves_grid) * (2 if self.uses_text and config.select_text_by_cv else 1)
+        competing = (1 + (config.embedding_dims > 0) + 1) if self.uses_text and config.select_text_by_cv else 1
+        variants = len(config.lightgbm.num_leaves_grid) * competing
         steps = (len(splits) + 1 if self.uses_text else 0) + variants + 1
         done = 0
         if self.uses_text and config.text_mode == "frozen" and self.text_model_factory is None:
@@ -490,12 +492,18 @@ class HybridChurnModel:
         # Leaf counts are compared by out-of-fold ROC AUC over the K folds (steadier than one inner split);
         # the winner's out-of-fold scores are the held-out data the calibration is chosen and fitted on.
         grid = config.lightgbm.num_leaves_grid if config.select_leaves_by_cv else (None,)
-        # With select_text_by_cv the features-only variant competes too: the text score stays only where it helps.
-        text_choices = (True, False) if self.uses_text and config.select_text_by_cv else (self.uses_text,)
+        # With select_text_by_cv the features-only variant (and, with embedding dimensions, the text score without
+        # them) competes too: text columns stay only where they help.
         text_columns = [c for c in stacked.columns if c == TEXT_SCORE_COLUMN or str(c).startswith(TEXT_DIM_PREFIX)]
-        best: tuple[float, LightGBMOptions, bool, np.ndarray] | None = None
-        for with_text in text_choices:
-            inputs = stacked if with_text else stacked.drop(columns=text_columns)
+        dim_columns = [c for c in text_columns if c != TEXT_SCORE_COLUMN]
+        candidates: list[tuple[str, list[str]]] = [("", [])]  # (label, columns dropped)
+        if self.uses_text and config.select_text_by_cv:
+            if dim_columns:
+                candidates.append((", text score without embedding dims", dim_columns))
+            candidates.append((", no text", text_columns))
+        best: tuple[float, LightGBMOptions, list[str], np.ndarray] | None = None
+        for label, dropped in candidates:
+            inputs = stacked.drop(columns=dropped)
             for leaves in grid:
                 options = replace(config.lightgbm, num_leaves_grid=(leaves,)) if leaves else config.lightgbm
                 raw_oof = np.zeros(n)
@@ -503,17 +511,18 @@ class HybridChurnModel:
                     booster = LightGBMChurn(options).fit(inputs.iloc[train_rows], labels[train_rows])
                     raw_oof[held_out] = booster.predict_proba(inputs.iloc[held_out])[:, 1]
                 score = roc_auc(labels, raw_oof)
-                self.leaves_cv_roc_auc_[f"{leaves or 'inner split'} leaves{'' if with_text else ', no text'}"] = score
+                self.leaves_cv_roc_auc_[f"{leaves or 'inner split'} leaves{label}"] = score
                 if best is None or score > best[0]:
-                    best = (score, options, with_text, raw_oof)
+                    best = (score, options, dropped, raw_oof)
                 done += 1
                 report(done / steps, f"LightGBM: out-of-fold scores with {leaves or 'chosen'} leaves")
         assert best is not None
-        _, self.lightgbm_options_, self.text_selected_, raw_oof = best
+        _, self.lightgbm_options_, dropped, raw_oof = best
+        self.text_selected_ = self.uses_text and TEXT_SCORE_COLUMN not in dropped
         self.calibrator_ = Calibrator(config.calibration).fit(raw_oof, labels)
         self.oof_metrics_ = churn_metrics(labels, self.calibrator_.transform(raw_oof))
         # LightGBM reads only the columns it was trained on, so a stacked frame with text columns still fits it.
-        inputs = stacked if self.text_selected_ else stacked.drop(columns=text_columns)
+        inputs = stacked.drop(columns=dropped)
         self.lightgbm_ = LightGBMChurn(self.lightgbm_options_).fit(inputs, labels)
         self.stacked_columns_ = [str(c) for c in stacked.columns]
         self.training_data_sha256_ = _data_hash(frame, texts, labels)

@@ -110,6 +110,21 @@ def test_frozen_hybrid_with_embedding_dimensions_reloads_to_identical_probabilit
     assert model.calibrator_.method_ in {"platt", "isotonic"} and 0 <= model.oof_metrics_["brier"] <= 1
 
 
+def test_embedding_dimensions_are_kept_only_when_they_win_on_out_of_fold_roc_auc(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data()
+
+    model = HybridChurnModel(_config("frozen", tiny_bert_dir, embedding_dims=3)).fit(frame, texts, y)
+
+    scores = model.leaves_cv_roc_auc_
+    assert any(key.endswith("without embedding dims") for key in scores), scores
+    assert any(key.endswith("no text") for key in scores), scores
+    winner = max(scores, key=lambda key: scores[key])
+    used = set(model.lightgbm_.feature_importances())
+    expected = {"text_dim_1", "text_dim_2", "text_dim_3"} if not winner.endswith(("dims", "no text")) else set()
+    assert {c for c in used if c.startswith("text_dim_")} == expected, (winner, sorted(used))
+    assert (TEXT_SCORE_COLUMN in used) == model.text_selected_ == (not winner.endswith("no text")), winner
+
+
 def test_same_seed_gives_identical_probabilities(tiny_bert_dir: Path) -> None:
     frame, texts, y = _data()
 
