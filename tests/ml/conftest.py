@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_bert import LETTERS, write_tiny_bert
+
 WORDS = (
     "i my the a is was and to it of for with order orders delivery product products item items "
     "thanks thank you great love happy fast good nice again buy bought will more "
@@ -20,28 +22,8 @@ NEUTRAL_WORDS = ("order", "delivery", "product", "item", "package", "arrived", "
 
 
 def _write_tiny_bert(directory: Path) -> Path:
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    directory.mkdir(parents=True, exist_ok=True)
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "?", *letters, *WORDS]
-    vocab += [f"##{letter}" for letter in letters]
-    vocab = list(dict.fromkeys(vocab))
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(directory)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
-    return directory
+    tokens = [".", ",", "!", "?", *LETTERS, *WORDS]
+    return write_tiny_bert(directory, tokens=tokens, word_pieces=LETTERS, max_position_embeddings=128)
 
 
 @pytest.fixture(autouse=True)

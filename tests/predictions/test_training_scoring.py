@@ -14,6 +14,7 @@ from predictions.services import model_version_promote, model_version_rollback
 from predictions.services.scoring import ChampionUnavailable, risk_tier, scoring_run_score_chunk, scoring_run_start
 from predictions.services.training import training_run_execute
 from tests.predictions.conftest import STORE_END, train
+from tests.tiny_bert import LETTERS, write_tiny_bert
 
 pytestmark = pytest.mark.django_db(transaction=True)
 END = STORE_END
@@ -169,25 +170,14 @@ def tiny_encoder(settings, tmp_path: Path) -> Iterator[Path]:  # noqa: ANN001
     """A 2-layer random BERT (no download) as CHURN_ENCODER, long enough for the 256-token customer texts, on one
     torch thread (tiny models thrash on two threads of a shared 2-core machine)."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    directory = tmp_path / "tiny-bert"
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     digits = [str(d) for d in range(10)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,!?:;()-$", *letters, *digits, *_demo_words()]
-    vocab = list(dict.fromkeys(vocab + [f"##{c}" for c in letters + digits]))
-    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(directory)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+    directory = write_tiny_bert(
+        tmp_path / "tiny-bert",
+        tokens=[*".,!?:;()-$", *LETTERS, *digits, *_demo_words()],
+        word_pieces=[*LETTERS, *digits],
         max_position_embeddings=512,
     )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
     settings.CHURN_ENCODER = str(directory)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
