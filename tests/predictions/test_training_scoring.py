@@ -282,5 +282,8 @@ def test_a_loaded_model_is_frozen_out_of_the_garbage_collector_until_the_next_on
     model = scoring.churn_model_load(version)
 
     frozen = gc.get_freeze_count()
-    assert frozen > 0 and scoring.churn_model_load(version) is model and gc.get_freeze_count() == frozen
+    # Tracked containers: a second freeze would move them into the permanent generation too.
+    fresh = [[i] for i in range(1000)]
+    # Frozen objects may still be freed by reference counting, so the count may fall; it must not grow.
+    assert frozen > 0 and scoring.churn_model_load(version) is model and gc.get_freeze_count() <= frozen, len(fresh)
     gc.unfreeze()
