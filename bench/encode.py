@@ -1,9 +1,10 @@
 """Encoding throughput of the default encoder on this machine, against a naive loop and the fp32 matmul peak.
 
-    .venv/bin/python bench/encode.py [--texts 64] [--rounds 3] [--threads N] [--batch-size 64] [--max-tokens 512]
+    .venv/bin/python bench/encode.py [--texts 64] [--rounds 5] [--threads N] [--workers N] [--max-tokens 512]
 
 Prints customers/s and tokens/s of ``ml.encoder.TextEncoder`` (length-sorted batches, dynamic padding,
-``torch.inference_mode``), then
+``torch.inference_mode``, batches run in parallel with one torch thread each), and of the same encoder running
+its batches one at a time on all threads (``--workers 1``), then
 
 (a) the ratio to a naive loop that tokenizes one text at a time, pads every text to ``max_length`` and runs
     batches of 16 under ``torch.no_grad`` (same texts, same model, same process), and
@@ -116,7 +117,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=None, help="tokens per batch (default: per device)")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (warm-up not timed)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the best run of each kind is kept)")
+    parser.add_argument("--workers", type=int, default=None, help="batches at a time (default: one per thread)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the best run of each kind is kept)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -131,7 +133,18 @@ def main() -> None:
         max_length=args.max_length,
         device="cpu",
         compile=args.compile,
+        workers=args.workers,
     )
+    sequential = TextEncoder(
+        tokenizer,
+        model,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        max_length=args.max_length,
+        device="cpu",
+        workers=1,
+    )
+    sequential._forward = encoder._forward  # the same (possibly compiled) model
     lengths = tokenize(tokenizer, texts, max_length=args.max_length).lengths
     flops = encoder_flops(
         lengths, layers=config.num_hidden_layers, hidden=config.hidden_size, intermediate=config.intermediate_size
@@ -146,23 +159,34 @@ def main() -> None:
     encoder.encode(texts[:16])  # warm-up (and compilation with --compile)
     if args.compile:
         encoder.encode(texts)
-    peaks, optimised_seconds, naive_seconds = [], [], []
+    peaks, optimised_seconds, sequential_seconds, naive_seconds = [], [], [], []
     for _ in range(args.rounds):
         peaks.append(matmul_peak())
         started = time.perf_counter()
         vectors = encoder.encode(texts)
         optimised_seconds.append(time.perf_counter() - started)
         started = time.perf_counter()
+        sequential_vectors = sequential.encode(texts)
+        sequential_seconds.append(time.perf_counter() - started)
+        started = time.perf_counter()
         naive_vectors = naive_encode(tokenizer, model, texts, max_length=args.max_length)
         naive_seconds.append(time.perf_counter() - started)
     peaks.append(matmul_peak())
     optimised, naive, peak = min(optimised_seconds), min(naive_seconds), max(peaks)
+    one_by_one = min(sequential_seconds)
 
     difference = float(np.abs(vectors - naive_vectors).max())
+    workers = min(encoder._workers(), len(texts))
     achieved = flops / optimised
     print(
-        f"optimised encoder: {len(texts) / optimised:.1f} customers/s, {lengths.sum() / optimised:.0f} tokens/s "
-        f"(best {optimised:.2f}s; runs {', '.join(f'{s:.2f}' for s in optimised_seconds)})"
+        f"optimised encoder ({workers} batches at a time): {len(texts) / optimised:.1f} customers/s, "
+        f"{lengths.sum() / optimised:.0f} tokens/s (best {optimised:.2f}s; runs {', '.join(f'{s:.2f}' for s in optimised_seconds)})"
+    )
+    print(
+        f"same encoder, one batch at a time on {torch.get_num_threads()} threads: {len(texts) / one_by_one:.1f} "
+        f"customers/s (best {one_by_one:.2f}s; runs {', '.join(f'{s:.2f}' for s in sequential_seconds)}); "
+        f"parallel batches {one_by_one / optimised:.2f}x, max |difference| "
+        f"{float(np.abs(vectors - sequential_vectors).max()):.1e}"
     )
     print(
         f"naive loop (pad to {args.max_length}, one text per tokenizer call, batch 16): "

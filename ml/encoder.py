@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -220,6 +221,9 @@ class TextEncoder:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         encoder_id: the human-readable identity stored in artifacts.
         compile: run the model through ``torch.compile`` (worth it for large scoring runs only).
+        workers: on CPU, batches run this many at a time, each on one torch thread (``None``: as many as torch
+            has intra-op threads). Small encoder batches keep two cores busier this way than one batch split
+            across both (about 1.15x in bench/encode.py); the vectors are identical. 1 runs batches one by one.
     """
 
     def __init__(
@@ -234,7 +238,10 @@ class TextEncoder:
         device: str = "auto",
         encoder_id: str = "",
         compile: bool = False,
+        workers: int | None = None,
     ) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.tokenizer = tokenizer
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -249,6 +256,7 @@ class TextEncoder:
         self.max_tokens = max_tokens if max_tokens is not None else default_max_tokens(self.device)
         self.normalize = normalize
         self.encoder_id = encoder_id
+        self.workers = workers
         self._fingerprint: str | None = None
 
     @classmethod
@@ -290,9 +298,9 @@ class TextEncoder:
         output = np.empty((len(texts), self.dimension), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         bar = _progress_bar(len(texts), "encoding", enabled=show_progress)
-        done = 0
-        with torch.inference_mode():
-            for indices in batches:
+
+        def run(indices: np.ndarray) -> int:
+            with torch.inference_mode():
                 ids, mask = pad_batch(
                     [tokenized.input_ids[i] for i in indices], pad_token_id=pad_id, device=self.device
                 )
@@ -301,12 +309,67 @@ class TextEncoder:
                 if self.normalize:
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 output[indices] = pooled.float().cpu().numpy()
-                done += len(indices)
-                bar.update(len(indices))
+            return len(indices)
+
+        def report(finished: Iterable[int]) -> None:
+            # Progress is reported from the calling thread (a callback may write to a database connection).
+            done = 0
+            for count in finished:
+                done += count
+                bar.update(count)
                 if progress is not None:
                     progress(done / len(texts), f"encoded {done} of {len(texts)} texts")
+
+        workers = min(self._workers(), len(batches))
+        if workers <= 1:
+            report(run(indices) for indices in batches)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with _single_torch_thread(), ThreadPoolExecutor(workers, thread_name_prefix="encoder") as pool:
+                report(pool.map(run, batches))  # in order; the first error of a batch is raised here
         bar.close()
         return output
+
+    def _workers(self) -> int:
+        if not self.device.startswith("cpu"):
+            return 1  # a GPU runs one big batch at a time
+        if self.workers is not None:
+            return self.workers
+        import torch
+
+        return torch.get_num_threads()
+
+
+_thread_lock = threading.Lock()
+_thread_users = 0
+_threads_before = 0
+
+
+class _single_torch_thread:  # noqa: N801 - used like a function: ``with _single_torch_thread():``
+    """Torch's intra-op threads set to 1 while any encoder runs batches in parallel, restored by the last one out.
+
+    The setting is process-wide, so concurrent encoders share one count instead of restoring each other's value.
+    """
+
+    def __enter__(self) -> None:
+        import torch
+
+        global _thread_users, _threads_before
+        with _thread_lock:
+            if _thread_users == 0:
+                _threads_before = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _thread_users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        global _thread_users
+        with _thread_lock:
+            _thread_users -= 1
+            if _thread_users == 0:
+                torch.set_num_threads(_threads_before)
 
 
 class _NoBar:

@@ -72,3 +72,42 @@ def test_unknown_token_rate_counts_text_the_vocabulary_does_not_know(tiny_bert_d
     tokenizer, _ = load_encoder(str(tiny_bert_dir))
     assert unknown_token_rate(tokenizer, ["my order arrived"]) == 0.0
     assert unknown_token_rate(tokenizer, ["我要退款", "order"]) == pytest.approx(4 / 5)
+
+
+def test_parallel_batches_give_the_same_vectors_report_progress_here_and_restore_the_threads(
+    tiny_bert_dir: Path,
+) -> None:
+    import threading
+
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    texts = [f"order {i} " + "late parcel " * (i % 7) for i in range(23)]
+    one_by_one = TextEncoder(tokenizer, model, batch_size=2, device="cpu", workers=1).encode(texts)
+    calls: list[tuple[float, str]] = []
+    threads_before = torch.get_num_threads()
+
+    def progress(fraction: float, message: str) -> None:
+        calls.append((fraction, threading.current_thread().name))
+
+    parallel = TextEncoder(tokenizer, model, batch_size=2, device="cpu", workers=3).encode(texts, progress=progress)
+
+    np.testing.assert_array_equal(parallel, one_by_one)
+    assert torch.get_num_threads() == threads_before
+    assert [fraction for fraction, _ in calls] == sorted(fraction for fraction, _ in calls)
+    assert calls[-1][0] == 1.0 and len(calls) == 12
+    assert {name for _, name in calls} == {threading.current_thread().name}
+
+
+def test_a_failing_batch_raises_and_still_restores_the_threads(tiny_bert_dir: Path) -> None:
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    encoder = TextEncoder(tokenizer, model, batch_size=1, device="cpu", workers=2)
+    threads_before = torch.get_num_threads()
+
+    def broken(**inputs: object) -> object:
+        raise RuntimeError("out of memory in batch")
+
+    encoder._forward = broken
+    with pytest.raises(RuntimeError, match="out of memory in batch"):
+        encoder.encode(["a", "b", "c"])
+    assert torch.get_num_threads() == threads_before
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        TextEncoder(tokenizer, model, device="cpu", workers=0)
