@@ -182,7 +182,7 @@ def _write_demo_truth(path: Path, truths: list[CustomerTruth]) -> None:
     with partial.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(["external_id", "propensity", "service_frustration", "price_sensitivity", "engagement",
-                         "churn_at", "conversation_topics"])  # fmt: skip
+                         "churn_at", "conversation_topics", "churn_cause"])  # fmt: skip
         for truth in truths:
             writer.writerow(
                 [
@@ -193,6 +193,7 @@ def _write_demo_truth(path: Path, truths: list[CustomerTruth]) -> None:
                     f"{truth.engagement:.4f}",
                     truth.churn_at.isoformat() if truth.churn_at else "",
                     ";".join(f"{at.isoformat()}={topic}" for at, topic in truth.conversation_topics),
+                    truth.churn_cause,
                 ]
             )
     partial.replace(path)

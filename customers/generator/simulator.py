@@ -13,6 +13,12 @@ The generating mechanism (documented in the README, "Demo data"):
   to ``future_days`` after the end of the history, so some churn is only visible in a later window. Its
   order rate decays linearly to zero over 30 to 120 days before that day; browsing decays earlier and
   slower and a trickle of visits remains.
+* Some churners leave abruptly after a *service incident* instead (probability ``sigmoid(-0.4 + 0.8 f)`` per
+  churner, about 40%): they order as usual until a few days before they leave (their decay lasts 3 to 14
+  days), and 7 to 90 days before leaving they have a bad experience (a late delivery, a refund that goes
+  wrong, a defect) that they complain about angrily and that is not resolved. Until they stop ordering,
+  only the message shows it: frustrated customers who stay write angry complaints too, so the message
+  raises the risk without deciding it.
 * Orders: a Poisson process per day with a weekly cycle, a December peak, a Black Friday spike and a
   summer dip; amounts lognormal by segment; discounts more often for price-sensitive customers and in
   the sales; returns more frequent for high-``p`` customers. Some loyal customers pause for a while.
@@ -40,6 +46,7 @@ from customers.generator import names, text
 BLOCK_SIZE = 250
 ID_PREFIX = "demo-"
 SUPPORTED_LANGUAGES = ("en", "zh")
+INCIDENT_TOPICS = ("late_delivery", "refund_trouble", "product_defect")
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ class CustomerTruth:
     engagement: float
     churn_at: datetime | None  # None: does not churn within the history plus future_days
     conversation_topics: tuple[tuple[datetime, str], ...]
+    churn_cause: str = ""  # "fade", "incident", or "" for a customer who does not churn
 
 
 @dataclass
@@ -260,7 +268,10 @@ class _BlockSimulator:
         latest_churn = float(days + options.future_days)
         churns = (rng.random(n) < propensity) & (earliest_churn < latest_churn)
         churn_day = np.where(churns, rng.uniform(np.minimum(earliest_churn, latest_churn), latest_churn), np.inf)
-        decay_days = rng.uniform(30.0, 120.0, n)
+        # Incident churners stop within days of leaving; their incident comes 7 to 90 days before they leave.
+        incident = churns & (rng.random(n) < _sigmoid(-0.4 + 0.8 * frustration))
+        decay_days = np.where(incident, rng.uniform(3.0, 14.0, n), rng.uniform(30.0, 120.0, n))
+        incident_day = np.where(incident, churn_day - rng.uniform(7.0, 90.0, n), np.inf)
 
         grid = np.arange(days, dtype=float)[None, :] + 0.5
         signed_up = grid >= np.ceil(signup_day)[:, None]
@@ -298,6 +309,7 @@ class _BlockSimulator:
                 engagement=float(engagement[row]),
                 propensity=float(propensity[row]),
                 churn_day=float(churn_day[row]),
+                incident_day=float(incident_day[row]),
                 order_days=np.repeat(np.arange(days), order_counts[row]),
                 session_days=np.repeat(np.arange(days), session_counts[row]),
             )
@@ -316,6 +328,7 @@ class _BlockSimulator:
         engagement: float,
         propensity: float,
         churn_day: float,
+        incident_day: float,
         order_days: np.ndarray,
         session_days: np.ndarray,
     ) -> None:
@@ -426,6 +439,7 @@ class _BlockSimulator:
             first_day=first_day,
             last_day=last_day,
             churn_day=churn_day,
+            incident_day=incident_day,
             frustration=frustration,
             price_sensitivity=price_sensitivity,
             returned_orders=returned_orders,
@@ -440,6 +454,7 @@ class _BlockSimulator:
                 engagement=engagement,
                 churn_at=self.at(churn_day) if math.isfinite(churn_day) else None,
                 conversation_topics=tuple(topics),
+                churn_cause=("incident" if math.isfinite(incident_day) else "fade") if math.isfinite(churn_day) else "",
             )
         )
 
@@ -509,6 +524,7 @@ class _BlockSimulator:
         first_day: float,
         last_day: float,
         churn_day: float,
+        incident_day: float,
         frustration: float,
         price_sensitivity: float,
         returned_orders: int,
@@ -519,17 +535,20 @@ class _BlockSimulator:
             return []
         active_years = (last_day - first_day) / 365.25
         count = int(rng.poisson(active_years * 0.6 * math.exp(0.75 * frustration + 0.4 * price_sensitivity)))
-        days: list[tuple[float, bool]] = []
+        days: list[tuple[float, str]] = []
         for _ in range(count):
             # Churners' ordinary conversations also lean towards the months before they leave.
             if math.isfinite(churn_day) and rng.random() < 0.55 and churn_day - 120.0 < last_day:
-                days.append((rng.uniform(max(first_day, churn_day - 120.0), last_day), False))
+                days.append((rng.uniform(max(first_day, churn_day - 120.0), last_day), "ordinary"))
             else:
-                days.append((rng.uniform(first_day, last_day), False))
+                days.append((rng.uniform(first_day, last_day), "ordinary"))
         # And frustrated churners complain once more on their way out.
         if math.isfinite(churn_day) and max(first_day, churn_day - 90.0) < last_day:
             for _ in range(int(rng.poisson(0.4 + 0.6 * max(frustration, 0.0)))):
-                days.append((rng.uniform(max(first_day, churn_day - 90.0), last_day), True))
+                days.append((rng.uniform(max(first_day, churn_day - 90.0), last_day), "leaving"))
+        # The incident an incident churner leaves over (unless it falls outside the history).
+        if first_day <= incident_day < last_day:
+            days.append((incident_day, "incident"))
         if not days:
             return []
         days.sort()
@@ -546,13 +565,17 @@ class _BlockSimulator:
         leaving_shift = np.array([0.3, 0.3, 0.3, 0.3, -2.0, -0.8])
         agent = _pick(rng, names.AGENT_NAMES[language])
         topics: list[tuple[datetime, str]] = []
-        for number, (day, leaving) in enumerate(days):
-            logits = topic_logits + leaving_shift if leaving else topic_logits
+        for number, (day, kind) in enumerate(days):
+            logits = topic_logits + leaving_shift if kind == "leaving" else topic_logits
             topic_p = np.exp(logits - logits.max())
             topic_p /= topic_p.sum()
             near_churn = math.isfinite(churn_day) and 0.0 <= churn_day - day <= 60.0
-            topic = text.TOPICS[int(rng.choice(len(text.TOPICS), p=topic_p))]
-            strong = rng.random() < _sigmoid(-1.8 + 1.2 * frustration + 1.3 * near_churn)
+            if kind == "incident":
+                topic = _pick(rng, INCIDENT_TOPICS)
+                strong = True
+            else:
+                topic = text.TOPICS[int(rng.choice(len(text.TOPICS), p=topic_p))]
+                strong = rng.random() < _sigmoid(-1.8 + 1.2 * frustration + 1.3 * near_churn)
             conversation_id = f"{ID_PREFIX}v{index:07d}-{number:03d}"
             values = {
                 "order": _pick(rng, order_numbers) if order_numbers else f"#{index:05d}",
@@ -565,7 +588,16 @@ class _BlockSimulator:
             if start < first_day:  # on the day of sign-up, but before it
                 start = first_day + rng.uniform(0.01, 0.05)
             self.write_conversation(
-                customer_id, conversation_id, language, topic, strong, frustration, values, start, agent
+                customer_id,
+                conversation_id,
+                language,
+                topic,
+                strong,
+                frustration,
+                values,
+                start,
+                agent,
+                incident=kind == "incident",
             )
             topics.append((self.at(start), topic))
         return topics
@@ -581,11 +613,17 @@ class _BlockSimulator:
         values: dict[str, object],
         start: float,
         agent: str,
+        *,
+        incident: bool = False,
     ) -> None:
+        """One conversation; an ``incident`` is a written complaint (chat or email) that stays unresolved."""
         rng = self.rng
         complaint = topic in text.COMPLAINT_TOPICS
         mood = "complaint" if complaint else ("praise" if topic == "praise" else "question")
-        channel = _weighted_choice(rng, ("chat", "email", "phone", "review"), (0.45, 0.3, 0.1, 0.15))
+        if incident:
+            channel = _weighted_choice(rng, ("chat", "email"), (0.6, 0.4))
+        else:
+            channel = _weighted_choice(rng, ("chat", "email", "phone", "review"), (0.45, 0.3, 0.1, 0.15))
         messages: list[tuple[float, str, str]] = []
         choice = int(rng.integers(0, len(text.OPENERS[language][topic])))
         opener = text.fill(text.OPENERS[language][topic][choice], **values)
@@ -619,8 +657,8 @@ class _BlockSimulator:
             # A question gets its own answer; other topics any fitting reply.
             reply = text.fill(replies[choice] if topic == "question" else _pick(rng, replies), **values)
             messages.append((start + reply_delay, "agent", reply))
-            if complaint and rng.random() < 0.6:
-                resolved = rng.random() < _sigmoid(0.8 - 0.9 * frustration - (1.0 if strong else 0.0))
+            if incident or (complaint and rng.random() < 0.6):
+                resolved = not incident and rng.random() < _sigmoid(0.8 - 0.9 * frustration - (1.0 if strong else 0.0))
                 follow_up = _pick(rng, text.FOLLOW_UPS[language]["resolved" if resolved else "unresolved"])
                 messages.append(
                     (

@@ -87,6 +87,51 @@ def test_complaints_come_with_more_later_inactivity_but_the_signal_is_partial(ye
     assert rate_complainers < 0.7, "complaining must not decide churn on its own"
 
 
+def test_incident_churners_complain_unresolved_weeks_before_leaving_while_still_ordering(
+    year_store: dict[str, list],
+) -> None:
+    """The abrupt kind of churn: an angry, unresolved complaint 7 to 90 days before leaving, orders until then."""
+    truths = year_store["truths"]
+    churners = [t for t in truths if t.churn_at is not None]
+    incident = [t for t in churners if t.churn_cause == "incident"]
+    fade = [t for t in churners if t.churn_cause == "fade"]
+    assert {t.churn_cause for t in truths if t.churn_at is None} == {""}
+    assert 0.25 < len(incident) / len(churners) < 0.55
+
+    start = END - timedelta(days=365)
+    signed_up = {c.external_id: c.signed_up_at for c in year_store["customers"]}
+    messages = defaultdict(list)
+    for message in year_store["messages"]:
+        messages[message.customer_external_id].append(message)
+    checked = 0
+    for truth in incident:
+        # Incidents inside the history of customers who had signed up by then.
+        window = [(at, topic) for at, topic in truth.conversation_topics if 7 <= (truth.churn_at - at).days <= 90]
+        earliest = max(start, signed_up[truth.external_id])
+        if truth.churn_at - timedelta(days=7) >= END or truth.churn_at - timedelta(days=90) < earliest:
+            continue
+        checked += 1
+        assert any(topic in COMPLAINT_TOPICS for _, topic in window), truth.external_id
+        written = [
+            m
+            for m in messages[truth.external_id]
+            if m.author_role == "customer" and 7 <= (truth.churn_at - m.sent_at).days <= 90
+        ]
+        assert any(m.channel in ("chat", "email") for m in written), truth.external_id
+    assert checked >= 20
+
+    orders = defaultdict(list)
+    for order in year_store["orders"]:
+        orders[order.customer_external_id].append(order.placed_at)
+
+    def ordered_in_the_month_before_leaving(group: list) -> float:
+        inside = [t for t in group if start + timedelta(days=120) < t.churn_at < END]
+        return np.mean([any(t.churn_at - timedelta(days=30) <= at for at in orders[t.external_id]) for t in inside])
+
+    # Fading churners' orders die out over months; incident churners keep ordering until just before they go.
+    assert ordered_in_the_month_before_leaving(incident) > ordered_in_the_month_before_leaving(fade) + 0.15
+
+
 def test_the_order_rate_peaks_in_december(year_store: dict[str, list]) -> None:
     per_month = defaultdict(int)
     for order in year_store["orders"]:
