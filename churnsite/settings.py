@@ -163,7 +163,13 @@ CHURN_TASK_TIME_LIMIT = env.int("CHURN_TASK_TIME_LIMIT", default=15 * 60)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * CHURN_TRAIN_TIME_LIMIT}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 2 * CHURN_TRAIN_TIME_LIMIT,
+        # kombu restores a dead worker's unacknowledged messages under a Redis lock that expires after 300 s by
+        # default; a worker killed while holding it would hold up redelivery that long. The lock guards a scan
+        # of milliseconds, and a task may be delivered twice anyway (tasks are idempotent).
+        "unacked_mutex_expire": min(300, 2 * CHURN_TRAIN_TIME_LIMIT),
+    }
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * CHURN_TRAIN_TIME_LIMIT}
 else:
     for sub in ("broker", "results"):

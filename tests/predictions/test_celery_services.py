@@ -43,6 +43,20 @@ def _purge(*queues: str) -> None:
             connection.default_channel.queue_purge(queue)
 
 
+def _leave_the_restore_lock_held_as_a_killed_worker_would() -> None:
+    import redis
+
+    script = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get('unacked_mutex_expire', 300))"
+    )
+    env = {**os.environ, **SHORT_VISIBILITY, "DJANGO_SETTINGS_MODULE": "churnsite.settings"}
+    expire = int(subprocess.check_output([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, text=True))
+    client = redis.Redis.from_url(celery_app.conf.broker_url)
+    client.delete("unacked_mutex")
+    assert client.lock("unacked_mutex", timeout=expire).acquire(blocking=False)
+
+
 def _train_in_process() -> ModelVersion:
     run = TrainingRun.objects.create(mode="lightgbm", as_of=STORE_END, horizon_days=30, config=FAST_TRAINING)
     return training_run_execute(training_run_id=run.pk)
@@ -56,6 +70,8 @@ def test_a_worker_killed_mid_scoring_leaves_exactly_one_score_per_customer(store
     run = scoring_run_start(trigger="test", as_of=STORE_END, chunk_size=2)
     _wait_for(lambda: ChurnScore.objects.filter(scoring_run=run).exists(), 120, first.log)
     first.kill()
+    # Worst case: it died holding kombu's restore lock (as a worker does for a moment on every restore scan).
+    _leave_the_restore_lock_held_as_a_killed_worker_would()
     scored_at_kill = ChurnScore.objects.filter(scoring_run=run).count()
     assert scored_at_kill < run.customers_total, "the run finished before the kill; nothing was tested"
     second = WorkerProcess(queues=["gpu"], log_dir=tmp_path, extra_env=SHORT_VISIBILITY)
