@@ -63,6 +63,7 @@ def demo_store_generate(
     end: datetime | None = None,
     replace: bool = False,
     truth_path: Path | None = None,
+    incident_churn: bool = False,
 ) -> GenerationSummary:
     """Simulate a demo store (see ``customers.generator``) and store it in one transaction.
 
@@ -70,9 +71,15 @@ def demo_store_generate(
     ``DemoDataExistsError``, unless ``replace`` is set: then they (and everything attached to them)
     are deleted first, in the same transaction. The hidden propensities are never stored in the
     database; with ``truth_path`` they go to a CSV file for debugging, written after the data.
+    ``incident_churn`` adds the abrupt, incident-driven churners (``StoreOptions.incident_churn``).
     """
     options = StoreOptions(
-        customers=customers, days=days, seed=seed, end=end or default_end(), languages=tuple(languages)
+        customers=customers,
+        days=days,
+        seed=seed,
+        end=end or default_end(),
+        languages=tuple(languages),
+        incident_churn=incident_churn,
     )
     existing = Customer.objects.filter(external_id__startswith=ID_PREFIX)
     replaced = 0

@@ -13,7 +13,7 @@ The generating mechanism (documented in the README, "Demo data"):
   to ``future_days`` after the end of the history, so some churn is only visible in a later window. Its
   order rate decays linearly to zero over 30 to 120 days before that day; browsing decays earlier and
   slower and a trickle of visits remains.
-* Some churners leave abruptly after a *service incident* instead (probability ``sigmoid(-0.4 + 0.8 f)`` per
+* With ``incident_churn`` (off by default), some churners leave abruptly after a *service incident* instead (probability ``sigmoid(-0.4 + 0.8 f)`` per
   churner, about 40%): they order as usual until a few days before they leave (their decay lasts 3 to 14
   days), and 7 to 90 days before leaving they have a bad experience (a late delivery, a refund that goes
   wrong, a defect) that they complain about angrily and that is not resolved. Until they stop ordering,
@@ -80,6 +80,8 @@ class StoreOptions:
         languages: languages customers write in; with ``en`` and ``zh`` a quarter write Chinese.
         future_days: churners may leave up to this many days after ``end``, so that a backtest with a
             cutoff before ``end`` and a churn window after it finds both early and late churners.
+        incident_churn: also simulate churners who leave abruptly over a service incident (module docstring).
+            Off by default, so the default store (and every figure measured on it) stays the same.
     """
 
     customers: int
@@ -88,6 +90,7 @@ class StoreOptions:
     end: datetime
     languages: tuple[str, ...] = ("en",)
     future_days: int = 180
+    incident_churn: bool = False
 
     def __post_init__(self) -> None:
         if self.customers < 0:
@@ -268,10 +271,13 @@ class _BlockSimulator:
         latest_churn = float(days + options.future_days)
         churns = (rng.random(n) < propensity) & (earliest_churn < latest_churn)
         churn_day = np.where(churns, rng.uniform(np.minimum(earliest_churn, latest_churn), latest_churn), np.inf)
-        # Incident churners stop within days of leaving; their incident comes 7 to 90 days before they leave.
-        incident = churns & (rng.random(n) < _sigmoid(-0.4 + 0.8 * frustration))
-        decay_days = np.where(incident, rng.uniform(3.0, 14.0, n), rng.uniform(30.0, 120.0, n))
-        incident_day = np.where(incident, churn_day - rng.uniform(7.0, 90.0, n), np.inf)
+        decay_days = rng.uniform(30.0, 120.0, n)
+        incident_day = np.full(n, np.inf)
+        if options.incident_churn:
+            # Incident churners stop within days of leaving; their incident comes 7 to 90 days before they leave.
+            incident = churns & (rng.random(n) < _sigmoid(-0.4 + 0.8 * frustration))
+            decay_days = np.where(incident, rng.uniform(3.0, 14.0, n), decay_days)
+            incident_day = np.where(incident, churn_day - rng.uniform(7.0, 90.0, n), np.inf)
 
         grid = np.arange(days, dtype=float)[None, :] + 0.5
         signed_up = grid >= np.ceil(signup_day)[:, None]

@@ -87,10 +87,15 @@ def test_complaints_come_with_more_later_inactivity_but_the_signal_is_partial(ye
     assert rate_complainers < 0.7, "complaining must not decide churn on its own"
 
 
-def test_incident_churners_complain_unresolved_weeks_before_leaving_while_still_ordering(
-    year_store: dict[str, list],
-) -> None:
+def test_the_default_store_has_no_incident_churners(year_store: dict[str, list]) -> None:
+    causes = {t.churn_cause for t in year_store["truths"]}
+
+    assert causes == {"", "fade"}
+
+
+def test_incident_churners_complain_unresolved_weeks_before_leaving_while_still_ordering() -> None:
     """The abrupt kind of churn: an angry, unresolved complaint 7 to 90 days before leaving, orders until then."""
+    year_store = _store(customers=1200, days=365, seed=11, incident_churn=True)
     truths = year_store["truths"]
     churners = [t for t in truths if t.churn_at is not None]
     incident = [t for t in churners if t.churn_cause == "incident"]
@@ -124,12 +129,19 @@ def test_incident_churners_complain_unresolved_weeks_before_leaving_while_still_
     for order in year_store["orders"]:
         orders[order.customer_external_id].append(order.placed_at)
 
-    def ordered_in_the_month_before_leaving(group: list) -> float:
-        inside = [t for t in group if start + timedelta(days=120) < t.churn_at < END]
-        return np.mean([any(t.churn_at - timedelta(days=30) <= at for at in orders[t.external_id]) for t in inside])
+    def last_month_against_earlier(group: list) -> float:
+        """Orders in the 30 days before leaving over orders in a 30-day stretch 120 to 150 days before."""
+        inside = [t for t in group if max(start, signed_up[t.external_id]) + timedelta(days=150) < t.churn_at < END]
+        last = sum(t.churn_at - timedelta(days=30) <= at < t.churn_at for t in inside for at in orders[t.external_id])
+        earlier = sum(
+            t.churn_at - timedelta(days=150) <= at < t.churn_at - timedelta(days=120)
+            for t in inside
+            for at in orders[t.external_id]
+        )
+        return last / max(earlier, 1)
 
     # Fading churners' orders die out over months; incident churners keep ordering until just before they go.
-    assert ordered_in_the_month_before_leaving(incident) > ordered_in_the_month_before_leaving(fade) + 0.15
+    assert last_month_against_earlier(incident) > 2 * last_month_against_earlier(fade)
 
 
 def test_the_order_rate_peaks_in_december(year_store: dict[str, list]) -> None:
@@ -240,6 +252,20 @@ def test_generate_command_honours_end_days_and_languages(tmp_path) -> None:
     assert datetime(2024, 1, 31, tzinfo=UTC) <= first and last < datetime(2024, 3, 1, tzinfo=UTC)
     assert set(Customer.objects.values_list("language", flat=True)) == {"en", "zh"}
     assert len(truth.read_text().splitlines()) == 61
+
+
+@pytest.mark.django_db
+def test_generate_command_adds_incident_churners_when_asked(tmp_path) -> None:
+    truth = tmp_path / "truth.csv"
+
+    call_command(
+        "churn_generate", "--customers", "250", "--days", "365", "--end", "2026-01-01", "--seed", "5",
+        "--incident-churn", "--truth-file", str(truth),
+    )  # fmt: skip
+
+    causes = [line.rsplit(",", 1)[-1] for line in truth.read_text().splitlines()[1:]]
+    assert "incident" in causes and "fade" in causes
+    assert Customer.objects.count() == 250
 
 
 @pytest.mark.django_db

@@ -42,6 +42,11 @@ class Command(BaseCommand):
             default="",
             help="also write the hidden propensities to this CSV (for debugging; never read by the model)",
         )
+        parser.add_argument(
+            "--incident-churn",
+            action="store_true",
+            help="also simulate churners who leave abruptly weeks after an angry, unresolved complaint",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         languages = tuple(part.strip() for part in str(options["languages"]).split(",") if part.strip())
@@ -63,6 +68,7 @@ class Command(BaseCommand):
                 end=_end_date(str(options["end"])) if options["end"] else None,
                 replace=bool(options["replace"]),
                 truth_path=Path(str(options["truth_file"])) if options["truth_file"] else None,
+                incident_churn=bool(options["incident_churn"]),
             )
         except DemoDataExistsError as error:
             raise CommandError(str(error)) from error
