@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -223,7 +224,7 @@ class TextEncoder:
         compile: run the model through ``torch.compile`` (worth it for large scoring runs only).
         workers: on CPU, batches run this many at a time, each on one torch thread (``None``: as many as torch
             has intra-op threads). Small encoder batches keep two cores busier this way than one batch split
-            across both (about 1.15x in bench/encode.py); the vectors are identical. 1 runs batches one by one.
+            across both (1.06-1.18x in bench/encode.py); the vectors are identical. 1 runs batches one by one.
     """
 
     def __init__(
@@ -346,26 +347,23 @@ _thread_users = 0
 _threads_before = 0
 
 
-class _single_torch_thread:  # noqa: N801 - used like a function: ``with _single_torch_thread():``
+@contextmanager
+def _single_torch_thread() -> Iterator[None]:
     """Torch's intra-op threads set to 1 while any encoder runs batches in parallel, restored by the last one out.
 
     The setting is process-wide, so concurrent encoders share one count instead of restoring each other's value.
     """
+    import torch
 
-    def __enter__(self) -> None:
-        import torch
-
-        global _thread_users, _threads_before
-        with _thread_lock:
-            if _thread_users == 0:
-                _threads_before = torch.get_num_threads()
-                torch.set_num_threads(1)
-            _thread_users += 1
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        global _thread_users
+    global _thread_users, _threads_before
+    with _thread_lock:
+        if _thread_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _thread_users += 1
+    try:
+        yield
+    finally:
         with _thread_lock:
             _thread_users -= 1
             if _thread_users == 0:
