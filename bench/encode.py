@@ -125,25 +125,9 @@ def main() -> None:
     texts = synthesise_texts(args.texts)
     tokenizer, model = load_encoder(None)
     config = model.config
-    encoder = TextEncoder(
-        tokenizer,
-        model,
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        max_length=args.max_length,
-        device="cpu",
-        compile=args.compile,
-        workers=args.workers,
-    )
-    sequential = TextEncoder(
-        tokenizer,
-        model,
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        max_length=args.max_length,
-        device="cpu",
-        workers=1,
-    )
+    batching = {"batch_size": args.batch_size, "max_tokens": args.max_tokens, "max_length": args.max_length}
+    encoder = TextEncoder(tokenizer, model, device="cpu", compile=args.compile, workers=args.workers, **batching)
+    sequential = TextEncoder(tokenizer, model, device="cpu", workers=1, **batching)
     sequential._forward = encoder._forward  # the same (possibly compiled) model
     lengths = tokenize(tokenizer, texts, max_length=args.max_length).lengths
     flops = encoder_flops(
