@@ -16,14 +16,14 @@ churners. No text model can add more through the incidents than the oracle does.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from _scratch import scratch_django  # noqa: E402 - bench/ is on sys.path when a bench runs
 
 
 def _day(value: str) -> datetime:
@@ -42,14 +42,7 @@ def main() -> None:
     parser.add_argument("--no-incident-churn", action="store_true", help="the default store, without incidents")
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="churn-bench-label-bound-"))
-    os.environ.update({"CHURN_VAR_DIR": str(scratch), "LOG_LEVEL": "WARNING"})
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
-    import django
-
-    django.setup()
+    scratch_django("churn-bench-label-bound-", LOG_LEVEL="WARNING")
     import numpy as np
     from django.core.management import call_command
 

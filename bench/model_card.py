@@ -12,15 +12,16 @@ measured in this process on the same data.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from _scratch import scratch_django  # noqa: E402 - bench/ is on sys.path when a bench runs
+
 END = datetime(2026, 6, 1, tzinfo=UTC)
 
 
@@ -32,14 +33,7 @@ def main() -> None:
     parser.add_argument("--mode", default="lightgbm", help="a training mode (lightgbm, tfidf, frozen, ...)")
     parser.add_argument("--cutoffs", type=int, default=4, help="most rolling cutoffs (the newest is the holdout)")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-model-card-"))
-    os.environ["CHURN_VAR_DIR"] = str(scratch)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "churnsite.settings"
-    import django
-
-    django.setup()
+    scratch_django("bench-model-card-")
     import logging
 
     from django.core.management import call_command

@@ -34,13 +34,15 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from _scratch import scratch_django  # noqa: E402 - bench/ is on sys.path when a bench runs
+
 _LAST_TRAINING_ID = 0
 
 
@@ -68,14 +70,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="churn-bench-rescore-"))
-    os.environ.update({"CHURN_VAR_DIR": str(scratch), "CELERY_TASK_ALWAYS_EAGER": "true", "LOG_LEVEL": "WARNING"})
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
-    import django
-
-    django.setup()
+    scratch = scratch_django("churn-bench-rescore-", CELERY_TASK_ALWAYS_EAGER="true", LOG_LEVEL="WARNING")
     from django.conf import settings
     from django.core.management import call_command
     from django.utils import timezone
