@@ -93,6 +93,23 @@ def test_the_default_store_has_no_incident_churners(year_store: dict[str, list])
     assert causes == {"", "fade"}
 
 
+def test_the_default_store_is_the_one_every_demo_figure_was_measured_on() -> None:
+    """Record for record the store of the simulator before incident churn was added (digest taken from that
+    version). Change it only on purpose: the README's demo-store figures were measured on this store."""
+    import dataclasses
+    import hashlib
+
+    digest = hashlib.sha256()
+    for block in simulate_store(StoreOptions(customers=300, days=365, seed=7, end=END, languages=("en", "zh"))):
+        for part in ("customers", "orders", "events", "messages"):
+            for record in getattr(block, part):
+                digest.update(repr(dataclasses.astuple(record)).encode())
+        for t in block.truths:
+            digest.update(repr((t.external_id, t.propensity, t.churn_at, t.conversation_topics)).encode())
+
+    assert digest.hexdigest() == "f408b70e046b0dcd093e7f65bac48dd2f9d8cd44ab5166f8ef327f2f4975bd68"
+
+
 def test_incident_churners_complain_unresolved_weeks_before_leaving_while_still_ordering() -> None:
     """The abrupt kind of churn: an angry, unresolved complaint 7 to 90 days before leaving, orders until then."""
     year_store = _store(customers=1200, days=365, seed=11, incident_churn=True)
