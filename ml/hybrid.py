@@ -44,6 +44,7 @@ import pandas as pd
 from ml.artifacts import ArtifactError, load_artifact, save_artifact
 from ml.baselines import LightGBMChurn, LightGBMOptions
 from ml.calibration import CalibrationConfig, Calibrator
+from ml.encoder import QUANTIZATIONS
 from ml.finetune import FineTuneConfig
 from ml.metrics import churn_metrics, roc_auc
 from ml.text_baseline import TfidfOptions
@@ -88,6 +89,8 @@ class HybridConfig:
         frozen_head_c: inverse L2 strength of the logistic head on frozen vectors (when the grid is empty).
         frozen_head_c_grid: C values the frozen head chooses from on an inner split of its own training rows.
         max_length: tokens kept per text by the frozen encoder.
+        quantize: ``"none"`` or ``"int8"``: run the frozen encoder with int8 linear layers, always on the CPU
+            (:mod:`ml.quantize`; faster, vectors within a cosine of about 0.995 of the float32 ones). ``frozen`` only.
         inner_folds: K of the out-of-fold stacking (and of the calibration's held-out scores).
         embedding_dims: PCA dimensions of the frozen vectors added as features (``frozen`` only; 0: none).
         lightgbm: options of the LightGBM stage (its inner split picks the number of trees).
@@ -109,6 +112,7 @@ class HybridConfig:
     frozen_head_c: float = 1.0
     frozen_head_c_grid: tuple[float, ...] = (1.0, 10.0, 100.0)
     max_length: int = 256
+    quantize: str = "none"
     inner_folds: int = 5
     embedding_dims: int = 0
     lightgbm: LightGBMOptions = field(default_factory=lambda: LightGBMOptions(num_leaves_grid=(3, 7, 15, 31)))
@@ -128,6 +132,10 @@ class HybridConfig:
             raise ValueError(f"embedding_dims must not be negative, got {self.embedding_dims}")
         if self.embedding_dims and self.text_mode != "frozen":
             raise ValueError("embedding_dims needs text_mode='frozen' (the dimensions come from the frozen vectors)")
+        if self.quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {self.quantize!r}")
+        if self.quantize != "none" and self.text_mode != "frozen":
+            raise ValueError(f"quantize={self.quantize!r} needs text_mode='frozen' (fine-tuned encoders run in float)")
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -164,6 +172,7 @@ class SharedEmbedder:
         cache_dir: folder of ``encodings.sqlite3`` (``None``: memo only).
         max_length: tokens kept per text.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        quantize: ``"none"`` or ``"int8"`` (see :class:`ml.encoder.TextEncoder`); int8 always runs on the CPU.
     """
 
     def __init__(
@@ -175,16 +184,31 @@ class SharedEmbedder:
         device: str = "auto",
         batch_size: int = 64,
         memo_limit: int = 100_000,
+        quantize: str = "none",
     ) -> None:
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
         self.encoder = encoder or ""
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_length = max_length
         self.device = device
+        self.quantize = quantize
         self.batch_size = batch_size
         self._text_encoder: object | None = None
         self._memo: dict[str, np.ndarray] = {}
         self.memo_limit = memo_limit
         self.n_encoded = 0
+
+    @classmethod
+    def for_config(cls, config: HybridConfig) -> SharedEmbedder:
+        """The embedder a hybrid's ``frozen`` text model uses."""
+        return cls(
+            config.encoder,
+            cache_dir=config.cache_dir,
+            max_length=config.max_length,
+            device=config.device,
+            quantize=config.quantize,
+        )
 
     @property
     def text_encoder(self):  # noqa: ANN201 - ml.encoder.TextEncoder, imported lazily (torch)
@@ -192,18 +216,24 @@ class SharedEmbedder:
             from ml.encoder import TextEncoder
 
             self._text_encoder = TextEncoder.from_spec(
-                self.encoder, batch_size=self.batch_size, max_length=self.max_length, device=self.device
+                self.encoder,
+                batch_size=self.batch_size,
+                max_length=self.max_length,
+                # int8 vectors come from the CPU kernels wherever the model is scored, so they match training's.
+                device="cpu" if self.quantize != "none" else self.device,
+                quantize=self.quantize,
             )
         return self._text_encoder
 
     def identity(self) -> dict[str, object]:
-        """Encoder id, weight fingerprint, spec and truncation, for metadata."""
+        """Encoder id, weight fingerprint, spec, truncation and quantisation, for metadata."""
         encoder = self.text_encoder
         return {
             "spec": self.encoder,
             "id": encoder.encoder_id,
             "fingerprint": encoder.fingerprint,
             "max_length": self.max_length,
+            "quantize": self.quantize,
         }
 
     def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
@@ -329,6 +359,12 @@ class FrozenEmbeddingHead:
             )
         if int(recorded["max_length"]) != embedder.max_length:  # type: ignore[arg-type]
             raise ArtifactError(f"model artifact {path} was trained with max_length {recorded['max_length']}")
+        # Artifacts written before quantisation existed were float32.
+        if recorded.get("quantize", "none") != embedder.quantize:
+            raise ArtifactError(
+                f"model artifact {path} was trained on {recorded.get('quantize', 'none')} encoder vectors, "
+                f"but the encoder found runs with quantize={embedder.quantize!r}"
+            )
         model = cls(
             embedder,
             c=float(metadata["c"]),  # type: ignore[arg-type]
@@ -351,9 +387,7 @@ def make_text_model(config: HybridConfig, *, embedder: SharedEmbedder | None = N
         return TfidfChurnClassifier(config.tfidf)
     if mode == "frozen":
         if embedder is None:
-            embedder = SharedEmbedder(
-                config.encoder, cache_dir=config.cache_dir, max_length=config.max_length, device=config.device
-            )
+            embedder = SharedEmbedder.for_config(config)
         return FrozenEmbeddingHead(embedder, c=config.frozen_head_c, c_grid=config.frozen_head_c_grid, seed=config.seed)
     if mode in ("top-k", "lora", "full"):
         from ml.finetune import TransformerChurnClassifier
@@ -418,8 +452,7 @@ class HybridChurnModel:
 
     def _embedder(self) -> SharedEmbedder:
         if self.embedder is None:
-            c = self.config
-            self.embedder = SharedEmbedder(c.encoder, cache_dir=c.cache_dir, max_length=c.max_length, device=c.device)
+            self.embedder = SharedEmbedder.for_config(self.config)
         return self.embedder
 
     def _new_text_model(self) -> TextModel:

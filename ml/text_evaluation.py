@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ml.encoder import QUANTIZATIONS
 from ml.evaluation import MODEL_REGISTRY, FittedModel, FoldData, register_model
 from ml.explain import MESSAGES_HEADER
 from ml.hybrid import FrozenEmbeddingHead, HybridChurnModel, HybridConfig, SharedEmbedder
@@ -42,6 +43,8 @@ class TextEvaluationOptions:
         inner_folds: K of the hybrid's out-of-fold stacking.
         embedding_dims: PCA dimensions of the frozen vectors added to the hybrid's features.
         max_length: tokens kept per text.
+        quantize: ``"none"`` or ``"int8"``: the frozen encoder's linear layers in int8 on the CPU
+            (``frozen`` mode only; see :mod:`ml.quantize`).
     """
 
     encoder_mode: str = "auto"
@@ -51,10 +54,13 @@ class TextEvaluationOptions:
     inner_folds: int = 5
     embedding_dims: int = 0
     max_length: int = 256
+    quantize: str = "none"
 
     def __post_init__(self) -> None:
         if self.encoder_mode not in ENCODER_MODES:
             raise ValueError(f"encoder mode must be one of {', '.join(ENCODER_MODES)}, not {self.encoder_mode!r}")
+        if self.quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {self.quantize!r}")
 
 
 def resolve_encoder_mode(mode: str, device: str = "auto") -> str:
@@ -105,22 +111,19 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
     """
     options = options or TextEvaluationOptions()
     mode = resolve_encoder_mode(options.encoder_mode, options.device)
-    embedder = (
-        SharedEmbedder(
-            options.encoder, cache_dir=options.cache_dir, max_length=options.max_length, device=options.device
-        )
-        if mode == "frozen"
-        else None
-    )
+    if options.quantize != "none" and mode != "frozen":
+        raise ValueError(f"quantize={options.quantize!r} needs the frozen encoder mode, not {mode!r}")
     base = HybridConfig(
         text_mode=mode,
         encoder=options.encoder,
         max_length=options.max_length,
+        quantize=options.quantize,
         inner_folds=options.inner_folds,
         embedding_dims=options.embedding_dims if mode == "frozen" else 0,
         cache_dir=options.cache_dir,
         device=options.device,
     )
+    embedder = SharedEmbedder.for_config(base) if mode == "frozen" else None
 
     def transformer(train: FoldData) -> FittedModel:
         texts = _texts_of(train, "transformer")
@@ -164,6 +167,7 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
         "encoder": encoder,
         "note": (
             f"text models: encoder {encoder}, mode {mode}"
+            + (f" ({options.quantize} linear layers)" if options.quantize != "none" else "")
             + (" (encodings computed once and shared by all folds)" if mode == "frozen" else "")
             + f"; hybrid: {options.inner_folds}-fold out-of-fold text score"
             + (f" + {options.embedding_dims} PCA dims" if base.embedding_dims else "")

@@ -172,3 +172,32 @@ def test_a_frozen_fit_reports_encoding_progress_first_and_never_goes_backwards(t
     fractions = [fraction for fraction, _ in reports]
     assert any("encoded" in message for _, message in reports), reports
     assert fractions == sorted(fractions) and fractions[-1] == 1.0, reports
+
+
+def test_an_int8_frozen_hybrid_reloads_to_identical_probabilities_and_refuses_float_vectors(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from ml.artifacts import ArtifactError
+    from ml.hybrid import FrozenEmbeddingHead
+
+    frame, texts, y = _data()
+    model = HybridChurnModel(_config("frozen", tiny_bert_dir, quantize="int8")).fit(frame, texts, y)
+    model.save(tmp_path / "hybrid")
+
+    reloaded = HybridChurnModel.load(tmp_path / "hybrid", device="cpu")
+
+    assert reloaded.config.quantize == "int8" and reloaded.encoder_info()["quantize"] == "int8"  # type: ignore[index]
+    np.testing.assert_allclose(reloaded.predict_proba(frame, texts), model.predict_proba(frame, texts), atol=1e-9)
+    model.text_model_.save(tmp_path / "head")  # type: ignore[union-attr]
+    float_embedder = SharedEmbedder(str(tiny_bert_dir), max_length=64, device="cpu")
+    with pytest.raises(ArtifactError, match="trained on int8 encoder vectors"):
+        FrozenEmbeddingHead.load(tmp_path / "head", embedder=float_embedder)
+
+
+def test_quantisation_is_refused_outside_the_frozen_mode_or_by_an_unknown_name() -> None:
+    with pytest.raises(ValueError, match="needs text_mode='frozen'"):
+        HybridConfig(text_mode="lora", quantize="int8")
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        HybridConfig(text_mode="frozen", quantize="fp8")
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        SharedEmbedder(None, quantize="int4")

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ml.encoder import TextEncoder, encoder_fingerprint, load_encoder
+from ml.quantize import Int8Linear, quantize_int8
+
+TEXTS = ["cancel", "my order arrived today and the package was great thanks", "refund please", "i love it"] * 3
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_int8_layer_stays_within_quantisation_error_of_the_float_layer(bias: bool) -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 20, bias=bias)
+    x = torch.randn(2, 7, 48)
+    x[1, 3] = 0.0  # an all-zero token must not divide by zero
+
+    expected = linear(x)
+    found = Int8Linear(linear)(x)
+
+    assert found.shape == expected.shape and found.dtype == torch.float32
+    # Each int8 factor is off by at most half a step (1/254 of its row's or channel's largest value).
+    bound = 48 * (x.abs().amax(-1, keepdim=True) * linear.weight.abs().amax(1)) / 127
+    assert torch.all((found - expected).abs() <= bound + 1e-6)
+    assert torch.allclose(found[1, 3], linear.bias if bias else torch.zeros(20), atol=1e-6)
+    # Far tighter than the worst case in practice: this is what keeps the encoder's vectors close.
+    assert (found - expected).abs().max() < 0.02 * expected.abs().max()
+
+
+def test_quantising_replaces_every_linear_layer_of_a_copy_and_leaves_the_model_alone(tiny_bert_dir: Path) -> None:
+    _, model = load_encoder(str(tiny_bert_dir))
+    before = encoder_fingerprint(model)
+
+    quantised = quantize_int8(model)
+
+    assert not any(isinstance(m, torch.nn.Linear) for m in quantised.modules())
+    assert sum(isinstance(m, Int8Linear) for m in quantised.modules()) == sum(
+        isinstance(m, torch.nn.Linear) for m in model.modules()
+    )
+    assert encoder_fingerprint(model) == before
+
+
+def test_a_model_off_the_cpu_is_refused() -> None:
+    with pytest.raises(ValueError, match="CPU only"):
+        quantize_int8(torch.nn.Linear(4, 4, device="meta"))
+
+
+def test_int8_vectors_are_close_to_float_ones_deterministic_and_cached_apart(tiny_bert_dir: Path) -> None:
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    exact = TextEncoder(tokenizer, model, batch_size=3, device="cpu")
+    int8 = TextEncoder(tokenizer, model, batch_size=3, device="cpu", quantize="int8")
+
+    float_vectors, int8_vectors = exact.encode(TEXTS), int8.encode(TEXTS)
+
+    cosine = (float_vectors * int8_vectors).sum(axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(float_vectors, int8_vectors), cosine
+    np.testing.assert_array_equal(int8.encode(TEXTS), int8_vectors)
+    np.testing.assert_allclose(np.linalg.norm(int8_vectors, axis=1), 1.0, atol=1e-5)
+    # The weights are the same, the vectors are not: same fingerprint, another cache namespace.
+    assert int8.fingerprint == exact.fingerprint
+    assert int8.cache_namespace == f"{exact.cache_namespace}:int8"
+    assert exact.cache_namespace == f"{exact.fingerprint}:mean:l2:256"
+
+
+def test_int8_batches_in_parallel_match_one_batch_at_a_time(tiny_bert_dir: Path) -> None:
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    options = {"batch_size": 2, "device": "cpu", "quantize": "int8"}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parallel = TextEncoder(tokenizer, model, workers=2, **options).encode(TEXTS)
+        sequential = TextEncoder(tokenizer, model, workers=1, **options).encode(TEXTS)
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_array_equal(parallel, sequential)
+
+
+def test_unknown_quantisation_or_a_gpu_is_refused_before_anything_moves(tiny_bert_dir: Path) -> None:
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        TextEncoder(tokenizer, model, device="cpu", quantize="int4")
+    with pytest.raises(ValueError, match="CPU only"):
+        TextEncoder(tokenizer, model, device="cuda", quantize="int8")
+    assert next(model.parameters()).device.type == "cpu"
