@@ -47,6 +47,7 @@ def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options:
     hybrid = HybridConfig(
         text_mode="none" if mode == "lightgbm" else mode,
         encoder=settings.CHURN_ENCODER or None,
+        quantize=settings.CHURN_ENCODER_QUANTIZE if mode == "frozen" else "none",
         cache_dir=str(settings.CHURN_CACHE_DIR),
     )
     if "inner_folds" in options:

@@ -120,3 +120,56 @@ def test_churn_evaluate_command_on_a_small_csv(tmp_path: Path) -> None:
     assert report["n"] == 120 and "recency" in report["skipped"] and report["models"]["logreg"]["roc_auc"] > 0.6
     with pytest.raises(CommandError, match="column 'Target' is not in the file"):
         call_command("churn_evaluate", str(path), "--label-col=Target", "--positive=Yes", "--no-progress")
+
+
+def _profile_csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    rows = ["id,plan,tenure,Churn"]
+    for i in range(60):
+        plan = rng.choice(["monthly", "yearly"])
+        rows.append(
+            f"c{i},{plan},{rng.integers(1, 60)},{'Yes' if rng.random() < (0.6 if plan == 'monthly' else 0.1) else 'No'}"
+        )
+    path = tmp_path / "profile.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_churn_evaluate_runs_the_frozen_encoder_in_int8_when_asked_and_refuses_it_for_fine_tuning(
+    tmp_path: Path,
+    settings,  # noqa: ANN001
+) -> None:
+    from tests.tiny_bert import LETTERS, write_tiny_bert
+
+    settings.CHURN_CACHE_DIR = tmp_path / "cache"
+    encoder = write_tiny_bert(
+        tmp_path / "bert",
+        tokens=[*":,-", *LETTERS, *map(str, range(10))],
+        word_pieces=LETTERS,
+        max_position_embeddings=128,
+    )
+    path, out = _profile_csv(tmp_path), tmp_path / "eval.json"
+    common = [str(path), "--label-col=Churn", "--positive=Yes", "--id-col=id", "--folds=3", f"--encoder={encoder}"]
+
+    call_command(
+        "churn_evaluate", *common, "--models=transformer", "--encoder-quantize=int8", f"--json={out}", "--no-progress",
+        stdout=open(tmp_path / "o.txt", "w"),  # noqa: SIM115
+    )  # fmt: skip
+
+    report = json.loads(out.read_text())
+    assert any("mode frozen (int8 linear layers)" in note for note in report["notes"]), report["notes"]
+    assert 0 <= report["models"]["transformer"]["roc_auc"] <= 1
+    with pytest.raises(CommandError, match="needs the frozen encoder"):
+        call_command(
+            "churn_evaluate", *common, "--models=transformer", "--encoder-mode=lora", "--encoder-quantize=int8"
+        )
+
+
+def test_the_quantisation_setting_reaches_frozen_training_only(settings) -> None:  # noqa: ANN001
+    from predictions.services.training import churn_model_config
+
+    settings.CHURN_ENCODER_QUANTIZE = "int8"
+    frozen = churn_model_config(mode="frozen", horizon_days=60, lead_days=0, options={})
+    lora = churn_model_config(mode="lora", horizon_days=60, lead_days=0, options={})
+
+    assert frozen.hybrid.quantize == "int8" and lora.hybrid.quantize == "none"

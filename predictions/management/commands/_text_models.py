@@ -16,6 +16,12 @@ def add_text_model_arguments(parser: CommandParser) -> None:
         help="text models: frozen encoder or a fine-tuning mode (auto: frozen without a GPU, lora with one)",
     )
     parser.add_argument("--encoder", default=None, help="encoder directory or cached hub id (default: CHURN_ENCODER)")
+    parser.add_argument(
+        "--encoder-quantize",
+        choices=["none", "int8"],
+        default=None,
+        help="frozen encoder's linear layers in int8 on the CPU (default: CHURN_ENCODER_QUANTIZE, else none)",
+    )
     parser.add_argument("--inner-folds", type=int, default=5, help="out-of-fold stacking folds of the hybrid")
     parser.add_argument("--embedding-dims", type=int, default=0, help="PCA dims of frozen vectors in the hybrid")
 
@@ -27,12 +33,20 @@ def register_text_models_from_options(options: Mapping[str, object], models: lis
     """Register the text models with the command's encoder options; returns a note for the report (None if unused)."""
     from django.conf import settings
 
-    from ml.text_evaluation import TextEvaluationOptions, register_text_models
+    from ml.text_evaluation import TextEvaluationOptions, register_text_models, resolve_encoder_mode
 
     if int(options["inner_folds"]) < 2:  # type: ignore[arg-type]
         raise CommandError("--inner-folds must be at least 2")
     if int(options["embedding_dims"]) < 0:  # type: ignore[arg-type]
         raise CommandError("--embedding-dims must not be negative")
+    mode = resolve_encoder_mode(str(options["encoder_mode"]))
+    quantize = options.get("encoder_quantize")
+    if quantize is None:  # the setting applies where it can: to the frozen encoder
+        quantize = settings.CHURN_ENCODER_QUANTIZE if mode == "frozen" else "none"
+    elif quantize != "none" and mode != "frozen":
+        raise CommandError(
+            f"--encoder-quantize {quantize} needs the frozen encoder (--encoder-mode frozen), not {mode}"
+        )
     result = register_text_models(
         TextEvaluationOptions(
             encoder_mode=str(options["encoder_mode"]),
@@ -40,6 +54,7 @@ def register_text_models_from_options(options: Mapping[str, object], models: lis
             cache_dir=str(settings.CHURN_CACHE_DIR),
             inner_folds=int(options["inner_folds"]),  # type: ignore[arg-type]
             embedding_dims=int(options["embedding_dims"]),  # type: ignore[arg-type]
+            quantize=str(quantize),
         )
     )
     return result["note"] if TEXT_MODEL_NAMES.intersection(models) else None
