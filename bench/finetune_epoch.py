@@ -1,9 +1,13 @@
 """Training time per epoch of each fine-tuning mode with the default encoder.
 
     .venv/bin/python bench/finetune_epoch.py [--texts 2000] [--tokens 200] [--modes frozen top-k lora full]
+    .venv/bin/python bench/finetune_epoch.py --demo-store [--texts 400] [--customers 2000] [--seed 7]
 
-Synthesised customer texts of about ``--tokens`` tokens each (no dataset needed), a 20% churn rate, one
-epoch per mode (batch 16, max_length 256), on CUDA when present and on CPU otherwise. ``frozen`` is the time
+Synthesised customer texts of about ``--tokens`` tokens each (no dataset needed), a 20% churn rate; or, with
+``--demo-store``, the serialised training snapshots of the demo store's backtest (a store generated in a
+scratch database as ``make demo`` does; as-of 2026-09-27, 60-day horizon), of which ``--texts`` drawn at random
+are trained on and 32 others validate, and the epoch over the whole training set is extrapolated from the
+measured texts/s. One epoch per mode (batch 16, max_length 256), on CUDA when present and on CPU otherwise. ``frozen`` is the time
 to encode every text once (no cache) and fit the logistic head; the other modes are one pass of training
 plus scoring a 32-text validation set. Prints seconds per epoch and texts/s per mode.
 """
@@ -44,6 +48,40 @@ def synthesise_long_texts(n: int, *, words: int, seed: int = 0) -> tuple[list[st
     return texts, labels
 
 
+def demo_store_texts(
+    *, customers: int, seed: int, sample: int
+) -> tuple[list[str], list[int], list[str], list[int], int]:
+    """(training texts, labels, validation texts, labels, size of the whole training set) from the demo store."""
+    from datetime import UTC, datetime, timedelta
+
+    from _scratch import scratch_django
+
+    scratch_django("churn-bench-finetune-", LOG_LEVEL="WARNING")
+    from django.core.management import call_command
+
+    from customers.services import demo_store_generate
+    from ml.evaluation import BacktestSetup, backtest_data
+    from ml.snapshot import LabelConfig
+    from predictions.selectors import customer_histories
+
+    call_command("migrate", verbosity=0)
+    demo_store_generate(customers=customers, days=365, seed=seed, end=datetime(2026, 11, 28, tzinfo=UTC))
+    # The end of 2026-09-27, as churn_backtest reads --as-of 2026-09-27.
+    as_of = datetime(2026, 9, 28, tzinfo=UTC) - timedelta(microseconds=1)
+    setup = BacktestSetup(as_of=as_of, labels=LabelConfig(horizon_days=60))
+    train = backtest_data(customer_histories(), setup, with_texts=True).train
+    assert train.texts is not None
+    rows = np.random.default_rng(0).permutation(len(train.texts))
+    chosen, held = rows[:sample], rows[sample : sample + 32]
+    return (
+        [train.texts[i] for i in chosen],
+        train.y[chosen].tolist(),
+        [train.texts[i] for i in held],
+        train.y[held].tolist(),
+        len(train.texts),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=2000)
@@ -51,11 +89,24 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["frozen", "top-k", "lora", "full"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--demo-store", action="store_true", help="texts of the demo store's training snapshots")
+    parser.add_argument("--customers", type=int, default=2000, help="demo store size (with --demo-store)")
+    parser.add_argument("--seed", type=int, default=7, help="demo store seed (with --demo-store)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    texts, labels = synthesise_long_texts(args.texts, words=int(args.tokens * 0.72))
-    val_texts, val_labels = synthesise_long_texts(32, words=int(args.tokens * 0.72), seed=1)
+    whole = None
+    if args.demo_store:
+        texts, labels, val_texts, val_labels, whole = demo_store_texts(
+            customers=args.customers, seed=args.seed, sample=args.texts
+        )
+        print(
+            f"demo store: {args.customers} customers, seed {args.seed}; {whole} training snapshots "
+            f"({np.mean(labels):.0%} churn in the sample)"
+        )
+    else:
+        texts, labels = synthesise_long_texts(args.texts, words=int(args.tokens * 0.72))
+        val_texts, val_labels = synthesise_long_texts(32, words=int(args.tokens * 0.72), seed=1)
     tokenizer, _ = load_encoder(None)
     lengths = tokenize(tokenizer, texts, max_length=256).lengths
     device = resolve_device("auto")
@@ -74,8 +125,12 @@ def main() -> None:
             if mode == "frozen"
             else f", {sum(p.numel() for p in model._network.trainable.values()):,} trainable parameters"
         )
+        extrapolated = (
+            f"; the whole training set: about {whole / (len(texts) / epoch):.0f} s per epoch" if whole else ""
+        )
         print(
-            f"{mode:>6}: {epoch:7.1f} s per epoch ({len(texts) / epoch:5.1f} texts/s; {total:.1f} s with loading{trainable})",
+            f"{mode:>6}: {epoch:7.1f} s per epoch of {len(texts)} texts ({len(texts) / epoch:5.1f} texts/s; "
+            f"{total:.1f} s with loading{trainable}){extrapolated}",
             flush=True,
         )
 
