@@ -95,7 +95,10 @@ def test_the_default_store_has_no_incident_churners(year_store: dict[str, list])
 
 def test_the_default_store_is_the_one_every_demo_figure_was_measured_on() -> None:
     """Record for record the store of the simulator before incident churn was added (digest taken from that
-    version). Change it only on purpose: the README's demo-store figures were measured on this store."""
+    version). Change it only on purpose: the README's demo-store figures were measured on this store.
+
+    The hidden propensity enters to 10 decimals: numpy's vectorised exp/log give last-bit differences between
+    CPUs with and without AVX-512, which change no record but did change a digest of the full float repr."""
     import dataclasses
     import hashlib
 
@@ -105,9 +108,9 @@ def test_the_default_store_is_the_one_every_demo_figure_was_measured_on() -> Non
             for record in getattr(block, part):
                 digest.update(repr(dataclasses.astuple(record)).encode())
         for t in block.truths:
-            digest.update(repr((t.external_id, t.propensity, t.churn_at, t.conversation_topics)).encode())
+            digest.update(repr((t.external_id, f"{t.propensity:.10f}", t.churn_at, t.conversation_topics)).encode())
 
-    assert digest.hexdigest() == "f408b70e046b0dcd093e7f65bac48dd2f9d8cd44ab5166f8ef327f2f4975bd68"
+    assert digest.hexdigest() == "ee22f40d78bc38b3d8a3cbc5226c90e3f6799a6d97ca1629bc37f9b63e38f6de"
 
 
 def test_incident_churners_complain_unresolved_weeks_before_leaving_while_still_ordering() -> None:
