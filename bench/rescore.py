@@ -1,7 +1,7 @@
 """Rescoring speed, end to end (database to stored scores), full against incremental.
 
     .venv/bin/python bench/rescore.py [--customers 20000] [--train-customers 3000] [--mode frozen]
-                                      [--threads N] [--profile DIR]
+                                      [--threads N] [--quantize none|int8] [--profile DIR]
 
 In a scratch SQLite database (CHURN_VAR_DIR in a temporary folder; DATABASE_URL is ignored), generates a
 demo store, trains a model of ``--mode`` (default frozen: all-MiniLM-L6-v2 vectors + LightGBM) on all
@@ -19,6 +19,9 @@ customers or, with ``--train-customers N``, on the first N only (the figure is a
 Prints customers/s of both runs, the customer texts encoded and reused, the texts encoded for text factors,
 the 1-minute load average before and after each run (the machine is shared), and the ratio incremental/full
 (target: >= 10x). ``--profile DIR`` writes cProfile stats of both runs (``full.prof``, ``incremental.prof``).
+
+``--quantize int8`` trains and scores with ``CHURN_ENCODER_QUANTIZE=int8`` (the frozen encoder's linear layers
+in int8; frozen mode only).
 
 ``--threads N`` sets torch's intra-op threads for both runs (default: torch's own choice, one per core). On a
 machine shared with other work, two threads on two cores wait on each other whenever one is descheduled: the
@@ -68,9 +71,15 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of both runs to this folder")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="CHURN_ENCODER_QUANTIZE")
     args = parser.parse_args()
 
-    scratch = scratch_django("churn-bench-rescore-", CELERY_TASK_ALWAYS_EAGER="true", LOG_LEVEL="WARNING")
+    scratch = scratch_django(
+        "churn-bench-rescore-",
+        CELERY_TASK_ALWAYS_EAGER="true",
+        LOG_LEVEL="WARNING",
+        CHURN_ENCODER_QUANTIZE=args.quantize,
+    )
     from django.conf import settings
     from django.core.management import call_command
     from django.utils import timezone
@@ -88,7 +97,11 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
+        f"encoder quantisation {settings.CHURN_ENCODER_QUANTIZE}",
+        flush=True,
+    )
     call_command("migrate", verbosity=0)
     end = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     started = time.perf_counter()
