@@ -90,7 +90,7 @@ class HybridConfig:
         frozen_head_c_grid: C values the frozen head chooses from on an inner split of its own training rows.
         max_length: tokens kept per text by the frozen encoder.
         quantize: ``"none"`` or ``"int8"``: run the frozen encoder with int8 linear layers, always on the CPU
-            (:mod:`ml.quantize`; faster, vectors within a cosine of about 0.995 of the float32 ones). ``frozen`` only.
+            (:mod:`ml.quantize`; faster, vectors within a cosine of about 0.99 of the float32 ones). ``frozen`` only.
         inner_folds: K of the out-of-fold stacking (and of the calibration's held-out scores).
         embedding_dims: PCA dimensions of the frozen vectors added as features (``frozen`` only; 0: none).
         lightgbm: options of the LightGBM stage (its inner split picks the number of trees).
