@@ -15,6 +15,9 @@ its batches one at a time on all threads (``--workers 1``), then
 The same encoder with its linear layers in int8 (``quantize="int8"``, :mod:`ml.quantize`, opt-in) is timed in
 the same rounds: its speed-up over the naive loop, how close its vectors are to the float32 ones (cosine
 similarity), and its operations per second against the machine's int8 matrix-multiply peak (``torch._int_mm``).
+``--compare-torch-quantization`` also prints how far torch's own dynamic quantisation (one activation scale per
+batch, deprecated in torch 2.13) moves the vectors, with per-tensor and per-channel weights: the comparison that
+chose per-token scales for :mod:`ml.quantize`.
 
 Texts are synthesised customer messages of realistic, varied lengths (no dataset needed). Targets: at least
 3x the naive loop and at least 60% of the measured peak.
@@ -85,27 +88,21 @@ def encoder_flops(lengths: np.ndarray, *, layers: int, hidden: int, intermediate
     return float(layers * (per_token_dense * lengths.sum() + 4 * hidden * (lengths**2).sum()))
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of ``torch.matmul`` on two ``size x size`` matrices."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(a, b)
+def matmul_peak(size: int = 2048, repeats: int = 5, *, int8: bool = False) -> float:
+    """Best fp32 FLOP/s of ``torch.matmul`` (or, with ``int8``, int8 x int8 -> int32 operations/s of
+    ``torch._int_mm``) on two ``size x size`` matrices."""
+    if int8:
+        a = torch.randint(-127, 128, (size, size), dtype=torch.int8)
+        b = torch.randint(-127, 128, (size, size), dtype=torch.int8)
+        multiply = torch._int_mm
+    else:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        multiply = torch.matmul
+    multiply(a, b)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best
-
-
-def int8_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Best int8 x int8 -> int32 operations/s of ``torch._int_mm`` on two ``size x size`` matrices."""
-    a = torch.randint(-127, 128, (size, size), dtype=torch.int8)
-    b = torch.randint(-127, 128, (size, size), dtype=torch.int8)
-    torch._int_mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch._int_mm(a, b)
+        multiply(a, b)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best
 
@@ -126,6 +123,30 @@ def naive_encode(tokenizer, model, texts: list[str], *, max_length: int, batch_s
     return np.concatenate(output)
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def compare_torch_quantization(tokenizer, model, texts: list[str], exact: np.ndarray, batching: dict) -> None:  # noqa: ANN001
+    """Cosine similarity to the float32 vectors of torch's dynamic int8 quantisation of every linear layer."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    for name, qconfig in (("per-tensor", default_dynamic_qconfig), ("per-channel", per_channel_dynamic_qconfig)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation of torch's quantised tensors, once per layer
+            quantised = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+        encoder = TextEncoder(tokenizer, model, device="cpu", **batching)
+        encoder._forward = quantised
+        cosine = _cosine(exact, encoder.encode(texts))
+        print(
+            f"torch dynamic int8, {name} weights, one activation scale per batch: cosine similarity to the "
+            f"float32 vectors min {cosine.min():.4f}, mean {cosine.mean():.4f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=64, help="number of customer texts")
@@ -136,6 +157,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (warm-up not timed)")
     parser.add_argument("--workers", type=int, default=None, help="batches at a time (default: one per thread)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the best run of each kind is kept)")
+    parser.add_argument(
+        "--compare-torch-quantization", action="store_true", help="cosine of torch's dynamic int8 to float32"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -166,7 +190,7 @@ def main() -> None:
     int8_peaks, int8_seconds = [], []
     for _ in range(args.rounds):
         peaks.append(matmul_peak())
-        int8_peaks.append(int8_matmul_peak())
+        int8_peaks.append(matmul_peak(int8=True))
         started = time.perf_counter()
         int8_vectors = quantised.encode(texts)
         int8_seconds.append(time.perf_counter() - started)
@@ -180,7 +204,7 @@ def main() -> None:
         naive_vectors = naive_encode(tokenizer, model, texts, max_length=args.max_length)
         naive_seconds.append(time.perf_counter() - started)
     peaks.append(matmul_peak())
-    int8_peaks.append(int8_matmul_peak())
+    int8_peaks.append(matmul_peak(int8=True))
     optimised, naive, peak = min(optimised_seconds), min(naive_seconds), max(peaks)
     int8_best, int8_peak = min(int8_seconds), max(int8_peaks)
     one_by_one = min(sequential_seconds)
@@ -214,9 +238,7 @@ def main() -> None:
         f"(b) encoder reaches {achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.0%} of the measured peak (target >= 60%); "
         f"{flops / 1e9:.0f} GFLOP counted from real tokens"
     )
-    cosine = (vectors * int8_vectors).sum(axis=1) / (
-        np.linalg.norm(vectors, axis=1) * np.linalg.norm(int8_vectors, axis=1)
-    )
+    cosine = _cosine(vectors, int8_vectors)
     print(
         f"int8 encoder (opt-in, quantize='int8'): {len(texts) / int8_best:.1f} customers/s, "
         f"{lengths.sum() / int8_best:.0f} tokens/s (best {int8_best:.2f}s; runs "
@@ -224,6 +246,8 @@ def main() -> None:
         f"cosine similarity to the float32 vectors: min {cosine.min():.4f}, mean {cosine.mean():.4f}"
     )
     print(f"(a) int8: speed-up over the naive (float32) loop: {naive / int8_best:.2f}x (target >= 3x)")
+    if args.compare_torch_quantization:
+        compare_torch_quantization(tokenizer, model, texts, vectors, batching)
     print(
         f"(b) int8: {flops / int8_best / 1e9:.1f} G operations/s = {flops / int8_best / int8_peak:.0%} of the measured "
         f"int8 matmul peak ({int8_peak / 1e9:.1f} G operations/s, torch._int_mm 2048^3; each: "
