@@ -60,6 +60,11 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> Non
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr, result.stderr[-2000:]
 
 
+def test_an_unknown_encoder_quantisation_is_refused_at_start(tmp_path: Path) -> None:
+    result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), "CHURN_ENCODER_QUANTIZE": "int4"})
+    assert result.returncode != 0 and "CHURN_ENCODER_QUANTIZE must be none or int8" in result.stderr, result.stderr
+
+
 def test_celery_accepts_json_only_and_declares_the_three_queues() -> None:
     conf = celery_app.conf
     assert (conf.task_serializer, conf.result_serializer, list(conf.accept_content)) == ("json", "json", ["json"])
