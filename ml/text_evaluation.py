@@ -111,8 +111,6 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
     """
     options = options or TextEvaluationOptions()
     mode = resolve_encoder_mode(options.encoder_mode, options.device)
-    if options.quantize != "none" and mode != "frozen":
-        raise ValueError(f"quantize={options.quantize!r} needs the frozen encoder mode, not {mode!r}")
     base = HybridConfig(
         text_mode=mode,
         encoder=options.encoder,
