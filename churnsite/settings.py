@@ -170,6 +170,9 @@ if REDIS_URL:
         # default; a worker killed while holding it would hold up redelivery that long. The lock guards a scan
         # of milliseconds, and a task may be delivered twice anyway (tasks are idempotent).
         "unacked_mutex_expire": min(300, 2 * CHURN_TRAIN_TIME_LIMIT),
+        # kombu 5.7 scans for such messages only on every 10th 10-second tick unless told otherwise, so a killed
+        # worker's message could wait 100 s beyond the visibility timeout; one cheap scan per tick instead.
+        "unacked_restore_throttle": 1,
     }
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * CHURN_TRAIN_TIME_LIMIT}
 else:
@@ -323,6 +326,9 @@ CHURN_RESCORE_ON_PROMOTION = env.bool("CHURN_RESCORE_ON_PROMOTION", default=True
 CHURN_RISK_TIER_CUTS = env.list("CHURN_RISK_TIER_CUTS", cast=float, default=[0.3, 0.6])
 # Customers per scoring task, and factors kept per score.
 CHURN_SCORING_CHUNK_SIZE = env.int("CHURN_SCORING_CHUNK_SIZE", default=500)
+# A running scoring run with no new score (and no resend) for this long gets its unscored customers sent again
+# (checked every 5 minutes). Longer than a chunk's time limit; a resend is harmless, chunks are idempotent.
+CHURN_SCORING_STALL_SECONDS = env.int("CHURN_SCORING_STALL_SECONDS", default=30 * 60)
 CHURN_TOP_FACTORS = env.int("CHURN_TOP_FACTORS", default=5)
 # Scores at or above this probability also get text factors (the quoted message sentence); each costs one
 # re-scoring per part of the customer's text, so the whole base does not get them.

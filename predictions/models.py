@@ -164,6 +164,9 @@ class ScoringRun(models.Model):
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    resumed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When unscored customers of a stalled run were last sent again."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -11,7 +11,12 @@ from django.db import OperationalError
 
 from predictions.services import task_delivery_begin, task_delivery_finish, worker_heartbeat_record
 from predictions.services.drift import drift_check
-from predictions.services.scoring import ChampionUnavailable, scoring_run_score_chunk, scoring_run_start
+from predictions.services.scoring import (
+    ChampionUnavailable,
+    scoring_run_score_chunk,
+    scoring_run_start,
+    scoring_runs_resume_stalled,
+)
 from predictions.services.training import training_run_execute, training_run_mark_failed, training_run_request
 
 logger = logging.getLogger(__name__)
@@ -79,6 +84,13 @@ def rescore_all_task(as_of: str | None = None, trigger: str = "schedule") -> int
         logger.error("rescoring skipped: %s", exc)
         return None
     return run.pk
+
+
+@shared_task(name="predictions.resume_stalled_scoring", queue="default", soft_time_limit=120, time_limit=180)
+def resume_stalled_scoring_task(idle_seconds: int | None = None) -> list[int]:
+    """Send again the unscored customers of scoring runs with no progress for a while (the 5-minute schedule).
+    Idempotent: the chunks skip customers already scored, and a run that progresses is left alone."""
+    return scoring_runs_resume_stalled(idle_seconds=idle_seconds or settings.CHURN_SCORING_STALL_SECONDS)
 
 
 @shared_task(name="predictions.retrain", queue="default", soft_time_limit=60, time_limit=120)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -176,6 +176,44 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
     if scored >= run.customers_total:
         scoring_run_finish(scoring_run_id=run.pk)
     return stored
+
+
+def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
+    """Send again the customers of running scoring runs that have made no progress for ``idle_seconds``.
+
+    A worker killed between taking a chunk off the Redis queue and recording it as unacknowledged loses that
+    chunk for good (kombu's receive is not atomic), and its run would stay running forever. The chunks are
+    idempotent, so sending the unscored customers again is safe even when the original chunk is only slow.
+
+    Returns:
+        The ids of the runs resumed (a run with nothing left to score is finished instead).
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=idle_seconds)
+    resumed = []
+    stalled = ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING, created_at__lt=cutoff).exclude(
+        resumed_at__gte=cutoff  # sent again recently: the chunks may just be queued behind other work
+    )
+    for run in stalled.select_related("model_version"):
+        scores = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of)
+        last = scores.order_by("-created_at").values_list("created_at", flat=True).first()
+        if last is not None and last >= cutoff:
+            continue
+        activity = str(run.model_version.config.get("activity", "orders"))
+        eligible = customers_to_score(as_of=run.as_of, activity=activity).values_list("id", flat=True)
+        missing = sorted(set(eligible) - set(scores.values_list("customer_id", flat=True)))
+        if not missing:
+            scoring_run_finish(scoring_run_id=run.pk)
+            continue
+        size = settings.CHURN_SCORING_CHUNK_SIZE
+        chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
+        logger.warning(
+            "scoring run %s made no progress for %ss: %d customers sent again", run.pk, idle_seconds, len(missing)
+        )
+        ScoringRun.objects.filter(pk=run.pk).update(resumed_at=now)
+        transaction.on_commit(lambda run_id=run.pk, chunks=chunks: _enqueue_chunks(run_id, chunks))
+        resumed.append(run.pk)
+    return resumed
 
 
 def _text_factor_rows(probabilities: np.ndarray) -> list[int]:

@@ -17,7 +17,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from churnsite.celery import app as celery_app
 from predictions.models import ChurnScore, ModelVersion, ScoringRun, TrainingRun
 from predictions.selectors import customers_to_score
-from predictions.services.scoring import scoring_run_start
+from predictions.services.scoring import scoring_run_start, scoring_runs_resume_stalled
 from predictions.services.training import training_run_execute
 from predictions.tasks import train_model_task
 from tests.predictions.conftest import FAST_TRAINING, STORE_END
@@ -77,9 +77,19 @@ def test_a_worker_killed_mid_scoring_leaves_exactly_one_score_per_customer(store
     second = WorkerProcess(queues=["gpu"], log_dir=tmp_path, extra_env=SHORT_VISIBILITY)
     try:
         second.wait_ready()
+        # The broker redelivers what the dead worker had taken: visibility timeout (10 s) + the held lock (10 s)
+        # + one restore tick (10 s). A chunk it lost between taking and recording it (kombu's receive is not
+        # atomic) is sent again by the stalled-run sweep, as the 5-minute schedule would, once 30 s passed.
+        started = time.monotonic()
+
+        def finished() -> bool:
+            if time.monotonic() - started > 30:
+                scoring_runs_resume_stalled(idle_seconds=15)
+            return ScoringRun.objects.get(pk=run.pk).status == ScoringRun.Status.SUCCEEDED
+
         _wait_for(
-            lambda: ScoringRun.objects.get(pk=run.pk).status == ScoringRun.Status.SUCCEEDED,
-            180,
+            finished,
+            90,
             lambda: (
                 f"run not finished: {ScoringRun.objects.get(pk=run.pk).customers_scored}/{run.customers_total}\n"
                 + second.log()

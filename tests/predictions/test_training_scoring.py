@@ -64,6 +64,36 @@ def test_scoring_stores_exactly_one_score_per_eligible_customer_and_reruns_add_n
     assert score.risk_tier == risk_tier(score.probability) and score.top_factors[0]["factor"]
 
 
+def test_a_stalled_run_gets_its_lost_customers_scored_once_and_a_progressing_run_is_left_alone(store: None) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from predictions.services.scoring import scoring_runs_resume_stalled
+
+    _train()
+    run = scoring_run_start(trigger="test", as_of=END, chunk_size=50)
+    # A chunk lost with a killed worker: its customers have no score, the run still runs, nothing moves.
+    lost = list(ChurnScore.objects.filter(scoring_run=run).values_list("customer_id", flat=True)[:7])
+    ChurnScore.objects.filter(scoring_run=run, customer_id__in=lost).delete()
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    ScoringRun.objects.filter(pk=run.pk).update(status=ScoringRun.Status.RUNNING, finished_at=None)
+    assert scoring_runs_resume_stalled(idle_seconds=600) == [], "scores came in a moment ago: not stalled"
+    ScoringRun.objects.filter(pk=run.pk).update(created_at=an_hour_ago)
+    ChurnScore.objects.filter(scoring_run=run).update(created_at=an_hour_ago)
+
+    assert scoring_runs_resume_stalled(idle_seconds=600) == [run.pk]
+
+    run.refresh_from_db()
+    per_customer = list(
+        ChurnScore.objects.filter(model_version=run.model_version, as_of=END).values_list("customer_id")
+    )
+    eligible = set(customers_to_score(as_of=END).values_list("id", flat=True))
+    assert run.status == ScoringRun.Status.SUCCEEDED and run.resumed_at is not None
+    assert sorted(c for (c,) in per_customer) == sorted(eligible), "every customer exactly once"
+    assert scoring_runs_resume_stalled(idle_seconds=600) == []
+
+
 def test_a_corrupt_champion_stops_scoring_with_a_clear_error(store: None) -> None:
     version = ModelVersion.objects.get(training_run=_train())
     Path(version.artifact_path, "model.safetensors").write_bytes(b"tampered")
