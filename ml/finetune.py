@@ -48,6 +48,7 @@ from ml.encoder import (
     resolve_encoder_path,
     tokenize,
     unknown_token_rate,
+    usable_max_length,
 )
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class FineTuneConfig:
         warmup_ratio: fraction of the updates spent warming the learning rate up linearly.
         weight_decay: AdamW decay (not applied to biases and LayerNorm weights).
         max_grad_norm: gradient clipping norm.
-        max_length: tokens kept per text, special tokens included.
+        max_length: tokens kept per text, special tokens included (lowered to what the encoder's positions hold).
         patience: epochs without a better validation PR AUC before training stops.
         validation_fraction: share held out (stratified) for early stopping when no validation set is given.
         seed: seeds torch, the split and the batch order.
@@ -330,7 +331,7 @@ class TransformerChurnClassifier:
         config = self.config
         network = _build_network(model, config, device=self.device_)
         self._tokenizer, self._model, self._network = tokenizer, model, network
-        train_ids = tokenize(tokenizer, texts, max_length=config.max_length)
+        train_ids = tokenize(tokenizer, texts, max_length=usable_max_length(model, config.max_length))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         batches_per_epoch = math.ceil(len(texts) / config.batch_size)
         updates_per_epoch = math.ceil(batches_per_epoch / config.grad_accum_steps)
@@ -418,7 +419,7 @@ class TransformerChurnClassifier:
             return np.zeros(0)
         was_training = network.head.training
         network.train(False)
-        tokenized = tokenize(self._tokenizer, texts, max_length=self.config.max_length)
+        tokenized = tokenize(self._tokenizer, texts, max_length=usable_max_length(self._model, self.config.max_length))
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
         output = np.empty(len(texts), dtype=np.float64)
         with torch.inference_mode():
