@@ -7,7 +7,8 @@ Synthesised customer texts of about ``--tokens`` tokens each (no dataset needed)
 ``--demo-store``, the serialised training snapshots of the demo store's backtest (a store generated in a
 scratch database as ``make demo`` does; as-of 2026-09-27, 60-day horizon), of which ``--texts`` drawn at random
 are trained on and 32 others validate, and the epoch over the whole training set is extrapolated from the
-measured texts/s; ``--texts 0`` trains on all of them but the 32 (a measured epoch, nothing extrapolated). One epoch per mode (batch 16, max_length 256), on CUDA when present and on CPU otherwise.
+measured texts/s; ``--texts 0`` trains on all of them but the 32 (a measured epoch, nothing extrapolated).
+One epoch per mode (batch 16, max_length 256), on CUDA when present and on CPU otherwise.
 ``frozen`` is the time to encode every text once (no cache) and fit the logistic head; the other modes are one
 pass of training plus scoring a 32-text validation set. Prints seconds per epoch and texts/s per mode.
 """
