@@ -3,6 +3,7 @@ projection names, no token types) through encoding, int8, every fine-tuning mode
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,27 @@ def test_every_mode_fits_and_reloads_to_identical_probabilities(
     if (family, mode) in TRAINED:
         assert any(TRAINED[family, mode] in name for name in model._network.trainable), sorted(model._network.trainable)
     np.testing.assert_allclose(reloaded.predict_proba([*held_out_texts, " ".join(texts)]), probabilities, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("mode", ["frozen", "lora"])
+def test_the_churn_model_fits_saves_loads_and_explains_on_a_roberta_encoder(
+    mode: str, family_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    from ml.churn_model import ChurnModel
+    from ml.snapshot import snapshot_at
+
+    from .churn_histories import churn_histories
+    from .test_churn_model import AS_OF, _config
+
+    histories = churn_histories(90)
+    model = ChurnModel(_config(mode, family_dirs["roberta"])).fit(histories, as_of=AS_OF)
+    snapshots = [snapshot_at(history, AS_OF) for history in histories[:6]]
+    model.save(tmp_path / "model")
+    reloaded = ChurnModel.load(tmp_path / "model", device="cpu")
+
+    np.testing.assert_allclose(reloaded.predict_proba(snapshots), model.predict_proba(snapshots), atol=1e-6)
+    explanations = reloaded.explain(snapshots[:2], top_n=4)
+    assert all(1 <= len(factors) <= 4 for factors in explanations)
+    metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert metadata["encoder"]["id"] == str(family_dirs["roberta"]) and metadata["mode"] == mode
