@@ -17,6 +17,8 @@ from tests.tiny_bert import LETTERS, write_tiny_bert, write_tiny_distilbert, wri
 from .conftest import WORDS, keyword_texts
 from .test_finetune import FAST
 
+# peft still calls transformers' deprecated is_gradient_checkpointing when it wraps a model.
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 POSITIONS = 40  # fewer than the default max_length of 256: long texts must be cut to fit, not crash
 
 
@@ -100,7 +102,6 @@ def test_every_mode_fits_and_reloads_to_identical_probabilities(
     np.testing.assert_allclose(reloaded.predict_proba([*held_out_texts, " ".join(texts)]), probabilities, atol=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.parametrize("mode", ["frozen", "lora"])
 def test_the_churn_model_fits_saves_loads_and_explains_on_a_roberta_encoder(
     mode: str, family_dirs: dict[str, Path], tmp_path: Path
