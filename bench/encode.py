@@ -17,7 +17,8 @@ the same rounds: its speed-up over the naive loop, how close its vectors are to 
 similarity), and its operations per second against the machine's int8 matrix-multiply peak (``torch._int_mm``).
 ``--compare-torch-quantization`` also prints how far torch's own dynamic quantisation (one activation scale per
 batch, deprecated in torch 2.13) moves the vectors, with per-tensor and per-channel weights: the comparison that
-chose per-token scales for :mod:`ml.quantize`.
+chose per-token scales for :mod:`ml.quantize`. ``--profile`` prints where the float32 encoder's time goes (torch
+profiler, one batch at a time on one thread) and its speed with the eager attention implementation instead of SDPA.
 
 Texts are synthesised customer messages of realistic, varied lengths (no dataset needed). Targets: at least
 3x the naive loop and at least 60% of the measured peak.
@@ -147,6 +148,46 @@ def compare_torch_quantization(tokenizer, model, texts: list[str], exact: np.nda
         )
 
 
+def profile_float32(tokenizer, model, texts: list[str], batching: dict, *, rounds: int) -> None:  # noqa: ANN001
+    """Share of the float32 encoder's time per operator, and eager against SDPA attention (best of ``rounds``)."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import AutoModel
+
+    from ml.encoder import resolve_encoder_path
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    encoder = TextEncoder(tokenizer, model, device="cpu", workers=1, **batching)
+    encoder.encode(texts)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        encoder.encode(texts)
+    events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    shares = ", ".join(f"{event.key} {event.self_cpu_time_total / total:.1%}" for event in events[:6])
+    print(f"float32 profile (one batch at a time, one thread): {shares}")
+    config = model.config
+    lengths = tokenize(tokenizer, texts, max_length=encoder.max_length).lengths
+    dense = (
+        config.num_hidden_layers * 2 * (4 * config.hidden_size**2 + 2 * config.hidden_size * config.intermediate_size)
+    )
+    addmm = sum(event.self_cpu_time_total for event in events if event.key == "aten::addmm") / 1e6
+    rate, peak = dense * lengths.sum() / addmm, matmul_peak()
+    print(f"linear layers: {rate / 1e9:.1f} GFLOP/s = {rate / peak:.0%} of one thread's fp32 peak ({peak / 1e9:.1f})")
+    torch.set_num_threads(threads)
+    eager_model = AutoModel.from_pretrained(resolve_encoder_path(None), attn_implementation="eager").eval()
+    speeds = {}
+    for name, candidate in (("sdpa", model), ("eager", eager_model)):
+        timed = TextEncoder(tokenizer, candidate, device="cpu", **batching)
+        timed.encode(texts[:16])
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            timed.encode(texts)
+            best = min(best, time.perf_counter() - started)
+        speeds[name] = len(texts) / best
+    print(f"attention: SDPA {speeds['sdpa']:.1f} customers/s, eager {speeds['eager']:.1f} customers/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=64, help="number of customer texts")
@@ -160,6 +201,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-torch-quantization", action="store_true", help="cosine of torch's dynamic int8 to float32"
     )
+    parser.add_argument("--profile", action="store_true", help="float32 time per operator; eager vs SDPA attention")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -248,6 +290,8 @@ def main() -> None:
     print(f"(a) int8: speed-up over the naive (float32) loop: {naive / int8_best:.2f}x (target >= 3x)")
     if args.compare_torch_quantization:
         compare_torch_quantization(tokenizer, model, texts, vectors, batching)
+    if args.profile:
+        profile_float32(tokenizer, model, texts, batching, rounds=args.rounds)
     print(
         f"(b) int8: {flops / int8_best / 1e9:.1f} G operations/s = {flops / int8_best / int8_peak:.0%} of the measured "
         f"int8 matmul peak ({int8_peak / 1e9:.1f} G operations/s, torch._int_mm 2048^3; each: "
