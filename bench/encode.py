@@ -82,9 +82,14 @@ def synthesise_texts(n: int, *, seed: int = 0) -> list[str]:
     return texts
 
 
+def dense_flops_per_token(*, hidden: int, intermediate: int) -> int:
+    """FLOPs of one layer's linear layers (Q, K, V, output, and the two feed-forward ones) for one token."""
+    return 2 * (4 * hidden * hidden + 2 * hidden * intermediate)
+
+
 def encoder_flops(lengths: np.ndarray, *, layers: int, hidden: int, intermediate: int) -> float:
     """Forward FLOPs of the transformer layers for texts of these real token lengths."""
-    per_token_dense = 2 * (4 * hidden * hidden + 2 * hidden * intermediate)
+    per_token_dense = dense_flops_per_token(hidden=hidden, intermediate=intermediate)
     lengths = lengths.astype(np.float64)
     return float(layers * (per_token_dense * lengths.sum() + 4 * hidden * (lengths**2).sum()))
 
@@ -167,8 +172,8 @@ def profile_float32(tokenizer, model, texts: list[str], batching: dict, *, round
     print(f"float32 profile (one batch at a time, one thread): {shares}")
     config = model.config
     lengths = tokenize(tokenizer, texts, max_length=encoder.max_length).lengths
-    dense = (
-        config.num_hidden_layers * 2 * (4 * config.hidden_size**2 + 2 * config.hidden_size * config.intermediate_size)
+    dense = config.num_hidden_layers * dense_flops_per_token(
+        hidden=config.hidden_size, intermediate=config.intermediate_size
     )
     addmm = sum(event.self_cpu_time_total for event in events if event.key == "aten::addmm") / 1e6
     rate, peak = dense * lengths.sum() / addmm, matmul_peak()
@@ -288,15 +293,15 @@ def main() -> None:
         f"cosine similarity to the float32 vectors: min {cosine.min():.4f}, mean {cosine.mean():.4f}"
     )
     print(f"(a) int8: speed-up over the naive (float32) loop: {naive / int8_best:.2f}x (target >= 3x)")
-    if args.compare_torch_quantization:
-        compare_torch_quantization(tokenizer, model, texts, vectors, batching)
-    if args.profile:
-        profile_float32(tokenizer, model, texts, batching, rounds=args.rounds)
     print(
         f"(b) int8: {flops / int8_best / 1e9:.1f} G operations/s = {flops / int8_best / int8_peak:.0%} of the measured "
         f"int8 matmul peak ({int8_peak / 1e9:.1f} G operations/s, torch._int_mm 2048^3; each: "
         f"{', '.join(f'{p / 1e9:.0f}' for p in int8_peaks)})"
     )
+    if args.compare_torch_quantization:
+        compare_torch_quantization(tokenizer, model, texts, vectors, batching)
+    if args.profile:
+        profile_float32(tokenizer, model, texts, batching, rounds=args.rounds)
 
 
 if __name__ == "__main__":
