@@ -49,7 +49,7 @@ import pandas as pd
 
 from ml.artifacts import ArtifactError, library_versions, load_artifact, save_artifact
 from ml.data import CustomerHistory
-from ml.features import FeatureBuilder, FeatureConfig
+from ml.features import FeatureBuilder, FeatureConfig, column_kinds
 from ml.hybrid import HybridChurnModel, HybridConfig, SharedEmbedder
 from ml.metrics import churn_metrics
 from ml.serialize import SerializeConfig, serialize_snapshot
@@ -197,9 +197,10 @@ class ChurnModel:
         return [serialize_snapshot(s, config=self.config.serialize) for s in snapshots]
 
     def _frame(self, snapshots: Sequence[Snapshot]) -> pd.DataFrame:
-        frame = self._builder().build(list(snapshots)).reset_index(drop=True)
         if not hasattr(self, "column_kinds_"):
-            return frame
+            return self._builder().build(list(snapshots)).reset_index(drop=True)
+        # Attributes are converted to the kinds recorded at training, value by value (never from the batch).
+        frame = self._builder().build(list(snapshots), attribute_kinds=self.column_kinds_).reset_index(drop=True)
         aligned: dict[str, pd.Series] = {}
         for column, kind in self.column_kinds_.items():
             values = frame[column] if column in frame.columns else pd.Series([None] * len(frame), dtype=object)
@@ -251,10 +252,7 @@ class ChurnModel:
         report(0.05, f"features and texts of {len(train_rows)} training and {len(holdout_rows)} holdout snapshots")
         train_snapshots = [r.snapshot for r in train_rows]
         train_frame = self._builder().build(train_snapshots).reset_index(drop=True)
-        self.column_kinds_ = {
-            str(c): "numeric" if pd.api.types.is_numeric_dtype(train_frame[c]) else "categorical"
-            for c in train_frame.columns
-        }
+        self.column_kinds_ = column_kinds(train_frame)
         y_train = np.array([r.label for r in train_rows], dtype=int)
         hybrid = HybridChurnModel(config.hybrid, embedder=self._embedder)
         hybrid.fit(

@@ -33,7 +33,7 @@ from ml.baselines import (
     RecencyRule,
 )
 from ml.data import CustomerHistory
-from ml.features import FeatureBuilder, ProfileData
+from ml.features import FeatureBuilder, ProfileData, column_kinds
 from ml.metrics import METRIC_NAMES, churn_metrics
 from ml.serialize import TokenCounter, serialize_profile, serialize_snapshot
 from ml.snapshot import (
@@ -351,21 +351,19 @@ def backtest_data(
     test_rows = labelled_snapshots(histories, [setup.as_of], config=config, rule=setup.eligibility)
     recency = "days_since_last_order" if config.activity == "orders" else "days_since_last_activity"
 
-    def fold(rows: list, side: str) -> FoldData:  # noqa: ANN001 - LabelledSnapshot list
+    def fold(rows: list, side: str, kinds: dict[str, str] | None = None) -> FoldData:  # noqa: ANN001 - LabelledSnapshot list
         snapshots = [r.snapshot for r in rows]
-        frame = builder.build(snapshots, progress=f"features of the {side} snapshots" if progress else None)
-        frame = frame.reset_index(drop=True)
+        description = f"features of the {side} snapshots" if progress else None
+        frame = builder.build(snapshots, progress=description, attribute_kinds=kinds).reset_index(drop=True)
         texts = [serialize_snapshot(s, count_tokens=count_tokens) for s in snapshots] if with_texts else None
         ids = [f"{r.snapshot.customer.id}@{r.cutoff:%Y-%m-%d}" for r in rows]
         return FoldData(
             frame=frame, y=np.array([r.label for r in rows], dtype=int), ids=ids, texts=texts, recency_column=recency
         )
 
-    train, test = fold(train_rows, "training"), fold(test_rows, "test")
-    # Attribute columns present at one cutoff only are added as missing on the other side.
-    for column in train.frame.columns.difference(test.frame.columns):
-        test.frame[column] = np.nan if pd.api.types.is_numeric_dtype(train.frame[column]) else None
-    test = replace(test, frame=test.frame[list(train.frame.columns)])
+    train = fold(train_rows, "training")
+    # The test side takes the training side's attribute columns and kinds (absent ones come out missing).
+    test = fold(test_rows, "test", column_kinds(train.frame))
     notes = [f"training cutoffs: {', '.join(f'{c:%Y-%m-%d}' for c in cutoffs)}"]
     return BacktestData(train=train, test=test, cutoffs=cutoffs, notes=notes)
 

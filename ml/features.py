@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ __all__ = [
     "FeatureConfig",
     "ProfileData",
     "ProfileError",
+    "column_kinds",
     "describe_feature",
     "load_profile_file",
     "prepare_profile",
@@ -105,29 +106,44 @@ class FeatureBuilder:
 
     config: FeatureConfig = field(default_factory=FeatureConfig)
 
-    def build(self, snapshots: Sequence[Snapshot], *, progress: str | None = None) -> pd.DataFrame:
+    def build(
+        self,
+        snapshots: Sequence[Snapshot],
+        *,
+        progress: str | None = None,
+        attribute_kinds: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
         """Features of each snapshot. Raises ``LookAheadError`` if a snapshot holds a row after its cutoff.
 
         Args:
             snapshots: the customers at their cutoffs.
             progress: when given, a tqdm bar with this description.
+            attribute_kinds: the ``attr_*`` columns and their kinds (``"numeric"`` or ``"categorical"``, as
+                :func:`column_kinds` gives them) recorded when a model was trained. Each value is then converted
+                to its column's kind on its own, so a customer's features never depend on the other customers of
+                the batch; columns absent from the mapping are dropped and missing ones added as missing. Without
+                it (training) each column's kind is inferred from the batch: numeric when every value is a number.
         """
         from tqdm.auto import tqdm
 
         rows = [self._row(s) for s in tqdm(snapshots, desc=progress, disable=progress is None, leave=False)]
         frame = pd.DataFrame.from_records(rows, index=[s.customer.id for s in snapshots])
-        if not rows:
+        if not rows and attribute_kinds is None:
             return frame
         frame.index.name = "customer_id"
         ordered = self.numeric_names() + ["segment", "country"]
-        attribute_columns = sorted(c for c in frame.columns if c.startswith("attr_"))
-        for column in attribute_columns:
-            values = frame[column]
-            if values.map(_is_number_or_missing).all():
-                frame[column] = pd.to_numeric(values.map(_as_float), errors="coerce").astype(float)
+        if attribute_kinds is None:
+            found = sorted(c for c in frame.columns if c.startswith("attr_"))
+            kinds = {c: "numeric" if frame[c].map(_is_number_or_missing).all() else "categorical" for c in found}
+        else:
+            kinds = {c: k for c, k in attribute_kinds.items() if c.startswith("attr_")}
+        for column, kind in kinds.items():
+            values = frame[column] if column in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+            if kind == "numeric":
+                frame[column] = values.map(_as_number).astype(float)
             else:
-                frame[column] = values.map(lambda v: None if _missing(v) else str(v)).astype(object)
-        return frame[ordered + attribute_columns]
+                frame[column] = values.map(_as_category).astype(object)
+        return frame.reindex(columns=ordered + list(kinds))
 
     def numeric_names(self) -> list[str]:
         c = self.config
@@ -246,8 +262,34 @@ def _is_number_or_missing(value: object) -> bool:
     return _missing(value) or (isinstance(value, int | float) and not isinstance(value, str))
 
 
-def _as_float(value: object) -> float:
-    return math.nan if _missing(value) else float(value)  # type: ignore[arg-type]
+def _as_number(value: object) -> float:
+    """A raw attribute value as a float: numbers and booleans as they are, numeric text parsed, anything else NaN."""
+    if _missing(value):
+        return math.nan
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+def _as_category(value: object) -> str | None:
+    """A raw attribute value as a category: one spelling per value, so ``1``, ``1.0`` and ``"1"`` are one category."""
+    if _missing(value):
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def column_kinds(frame: pd.DataFrame) -> dict[str, str]:
+    """``{column: "numeric" | "categorical"}`` of a feature frame, as a model records them when it is trained."""
+    return {str(c): "numeric" if pd.api.types.is_numeric_dtype(frame[c]) else "categorical" for c in frame.columns}
 
 
 # --- profile files (one row per customer, a label column, no timestamps) ---------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -196,3 +197,24 @@ def test_score_without_text_reports_no_encodings(tiny_bert_dir: Path, histories:
     np.testing.assert_array_equal(batch.probabilities, model.predict_proba(snapshots))
     assert batch.factors == model.explain(snapshots, top_n=3)
     assert batch.texts_encoded is None and batch.explanation_texts_encoded is None
+
+
+def test_a_customers_probability_does_not_depend_on_the_rest_of_the_batch(tiny_bert_dir: Path) -> None:
+    # "plan" mixes numbers and words (a categorical column at training), "vip" is a flag (numeric); churners are
+    # mostly on plan 1 and not vip. A batch of plan-1 customers alone looks numeric; a word in "vip" looks categorical.
+    histories = []
+    for i, h in enumerate(churn_histories(120)):
+        leaves = not h.orders or h.orders[-1].placed_at < START + timedelta(days=250)
+        plan = 1 if leaves and i % 10 else ("premium", 2)[i % 2]
+        histories.append(replace(h, customer=replace(h.customer, attributes={"plan": plan, "vip": not leaves})))
+    model = ChurnModel(_config("none", tiny_bert_dir)).fit(histories, as_of=AS_OF)
+    snapshots = [snapshot_at(h, AS_OF) for h in histories]
+    plain = next(i for i, h in enumerate(histories) if h.customer.attributes == {"plan": 1, "vip": False})
+    odd_history = replace(histories[0], customer=replace(histories[0].customer, attributes={"plan": "x", "vip": "yes"}))
+
+    alone = model.predict_proba([snapshots[plain]])[0]
+    with_an_odd_one = model.predict_proba([snapshots[plain], snapshot_at(odd_history, AS_OF)])[0]
+    everyone = model.predict_proba(snapshots)[plain]
+
+    assert model.column_kinds_ == {**model.column_kinds_, "attr_plan": "categorical", "attr_vip": "numeric"}
+    assert alone == with_an_odd_one == everyone

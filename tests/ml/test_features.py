@@ -110,3 +110,29 @@ def test_profile_numeric_positive_label_and_clear_errors() -> None:
         prepare_profile(raw, label_col="Churn", positive="Yes")
     with pytest.raises(ProfileError, match="row 3: label column 'Churn' is empty"):
         prepare_profile(pd.DataFrame({"x": [1, 2], "Churn": ["1", ""]}), label_col="Churn", positive="1")
+
+
+def _with_attributes(*attributes: dict[str, object]) -> list:
+    return [
+        snapshot_at(CustomerHistory(customer=CustomerRecord(id=f"c{i}", attributes=a)), AS_OF)
+        for i, a in enumerate(attributes)
+    ]
+
+
+def test_attribute_kinds_recorded_at_training_make_each_row_independent_of_its_batch() -> None:
+    training = FeatureBuilder().build(_with_attributes({"plan": 1}, {"plan": "premium"}, {"plan": 2.0}))
+    assert training["attr_plan"].tolist() == ["1", "premium", "2"]  # 1, 1.0 and "1" are one category
+    kinds = {"attr_plan": "categorical", "attr_vip": "numeric"}
+    alone = FeatureBuilder().build(_with_attributes({"plan": 1.0, "vip": True}), attribute_kinds=kinds)
+    mixed = FeatureBuilder().build(
+        _with_attributes({"plan": 1.0, "vip": True}, {"plan": "premium", "vip": "yes", "new": 3}), attribute_kinds=kinds
+    )
+    assert alone["attr_plan"].tolist() == ["1"] and mixed["attr_plan"].tolist() == ["1", "premium"]
+    # A value of another kind spoils only its own row; columns unknown at training are dropped.
+    assert alone["attr_vip"].tolist() == [1.0] and mixed["attr_vip"].iloc[0] == 1.0
+    assert math.isnan(mixed["attr_vip"].iloc[1]) and "attr_new" not in mixed.columns
+    # Missing columns come out missing, in the recorded order.
+    empty = FeatureBuilder().build(_with_attributes({}), attribute_kinds=kinds)
+    assert list(empty.columns[-2:]) == ["attr_plan", "attr_vip"]
+    assert empty["attr_plan"].iloc[0] is None and math.isnan(empty["attr_vip"].iloc[0])
+    assert FeatureBuilder().build(_with_attributes({"vip": " 2.5 "}), attribute_kinds=kinds)["attr_vip"].iloc[0] == 2.5
