@@ -477,6 +477,13 @@ class LightGBMChurn:
                 self.categories_[column] = sorted(
                     sorted(counts.index, key=lambda v: (-counts[v], v))[: o.max_categories]
                 )
+        counts = np.bincount(labels, minlength=2)
+        held_out = math.ceil(o.inner_valid_fraction * len(labels))
+        if counts.min() < 2 or held_out < 2 or len(labels) - held_out < 2:
+            raise ValueError(
+                f"LightGBM needs at least 2 churners and 2 non-churners, and 4 rows for its inner split (it holds "
+                f"{o.inner_valid_fraction:.0%} out to choose its trees); got {counts.tolist()} (non-churners, churners)"
+            )
         x = self._matrix(frame)
         categorical = [c for c in self.columns_ if c in self.categories_]
         inner_train, inner_valid = train_test_split(

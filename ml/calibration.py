@@ -88,49 +88,75 @@ class Calibrator:
     Attributes (after :meth:`fit`):
         method_: the method used (``"isotonic"``, ``"platt"`` or ``"none"``).
         cv_brier_: cross-validated Brier score of each method compared (empty unless ``method="auto"``).
+        held_out_: the chosen method's calibrated scores of the fitted rows, each from a calibration fitted on the
+            other folds (None when the rows are too few to fold; not saved): what its quality is measured on.
     """
 
     def __init__(self, config: CalibrationConfig | None = None) -> None:
         self.config = config or CalibrationConfig()
         self.method_: str | None = None
         self.cv_brier_: dict[str, float] = {}
+        self.held_out_: np.ndarray | None = None
         self.platt_: tuple[float, float] = (1.0, 0.0)
         self.isotonic_x_: np.ndarray = np.zeros(0)
         self.isotonic_y_: np.ndarray = np.zeros(0)
 
-    def fit(self, scores: Sequence[float] | np.ndarray, y: Sequence[int] | np.ndarray) -> Calibrator:
-        """Fit on held-out scores and their 0/1 labels; returns ``self``."""
+    def fit(
+        self,
+        scores: Sequence[float] | np.ndarray,
+        y: Sequence[int] | np.ndarray,
+        *,
+        groups: Sequence[object] | None = None,
+    ) -> Calibrator:
+        """Fit on held-out scores and their 0/1 labels; returns ``self``.
+
+        ``groups`` (one customer id per row) keeps each customer's rows in one fold of the cross-validation that
+        compares the methods and gives :attr:`held_out_`.
+        """
         s, labels = _check(scores, y)
         method = self.config.method
+        compared = ["platt", "isotonic"] if method == "auto" else [method]
+        held_out = self._cross_fit(s, labels, compared, groups)
         self.cv_brier_ = {}
-        if method == "auto":
-            self.cv_brier_ = self._compare(s, labels)
+        if method == "auto" and all(p is None for p in held_out.values()):
+            self.cv_brier_, method = {"platt": math.nan}, "platt"  # too few rows to compare: the 2-parameter fit
+        elif method == "auto":
+            self.cv_brier_ = {m: float(np.mean((p - labels) ** 2)) for m, p in held_out.items() if p is not None}
             method = min(self.cv_brier_, key=lambda m: (round(self.cv_brier_[m], 12), m != "platt"))
         self.method_ = method
         if method == "platt":
             self.platt_ = _fit_platt(s, labels)
         elif method == "isotonic":
             self.isotonic_x_, self.isotonic_y_ = _fit_isotonic(s, labels)
+        self.held_out_ = held_out.get(method)
         return self
 
-    def _compare(self, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        from sklearn.model_selection import StratifiedKFold
+    def _cross_fit(
+        self, scores: np.ndarray, labels: np.ndarray, methods: list[str], groups: Sequence[object] | None
+    ) -> dict[str, np.ndarray | None]:
+        """Each method's calibrated scores of every row from a fit on the other folds (None: too few rows)."""
+        from ml.folds import stratified_folds
 
-        methods = ["platt"]
-        if len(labels) >= self.config.min_isotonic_rows:
-            methods.append("isotonic")
+        if "isotonic" in methods and "platt" in methods and len(labels) < self.config.min_isotonic_rows:
+            methods = ["platt"]
+        if methods == ["none"]:
+            return {"none": np.clip(scores, 0.0, 1.0)}
         folds = min(self.config.folds, int(np.bincount(labels, minlength=2).min()))
-        if folds < 2:
-            return {"platt": math.nan}
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.config.random_state)
+        try:
+            splits = stratified_folds(labels, folds, seed=self.config.random_state, groups=groups) if folds >= 2 else []
+        except ValueError:
+            splits = []
+        if not splits or any(len(np.unique(labels[train])) < 2 for train, _ in splits):
+            return {m: None for m in methods}
         held_out = {m: np.zeros(len(labels)) for m in methods}
-        for train, test in splitter.split(scores[:, None], labels):
-            a, b = _fit_platt(scores[train], labels[train])
-            held_out["platt"][test] = _apply_platt(scores[test], a, b)
+        for train, test in splits:
+            if "platt" in held_out:
+                a, b = _fit_platt(scores[train], labels[train])
+                held_out["platt"][test] = _apply_platt(scores[test], a, b)
             if "isotonic" in held_out:
                 x, y = _fit_isotonic(scores[train], labels[train])
                 held_out["isotonic"][test] = _apply_isotonic(scores[test], x, y)
-        return {m: float(np.mean((p - labels) ** 2)) for m, p in held_out.items()}
+        return dict(held_out)
 
     def transform(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:
         """Calibrated churn probabilities, shape ``(n,)``."""

@@ -260,6 +260,7 @@ class ChurnModel:
             self._texts(train_snapshots),
             y_train,
             progress=lambda fraction, message: report(0.1 + 0.8 * fraction, message),
+            groups=[s.customer.id for s in train_snapshots],
         )
         self.hybrid_ = hybrid
         holdout_snapshots = [r.snapshot for r in holdout_rows]

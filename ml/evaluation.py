@@ -67,6 +67,7 @@ class FoldData:
     ids: list[str]
     texts: list[str] | None = None
     recency_column: str | None = None
+    groups: list[str] | None = None  # the customer of each row, where a customer has rows at several cutoffs
 
     def take(self, rows: np.ndarray) -> FoldData:
         return replace(
@@ -75,6 +76,7 @@ class FoldData:
             y=self.y[rows],
             ids=[self.ids[i] for i in rows],
             texts=[self.texts[i] for i in rows] if self.texts is not None else None,
+            groups=[self.groups[i] for i in rows] if self.groups is not None else None,
         )
 
 
@@ -358,7 +360,12 @@ def backtest_data(
         texts = [serialize_snapshot(s, count_tokens=count_tokens) for s in snapshots] if with_texts else None
         ids = [f"{r.snapshot.customer.id}@{r.cutoff:%Y-%m-%d}" for r in rows]
         return FoldData(
-            frame=frame, y=np.array([r.label for r in rows], dtype=int), ids=ids, texts=texts, recency_column=recency
+            frame=frame,
+            y=np.array([r.label for r in rows], dtype=int),
+            ids=ids,
+            texts=texts,
+            recency_column=recency,
+            groups=[str(r.snapshot.customer.id) for r in rows],
         )
 
     train = fold(train_rows, "training")

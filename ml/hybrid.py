@@ -3,7 +3,8 @@
 How :meth:`HybridChurnModel.fit` works (``K = inner_folds``)::
 
     training rows ──StratifiedKFold(K)──► for each fold k: text model fitted on the other K-1 folds
-                                          scores the rows of fold k  → out-of-fold text score
+    (each customer's rows                 scores the rows of fold k  → out-of-fold text score
+     in one fold: ml.folds)
     features + out-of-fold text score (+ optional PCA dimensions of the frozen embeddings)
         ├─► per leaf count of the grid, with and without the text columns: K LightGBM fits on the same folds
         │   → out-of-fold raw scores; the variant with the best out-of-fold ROC AUC wins (so the text score
@@ -46,6 +47,7 @@ from ml.baselines import LightGBMChurn, LightGBMOptions
 from ml.calibration import CalibrationConfig, Calibrator
 from ml.encoder import QUANTIZATIONS
 from ml.finetune import FineTuneConfig
+from ml.folds import stratified_folds
 from ml.metrics import churn_metrics, roc_auc
 from ml.text_baseline import TfidfOptions
 
@@ -467,10 +469,13 @@ class HybridChurnModel:
         y: Sequence[int] | np.ndarray,
         *,
         progress: ProgressCallback | None = None,
+        groups: Sequence[object] | None = None,
     ) -> HybridChurnModel:
-        """Fit on a feature frame, one text per row (``None`` when ``text_mode="none"``) and 0/1 labels."""
-        from sklearn.model_selection import StratifiedKFold
+        """Fit on a feature frame, one text per row (``None`` when ``text_mode="none"``) and 0/1 labels.
 
+        ``groups`` (one customer id per row, for rows of the same customers at several cutoffs) keeps each
+        customer's rows in one fold, so no out-of-fold score comes from a model that saw the same customer.
+        """
         labels = _binary_labels(y)
         n = len(labels)
         if len(frame) != n:
@@ -487,8 +492,14 @@ class HybridChurnModel:
             )
         report = progress or (lambda fraction, message: None)
         frame = frame.reset_index(drop=True)
-        splitter = StratifiedKFold(n_splits=config.inner_folds, shuffle=True, random_state=config.seed)
-        splits = list(splitter.split(np.zeros(n), labels))
+        splits = stratified_folds(labels, config.inner_folds, seed=config.seed, groups=groups)
+        for fold, (train_rows, _) in enumerate(splits):
+            if np.bincount(labels[train_rows], minlength=2).min() < 2:
+                raise ValueError(
+                    f"the out-of-fold stacking needs at least 2 churners and 2 non-churners outside each of its "
+                    f"{config.inner_folds} folds; outside fold {fold + 1} there are "
+                    f"{np.bincount(labels[train_rows], minlength=2).tolist()}: train on more customers"
+                )
         self.columns_ = [str(c) for c in frame.columns]
         self.oof_text_score_ = np.full(n, np.nan)
         self.oof_fold_ = np.full(n, -1, dtype=int)
@@ -552,8 +563,13 @@ class HybridChurnModel:
         assert best is not None
         _, self.lightgbm_options_, dropped, raw_oof = best
         self.text_selected_ = self.uses_text and TEXT_SCORE_COLUMN not in dropped
-        self.calibrator_ = Calibrator(config.calibration).fit(raw_oof, labels)
-        self.oof_metrics_ = churn_metrics(labels, self.calibrator_.transform(raw_oof))
+        self.calibrator_ = Calibrator(config.calibration).fit(raw_oof, labels, groups=groups)
+        # Measured on calibrated scores that are themselves held out (each from a calibration fitted on the
+        # other folds); only with too few rows to fold is the calibration measured on what it was fitted on.
+        held_out = self.calibrator_.held_out_
+        self.oof_metrics_ = churn_metrics(
+            labels, held_out if held_out is not None else self.calibrator_.transform(raw_oof)
+        )
         # LightGBM reads only the columns it was trained on, so a stacked frame with text columns still fits it.
         inputs = stacked.drop(columns=dropped)
         self.lightgbm_ = LightGBMChurn(self.lightgbm_options_).fit(inputs, labels)

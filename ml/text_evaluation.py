@@ -135,17 +135,18 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
         return _TextAdapter(classifier.fit(texts, train.y))
 
     def hybrid(train: FoldData) -> FittedModel:
-        model = HybridChurnModel(base, embedder=embedder).fit(train.frame, _texts_of(train, "hybrid"), train.y)
+        texts = _texts_of(train, "hybrid")
+        model = HybridChurnModel(base, embedder=embedder).fit(train.frame, texts, train.y, groups=train.groups)
         return _HybridAdapter(model)
 
     def hybrid_no_messages(train: FoldData) -> FittedModel:
         texts = [strip_messages(t) for t in _texts_of(train, "hybrid_no_messages")]
-        model = HybridChurnModel(base, embedder=embedder).fit(train.frame, texts, train.y)
+        model = HybridChurnModel(base, embedder=embedder).fit(train.frame, texts, train.y, groups=train.groups)
         return _HybridAdapter(model, messages=False)
 
     def hybrid_no_text(train: FoldData) -> FittedModel:
         config = replace(base, text_mode="none", embedding_dims=0)
-        return _HybridAdapter(HybridChurnModel(config).fit(train.frame, None, train.y))
+        return _HybridAdapter(HybridChurnModel(config).fit(train.frame, None, train.y, groups=train.groups))
 
     if "tfidf" not in MODEL_REGISTRY:
 

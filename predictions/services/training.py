@@ -52,6 +52,8 @@ def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options:
     )
     if "inner_folds" in options:
         hybrid = replace(hybrid, inner_folds=int(options["inner_folds"]))  # type: ignore[arg-type]
+    if options.get("keep_text"):
+        hybrid = replace(hybrid, select_text_by_cv=False)
     config = ChurnModelConfig(horizon_days=horizon_days, lead_days=lead_days, hybrid=hybrid)
     if "max_training_cutoffs" in options:
         config = replace(config, max_training_cutoffs=options["max_training_cutoffs"])  # type: ignore[arg-type]

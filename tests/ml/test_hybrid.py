@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ml.baselines import LightGBMOptions
+from ml.baselines import LightGBMChurn, LightGBMOptions
+from ml.calibration import CalibrationConfig
 from ml.hybrid import TEXT_SCORE_COLUMN, HybridChurnModel, HybridConfig, SharedEmbedder
+from ml.metrics import churn_metrics
 
 from .conftest import keyword_texts
 
@@ -82,6 +84,49 @@ def test_a_label_memorising_text_model_gives_the_lightgbm_stage_no_information_a
 
     assert np.all(model.oof_text_score_ == 0.5), "an out-of-fold score leaked a training label"
     assert model.lightgbm_.feature_importances().get(TEXT_SCORE_COLUMN, 0.0) == 0.0
+
+
+def test_a_customers_rows_at_several_cutoffs_stay_in_one_fold(tiny_bert_dir: Path) -> None:
+    # Each customer appears at three cutoffs with the same text and label: a model that saw one of the rows
+    # knows the others. Row folds leak that; folds grouped by customer do not.
+    frame, texts, y = _data(60)
+    rows = np.repeat(np.arange(60), 3)
+    frame, texts, y = frame.iloc[rows].reset_index(drop=True), [texts[i] for i in rows], y[rows]
+    customers = [f"c{i}" for i in rows]
+    config = _config("tfidf", tiny_bert_dir)
+
+    grouped = HybridChurnModel(config, text_model_factory=LookupTextModel).fit(frame, texts, y, groups=customers)
+    by_row = HybridChurnModel(config, text_model_factory=LookupTextModel).fit(frame, texts, y)
+
+    assert np.all(grouped.oof_text_score_ == 0.5), "an out-of-fold score came from a model that saw the customer"
+    for fold, train_rows in enumerate(grouped.text_fold_train_rows_):
+        held_out = {customers[i] for i in np.flatnonzero(grouped.oof_fold_ == fold)}
+        assert held_out.isdisjoint(customers[i] for i in train_rows)
+    assert roc_auc_score(y, by_row.oof_text_score_) > 0.95  # what the grouping prevents
+    with pytest.raises(ValueError, match="2 customers cannot fill 3 folds"):
+        HybridChurnModel(config).fit(frame[:6], texts[:6], y[:6] * 0 + np.array([0, 1] * 3), groups=["a", "b"] * 3)
+
+
+def test_the_out_of_fold_metrics_measure_a_calibration_that_did_not_see_those_scores(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data(160)
+    config = _config("tfidf", tiny_bert_dir, calibration=CalibrationConfig(method="isotonic"))
+
+    model = HybridChurnModel(config).fit(frame, texts, y)
+
+    held_out = model.calibrator_.held_out_
+    assert held_out is not None and model.oof_metrics_ == churn_metrics(y, held_out)
+    raw = model.raw_scores_from_stacked(model.stacked_frame(frame, texts))
+    assert not np.allclose(held_out, model.calibrator_.transform(raw))
+
+
+def test_too_few_churners_for_the_stacking_folds_is_refused_in_plain_words(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data(40)
+    y = np.zeros(40, dtype=int)
+    y[:2] = 1
+    with pytest.raises(ValueError, match="at least 2 churners and 2 non-churners outside each of its 2 folds"):
+        HybridChurnModel(_config("none", tiny_bert_dir, inner_folds=2)).fit(frame, None, y)
+    with pytest.raises(ValueError, match=r"LightGBM needs at least 2 churners and 2 non-churners.*\[5, 1\]"):
+        LightGBMChurn(FAST_LIGHTGBM).fit(frame[:6], np.array([1, 0, 0, 0, 0, 0]))
 
 
 def test_the_text_score_adds_what_the_features_miss(tiny_bert_dir: Path) -> None:

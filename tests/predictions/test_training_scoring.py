@@ -236,7 +236,7 @@ def test_incremental_rescoring_reuses_only_what_is_unchanged_and_equals_a_full_r
 
     settings.CHURN_TEXT_FACTORS_FROM = 0.0  # text factors for the riskiest half of each chunk, changed or not
     settings.CHURN_TEXT_FACTORS_PER_CHUNK = 15
-    _train(mode="frozen")
+    _train(mode="frozen", options={"max_training_cutoffs": 3, "keep_text": True})  # text factors need a text score
     first = scoring_run_start(trigger="first", as_of=END, chunk_size=30)
     first.refresh_from_db()
     before = _scores(first)

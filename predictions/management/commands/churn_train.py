@@ -36,6 +36,11 @@ class Command(BaseCommand):
             "--max-cutoffs", type=int, help="most rolling training cutoffs (the newest is the holdout; default 6)"
         )
         parser.add_argument("--inner-folds", type=int, help="folds of the out-of-fold stacking (default 5)")
+        parser.add_argument(
+            "--keep-text",
+            action="store_true",
+            help="keep the text score in the model even where the features alone score better out of fold",
+        )
         parser.add_argument("--wait", action="store_true", help="wait for a worker to finish and show progress")
 
     def handle(self, *args: object, **options: object) -> None:
@@ -50,6 +55,7 @@ class Command(BaseCommand):
                     for key, value in (
                         ("max_training_cutoffs", options["max_cutoffs"]),
                         ("inner_folds", options["inner_folds"]),
+                        ("keep_text", options["keep_text"] or None),
                     )
                     if value is not None
                 },
