@@ -58,6 +58,11 @@ def _without_line(text: str, index: int) -> str:
     return "\n".join(lines[:index] + lines[index + 1 :])
 
 
+def _with_line(text: str, index: int, line: str) -> str:
+    lines = text.split("\n")
+    return "\n".join([*lines[:index], line, *lines[index + 1 :]])
+
+
 def feature_contributions(hybrid: HybridChurnModel, stacked: pd.DataFrame) -> pd.DataFrame:
     """LightGBM ``pred_contrib`` per row and stacked column (plus ``bias``), in log-odds."""
     booster = hybrid.lightgbm_
@@ -178,14 +183,17 @@ def _add_text_factors(
     rows: list[int] = []
     variants: list[str] = []
     lines: list[str] = []
+    indices: list[int] = []
     for row, text in enumerate(texts):
         for index, line in text_parts(text):
             rows.append(row)
             variants.append(_without_line(text, index))
             lines.append(line)
+            indices.append(index)
     without = _log_odds(hybrid, frame, rows, variants)
     best_message: dict[int, tuple[float, int]] = {}
     text_factors: list[tuple[int, Factor, str | None]] = []
+    factor_lines: list[int] = []  # the line index of each text factor (a quoted reply can repeat a message)
     for k, (row, line) in enumerate(zip(rows, lines, strict=True)):
         weight = float(full[row] - without[k])
         if abs(weight) < 1e-9:
@@ -198,6 +206,7 @@ def _add_text_factors(
             "evidence": line if body is None else body,
         }
         text_factors.append((row, factor, body))
+        factor_lines.append(indices[k])
         if body is not None and abs(weight) > best_message.get(row, (0.0, -1))[0]:
             best_message[row] = (abs(weight), len(text_factors) - 1)
     # Quote the sentence that moves the score most, for each row's strongest message with several sentences
@@ -210,10 +219,11 @@ def _add_text_factors(
         sentences = split_sentences(body or "")
         if len(sentences) < 2:
             continue
-        line = next(line for i, line in text_parts(texts[row]) if line.endswith(body or ""))
+        index = factor_lines[position]
+        line = texts[row].split("\n")[index]
         quoted.append((row, factor, sentences))
         sentence_rows += [row] * len(sentences)
-        sentence_texts += [texts[row].replace(line, line.replace(sentence, "", 1), 1) for sentence in sentences]
+        sentence_texts += [_with_line(texts[row], index, line.replace(sentence, "", 1)) for sentence in sentences]
     without_sentence = _log_odds(hybrid, frame, sentence_rows, sentence_texts)
     start = 0
     for row, factor, sentences in quoted:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ml.baselines import LightGBMOptions
-from ml.explain import explain_hybrid, feature_contributions, split_sentences, text_parts
+from ml.explain import _add_text_factors, explain_hybrid, feature_contributions, split_sentences, text_parts
 from ml.hybrid import HybridChurnModel, HybridConfig
 
 FAST_LIGHTGBM = LightGBMOptions(
@@ -172,3 +172,34 @@ def test_text_factors_for_some_rows_equal_explaining_those_rows_alone(fitted) ->
     assert [mixed[i] for i in rows] == alone
     assert [mixed[i] for i in range(9) if i not in rows] == [features_only[i] for i in range(9) if i not in rows]
     assert any(str(f["factor"]).startswith("message of") for i in rows for f in mixed[i])
+
+
+class _LeavingStub:
+    """Log-odds 3 while the 2025-01-01 email still says "I am leaving.", else 0 (only what explain() calls)."""
+
+    def stacked_frame(self, frame: pd.DataFrame, texts: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"text": texts})
+
+    def raw_scores_from_stacked(self, stacked: pd.DataFrame) -> np.ndarray:
+        def risky(text: str) -> bool:
+            return any(line.startswith("[2025-01-01 email]") and "I am leaving." in line for line in text.split("\n"))
+
+        return 1 / (1 + np.exp(-np.array([3.0 if risky(t) else 0.0 for t in stacked["text"]])))
+
+
+def test_the_quoted_sentence_comes_from_the_message_of_the_factor_when_a_newer_one_repeats_it() -> None:
+    text = "\n".join(
+        [
+            "segment: gold",
+            "messages, newest first:",
+            "[2025-01-05 chat] Hello. Order late. I am leaving.",  # a reply that quotes the older message
+            "[2025-01-01 email] Order late. I am leaving.",
+        ]
+    )
+    explanations: list[list] = [[]]
+
+    _add_text_factors(_LeavingStub(), pd.DataFrame({"a": [0]}), [text], explanations, np.array([3.0]))  # type: ignore[arg-type]
+
+    (factor,) = explanations[0]
+    assert factor["factor"] == "message of 2025-01-01 (email)" and factor["weight"] == pytest.approx(3.0)
+    assert factor["evidence"] == "I am leaving."
