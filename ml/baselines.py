@@ -36,6 +36,7 @@ __all__ = [
     "RecencyRule",
     "TabularEncoder",
     "find_recency_column",
+    "with_string_columns",
 ]
 
 MISSING_CATEGORY = "(missing)"
@@ -102,6 +103,7 @@ class TabularEncoder:
     categories_: dict[str, list[str]] = field(default_factory=dict)
 
     def fit(self, frame: pd.DataFrame) -> TabularEncoder:
+        frame = with_string_columns(frame)
         self.numeric_ = [str(c) for c in frame.columns if _is_numeric(frame[c])]
         self.categorical_ = [str(c) for c in frame.columns if str(c) not in self.numeric_]
         numeric = frame[self.numeric_].astype(float) if self.numeric_ else pd.DataFrame(index=frame.index)
@@ -130,6 +132,7 @@ class TabularEncoder:
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         _check_fitted(self, "numeric_")
+        frame = with_string_columns(frame)
         numeric_cols = self.numeric_ or []
         missing = [c for c in [*numeric_cols, *self.categorical_] if c not in frame.columns]
         if missing:
@@ -178,6 +181,16 @@ class TabularEncoder:
             indicators_=list(state["indicators"]),  # type: ignore[arg-type]
             categories_={str(k): list(v) for k, v in dict(state["categories"]).items()},  # type: ignore[arg-type]
         )
+
+
+def with_string_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its column names as strings (models record and look up columns by name)."""
+    if all(isinstance(c, str) for c in frame.columns):
+        return frame
+    renamed = frame.rename(columns=str)
+    if renamed.columns.has_duplicates:
+        raise ValueError(f"column names clash once written as text: {list(frame.columns)}")
+    return renamed
 
 
 def _is_numeric(values: pd.Series) -> bool:
@@ -448,6 +461,7 @@ class LightGBMChurn:
         }
 
     def _matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = with_string_columns(frame)
         missing = [c for c in self.columns_ if c not in frame.columns]
         if missing:
             raise ValueError(f"columns missing from the data: {', '.join(missing)}")
@@ -468,7 +482,8 @@ class LightGBMChurn:
 
         labels = _as_binary(y)
         o = self.options
-        self.columns_ = [str(c) for c in frame.columns]
+        frame = with_string_columns(frame)
+        self.columns_ = list(frame.columns)
         self.categories_ = {}
         for column in self.columns_:
             if not _is_numeric(frame[column]):

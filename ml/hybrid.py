@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ml.artifacts import ArtifactError, load_artifact, save_artifact
-from ml.baselines import LightGBMChurn, LightGBMOptions
+from ml.baselines import LightGBMChurn, LightGBMOptions, with_string_columns
 from ml.calibration import CalibrationConfig, Calibrator
 from ml.encoder import QUANTIZATIONS
 from ml.finetune import FineTuneConfig
@@ -478,6 +478,7 @@ class HybridChurnModel:
         """
         labels = _binary_labels(y)
         n = len(labels)
+        frame = with_string_columns(frame)
         if len(frame) != n:
             raise ValueError(f"{len(frame)} feature rows but {n} labels")
         clashing = [c for c in frame.columns if str(c) == TEXT_SCORE_COLUMN or str(c).startswith(TEXT_DIM_PREFIX)]
@@ -627,6 +628,7 @@ class HybridChurnModel:
     def stacked_frame(self, frame: pd.DataFrame, texts: Sequence[str] | None) -> pd.DataFrame:
         """The LightGBM input for new rows: the features (in training order) plus the text columns."""
         self._check_fitted()
+        frame = with_string_columns(frame)
         missing = [c for c in self.columns_ if c not in frame.columns]
         if missing:
             raise ValueError(f"columns missing from the data: {', '.join(missing)}")

@@ -19,6 +19,7 @@ from ml.baselines import (
     TabularEncoder,
     find_recency_column,
 )
+from ml.hybrid import HybridChurnModel, HybridConfig
 from ml.metrics import roc_auc
 
 FAST_LGBM = LightGBMOptions(max_rounds=60, early_stopping_rounds=10, num_leaves_grid=(7,), n_jobs=1)
@@ -102,3 +103,19 @@ def test_single_class_training_data_is_refused() -> None:
     frame, _ = churn_table(20)
     with pytest.raises(ValueError, match="single class"):
         LogisticRegressionChurn().fit(frame, np.zeros(20, dtype=int))
+
+
+def test_models_take_frames_whose_column_names_are_not_strings() -> None:
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 30)
+    frame = pd.DataFrame({0: rng.normal(y), 1: rng.normal(size=60)})
+    lightgbm = LightGBMOptions(num_leaves_grid=(7,), max_rounds=40, early_stopping_rounds=10, min_child_samples=5)
+    named = frame.rename(columns=str)
+    for make in (lambda: LightGBMChurn(lightgbm), LogisticRegressionChurn):
+        np.testing.assert_array_equal(
+            make().fit(frame, y).predict_proba(frame), make().fit(named, y).predict_proba(named)
+        )
+    hybrid = HybridChurnModel(HybridConfig(text_mode="none", inner_folds=3, lightgbm=lightgbm)).fit(frame, None, y)
+    assert hybrid.columns_ == ["0", "1"] and hybrid.predict_proba(frame).shape == (60, 2)
+    with pytest.raises(ValueError, match="clash once written as text"):
+        LightGBMChurn(lightgbm).fit(pd.concat([frame, named], axis=1), y)
