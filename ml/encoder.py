@@ -101,11 +101,13 @@ def encoder_identity(spec: str | None) -> str:
 
 def load_encoder(spec: str | None, *, allow_download: bool = False) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Load ``(tokenizer, model)`` with ``AutoTokenizer``/``AutoModel`` from the directory ``spec`` resolves to."""
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_encoder_path(spec, allow_download=allow_download)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True)
+    # float32 whatever the checkpoint's dtype: heads are float32, and half precision on a CPU is slow and coarse.
+    model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     model.eval()
     return tokenizer, model
 

@@ -214,6 +214,11 @@ class TransformerChurnClassifier:
                 raise ValueError("give both val_texts and val_y, or neither")
             val_texts, val_labels = _check_inputs(val_texts, val_y, "validation")
             train_texts, train_labels = texts, labels
+            if len(val_labels) and len(np.unique(val_labels)) < 2:
+                logger.warning(
+                    "the validation set holds only %s: its PR AUC is undefined, so there is no early stopping",
+                    "churners" if val_labels[0] == 1 else "non-churners",
+                )
         else:
             train_texts, train_labels, val_texts, val_labels = _internal_split(texts, labels, self.config)
 
@@ -378,7 +383,13 @@ class TransformerChurnClassifier:
                 val_auc = _pr_auc(val_labels, self._trainable_probabilities(val_texts))
             seconds = time.perf_counter() - started
             self.history_.append(EpochRecord(epoch, total_loss / len(texts), val_auc, seconds))
-            logger.info("epoch %d: train loss %.4f, validation PR AUC %s, %.1fs", epoch, total_loss, val_auc, seconds)
+            logger.info(
+                "epoch %d: train loss %.4f, validation PR AUC %s, %.1fs",
+                epoch,
+                total_loss / len(texts),
+                val_auc,
+                seconds,
+            )
             if val_auc is None:
                 continue
             if val_auc > best_auc:
@@ -393,6 +404,10 @@ class TransformerChurnClassifier:
             with torch.no_grad():
                 for name, parameter in network.trainable.items():
                     parameter.copy_(best_state[name])
+        if progress is not None:
+            stopped = f"stopped early after epoch {epoch} of {config.epochs}" if epoch < config.epochs else "trained"
+            kept = f"; kept the weights of epoch {self.best_epoch_}" if best_state is not None else ""
+            progress(1.0, stopped + kept)
         self.best_val_pr_auc_ = best_auc if best_state is not None else None
         network.train(False)
 
@@ -569,6 +584,9 @@ def _internal_split(
         np.arange(len(texts)), test_size=config.validation_fraction, stratify=labels, random_state=config.seed
     )
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
+    if len(np.unique(labels[val_idx])) < 2:  # the stratified rounding left the smaller class out
+        logger.info("no validation split: a %d-row share would hold one class; training runs every epoch", len(val_idx))
+        return texts, labels, [], np.zeros(0, dtype=np.int64)
     return [texts[i] for i in train_idx], labels[train_idx], [texts[i] for i in val_idx], labels[val_idx]
 
 

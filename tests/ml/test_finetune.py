@@ -131,6 +131,54 @@ def test_without_a_validation_set_a_stratified_share_is_held_out(tiny_bert_dir: 
     assert model.best_val_pr_auc_ is not None
 
 
+def test_a_validation_share_without_churners_is_not_held_out(tiny_bert_dir: Path, keyword_data) -> None:
+    texts, _ = keyword_data
+    labels = [1, 1] + [0] * 38  # a stratified 8-row share would round the 2 churners down to none
+
+    model = TransformerChurnClassifier(FAST["frozen"], encoder=str(tiny_bert_dir)).fit(texts, labels)
+
+    assert (model.n_train_, model.n_validation_) == (40, 0)
+
+
+def test_progress_ends_at_one_when_early_stopping_ends_training(tiny_bert_dir: Path, keyword_data) -> None:
+    texts, labels = keyword_data
+    val_texts, val_labels = keyword_texts(16, seed=3)
+    config = FineTuneConfig(
+        mode="full", lr=3e-3, head_lr=3e-2, epochs=10, batch_size=8, patience=2, device="cpu", show_progress=False
+    )
+    seen: list[tuple[float, str]] = []
+
+    model = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(
+        texts, labels, val_texts, [1 - label for label in val_labels], progress=lambda f, m: seen.append((f, m))
+    )
+
+    assert len(model.history_) < 10 and seen[-1][0] == 1.0
+    assert (
+        seen[-1][1]
+        == f"stopped early after epoch {len(model.history_)} of 10; kept the weights of epoch {model.best_epoch_}"
+    )
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_checkpoint_trains_in_float32(
+    dtype: str, tiny_bert_dir: Path, tmp_path: Path, keyword_data
+) -> None:
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    half = tmp_path / dtype
+    shutil.copytree(tiny_bert_dir, half)
+    AutoModel.from_pretrained(tiny_bert_dir, dtype=getattr(torch, dtype)).save_pretrained(half)
+    texts, labels = keyword_data
+
+    model = TransformerChurnClassifier(FAST["top-k"], encoder=str(half)).fit(texts, labels)
+
+    assert model.predict_proba(texts).shape == (40, 2) and model._model.dtype == torch.float32
+
+
 def test_mostly_unknown_training_text_warns_and_records_the_rate(tiny_bert_dir: Path, tmp_path: Path) -> None:
     texts = ["我要取消订单", "我很喜欢", "退款太慢了", "谢谢你们", "cancel", "thanks"] * 3
     labels = [1, 0, 1, 0, 1, 0] * 3
