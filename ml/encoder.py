@@ -13,9 +13,10 @@ artifacts record the choice.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "EncoderNotFoundError",
     "QUANTIZATIONS",
     "TextEncoder",
+    "check_tokenizer",
     "default_max_tokens",
     "encoder_fingerprint",
     "encoder_identity",
@@ -39,6 +41,7 @@ __all__ = [
     "mean_pool",
     "resolve_encoder_path",
     "resolve_device",
+    "tokenizer_fingerprint",
     "unknown_token_rate",
     "usable_max_length",
 ]
@@ -110,6 +113,37 @@ def load_encoder(spec: str | None, *, allow_download: bool = False) -> tuple[Pre
     model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     model.eval()
     return tokenizer, model
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 of what turns text into token ids: the fast tokenizer's definition (vocabulary, normaliser, e.g.
+    lower-casing, pre-tokeniser, model, special tokens), without the truncation and padding that calls set."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+    else:  # a slow tokenizer: its class, vocabulary and options
+        options = {k: v for k, v in tokenizer.init_kwargs.items() if isinstance(v, str | int | float | bool)}
+        definition = {"class": type(tokenizer).__name__, "vocab": tokenizer.get_vocab(), "options": options}
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def check_tokenizer(path: object, recorded: Mapping[str, object], found: str) -> None:
+    """Refuse a model artifact whose recorded tokenizer differs from the one found (older artifacts record none).
+
+    Raises:
+        ml.artifacts.ArtifactError: the fingerprints differ.
+    """
+    from ml.artifacts import ArtifactError
+
+    expected = recorded.get("tokenizer_fingerprint")
+    if expected is not None and expected != found:
+        raise ArtifactError(
+            f"model artifact {path} was trained with a tokenizer of fingerprint {str(expected)[:12]}..., but the "
+            f"encoder found has a tokenizer of fingerprint {found[:12]}... (same weights, another vocabulary or "
+            "lower-casing?); point CHURN_ENCODER at the encoder directory the model was trained with"
+        )
 
 
 def encoder_fingerprint(model: torch.nn.Module) -> str:
@@ -298,6 +332,7 @@ class TextEncoder:
         self.encoder_id = encoder_id
         self.workers = workers
         self._fingerprint: str | None = None
+        self._tokenizer_fingerprint: str | None = None
 
     @classmethod
     def from_spec(cls, spec: str | None, **options: object) -> TextEncoder:
@@ -313,10 +348,18 @@ class TextEncoder:
         return self._fingerprint
 
     @property
+    def tokenizer_fingerprint(self) -> str:
+        """The tokenizer's fingerprint (computed once): :func:`tokenizer_fingerprint`."""
+        if self._tokenizer_fingerprint is None:
+            self._tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
+        return self._tokenizer_fingerprint
+
+    @property
     def cache_namespace(self) -> str:
-        """What the vectors depend on besides the text: weights, quantisation, pooling, normalisation, truncation."""
-        namespace = f"{self.fingerprint}:mean:{'l2' if self.normalize else 'raw'}:{self.max_length}"
-        # Float32 vectors keep the namespace they always had, so existing caches stay valid.
+        """What the vectors depend on besides the text: weights, tokenizer, pooling, normalisation, truncation and
+        quantisation."""
+        pooling = f"mean:{'l2' if self.normalize else 'raw'}:{self.max_length}"
+        namespace = f"{self.fingerprint}:tokenizer-{self.tokenizer_fingerprint[:16]}:{pooling}"
         return namespace if self.quantize == "none" else f"{namespace}:{self.quantize}"
 
     @property

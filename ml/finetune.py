@@ -37,6 +37,7 @@ from ml.artifacts import ArtifactError, load_artifact, save_artifact
 from ml.encoder import (
     ProgressCallback,
     TextEncoder,
+    check_tokenizer,
     default_max_tokens,
     encoder_fingerprint,
     encoder_identity,
@@ -47,6 +48,7 @@ from ml.encoder import (
     resolve_device,
     resolve_encoder_path,
     tokenize,
+    tokenizer_fingerprint,
     unknown_token_rate,
     usable_max_length,
 )
@@ -233,6 +235,7 @@ class TransformerChurnClassifier:
             self.encoder_id_ = encoder_identity(self.encoder)
             self.encoder_path_ = resolve_encoder_path(self.encoder)
             self.encoder_fingerprint_ = encoder_fingerprint(model)
+            self.tokenizer_fingerprint_ = tokenizer_fingerprint(tokenizer)
             self.unk_rate_ = unknown_token_rate(tokenizer, train_texts)
             self._warn_unknown_tokens()
             self.training_data_sha256_ = _data_hash(texts, labels)
@@ -464,6 +467,7 @@ class TransformerChurnClassifier:
                 "spec": self.encoder,
                 "id": self.encoder_id_,
                 "fingerprint": self.encoder_fingerprint_,
+                "tokenizer_fingerprint": self.tokenizer_fingerprint_,
                 "path_at_training": self.encoder_path_,
             },
             "unk_rate": self.unk_rate_,
@@ -515,10 +519,13 @@ class TransformerChurnClassifier:
                 f"{recorded['fingerprint'][:12]}..., but the encoder found at {spec or 'the default'} has fingerprint "
                 f"{fingerprint[:12]}...; point CHURN_ENCODER at the same encoder weights"
             )
+        tokenizer_found = tokenizer_fingerprint(tokenizer)
+        check_tokenizer(path, recorded, tokenizer_found)
         instance = cls(config, encoder=spec, cache_dir=cache_dir)
         instance.encoder_id_ = recorded["id"]
         instance.encoder_path_ = recorded.get("path_at_training", "")
         instance.encoder_fingerprint_ = fingerprint
+        instance.tokenizer_fingerprint_ = tokenizer_found
         instance.unk_rate_ = float(metadata["unk_rate"])
         instance.training_data_sha256_ = metadata["training_data_sha256"]
         instance.n_train_ = int(metadata["n_train"])

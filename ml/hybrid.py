@@ -45,7 +45,7 @@ import pandas as pd
 from ml.artifacts import ArtifactError, load_artifact, save_artifact
 from ml.baselines import LightGBMChurn, LightGBMOptions, with_string_columns
 from ml.calibration import CalibrationConfig, Calibrator
-from ml.encoder import QUANTIZATIONS
+from ml.encoder import QUANTIZATIONS, check_tokenizer
 from ml.finetune import FineTuneConfig
 from ml.folds import stratified_folds
 from ml.metrics import churn_metrics, roc_auc
@@ -228,12 +228,13 @@ class SharedEmbedder:
         return self._text_encoder
 
     def identity(self) -> dict[str, object]:
-        """Encoder id, weight fingerprint, spec, truncation and quantisation, for metadata."""
+        """Encoder id, weight and tokenizer fingerprints, spec, truncation and quantisation, for metadata."""
         encoder = self.text_encoder
         return {
             "spec": self.encoder,
             "id": encoder.encoder_id,
             "fingerprint": encoder.fingerprint,
+            "tokenizer_fingerprint": encoder.tokenizer_fingerprint,
             "max_length": self.max_length,
             "quantize": self.quantize,
         }
@@ -359,6 +360,7 @@ class FrozenEmbeddingHead:
                 f"{str(recorded['fingerprint'])[:12]}..., but the encoder found has fingerprint "
                 f"{str(found['fingerprint'])[:12]}...; point CHURN_ENCODER at the same encoder weights"
             )
+        check_tokenizer(path, recorded, str(found["tokenizer_fingerprint"]))
         if int(recorded["max_length"]) != embedder.max_length:  # type: ignore[arg-type]
             raise ArtifactError(f"model artifact {path} was trained with max_length {recorded['max_length']}")
         # Artifacts written before quantisation existed were float32.
@@ -662,6 +664,7 @@ class HybridChurnModel:
                 "spec": model.encoder,  # type: ignore[attr-defined]
                 "id": model.encoder_id_,  # type: ignore[attr-defined]
                 "fingerprint": model.encoder_fingerprint_,  # type: ignore[attr-defined]
+                "tokenizer_fingerprint": model.tokenizer_fingerprint_,  # type: ignore[attr-defined]
             }
         return None
 

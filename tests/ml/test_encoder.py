@@ -13,6 +13,7 @@ from ml.encoder import (
     length_sorted_batches,
     load_encoder,
     resolve_encoder_path,
+    tokenizer_fingerprint,
     unknown_token_rate,
 )
 
@@ -44,6 +45,29 @@ def test_fingerprint_is_stable_and_changes_with_one_weight(tiny_bert_dir: Path) 
     with torch.no_grad():
         again.encoder.layer[0].output.dense.weight[0, 0] += 1e-3
     assert encoder_fingerprint(model) != encoder_fingerprint(again)
+
+
+def cased_copy(tiny_bert_dir: Path, directory: Path) -> Path:
+    """The same weights with a tokenizer that does not lower-case."""
+    import shutil
+
+    from transformers import BertTokenizerFast
+
+    shutil.copytree(tiny_bert_dir, directory)
+    BertTokenizerFast(vocab_file=str(tiny_bert_dir / "vocab.txt"), do_lower_case=False).save_pretrained(directory)
+    return directory
+
+
+def test_the_tokenizer_has_its_own_fingerprint_and_cache_namespace(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    cased_tokenizer, cased_model = load_encoder(str(cased_copy(tiny_bert_dir, tmp_path / "cased")))
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer(["a b c " * 100], truncation=True, max_length=7, padding=True)  # calls set truncation and padding
+
+    assert tokenizer_fingerprint(tokenizer) == before != tokenizer_fingerprint(cased_tokenizer)
+    lower, cased = TextEncoder(tokenizer, model, device="cpu"), TextEncoder(cased_tokenizer, cased_model, device="cpu")
+    assert lower.fingerprint == cased.fingerprint and lower.cache_namespace != cased.cache_namespace
+    assert not np.allclose(lower.encode(["CANCEL my ORDER"]), cased.encode(["CANCEL my ORDER"]))
 
 
 def test_encoding_keeps_input_order_and_matches_one_text_at_a_time(tiny_bert_dir: Path) -> None:

@@ -12,6 +12,7 @@ from ml.artifacts import ArtifactError
 from ml.finetune import FineTuneConfig, TransformerChurnClassifier, UnknownTokenWarning
 
 from .conftest import keyword_texts
+from .test_encoder import cased_copy
 
 # Settings that let a 2-layer random BERT learn a keyword in a few epochs on 40 texts.
 FAST = {
@@ -177,6 +178,22 @@ def test_a_half_precision_checkpoint_trains_in_float32(
     model = TransformerChurnClassifier(FAST["top-k"], encoder=str(half)).fit(texts, labels)
 
     assert model.predict_proba(texts).shape == (40, 2) and model._model.dtype == torch.float32
+
+
+@pytest.mark.parametrize("mode", ["frozen", "top-k"])
+def test_loading_with_another_tokenizer_on_the_same_weights_is_refused(
+    mode: str, tiny_bert_dir: Path, tmp_path: Path, keyword_data
+) -> None:
+    texts, labels = keyword_data
+    TransformerChurnClassifier(FAST[mode], encoder=str(tiny_bert_dir)).fit(texts, labels).save(tmp_path / "m")
+    cased = cased_copy(tiny_bert_dir, tmp_path / "cased")
+
+    with pytest.raises(ArtifactError, match="tokenizer of fingerprint"):
+        TransformerChurnClassifier.load(tmp_path / "m", encoder=str(cased))
+    assert TransformerChurnClassifier.load(tmp_path / "m", encoder=str(tiny_bert_dir)).predict_proba(texts).shape == (
+        40,
+        2,
+    )
 
 
 def test_mostly_unknown_training_text_warns_and_records_the_rate(tiny_bert_dir: Path, tmp_path: Path) -> None:

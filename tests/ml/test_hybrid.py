@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ml.artifacts import ArtifactError
 from ml.baselines import LightGBMChurn, LightGBMOptions
 from ml.calibration import CalibrationConfig
 from ml.hybrid import TEXT_SCORE_COLUMN, HybridChurnModel, HybridConfig, SharedEmbedder
 from ml.metrics import churn_metrics
 
 from .conftest import keyword_texts
+from .test_encoder import cased_copy
 
 FAST_LIGHTGBM = LightGBMOptions(
     num_leaves_grid=(7,), max_rounds=60, early_stopping_rounds=15, min_child_samples=5, n_jobs=1
@@ -153,6 +155,8 @@ def test_frozen_hybrid_with_embedding_dimensions_reloads_to_identical_probabilit
     assert model.stacked_columns_[-4:] == [TEXT_SCORE_COLUMN, "text_dim_1", "text_dim_2", "text_dim_3"]
     np.testing.assert_allclose(reloaded.predict_proba(frame, texts), model.predict_proba(frame, texts), atol=1e-9)
     assert model.calibrator_.method_ in {"platt", "isotonic"} and 0 <= model.oof_metrics_["brier"] <= 1
+    with pytest.raises(ArtifactError, match="tokenizer of fingerprint"):  # same weights, a cased tokenizer
+        HybridChurnModel.load(tmp_path / "hybrid", encoder=str(cased_copy(tiny_bert_dir, tmp_path / "cased")))
 
 
 def test_embedding_dimensions_are_kept_only_when_they_win_on_out_of_fold_roc_auc(tiny_bert_dir: Path) -> None:
