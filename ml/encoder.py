@@ -115,18 +115,18 @@ def load_encoder(spec: str | None, *, allow_download: bool = False) -> tuple[Pre
     return tokenizer, model
 
 
+# Text that shows how a tokenizer treats case, accents, digits, punctuation, Chinese and emoji.
+TOKENIZER_PROBE = (
+    "Héllo WORLD, order #12345 arrived LATE!! Café naïve Straße. 我要取消订单，退款太慢了。 :-) 🙂 don't e-mail"
+)
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """sha256 of what turns text into token ids: the fast tokenizer's definition (vocabulary, normaliser, e.g.
-    lower-casing, pre-tokeniser, model, special tokens), without the truncation and padding that calls set."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        definition = json.loads(backend.to_str())
-        definition.pop("truncation", None)
-        definition.pop("padding", None)
-    else:  # a slow tokenizer: its class, vocabulary and options
-        options = {k: v for k, v in tokenizer.init_kwargs.items() if isinstance(v, str | int | float | bool)}
-        definition = {"class": type(tokenizer).__name__, "vocab": tokenizer.get_vocab(), "options": options}
-    return hashlib.sha256(json.dumps(definition, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    """sha256 of what turns text into token ids: the vocabulary and the ids of :data:`TOKENIZER_PROBE` (so
+    lower-casing, accent stripping and special tokens count), independent of how a library version stores it."""
+    ids = tokenizer(TOKENIZER_PROBE, add_special_tokens=True, truncation=False)["input_ids"]
+    definition = {"vocab": sorted(tokenizer.get_vocab().items()), "probe": [int(i) for i in ids]}
+    return hashlib.sha256(json.dumps(definition, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def check_tokenizer(path: object, recorded: Mapping[str, object], found: str) -> None:
