@@ -22,19 +22,22 @@ so a missing, truncated or tampered file gives an :class:`ArtifactError` and nev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import math
 import os
+import pickle  # only to recognise pickle data, with an unpickler that cannot run anything
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -42,12 +45,14 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "ArtifactError",
     "LoadedArtifact",
+    "artifact_loader",
     "library_versions",
     "load_artifact",
     "save_artifact",
     "sha256_bytes",
 ]
 
+T = TypeVar("T")
 ARTIFACT_FORMAT = "churnsite-artifact"
 ARTIFACT_VERSION = 1
 TENSORS_FILE = "model.safetensors"
@@ -57,6 +62,7 @@ RESERVED_FILES = frozenset({TENSORS_FILE, METADATA_FILE, MANIFEST_FILE})
 # Suffixes of formats that may execute code when loaded (pickle and what wraps it).
 FORBIDDEN_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".ckpt", ".npz", ".npy")
 LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "lightgbm", "safetensors")
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -70,6 +76,26 @@ class LoadedArtifact(NamedTuple):
     tensors: dict[str, np.ndarray]
     metadata: dict[str, object]
     files: dict[str, bytes]
+
+
+def artifact_loader(load: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a ``load(cls, path, ...)`` so that metadata this code cannot read (a missing key, a value of another
+    type, an option it does not know: an artifact of another version) is an :class:`ArtifactError` naming ``path``,
+    like every other reason a model cannot be loaded, and not a bare ``KeyError`` or ``TypeError``."""
+
+    @functools.wraps(load)
+    def checked(cls: type, path: str | os.PathLike[str], *args: object, **kwargs: object) -> T:
+        try:
+            return load(cls, path, *args, **kwargs)
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ArtifactError(
+                f"model artifact {path}: its metadata does not fit this version of the code "
+                f"({type(exc).__name__}: {exc}); train the model again or load it with the version that saved it"
+            ) from exc
+
+    return checked
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -134,26 +160,42 @@ def save_artifact(
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-        previous = None
-        if target.exists():
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _replace_directory(staging, target)
+    return target
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``; an existing ``target`` is replaced, or stays if the move fails."""
+    previous = None
+    try:
+        if target.exists() or target.is_symlink():
             previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             previous.rmdir()
             target.rename(previous)
         staging.rename(target)
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
     except BaseException:
+        if previous is not None and previous.exists() and not target.exists():
+            previous.rename(target)  # put the old model back: a failed save never leaves the path empty
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
-def load_artifact(path: str | os.PathLike[str]) -> LoadedArtifact:
+def load_artifact(path: str | os.PathLike[str], *, expected_sha256: Mapping[str, str] | None = None) -> LoadedArtifact:
     """Read and verify an artifact directory written by :func:`save_artifact`.
 
-    Every file listed in the manifest must be present with its recorded size and sha256, no other file
-    may be in the directory, and no file may be (or contain) a pickle. Nothing is parsed before all the
-    checks pass.
+    Every file listed in the manifest must be a regular file (not a link) with its recorded size and sha256, no
+    other entry may be in the directory, and no file may be (or contain) a pickle. Nothing is parsed before all
+    the checks pass.
+
+    Args:
+        expected_sha256: the sha256 of each file as recorded elsewhere when the model was registered (a database
+            row, say), ``manifest.json`` included where it was recorded. The manifest only proves that the files
+            match each other; with this table a rewritten manifest is refused too.
 
     Returns:
         ``(tensors, metadata, files)``: numpy arrays by name, the metadata dict, and the extra files as bytes.
@@ -164,7 +206,10 @@ def load_artifact(path: str | os.PathLike[str]) -> LoadedArtifact:
     directory = Path(path)
     if not directory.is_dir():
         raise ArtifactError(f"model artifact {directory} does not exist or is not a directory")
-    present = {entry.name for entry in directory.iterdir()}
+    try:
+        present = {entry.name for entry in directory.iterdir()}
+    except OSError as exc:
+        raise ArtifactError(f"model artifact {directory} cannot be read ({exc})") from exc
     for name in sorted(present):
         if name.lower().endswith(FORBIDDEN_SUFFIXES):
             raise ArtifactError(
@@ -173,20 +218,39 @@ def load_artifact(path: str | os.PathLike[str]) -> LoadedArtifact:
             )
     if MANIFEST_FILE not in present:
         raise ArtifactError(f"model artifact {directory} is incomplete: {MANIFEST_FILE} is missing")
-    manifest = _read_manifest(directory)
+    manifest_bytes = _read_regular_file(directory, MANIFEST_FILE, size=None)
+    if expected_sha256 is not None and MANIFEST_FILE in expected_sha256:
+        if sha256_bytes(manifest_bytes) != expected_sha256[MANIFEST_FILE]:
+            raise ArtifactError(
+                f"model artifact {directory}: {MANIFEST_FILE} is not the manifest recorded when the model was "
+                "registered (it was rewritten); refusing to load it"
+            )
+    manifest = _read_manifest(directory, manifest_bytes)
     listed: dict[str, dict[str, object]] = manifest["files"]
     unexpected = sorted(present - set(listed) - {MANIFEST_FILE})
     if unexpected:
         raise ArtifactError(
             f"model artifact {directory} contains files not listed in its manifest: {', '.join(unexpected)}"
         )
+    if expected_sha256 is not None:
+        differing = sorted(
+            name
+            for name in (set(listed) | set(expected_sha256)) - {MANIFEST_FILE}
+            if name not in listed
+            or name not in expected_sha256
+            or (listed[name] or {}).get("sha256") != expected_sha256[name]
+        )
+        if differing:
+            raise ArtifactError(
+                f"model artifact {directory}: {', '.join(differing)} not as recorded when the model was registered "
+                "(the files and their manifest were replaced); refusing to load it"
+            )
     contents: dict[str, bytes] = {}
     for name, entry in sorted(listed.items()):
         _check_file_name(name, reserved_ok=True, directory=directory)
-        file_path = directory / name
-        if not file_path.is_file():
+        if name not in present:
             raise ArtifactError(f"model artifact {directory} is incomplete: {name} is missing")
-        data = file_path.read_bytes()
+        data = _read_regular_file(directory, name, size=entry.get("size"))
         if len(data) != entry.get("size"):
             raise ArtifactError(
                 f"model artifact {directory}: {name} is truncated or altered "
@@ -213,9 +277,34 @@ def load_artifact(path: str | os.PathLike[str]) -> LoadedArtifact:
     return LoadedArtifact(tensors=tensors, metadata=metadata, files=contents)
 
 
-def _read_manifest(directory: Path) -> dict[str, dict[str, dict[str, object]]]:
+def _read_regular_file(directory: Path, name: str, *, size: object) -> bytes:
+    """The bytes of a regular file of the artifact (not a link, a folder or a device), read only when its size
+    on disk is the recorded one (``size=None``: any size up to 16 MiB, for the manifest)."""
+    file_path = directory / name
     try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+        status = file_path.lstat()
+    except OSError as exc:
+        raise ArtifactError(f"model artifact {directory} is incomplete: {name} is missing ({exc})") from exc
+    if stat.S_ISLNK(status.st_mode):
+        raise ArtifactError(f"model artifact {directory}: {name} is a symbolic link; artifacts hold regular files only")
+    if not stat.S_ISREG(status.st_mode):
+        raise ArtifactError(f"model artifact {directory}: {name} is not a regular file")
+    if size is None and status.st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"model artifact {directory}: {name} is {status.st_size} bytes, too large for a manifest")
+    if size is not None and status.st_size != size:
+        raise ArtifactError(
+            f"model artifact {directory}: {name} is truncated or altered "
+            f"({status.st_size} bytes on disk, {size} recorded in the manifest)"
+        )
+    try:
+        return file_path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"model artifact {directory}: {name} cannot be read ({exc})") from exc
+
+
+def _read_manifest(directory: Path, data: bytes) -> dict[str, dict[str, dict[str, object]]]:
+    try:
+        manifest = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"model artifact {directory}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
@@ -244,7 +333,7 @@ def _check_file_name(name: str, *, reserved_ok: bool = False, directory: Path | 
 def _refuse_pickle_content(name: str, data: bytes, *, directory: Path | None = None) -> None:
     where = f"model artifact {directory}: " if directory is not None else ""
     # Pickle protocols 2-5 start with the PROTO opcode; torch.save writes a zip holding a data.pkl.
-    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+    if (len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5) or _is_headerless_pickle(data):
         raise ArtifactError(f"{where}{name} holds pickle data; pickle is refused")
     if data[:4] == b"PK\x03\x04":
         try:
@@ -254,6 +343,32 @@ def _refuse_pickle_content(name: str, data: bytes, *, directory: Path | None = N
             inner = []
         if inner:
             raise ArtifactError(f"{where}{name} is an archive holding pickle data ({inner[0]}); pickle is refused")
+
+
+class _PickleGlobalRefused(Exception):
+    """Raised by :class:`_InertUnpickler` where a pickle asks for a class or function."""
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """An unpickler that can run nothing: every class or function lookup raises, and without one a pickle can
+    only build strings, numbers and containers. It is used to *recognise* pickle data, never to load a model."""
+
+    def find_class(self, module: str, name: str) -> object:
+        raise _PickleGlobalRefused(f"{module}.{name}")
+
+
+def _is_headerless_pickle(data: bytes) -> bool:
+    """Whether ``data`` is a pickle of protocol 0 or 1 (no header), which ``pickle.loads`` would run whatever
+    follows it: it unpickles inertly, or fails only where it asks for a class or function."""
+    if not data or data[:1] in (b"{", b"[", b'"'):
+        return False  # JSON: '{' and '[' are no pickle opcodes, and a string alone is no artifact file
+    try:
+        _InertUnpickler(io.BytesIO(data)).load()
+    except _PickleGlobalRefused:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure means: not a pickle
+        return False
+    return True
 
 
 def _to_numpy(name: str, value: object) -> np.ndarray:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml.artifacts import ArtifactError, load_artifact, save_artifact
+from ml.artifacts import ArtifactError, artifact_loader, load_artifact, save_artifact
 
 __all__ = [
     "LightGBMChurn",
@@ -284,6 +284,7 @@ class RecencyRule:
         )
 
     @classmethod
+    @artifact_loader
     def load(cls, path: str | Path) -> RecencyRule:
         tensors, metadata, _ = _load_checked(path, cls.kind)
         model = cls(RecencyOptions(**metadata["options"]))  # type: ignore[arg-type]
@@ -385,6 +386,7 @@ class LogisticRegressionChurn:
         )
 
     @classmethod
+    @artifact_loader
     def load(cls, path: str | Path) -> LogisticRegressionChurn:
         tensors, metadata, _ = _load_checked(path, cls.kind)
         options = dict(metadata["options"])  # type: ignore[arg-type]
@@ -557,6 +559,7 @@ class LightGBMChurn:
         )
 
     @classmethod
+    @artifact_loader
     def load(cls, path: str | Path) -> LightGBMChurn:
         import lightgbm as lgb
 

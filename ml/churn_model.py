@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml.artifacts import ArtifactError, library_versions, load_artifact, save_artifact
+from ml.artifacts import ArtifactError, artifact_loader, library_versions, load_artifact, save_artifact
 from ml.data import CustomerHistory
 from ml.features import FeatureBuilder, FeatureConfig, column_kinds
 from ml.hybrid import HybridChurnModel, HybridConfig, SharedEmbedder
@@ -415,6 +415,7 @@ class ChurnModel:
         return save_artifact(path, tensors=tensors, metadata=metadata, extra_files=files)
 
     @classmethod
+    @artifact_loader
     def load(
         cls,
         path: str | Path,
@@ -422,6 +423,7 @@ class ChurnModel:
         encoder: str | None = None,
         device: str = "auto",
         cache_dir: str | Path | None = None,
+        expected_sha256: Mapping[str, str] | None = None,
     ) -> ChurnModel:
         """Load a saved model; every file is verified (size, sha256, no pickle) before anything is parsed.
 
@@ -430,11 +432,13 @@ class ChurnModel:
                 fingerprint must match the recorded one).
             device: where the encoder runs (``"auto"``: CUDA when present).
             cache_dir: encoding cache folder on this machine.
+            expected_sha256: each file's sha256 as recorded when the model was registered (see
+                :func:`ml.artifacts.load_artifact`): files replaced together with their manifest are refused too.
 
         Raises:
             ArtifactError: missing, truncated, altered or unsafe files, or metadata that does not fit.
         """
-        tensors, metadata, files = load_artifact(path)
+        tensors, metadata, files = load_artifact(path, expected_sha256=expected_sha256)
         if metadata.get("kind") != ARTIFACT_KIND:
             raise ArtifactError(f"model artifact {path} holds a {metadata.get('kind')!r} model, not a churn model")
         try:

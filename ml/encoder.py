@@ -51,7 +51,7 @@ QUANTIZATIONS: tuple[str, ...] = ("none", "int8")
 ProgressCallback = Callable[[float, str], None]
 
 
-class EncoderNotFoundError(RuntimeError):
+class EncoderNotFoundError(FileNotFoundError):
     """The configured encoder is neither a local directory nor a model already on this machine."""
 
 

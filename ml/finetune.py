@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ml.artifacts import ArtifactError, load_artifact, save_artifact
+from ml.artifacts import ArtifactError, artifact_loader, load_artifact, save_artifact
 from ml.encoder import (
     ProgressCallback,
     TextEncoder,
@@ -491,6 +491,7 @@ class TransformerChurnClassifier:
         return save_artifact(path, tensors=tensors, metadata=self.metadata())
 
     @classmethod
+    @artifact_loader
     def load(
         cls, path: str | Path, *, encoder: str | None = None, device: str = "auto", cache_dir: str | Path | None = None
     ) -> TransformerChurnClassifier:

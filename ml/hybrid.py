@@ -42,7 +42,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from ml.artifacts import ArtifactError, load_artifact, save_artifact
+from ml.artifacts import ArtifactError, artifact_loader, load_artifact, save_artifact
 from ml.baselines import LightGBMChurn, LightGBMOptions, with_string_columns
 from ml.calibration import CalibrationConfig, Calibrator
 from ml.encoder import QUANTIZATIONS, check_tokenizer
@@ -347,6 +347,7 @@ class FrozenEmbeddingHead:
         )
 
     @classmethod
+    @artifact_loader
     def load(cls, path: str | Path, *, embedder: SharedEmbedder) -> FrozenEmbeddingHead:
         """Load a head; ``embedder`` must hold the encoder whose fingerprint the artifact recorded."""
         tensors, metadata, _ = load_artifact(path)
@@ -742,11 +743,12 @@ class HybridChurnModel:
             model.calibrator_ = Calibrator.from_json(dict(metadata["calibration"]))  # type: ignore[arg-type]
         except ValueError as exc:
             raise ArtifactError(f"model {where}: {exc}") from exc
-        model.lightgbm_ = _unpack("lightgbm", tensors, metadata["lightgbm"], files, LightGBMChurn.load)  # type: ignore[arg-type]
+        model.lightgbm_ = _unpack("lightgbm", tensors, metadata["lightgbm"], files, LightGBMChurn.load, where=where)  # type: ignore[arg-type]
         if config.text_mode != "none":
             if not metadata.get("text_model"):
                 raise ArtifactError(f"model {where} has text_mode {config.text_mode!r} but no text model")
-            model.text_model_ = _unpack("text", tensors, metadata["text_model"], files, model._text_loader())  # type: ignore[arg-type]
+            text_metadata = metadata["text_model"]
+            model.text_model_ = _unpack("text", tensors, text_metadata, files, model._text_loader(), where=where)  # type: ignore[arg-type]
         if "pca.components" in tensors:
             model.pca_mean_ = np.asarray(tensors["pca.mean"], dtype=np.float64)
             model.pca_components_ = np.asarray(tensors["pca.components"], dtype=np.float64)
@@ -769,9 +771,10 @@ class HybridChurnModel:
         )
 
     @classmethod
+    @artifact_loader
     def load(cls, path: str | Path, *, encoder: str | None = None, device: str = "auto") -> HybridChurnModel:
         tensors, metadata, files = load_artifact(path)
-        return cls.from_state(tensors, metadata, files, where=str(path), encoder=encoder, device=device)
+        return cls.from_state(tensors, metadata, files, where=f"artifact {path}", encoder=encoder, device=device)
 
 
 def _pack(prefix: str, model: object) -> tuple[dict[str, np.ndarray], dict[str, object], dict[str, bytes]]:
@@ -792,13 +795,22 @@ def _unpack(
     metadata: Mapping[str, object],
     files: Mapping[str, bytes],
     loader: Callable[[Path], object],
+    *,
+    where: str,
 ) -> object:
-    """Rebuild a sub-model with its own ``load`` from the (already verified) contents of the enclosing artifact."""
+    """Rebuild a sub-model with its own ``load`` from the (already verified) contents of the enclosing artifact;
+    its errors name the enclosing artifact (``where``), not the temporary directory it is rebuilt in."""
     own_tensors = {name[len(prefix) + 1 :]: value for name, value in tensors.items() if name.startswith(f"{prefix}.")}
     own_files = {name[len(prefix) + 1 :]: data for name, data in files.items() if name.startswith(f"{prefix}-")}
     with tempfile.TemporaryDirectory(prefix="churn-unpack-") as tmp:
-        save_artifact(Path(tmp) / "model", tensors=own_tensors, metadata=metadata, extra_files=own_files)
-        return loader(Path(tmp) / "model")
+        rebuilt = Path(tmp) / "model"
+        save_artifact(rebuilt, tensors=own_tensors, metadata=metadata, extra_files=own_files)
+        try:
+            return loader(rebuilt)
+        except ArtifactError as exc:
+            raise ArtifactError(
+                str(exc).replace(f"model artifact {rebuilt}", f"the {prefix} model of {where}")
+            ) from exc
 
 
 def _data_hash(frame: pd.DataFrame, texts: Sequence[str] | None, labels: np.ndarray) -> str:

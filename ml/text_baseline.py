@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.artifacts import ArtifactError, load_artifact, save_artifact
+from ml.artifacts import ArtifactError, artifact_loader, load_artifact, save_artifact
 
 __all__ = ["TfidfChurnClassifier", "TfidfOptions"]
 
@@ -143,6 +143,7 @@ class TfidfChurnClassifier:
         )
 
     @classmethod
+    @artifact_loader
     def load(cls, path: str | Path) -> TfidfChurnClassifier:
         tensors, metadata, files = load_artifact(path)
         if metadata.get("kind") != cls.kind:

@@ -46,6 +46,16 @@ def model_artifact_problem(model_version: ModelVersion) -> str | None:
     return None
 
 
+def model_artifact_sha256(model_version: ModelVersion) -> dict[str, str]:
+    """The sha256 of each artifact file recorded when the version was registered (what its load is checked
+    against; versions registered before the manifest's own sha256 was recorded give the other files only)."""
+    return {
+        name: str(recorded["sha256"])
+        for name, recorded in (model_version.artifact_checksums or {}).items()
+        if isinstance(recorded, dict) and recorded.get("sha256")
+    }
+
+
 def champion_model_state() -> str:
     """``ok``, ``missing`` (no champion) or ``error`` (its artifact is missing or damaged)."""
     champion = champion_model_version()

@@ -23,6 +23,7 @@ from predictions.selectors import (
     customer_histories,
     customers_to_score,
     model_artifact_problem,
+    model_artifact_sha256,
 )
 
 if TYPE_CHECKING:
@@ -60,8 +61,12 @@ def churn_model_load(model_version: ModelVersion, *, use_cache: bool = True) -> 
     from ml.churn_model import ChurnModel
 
     try:
-        model = ChurnModel.load(model_version.artifact_path, cache_dir=settings.CHURN_CACHE_DIR if use_cache else None)
-    except (ArtifactError, OSError) as exc:
+        model = ChurnModel.load(
+            model_version.artifact_path,
+            cache_dir=settings.CHURN_CACHE_DIR if use_cache else None,
+            expected_sha256=model_artifact_sha256(model_version),
+        )
+    except (ArtifactError, OSError) as exc:  # EncoderNotFoundError is an OSError
         raise ChampionUnavailable(f"model {model_version.name} cannot be loaded: {exc}") from exc
     # The model, torch and the other libraries stay for the life of the process: frozen out of the garbage
     # collector, its full collections stop walking their half a million objects again and again while a chunk

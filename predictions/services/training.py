@@ -3,6 +3,7 @@ model version and lets the registry decide on promotion."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import time
@@ -19,7 +20,12 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from predictions.models import ModelVersion, TrainingRun
-from predictions.selectors import champion_model_version, customer_histories, model_artifact_problem
+from predictions.selectors import (
+    champion_model_version,
+    customer_histories,
+    model_artifact_problem,
+    model_artifact_sha256,
+)
 from predictions.services.registry import model_version_consider_promotion, model_version_register
 
 if TYPE_CHECKING:
@@ -145,7 +151,9 @@ def _champion_metrics_on(
     labels = [r.label for r in rows]
     if len(set(labels)) < 2:
         return None
-    champion_model = ChurnModel.load(champion.artifact_path, cache_dir=settings.CHURN_CACHE_DIR)
+    champion_model = ChurnModel.load(
+        champion.artifact_path, cache_dir=settings.CHURN_CACHE_DIR, expected_sha256=model_artifact_sha256(champion)
+    )
     return churn_metrics(labels, champion_model.predict_proba([r.snapshot for r in rows]))
 
 
@@ -274,7 +282,8 @@ def _manifest(artifact: Path) -> dict[str, object]:
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     files = dict(manifest.get("files", {}))
-    files["manifest.json"] = {"size": (artifact / "manifest.json").stat().st_size}
+    data = (artifact / "manifest.json").read_bytes()
+    files["manifest.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     return files
 
 

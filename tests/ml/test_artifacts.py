@@ -131,3 +131,91 @@ def test_unsafe_extra_file_names_are_refused_at_save(tmp_path: Path) -> None:
         with pytest.raises(ArtifactError):
             save_artifact(tmp_path / "m", tensors={}, metadata={}, extra_files={name: "x"})
     assert not (tmp_path / "m").exists()
+
+
+def load_manifest(directory: Path) -> dict[str, dict[str, object]]:
+    import json
+
+    return json.loads((directory / "manifest.json").read_text())["files"]
+
+
+def _rewrite(directory: Path, name: str, data: bytes) -> None:
+    """Replace a file and re-sign the manifest to match: what the manifest alone cannot detect."""
+    import hashlib
+    import json
+
+    (directory / name).write_bytes(data)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_headerless_pickles_are_refused_at_save_and_at_load(tmp_path: Path, protocol: int) -> None:
+    payload = pickle.dumps({"w": [1, 2]}, protocol=protocol) + b"trailing bytes pickle ignores"
+    with pytest.raises(ArtifactError, match="pickle"):
+        save_artifact(tmp_path / "m", tensors={}, metadata={}, extra_files={"head.txt": payload})
+    directory = _save_sample(tmp_path / "model")
+    _rewrite(directory, "trees.txt", payload)
+
+    with pytest.raises(ArtifactError, match="trees.txt holds pickle data"):
+        load_artifact(directory)
+    assert load_artifact(_save_sample(tmp_path / "plain")).files["trees.txt"] == b"tree 0\n"  # text is no pickle
+
+
+def test_files_and_manifest_replaced_together_are_refused_against_the_recorded_checksums(tmp_path: Path) -> None:
+    import hashlib
+
+    directory = _save_sample(tmp_path / "model")
+    recorded = {name: entry["sha256"] for name, entry in load_manifest(directory).items()}
+    recorded["manifest.json"] = hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
+    assert load_artifact(directory, expected_sha256=recorded).metadata["kind"] == "sample"
+
+    _rewrite(directory, "vocabulary.json", b'{"ab": 1}')
+    load_artifact(directory)  # the manifest matches the files it lists...
+    with pytest.raises(ArtifactError, match="manifest.json is not the manifest recorded"):
+        load_artifact(directory, expected_sha256=recorded)  # ...but not what was registered
+    without_manifest = {name: sha for name, sha in recorded.items() if name != "manifest.json"}
+    with pytest.raises(ArtifactError, match="vocabulary.json not as recorded"):
+        load_artifact(directory, expected_sha256=without_manifest)
+
+
+def test_links_folders_and_other_entries_are_refused_with_a_clear_error(tmp_path: Path) -> None:
+    import shutil
+
+    directory = _save_sample(tmp_path / "model")
+    outside = tmp_path / "outside.safetensors"
+    shutil.copy(directory / "model.safetensors", outside)
+    (directory / "model.safetensors").unlink()
+    (directory / "model.safetensors").symlink_to(outside)  # same bytes, but no longer inside the artifact
+    with pytest.raises(ArtifactError, match="model.safetensors is a symbolic link"):
+        load_artifact(directory)
+
+    directory = _save_sample(tmp_path / "other")
+    (directory / "manifest.json").unlink()
+    (directory / "manifest.json").mkdir()
+    with pytest.raises(ArtifactError, match="manifest.json is not a regular file"):
+        load_artifact(directory)
+    (directory / "manifest.json").rmdir()
+    (directory / "manifest.json").symlink_to(tmp_path / "nowhere.json")
+    with pytest.raises(ArtifactError, match="manifest.json is a symbolic link"):
+        load_artifact(directory)
+
+
+def test_a_save_that_fails_while_replacing_keeps_the_old_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = _save_sample(tmp_path / "model")
+    before = load_artifact(directory).metadata
+    real_rename = Path.rename
+
+    def failing_rename(self: Path, target: Path) -> Path:
+        if self.name.startswith(".model.tmp-"):
+            raise KeyboardInterrupt  # interrupted between moving the old model aside and moving the new one in
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(directory, tensors={}, metadata={"kind": "new"})
+    monkeypatch.undo()
+
+    assert load_artifact(directory).metadata == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

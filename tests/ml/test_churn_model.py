@@ -155,6 +155,37 @@ def test_missing_truncated_or_pickle_files_are_refused(saved_model: Path, tmp_pa
     assert ChurnModel.load(saved_model).predict_proba([]).shape == (0,)
 
 
+@pytest.mark.parametrize(
+    ("where", "change"),
+    [
+        ("hybrid", lambda m: m["hybrid"].pop("columns")),
+        ("hybrid", lambda m: m["hybrid"]["lightgbm"].pop("params")),
+        ("text model", lambda m: m["hybrid"]["text_model"].pop("options")),
+        ("config", lambda m: m["config"]["hybrid"].update(unknown_option=1)),
+    ],
+)
+def test_metadata_of_another_version_is_an_artifact_error_naming_the_artifact(
+    where: str, change: object, saved_model: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for file in saved_model.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    metadata = json.loads((copy / "metadata.json").read_text())
+    change(metadata)  # type: ignore[operator]
+    data = json.dumps(metadata).encode()
+    (copy / "metadata.json").write_bytes(data)
+    manifest = json.loads((copy / "manifest.json").read_text())  # re-signed, as another version would have written it
+    manifest["files"]["metadata.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+    with pytest.raises(ArtifactError) as caught:
+        ChurnModel.load(copy, device="cpu")
+    assert str(copy) in str(caught.value) and "churn-unpack" not in str(caught.value), (where, caught.value)
+
+
 def test_training_too_early_for_any_cutoff_says_what_to_change(tiny_bert_dir: Path, histories: list) -> None:
     with pytest.raises(ValueError, match="no training cutoff fits"):
         ChurnModel(_config("none", tiny_bert_dir)).fit(histories, as_of=START + timedelta(days=80))

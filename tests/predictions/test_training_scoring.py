@@ -103,6 +103,39 @@ def test_a_corrupt_champion_stops_scoring_with_a_clear_error(store: None) -> Non
     assert ScoringRun.objects.get().status == ScoringRun.Status.FAILED
 
 
+def test_a_champion_whose_files_and_manifest_were_replaced_together_is_refused(store: None) -> None:
+    import hashlib
+    import json
+
+    from predictions.services.scoring import churn_model_load
+
+    version = ModelVersion.objects.get(training_run=_train())
+    assert "sha256" in version.artifact_checksums["manifest.json"]
+    root = Path(version.artifact_path)
+    metadata = json.loads((root / "metadata.json").read_text())
+    metadata["metrics"]["roc_auc"] = 0.999  # what the model card would then show
+    data = json.dumps(metadata).encode()
+    (root / "metadata.json").write_bytes(data)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"]["metadata.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+    with pytest.raises(ChampionUnavailable, match="manifest.json is not the manifest recorded"):
+        churn_model_load(version)
+
+
+def test_a_champion_whose_encoder_is_gone_is_unavailable_not_a_crash(store: None, tiny_encoder: Path) -> None:
+    import shutil
+
+    from predictions.services.scoring import churn_model_load
+
+    version = ModelVersion.objects.get(training_run=_train(mode="frozen"))
+    shutil.rmtree(tiny_encoder)
+
+    with pytest.raises(ChampionUnavailable, match="does not exist"):
+        churn_model_load(version)
+
+
 def test_rollback_changes_the_model_used_by_the_next_scoring(store: None) -> None:
     first = ModelVersion.objects.get(training_run=_train())
     second = ModelVersion.objects.get(training_run=_train(horizon_days=45))
