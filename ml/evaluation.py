@@ -236,6 +236,17 @@ def cross_validate_profile(
     from sklearn.model_selection import StratifiedKFold
 
     specs = _specs(models)
+    if recency_column is not None and recency_column not in data.frame.columns:
+        raise ValueError(
+            f"recency column {recency_column!r} is not a feature column "
+            f"(feature columns: {', '.join(map(str, data.frame.columns))})"
+        )
+    smaller = int(np.bincount(data.y, minlength=2).min())
+    if smaller < folds:
+        raise ValueError(
+            f"the smaller class has {smaller} rows, fewer than the {folds} folds: some folds would have no churner "
+            f"(or no non-churner) to measure; use at most {smaller} folds, or more data"
+        )
     started = time.perf_counter()
     texts = None
     if any(spec.needs_text for spec in specs.values()):

@@ -354,6 +354,9 @@ def prepare_profile(
     for column in [label_col, *([id_col] if id_col else []), *drop_cols]:
         if column not in columns:
             raise ProfileError(f"column {column!r} is not in the file (columns: {', '.join(map(str, columns))})")
+    for column, role in ((label_col, "label"), (id_col, "id")):
+        if column is not None and column in drop_cols:
+            raise ProfileError(f"column {column!r} is the {role} column; it cannot be dropped too")
     notes: list[str] = []
     frame = raw.copy()
     for column in frame.columns:
@@ -371,6 +374,14 @@ def prepare_profile(
     if labels.isna().any():
         first = labels.index[labels.isna()][0]
         raise ProfileError(f"row {int(first) + 2}: label column {label_col!r} is empty")
+    kinds = {_label_key(v): v for v in labels}
+    if len(kinds) > 2:
+        first_third = next(i for i, v in labels.items() if _label_key(v) not in list(kinds)[:2])
+        raise ProfileError(
+            f"row {int(first_third) + 2}: label column {label_col!r} holds a third value "
+            f"({', '.join(repr(str(v)) for v in list(kinds.values())[:10])}); a churn label has two: "
+            "fix those rows or leave them out"
+        )
     y = np.array([_label_matches(v, positive) for v in labels], dtype=int)
     if y.sum() == 0:
         values = ", ".join(sorted({str(v) for v in labels})[:10])
@@ -410,8 +421,16 @@ def _numeric_or_none(values: pd.Series) -> pd.Series | None:
     return pd.to_numeric(values, errors="coerce").astype(float)
 
 
+def _label_key(value: object) -> str:
+    """One spelling per label value: numbers by value (``1`` = ``1.0``), text without case (``Yes`` = ``yes``)."""
+    try:
+        return repr(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value).strip().casefold()
+
+
 def _label_matches(value: object, positive: str) -> bool:
-    if str(value) == str(positive):
+    if str(value).strip().casefold() == str(positive).strip().casefold():
         return True
     try:
         return float(value) == float(positive)  # type: ignore[arg-type]

@@ -112,6 +112,20 @@ def test_profile_numeric_positive_label_and_clear_errors() -> None:
         prepare_profile(pd.DataFrame({"x": [1, 2], "Churn": ["1", ""]}), label_col="Churn", positive="1")
 
 
+def test_profile_labels_match_whatever_their_case_and_a_third_value_or_a_dropped_label_is_refused() -> None:
+    raw = pd.DataFrame({"x": [1, 2, 3, 4, 5], "Churn": ["Yes", "yes", " YES ", "No", "no"]})
+    assert prepare_profile(raw, label_col="Churn", positive="Yes").y.tolist() == [1, 1, 1, 0, 0]
+    flags = pd.DataFrame({"x": [1, 2, 3], "Churn": [True, False, True]})  # a spreadsheet's booleans
+    assert prepare_profile(flags, label_col="Churn", positive="True").y.tolist() == [1, 0, 1]
+    assert prepare_profile(flags, label_col="Churn", positive="1").y.tolist() == [1, 0, 1]
+    numbers = pd.DataFrame({"x": [1, 2, 3], "Churn": ["1", "1.0", "0"]})
+    assert prepare_profile(numbers, label_col="Churn", positive="1").y.tolist() == [1, 1, 0]
+    with pytest.raises(ProfileError, match=r"row 4: label column 'Churn' holds a third value \('Yes', 'No', 'Maybe'\)"):
+        prepare_profile(pd.DataFrame({"Churn": ["Yes", "No", "Maybe"]}), label_col="Churn", positive="Yes")
+    with pytest.raises(ProfileError, match="'Churn' is the label column; it cannot be dropped too"):
+        prepare_profile(raw, label_col="Churn", positive="Yes", drop_cols=["Churn"])
+
+
 def _with_attributes(*attributes: dict[str, object]) -> list:
     return [
         snapshot_at(CustomerHistory(customer=CustomerRecord(id=f"c{i}", attributes=a)), AS_OF)

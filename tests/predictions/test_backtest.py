@@ -100,6 +100,8 @@ def test_churn_backtest_refuses_an_as_of_too_close_to_the_end_of_the_data() -> N
     build_store(n=20)
     with pytest.raises(CommandError, match="before the test label window ends"):
         call_command("churn_backtest", "--as-of=2025-12-20", "--horizon-days=60", "--no-progress")
+    with pytest.raises(CommandError, match="--max-cutoffs must be at least 1"):
+        call_command("churn_backtest", "--as-of=2025-10-01", "--max-cutoffs=0", "--no-progress")
 
 
 def test_churn_evaluate_command_on_a_small_csv(tmp_path: Path) -> None:
@@ -120,6 +122,25 @@ def test_churn_evaluate_command_on_a_small_csv(tmp_path: Path) -> None:
     assert report["n"] == 120 and "recency" in report["skipped"] and report["models"]["logreg"]["roc_auc"] > 0.6
     with pytest.raises(CommandError, match="column 'Target' is not in the file"):
         call_command("churn_evaluate", str(path), "--label-col=Target", "--positive=Yes", "--no-progress")
+
+
+def test_churn_evaluate_refuses_what_would_give_a_wrong_or_partial_report(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    path = _profile_csv(tmp_path)
+    common = [str(path), "--label-col=Churn", "--positive=Yes", "--id-col=id", "--no-progress"]
+    with pytest.raises(CommandError, match="'Churn' is the label column; it cannot be dropped too"):
+        call_command("churn_evaluate", *common, "--drop-col=Churn")
+    with pytest.raises(CommandError, match="recency column 'tenur' is not a feature column"):
+        call_command("churn_evaluate", *common, "--models=recency", "--recency-col=tenur")
+    few = tmp_path / "few.csv"
+    few.write_text("id,x,Churn\n" + "".join(f"c{i},{i},{'Yes' if i < 3 else 'No'}\n" for i in range(40)))
+    with pytest.raises(CommandError, match="the smaller class has 3 rows, fewer than the 5 folds"):
+        call_command("churn_evaluate", str(few), "--label-col=Churn", "--positive=Yes", "--models=logreg")
+    settings.CHURN_ENCODER = str(tmp_path / "no-such-encoder")
+    with pytest.raises(CommandError, match="no-such-encoder does not exist.*need it"):
+        call_command("churn_evaluate", *common, "--models=logreg,hybrid")
+    out = tmp_path / "tfidf.json"  # tfidf needs no encoder: it runs, and the report names none
+    call_command("churn_evaluate", *common, "--models=tfidf", f"--json={out}", stdout=open(tmp_path / "o", "w"))  # noqa: SIM115
+    assert not any("encoder" in note for note in json.loads(out.read_text())["notes"])
 
 
 def _profile_csv(tmp_path: Path) -> Path:

@@ -27,10 +27,13 @@ def add_text_model_arguments(parser: CommandParser) -> None:
 
 
 TEXT_MODEL_NAMES = frozenset({"tfidf", "transformer", "hybrid", "hybrid_no_messages", "hybrid_no_text"})
+# The models that read the encoder (tfidf reads characters, hybrid_no_text only the features).
+ENCODER_MODEL_NAMES = frozenset({"transformer", "hybrid", "hybrid_no_messages"})
 
 
 def register_text_models_from_options(options: Mapping[str, object], models: list[str]) -> str | None:
-    """Register the text models with the command's encoder options; returns a note for the report (None if unused)."""
+    """Register the text models with the command's encoder options; returns a note for the report (None when no
+    requested model reads the encoder). A missing encoder is a CommandError before anything runs."""
     from django.conf import settings
 
     from ml.text_evaluation import TextEvaluationOptions, register_text_models, resolve_encoder_mode
@@ -39,6 +42,16 @@ def register_text_models_from_options(options: Mapping[str, object], models: lis
         raise CommandError("--inner-folds must be at least 2")
     if int(options["embedding_dims"]) < 0:  # type: ignore[arg-type]
         raise CommandError("--embedding-dims must not be negative")
+    from ml.encoder import EncoderNotFoundError, resolve_encoder_path
+
+    encoder = str(options["encoder"] or settings.CHURN_ENCODER or "") or None
+    uses_encoder = bool(ENCODER_MODEL_NAMES.intersection(models))
+    if uses_encoder:
+        try:  # before any model runs, not after the others have taken their minutes
+            resolve_encoder_path(encoder)
+        except EncoderNotFoundError as exc:
+            needing = ", ".join(sorted(ENCODER_MODEL_NAMES & set(models)))
+            raise CommandError(f"{exc} (the models {needing} need it)") from exc
     mode = resolve_encoder_mode(str(options["encoder_mode"]))
     quantize = options.get("encoder_quantize")
     if quantize is None:  # the setting applies where it can: to the frozen encoder
@@ -50,11 +63,11 @@ def register_text_models_from_options(options: Mapping[str, object], models: lis
     result = register_text_models(
         TextEvaluationOptions(
             encoder_mode=str(options["encoder_mode"]),
-            encoder=str(options["encoder"] or settings.CHURN_ENCODER or "") or None,
+            encoder=encoder,
             cache_dir=str(settings.CHURN_CACHE_DIR),
             inner_folds=int(options["inner_folds"]),  # type: ignore[arg-type]
             embedding_dims=int(options["embedding_dims"]),  # type: ignore[arg-type]
             quantize=str(quantize),
         )
     )
-    return result["note"] if TEXT_MODEL_NAMES.intersection(models) else None
+    return result["note"] if uses_encoder else None

@@ -47,6 +47,8 @@ class Command(BaseCommand):
             raise CommandError(f"--as-of must be a date like 2025-01-31, got {options['as_of']!r}") from exc
         as_of = datetime.combine(day, time.max, tzinfo=UTC).replace(microsecond=0)
         models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
+        if options["max_cutoffs"] is not None and int(options["max_cutoffs"]) < 1:  # type: ignore[arg-type]
+            raise CommandError("--max-cutoffs must be at least 1")
         try:
             setup = BacktestSetup(
                 as_of=as_of,
