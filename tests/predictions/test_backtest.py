@@ -101,7 +101,7 @@ def test_churn_backtest_refuses_an_as_of_too_close_to_the_end_of_the_data() -> N
     with pytest.raises(CommandError, match="before the test label window ends"):
         call_command("churn_backtest", "--as-of=2025-12-20", "--horizon-days=60", "--no-progress")
     with pytest.raises(CommandError, match="--max-cutoffs must be at least 1"):
-        call_command("churn_backtest", "--as-of=2025-10-01", "--max-cutoffs=0", "--no-progress")
+        call_command("churn_backtest", "--as-of=2025-10-01", "--horizon-days=60", "--max-cutoffs=0", "--no-progress")
 
 
 def test_churn_evaluate_command_on_a_small_csv(tmp_path: Path) -> None:
