@@ -30,7 +30,7 @@ class Int8Linear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         weight = linear.weight.detach().to(torch.float32)
-        scale = weight.abs().amax(dim=1).clamp(min=_TINY) / _LEVELS
+        scale = (weight.abs().amax(dim=1) / _LEVELS).clamp(min=_TINY)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         # Stored (in, out) and contiguous: the layout torch._int_mm takes on the CPU.
         self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8).t().contiguous())
@@ -40,10 +40,10 @@ class Int8Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.float32)
-        # One scale per token (max |x| from two reductions, without a temporary |x|); an all-zero row keeps the
-        # scale tiny and quantises to zeros.
+        # One scale per token (max |x| from two reductions, without a temporary |x|); an all-zero row gets the
+        # smallest normal scale, whose reciprocal is finite, and quantises to zeros.
         peak = torch.maximum(rows.amax(dim=1, keepdim=True), rows.amin(dim=1, keepdim=True).neg_())
-        scale = peak.clamp_(min=_TINY).div_(_LEVELS)
+        scale = peak.div_(_LEVELS).clamp_(min=_TINY)
         quantised = torch.mul(rows, scale.reciprocal()).round_().to(torch.int8)
         # In place on the one float32 copy of the product: no temporary of the output's size (allocating those
         # made one 384 -> 1536 layer three times slower in a micro-benchmark on this machine).

@@ -18,6 +18,9 @@ def test_an_int8_layer_stays_within_quantisation_error_of_the_float_layer(bias: 
     linear = torch.nn.Linear(48, 20, bias=bias)
     x = torch.randn(2, 7, 48)
     x[1, 3] = 0.0  # an all-zero token must not divide by zero
+    x[1, 4] = 1e-39  # nor a token of subnormal values
+    with torch.no_grad():
+        linear.weight[5] = 0.0  # nor an output channel of zero weights
 
     expected = linear(x)
     found = Int8Linear(linear)(x)
@@ -27,6 +30,8 @@ def test_an_int8_layer_stays_within_quantisation_error_of_the_float_layer(bias: 
     bound = 48 * (x.abs().amax(-1, keepdim=True) * linear.weight.abs().amax(1)) / 127
     assert torch.all((found - expected).abs() <= bound + 1e-6)
     assert torch.allclose(found[1, 3], linear.bias if bias else torch.zeros(20), atol=1e-6)
+    assert torch.allclose(found[1, 4], linear.bias if bias else torch.zeros(20), atol=1e-6)
+    assert torch.isfinite(1 / Int8Linear(linear).weight_scale).all()  # every scale a normal float
     # Far tighter than the worst case in practice: this is what keeps the encoder's vectors close.
     assert (found - expected).abs().max() < 0.02 * expected.abs().max()
 
