@@ -329,17 +329,19 @@ class LogisticRegressionChurn:
         self.intercept_: float = 0.0
         self.C_: float = self.options.C
 
-    def fit(self, frame: pd.DataFrame, y: Sequence[int] | np.ndarray) -> LogisticRegressionChurn:
+    def fit(
+        self, frame: pd.DataFrame, y: Sequence[int] | np.ndarray, *, groups: Sequence[object] | None = None
+    ) -> LogisticRegressionChurn:
+        """Fit; ``groups`` (one customer id per row) keeps each customer on one side of the split that picks C."""
         labels = _as_binary(y)
         o = self.options
         self.C_ = o.C
         if o.C_grid:
-            from sklearn.model_selection import train_test_split
-
+            from ml.folds import stratified_holdout
             from ml.metrics import roc_auc
 
-            inner_train, inner_valid = train_test_split(
-                np.arange(len(labels)), test_size=o.inner_valid_fraction, stratify=labels, random_state=o.random_state
+            inner_train, inner_valid = stratified_holdout(
+                labels, o.inner_valid_fraction, seed=o.random_state, groups=groups
             )
             scores = {}
             for c in o.C_grid:
@@ -476,10 +478,14 @@ class LightGBMChurn:
                 out[column] = frame[column].astype(float)
         return pd.DataFrame(out, index=frame.index)
 
-    def fit(self, frame: pd.DataFrame, y: Sequence[int] | np.ndarray) -> LightGBMChurn:
+    def fit(
+        self, frame: pd.DataFrame, y: Sequence[int] | np.ndarray, *, groups: Sequence[object] | None = None
+    ) -> LightGBMChurn:
+        """Fit; ``groups`` (one customer id per row) keeps each customer on one side of the split that picks the
+        leaves and the number of trees."""
         import lightgbm as lgb
-        from sklearn.model_selection import train_test_split
 
+        from ml.folds import stratified_holdout
         from ml.metrics import roc_auc
 
         labels = _as_binary(y)
@@ -503,8 +509,8 @@ class LightGBMChurn:
             )
         x = self._matrix(frame)
         categorical = [c for c in self.columns_ if c in self.categories_]
-        inner_train, inner_valid = train_test_split(
-            np.arange(len(labels)), test_size=o.inner_valid_fraction, stratify=labels, random_state=o.random_state
+        inner_train, inner_valid = stratified_holdout(
+            labels, o.inner_valid_fraction, seed=o.random_state, groups=groups
         )
         best: tuple[float, int, int] | None = None
         for leaves in o.num_leaves_grid:

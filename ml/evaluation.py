@@ -110,11 +110,11 @@ def _recency(train: FoldData) -> FittedModel:
 
 
 def _logreg(train: FoldData) -> FittedModel:
-    return _FrameModel(LogisticRegressionChurn().fit(train.frame, train.y))
+    return _FrameModel(LogisticRegressionChurn().fit(train.frame, train.y, groups=train.groups))
 
 
 def _lightgbm(train: FoldData) -> FittedModel:
-    return _FrameModel(LightGBMChurn().fit(train.frame, train.y))
+    return _FrameModel(LightGBMChurn().fit(train.frame, train.y, groups=train.groups))
 
 
 class _TextModel:

@@ -200,6 +200,8 @@ class TransformerChurnClassifier:
         val_texts: Sequence[str] | None = None,
         val_y: Sequence[int] | np.ndarray | None = None,
         progress: ProgressCallback | None = None,
+        *,
+        groups: Sequence[object] | None = None,
     ) -> TransformerChurnClassifier:
         """Train on ``texts`` with 0/1 labels ``y``; returns ``self``.
 
@@ -207,6 +209,7 @@ class TransformerChurnClassifier:
             val_texts, val_y: validation set for early stopping; without it a stratified share of the
                 training set is held out (``validation_fraction``), or none when a class has under 2 rows.
             progress: called as ``progress(fraction, message)`` while training.
+            groups: one customer id per text: the held-out share takes whole customers.
         """
         import torch
 
@@ -222,7 +225,7 @@ class TransformerChurnClassifier:
                     "churners" if val_labels[0] == 1 else "non-churners",
                 )
         else:
-            train_texts, train_labels, val_texts, val_labels = _internal_split(texts, labels, self.config)
+            train_texts, train_labels, val_texts, val_labels = _internal_split(texts, labels, self.config, groups)
 
         config = self.config
         previous_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -579,18 +582,20 @@ def _check_inputs(texts: Sequence[str], y: Sequence[int] | np.ndarray, what: str
 
 
 def _internal_split(
-    texts: list[str], labels: np.ndarray, config: FineTuneConfig
+    texts: list[str], labels: np.ndarray, config: FineTuneConfig, groups: Sequence[object] | None = None
 ) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    from sklearn.model_selection import train_test_split
+    from ml.folds import stratified_holdout
 
     counts = np.bincount(labels, minlength=2)
     n_validation = math.ceil(config.validation_fraction * len(texts))
     if counts.min() < 2 or n_validation < 2 or len(texts) - n_validation < 2:
         logger.info("no validation split: too few rows per class (%s); training runs every epoch", counts.tolist())
         return texts, labels, [], np.zeros(0, dtype=np.int64)
-    train_idx, val_idx = train_test_split(
-        np.arange(len(texts)), test_size=config.validation_fraction, stratify=labels, random_state=config.seed
-    )
+    try:
+        train_idx, val_idx = stratified_holdout(labels, config.validation_fraction, seed=config.seed, groups=groups)
+    except ValueError as exc:  # fewer customers than grouped folds
+        logger.info("no validation split: %s; training runs every epoch", exc)
+        return texts, labels, [], np.zeros(0, dtype=np.int64)
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     if len(np.unique(labels[val_idx])) < 2:  # the stratified rounding left the smaller class out
         logger.info("no validation split: a %d-row share would hold one class; training runs every epoch", len(val_idx))

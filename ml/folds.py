@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["stratified_folds"]
+__all__ = ["stratified_folds", "stratified_holdout"]
 
 
 def stratified_folds(
@@ -39,3 +39,19 @@ def stratified_folds(
             return [(np.sort(a), np.sort(b)) for a, b in splitter.split(placeholder, labels, codes)]
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(placeholder, labels))
+
+
+def stratified_holdout(
+    labels: np.ndarray, fraction: float, *, seed: int, groups: Sequence[object] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_rows, held_out_rows)``: a stratified share of about ``fraction`` held out, customers kept whole
+    when grouped (one fold of ``round(1 / fraction)`` grouped folds); without repeated customers, exactly
+    scikit-learn's ``train_test_split(stratify=labels)``."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    if groups is not None and len({str(g) for g in groups}) < len(labels):
+        folds = stratified_folds(labels, max(2, round(1 / fraction)), seed=seed, groups=groups)
+        return folds[0]
+    train, held_out = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
+    return train, held_out

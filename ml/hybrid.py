@@ -47,7 +47,7 @@ from ml.baselines import LightGBMChurn, LightGBMOptions, with_string_columns
 from ml.calibration import CalibrationConfig, Calibrator
 from ml.encoder import QUANTIZATIONS, check_tokenizer
 from ml.finetune import FineTuneConfig
-from ml.folds import stratified_folds
+from ml.folds import stratified_folds, stratified_holdout
 from ml.metrics import churn_metrics, roc_auc
 from ml.text_baseline import TfidfOptions
 
@@ -72,7 +72,7 @@ ProgressCallback = Callable[[float, str], None]
 class TextModel(Protocol):
     """What the hybrid needs of a text model (scikit-learn convention: column 1 is the churn probability)."""
 
-    def fit(self, texts: Sequence[str], y: np.ndarray) -> TextModel: ...
+    def fit(self, texts: Sequence[str], y: np.ndarray, *, groups: Sequence[object] | None = None) -> TextModel: ...
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -291,27 +291,34 @@ class FrozenEmbeddingHead:
         self.coef_: np.ndarray | None = None
         self.intercept_: float = 0.0
 
-    def fit(self, texts: Sequence[str], y: np.ndarray) -> FrozenEmbeddingHead:
+    def fit(
+        self, texts: Sequence[str], y: np.ndarray, *, groups: Sequence[object] | None = None
+    ) -> FrozenEmbeddingHead:
+        """Fit; ``groups`` (one customer id per text) keeps each customer on one side of the split that picks C."""
         from sklearn.linear_model import LogisticRegression
 
         vectors = self.embedder.embed(list(texts))
         labels = np.asarray(y, dtype=int)
-        self.c_ = self._choose_c(vectors, labels) if self.c_grid else self.c
+        self.c_ = self._choose_c(vectors, labels, groups) if self.c_grid else self.c
         head = LogisticRegression(C=self.c_, class_weight="balanced", max_iter=3000, random_state=self.seed)
         head.fit(vectors, labels)
         self.coef_ = head.coef_[0].astype(np.float64)
         self.intercept_ = float(head.intercept_[0])
         return self
 
-    def _choose_c(self, vectors: np.ndarray, labels: np.ndarray) -> float:
+    def _choose_c(self, vectors: np.ndarray, labels: np.ndarray, groups: Sequence[object] | None) -> float:
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import train_test_split
 
         from ml.metrics import roc_auc
 
         if np.bincount(labels, minlength=2).min() < 5:
             return self.c
-        train, valid = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=self.seed)
+        try:
+            train, valid = stratified_holdout(labels, 0.2, seed=self.seed, groups=groups)
+        except ValueError:  # fewer customers than grouped folds
+            return self.c
+        if len(np.unique(labels[valid])) < 2 or len(np.unique(labels[train])) < 2:
+            return self.c
         # Warm-started along increasing C: each fit starts from the previous solution.
         head = LogisticRegression(class_weight="balanced", max_iter=3000, warm_start=True, random_state=self.seed)
         scores: dict[float, float] = {}
@@ -522,13 +529,15 @@ class HybridChurnModel:
         if self.uses_text:
             assert texts is not None
             for fold, (train_rows, held_out) in enumerate(splits):
-                model = self._new_text_model().fit([texts[i] for i in train_rows], labels[train_rows])
+                model = self._new_text_model().fit(
+                    [texts[i] for i in train_rows], labels[train_rows], groups=_take(groups, train_rows)
+                )
                 self.oof_text_score_[held_out] = model.predict_proba([texts[i] for i in held_out])[:, 1]
                 self.oof_fold_[held_out] = fold
                 self.text_fold_train_rows_.append(np.sort(train_rows))
                 done += 1
                 report(done / steps, f"text model: fold {fold + 1} of {len(splits)}")
-            self.text_model_ = self._new_text_model().fit(texts, labels)
+            self.text_model_ = self._new_text_model().fit(texts, labels, groups=groups)
             done += 1
             report(done / steps, "text model: refitted on all training rows")
             if config.embedding_dims:
@@ -556,7 +565,9 @@ class HybridChurnModel:
                 options = replace(config.lightgbm, num_leaves_grid=(leaves,)) if leaves else config.lightgbm
                 raw_oof = np.zeros(n)
                 for train_rows, held_out in splits:
-                    booster = LightGBMChurn(options).fit(inputs.iloc[train_rows], labels[train_rows])
+                    booster = LightGBMChurn(options).fit(
+                        inputs.iloc[train_rows], labels[train_rows], groups=_take(groups, train_rows)
+                    )
                     raw_oof[held_out] = booster.predict_proba(inputs.iloc[held_out])[:, 1]
                 score = roc_auc(labels, raw_oof)
                 self.leaves_cv_roc_auc_[f"{leaves or 'inner split'} leaves{label}"] = score
@@ -576,7 +587,7 @@ class HybridChurnModel:
         )
         # LightGBM reads only the columns it was trained on, so a stacked frame with text columns still fits it.
         inputs = stacked.drop(columns=dropped)
-        self.lightgbm_ = LightGBMChurn(self.lightgbm_options_).fit(inputs, labels)
+        self.lightgbm_ = LightGBMChurn(self.lightgbm_options_).fit(inputs, labels, groups=groups)
         self.stacked_columns_ = [str(c) for c in stacked.columns]
         self.training_data_sha256_ = _data_hash(frame, texts, labels)
         self.n_train_ = n
@@ -811,6 +822,10 @@ def _unpack(
             raise ArtifactError(
                 str(exc).replace(f"model artifact {rebuilt}", f"the {prefix} model of {where}")
             ) from exc
+
+
+def _take(groups: Sequence[object] | None, rows: np.ndarray) -> list[object] | None:
+    return None if groups is None else [groups[i] for i in rows]
 
 
 def _data_hash(frame: pd.DataFrame, texts: Sequence[str] | None, labels: np.ndarray) -> str:

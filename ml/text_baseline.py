@@ -71,8 +71,13 @@ class TfidfChurnClassifier:
             dtype=np.float32,
         )
 
-    def fit(self, texts: Sequence[str], y: Sequence[int] | np.ndarray) -> TfidfChurnClassifier:
-        """Fit on texts (one per customer, e.g. their messages joined) and 0/1 labels; returns ``self``."""
+    def fit(
+        self, texts: Sequence[str], y: Sequence[int] | np.ndarray, *, groups: Sequence[object] | None = None
+    ) -> TfidfChurnClassifier:
+        """Fit on texts (one per customer, e.g. their messages joined) and 0/1 labels; returns ``self``.
+
+        ``groups`` is accepted like every text model's; nothing here is chosen on held-out rows, so it is unused.
+        """
         from sklearn.linear_model import LogisticRegression
 
         texts = _check_texts(texts)

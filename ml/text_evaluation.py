@@ -127,12 +127,13 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
         texts = _texts_of(train, "transformer")
         if mode == "frozen":
             assert embedder is not None
-            return _TextAdapter(FrozenEmbeddingHead(embedder, c_grid=base.frozen_head_c_grid).fit(texts, train.y))
+            head = FrozenEmbeddingHead(embedder, c_grid=base.frozen_head_c_grid)
+            return _TextAdapter(head.fit(texts, train.y, groups=train.groups))
         from ml.finetune import TransformerChurnClassifier
 
         finetune = replace(base.finetune, mode=mode, device=options.device)
         classifier = TransformerChurnClassifier(finetune, encoder=options.encoder, cache_dir=options.cache_dir)
-        return _TextAdapter(classifier.fit(texts, train.y))
+        return _TextAdapter(classifier.fit(texts, train.y, groups=train.groups))
 
     def hybrid(train: FoldData) -> FittedModel:
         texts = _texts_of(train, "hybrid")

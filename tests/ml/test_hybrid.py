@@ -53,7 +53,7 @@ def _config(mode: str, tiny_bert_dir: Path, **overrides: object) -> HybridConfig
 class LookupTextModel:
     """A text model that memorises its training labels: perfect on rows it saw, clueless elsewhere."""
 
-    def fit(self, texts: Sequence[str], y: np.ndarray) -> LookupTextModel:
+    def fit(self, texts: Sequence[str], y: np.ndarray, *, groups: Sequence[object] | None = None) -> LookupTextModel:
         self.seen = dict(zip(texts, np.asarray(y).tolist(), strict=True))
         return self
 

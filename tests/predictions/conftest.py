@@ -22,6 +22,15 @@ def store(settings, tmp_path: Path) -> None:  # noqa: ANN001
     demo_store_generate(customers=120, days=240, seed=3, end=STORE_END)
 
 
+@pytest.fixture
+def talkative_store(settings, tmp_path: Path) -> None:  # noqa: ANN001
+    """The same store where some churners complain before leaving (``incident_churn``): text carries signal."""
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_CACHE_DIR = tmp_path / "cache"
+    demo_store_generate(customers=120, days=240, seed=3, end=STORE_END, incident_churn=True)
+
+
 def train(**overrides: object) -> TrainingRun:
     """Train (eagerly) a fast features-only model at STORE_END; returns the run."""
     options = {"mode": "lightgbm", "horizon_days": 30, "as_of": STORE_END, "actor": "test", "options": FAST_TRAINING}

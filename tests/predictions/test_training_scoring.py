@@ -258,7 +258,7 @@ def _scores(run: ScoringRun) -> dict[int, tuple[float, list]]:
 
 
 def test_incremental_rescoring_reuses_only_what_is_unchanged_and_equals_a_full_rescoring(
-    store: None,
+    talkative_store: None,
     tiny_encoder: Path,
     settings,  # noqa: ANN001
 ) -> None:
