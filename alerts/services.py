@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from base64 import b32encode
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -447,7 +447,14 @@ def _dispatch_locked(
     """
     existing = {i.alert_id: i for i in Intervention.objects.filter(alert__in=[a.pk for a in alerts], kind=kind)}
     todo = [alert for alert in alerts if alert.pk not in existing]
-    customers = Customer.objects.in_bulk([alert.customer_id for alert in todo])
+    # The customers' rows are locked too (in one order, so dispatches cannot deadlock): the send counter is a row
+    # per day, so two dispatches on either side of midnight hold different counters, but never the same customer
+    # at once, and the second then sees the first's intervention in its cooldown check below.
+    customers = {
+        c.pk: c
+        for c in Customer.objects.select_for_update().filter(pk__in={a.customer_id for a in todo}).order_by("pk")
+    }
+    in_control_group = _control_group_customers(customers, exclude_alerts=[a.pk for a in todo])
     recently_contacted: set[int] = set()
     cap = conf.daily_send_cap()
     if kind == ActionKind.COUPON_EMAIL and todo:
@@ -467,7 +474,10 @@ def _dispatch_locked(
     for alert in sorted(todo, key=lambda a: (-a.expected_loss, a.pk)):
         customer = customers[alert.customer_id]
         status, reason = InterventionStatus.PENDING, ""
-        if kind == ActionKind.COUPON_EMAIL:
+        if not alert.holdout and customer.pk in in_control_group:
+            # In another rule's control group (its outcome window open): acting now would spoil that measurement.
+            status, reason = InterventionStatus.SUPPRESSED, f"control group of rule {in_control_group[customer.pk]!r}"
+        elif kind == ActionKind.COUPON_EMAIL:
             if customer.opted_out_at is not None:
                 status, reason = InterventionStatus.SUPPRESSED, "opted out"
             elif not customer.marketing_consent:
@@ -585,6 +595,22 @@ def alert_rule_ensure_manual() -> AlertRule:
         if created:
             audit_record(actor="system:manual-coupon", action="rule_created", rule=rule, details={"manual": True})
     return rule
+
+
+def _control_group_customers(customer_ids: Iterable[int], *, exclude_alerts: list[int]) -> dict[int, str]:
+    """``{customer id: rule name}`` of the customers in a rule's control group whose outcome window is still open
+    (other than through ``exclude_alerts``, the alerts being dispatched)."""
+    now = timezone.now()
+    held = (
+        Intervention.objects.filter(customer_id__in=list(customer_ids), status=InterventionStatus.HOLDOUT)
+        .exclude(alert_id__in=exclude_alerts)
+        .values_list("customer_id", "alert__as_of", "alert__rule__horizon_days", "alert__rule__name")
+    )
+    return {
+        customer_id: rule_name
+        for customer_id, as_of, horizon_days, rule_name in held
+        if as_of + timedelta(days=horizon_days) > now
+    }
 
 
 def _control_group_blocking(customer: Customer, now: datetime) -> Intervention | None:

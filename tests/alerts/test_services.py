@@ -29,6 +29,7 @@ from alerts.services import (
     alert_transition,
     alerts_apply_rules,
     coupon_code_new,
+    customer_send_coupon,
     holdout_assigned,
     intervention_outcomes_record,
     unsubscribe_customer,
@@ -554,3 +555,38 @@ def test_budget_limits_the_contacted_customers_to_what_it_pays_for(run) -> None:
     assert all(a.expected_loss >= lowest_treated for a in Alert.objects.all()), (
         "the budget (and the control group) take the highest losses"
     )
+
+
+def _customers_in_holdout(rule: AlertRule, n: int) -> list:
+    """``n`` customers whom the hash puts in ``rule``'s control group."""
+    found, i = [], 0
+    while len(found) < n:
+        customer = customer_make(i)
+        if holdout_assigned(customer_id=customer.pk, rule_id=rule.pk, fraction=rule.holdout_fraction):
+            found.append(customer)
+        else:
+            customer.delete()
+        i += 1
+    return found
+
+
+def test_a_control_customer_of_one_rule_gets_no_action_from_another_while_its_window_is_open(
+    run,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    measured = rule_make(name="A measured", holdout_fraction=0.5, horizon_days=3650)  # window open today
+    other = rule_make(name="B", holdout_fraction=0.0)
+    (customer,) = _customers_in_holdout(measured, 1)
+    score_make(customer, run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=measured, scores=ChurnScore.objects.all(), actor="t")
+        alert_rule_apply(rule=other, scores=ChurnScore.objects.all(), actor="t")
+        manual = customer_send_coupon(customer=customer, actor="user:ann")  # the open alert of rule B
+
+    statuses = dict(Intervention.objects.values_list("alert__rule__name", "status"))
+    assert statuses == {"A measured": InterventionStatus.HOLDOUT, "B": InterventionStatus.SUPPRESSED}
+    assert Intervention.objects.get(alert__rule=other).reason == "control group of rule 'A measured'"
+    assert manual.alert.rule == other and manual.status == InterventionStatus.SUPPRESSED and emails() == []
+    intervention_outcomes_record(now=as_of(+3651))
+    assert alert_rule_uplift(rule=measured).control == 1

@@ -7,14 +7,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection, connections
+from django.utils import timezone as django_timezone
 
-from alerts.models import ActionKind, AlertRule, Intervention, InterventionStatus, TriggerKind
+from alerts import services as alerts_services
+from alerts.models import ActionKind, Alert, AlertRule, Intervention, InterventionStatus, TriggerKind
 from alerts.services import alert_rule_apply, alerts_apply_rules, intervention_send_email
 from churnsite.celery import app as celery_app
 from customers.models import Customer
@@ -108,6 +111,59 @@ def test_concurrent_dispatches_keep_the_daily_cap_and_the_cooldown(settings) -> 
     contacted = list(Intervention.objects.filter(status__in=("pending", "sent")).values_list("customer_id", flat=True))
     assert len(contacted) == 30 and len(set(contacted)) == 30
     assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 30
+
+
+class _ThreadClock:
+    """``django.utils.timezone`` with a ``now()`` of each thread's own."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def now(self) -> datetime:
+        return getattr(self.local, "now", None) or django_timezone.now()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(django_timezone, name)
+
+
+def test_two_dispatches_on_either_side_of_midnight_contact_a_customer_once(monkeypatch) -> None:  # noqa: ANN001
+    # Each dispatch locks its own day's send counter; the customer's row must serialise them all the same.
+    assert connection.vendor == "postgresql"
+    celery_app.conf.task_always_eager = True
+    run = scoring_run_make(model_version_make(), at=as_of())
+    score_make(customer_make(1), run, 0.9)
+    for name in ("A", "B"):  # two alert-only rules: one alert each for the same customer
+        rule = AlertRule.objects.create(
+            name=name, trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
+        )
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    first, second = Alert.objects.order_by("rule__name")
+    clock = _ThreadClock()
+    monkeypatch.setattr(alerts_services, "timezone", clock)
+    real_dispatch = alerts_services._dispatch_locked
+
+    def slow_dispatch(**kwargs: object) -> object:
+        result = real_dispatch(**kwargs)
+        if getattr(clock.local, "slow", False):
+            time.sleep(1.5)  # still holding its locks when the other dispatch starts
+        return result
+
+    monkeypatch.setattr(alerts_services, "_dispatch_locked", slow_dispatch)
+    today = django_timezone.now().date()
+    before_midnight = datetime(today.year, today.month, today.day, 23, 59, 59, 800000, tzinfo=UTC)
+
+    def send(index: int) -> object:
+        clock.local.now = before_midnight + timedelta(seconds=0.4 * index)
+        clock.local.slow = index == 0
+        time.sleep(0.4 * index)
+        return alerts_services.alert_send_coupon(alert=(first, second)[index], actor="user:ann").status
+
+    results = run_in_threads(2, send)
+
+    assert not any(isinstance(r, Exception) for r in results), results
+    statuses = sorted(Intervention.objects.values_list("status", flat=True))
+    assert statuses == ["sent", "suppressed"], statuses
+    assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 1
 
 
 @pytest.fixture
