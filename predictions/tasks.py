@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from celery import shared_task
 from django.conf import settings
@@ -79,7 +79,10 @@ def rescore_all_task(as_of: str | None = None, trigger: str = "schedule") -> int
     """Start a scoring run of every eligible customer with the champion (the daily schedule).
     Not idempotent by itself: the single-leader beat sends it once per interval."""
     try:
-        run = scoring_run_start(trigger=trigger, as_of=datetime.fromisoformat(as_of) if as_of else None)
+        when = datetime.fromisoformat(as_of) if as_of else None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # a date or a time without a zone is UTC, as for churn_score --as-of
+        run = scoring_run_start(trigger=trigger, as_of=when)
     except ChampionUnavailable as exc:
         logger.error("rescoring skipped: %s", exc)
         return None

@@ -152,6 +152,11 @@ def model_version_consider_promotion(
     model_version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
     if model_version.status not in (ModelStatus.READY,):
         raise ValueError(f"{model_version.name} is {model_version.status}; only a ready model can be promoted")
+    measured = (champion_metrics or {}).get("model_version_id")
+    if champion_metrics is not None and measured is not None and (champion is None or measured != champion.pk):
+        # The champion changed after it was measured (another training run, a staff promotion): the numbers
+        # belong to another model, so only stored metrics on the same holdout may decide.
+        champion_metrics = None
     comparison = promotion_comparison(
         challenger=model_version,
         champion=champion,

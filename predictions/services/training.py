@@ -151,10 +151,17 @@ def _champion_metrics_on(
     labels = [r.label for r in rows]
     if len(set(labels)) < 2:
         return None
-    champion_model = ChurnModel.load(
-        champion.artifact_path, cache_dir=settings.CHURN_CACHE_DIR, expected_sha256=model_artifact_sha256(champion)
-    )
-    return churn_metrics(labels, champion_model.predict_proba([r.snapshot for r in rows]))
+    from ml.artifacts import ArtifactError
+
+    try:
+        champion_model = ChurnModel.load(
+            champion.artifact_path, cache_dir=settings.CHURN_CACHE_DIR, expected_sha256=model_artifact_sha256(champion)
+        )
+    except (ArtifactError, OSError) as exc:  # a damaged champion must not stop its successor from registering
+        logger.warning("champion %s cannot be re-measured, comparing stored metrics: %s", champion.name, exc)
+        return None
+    metrics = churn_metrics(labels, champion_model.predict_proba([r.snapshot for r in rows]))
+    return {**metrics, "model_version_id": champion.pk}
 
 
 def training_run_execute(*, training_run_id: int) -> ModelVersion | None:

@@ -350,3 +350,61 @@ def test_a_loaded_model_is_frozen_out_of_the_garbage_collector_until_the_next_on
     # Frozen objects may still be freed by reference counting, so the count may fall; it must not grow.
     assert frozen > 0 and scoring.churn_model_load(version) is model and gc.get_freeze_count() <= frozen, len(fresh)
     gc.unfreeze()
+
+
+def test_the_commands_take_a_date_as_midnight_utc(store: None, tmp_path: Path) -> None:
+    from django.core.management import call_command
+
+    with open(tmp_path / "out.txt", "w") as out:
+        call_command(
+            "churn_train", "--mode=lightgbm", "--horizon-days=30", "--as-of=2026-06-01", "--max-cutoffs=3",
+            "--inner-folds=2", stdout=out,
+        )  # fmt: skip
+        call_command("churn_score", "--as-of=2026-05-20", stdout=out)
+
+    assert TrainingRun.objects.get().as_of == datetime(2026, 6, 1, tzinfo=UTC)
+    assert ScoringRun.objects.get().as_of == datetime(2026, 5, 20, tzinfo=UTC)
+
+
+def test_a_champion_damaged_in_place_does_not_stop_a_successor_from_registering(store: None) -> None:
+    champion = ModelVersion.objects.get(training_run=_train())
+    weights = Path(champion.artifact_path, "model.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-16:] = b"\x00" * 16  # same size (the cheap check passes), other bytes
+    weights.write_bytes(bytes(data))
+
+    run = _train()
+
+    run.refresh_from_db()
+    successor = ModelVersion.objects.get(training_run=run)
+    assert run.status == TrainingRun.Status.SUCCEEDED and successor.status in (ModelStatus.READY, ModelStatus.CHAMPION)
+    entry = ModelAuditEntry.objects.filter(model_version=successor).exclude(action="registered").get()
+    assert "champion_roc_auc" not in entry.details or entry.details["champion_roc_auc"] == champion.metrics["roc_auc"]
+
+
+def test_a_challenger_is_not_judged_by_the_numbers_of_a_champion_replaced_meanwhile(
+    store: None,
+    monkeypatch,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    from predictions.services import training as training_service
+
+    ModelVersion.objects.get(training_run=_train())
+    better = ModelVersion.objects.create(
+        name="x", model_type="hybrid", status=ModelStatus.READY, holdout_key="other", metrics={"roc_auc": 0.99}
+    )
+    measure = training_service._champion_metrics_on
+
+    def measured_then_replaced(*args: object) -> object:
+        metrics = measure(*args)
+        model_version_promote(model_version=better, actor="staff")  # while the challenger was being registered
+        return metrics
+
+    monkeypatch.setattr(training_service, "_champion_metrics_on", measured_then_replaced)
+    settings.CHURN_PROMOTION_MIN_ROC_AUC_GAIN = 0.0
+
+    challenger = ModelVersion.objects.get(training_run=_train())
+
+    entry = ModelAuditEntry.objects.filter(model_version=challenger).exclude(action="registered").get()
+    assert entry.action == "not_promoted" and "different holdout" in entry.details["reason"]
+    assert ModelVersion.objects.get(pk=better.pk).status == ModelStatus.CHAMPION

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
 from predictions.models import TrainingRun
 from predictions.services.training import TRAINING_MODES, training_run_request
@@ -21,7 +20,7 @@ def parse_as_of(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise CommandError(f"--as-of {value!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from exc
-    return parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class Command(BaseCommand):
