@@ -159,6 +159,8 @@ CELERY_DIR = VAR_DIR / "celery"
 # The longest task (model training) may run this long; the broker must not redeliver a
 # task that is still running, so its visibility timeout is set well above it.
 CHURN_TRAIN_TIME_LIMIT = env.int("CHURN_TRAIN_TIME_LIMIT", default=6 * 3600)
+# A training run's lease: renewed whenever the run reports progress, so a worker that died frees its run soon.
+CHURN_TRAIN_LEASE_SECONDS = env.int("CHURN_TRAIN_LEASE_SECONDS", default=1800)
 CHURN_TASK_TIME_LIMIT = env.int("CHURN_TASK_TIME_LIMIT", default=15 * 60)
 
 if REDIS_URL:

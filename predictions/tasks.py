@@ -13,11 +13,17 @@ from predictions.services import task_delivery_begin, task_delivery_finish, work
 from predictions.services.drift import drift_check
 from predictions.services.scoring import (
     ChampionUnavailable,
+    scoring_run_mark_failed,
     scoring_run_score_chunk,
     scoring_run_start,
     scoring_runs_resume_stalled,
 )
-from predictions.services.training import training_run_execute, training_run_mark_failed, training_run_request
+from predictions.services.training import (
+    training_run_execute,
+    training_run_lease_seconds_left,
+    training_run_mark_failed,
+    training_run_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +39,31 @@ def worker_heartbeat_task(self, queue: str = "default") -> int:  # noqa: ANN001 
 
 
 @shared_task(
+    bind=True,
     name="predictions.train_model",
     queue="gpu",
     acks_late=True,
     reject_on_worker_lost=True,
+    max_retries=100,
     soft_time_limit=settings.CHURN_TRAIN_TIME_LIMIT - 60,
     time_limit=settings.CHURN_TRAIN_TIME_LIMIT,
 )
-def train_model_task(training_run_id: int) -> int | None:
-    """Train the model of one TrainingRun. Idempotent: a database lease makes a redelivered task a no-op."""
+def train_model_task(self, training_run_id: int) -> int | None:  # noqa: ANN001 - Celery binds the task
+    """Train the model of one TrainingRun. Idempotent: a database lease makes a redelivered task a no-op.
+
+    A delivery that finds the run leased by another worker comes back when that lease ends: if that worker died
+    (its redelivery arrives at once, while its lease still runs), this delivery then takes the run over.
+    """
     key = f"training-run-{training_run_id}"
-    if not task_delivery_begin(task_name="predictions.train_model", key=key, max_attempts=MAX_DELIVERIES):
+    # Deliveries beyond MAX_DELIVERIES are worker crashes; this task's own retries are not.
+    attempts = MAX_DELIVERIES + self.request.retries
+    if not task_delivery_begin(task_name="predictions.train_model", key=key, max_attempts=attempts):
         training_run_mark_failed(training_run_id=training_run_id, reason="parked after repeated worker crashes")
         return None
     version = training_run_execute(training_run_id=training_run_id)
+    held = None if self.request.is_eager else training_run_lease_seconds_left(training_run_id=training_run_id)
+    if version is None and held is not None:
+        raise self.retry(countdown=held + 5)
     task_delivery_finish(task_name="predictions.train_model", key=key)
     return version.pk if version else None
 
@@ -67,7 +84,13 @@ def train_model_task(training_run_id: int) -> int | None:
 def score_chunk_task(self, scoring_run_id: int, customer_ids: list[int]) -> int:  # noqa: ANN001
     """Score one chunk of a scoring run. Idempotent: customers already scored for the run are skipped."""
     key = f"scoring-run-{scoring_run_id}-{min(customer_ids, default=0)}-{len(customer_ids)}"
-    if not task_delivery_begin(task_name="predictions.score_chunk", key=key, max_attempts=MAX_DELIVERIES):
+    # Retries after a transient error start the task again; only deliveries beyond them count as worker crashes.
+    attempts = MAX_DELIVERIES + self.request.retries
+    if not task_delivery_begin(task_name="predictions.score_chunk", key=key, max_attempts=attempts):
+        scoring_run_mark_failed(
+            scoring_run_id=scoring_run_id,
+            reason=f"a chunk of {len(customer_ids)} customers was parked after repeated worker crashes",
+        )
         return 0
     stored = scoring_run_score_chunk(scoring_run_id=scoring_run_id, customer_ids=customer_ids)
     task_delivery_finish(task_name="predictions.score_chunk", key=key)

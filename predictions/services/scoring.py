@@ -183,6 +183,14 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
     return stored
 
 
+def scoring_run_mark_failed(*, scoring_run_id: int, reason: str) -> None:
+    """Record that a run will not finish (a chunk was parked): it is not resumed, and nothing is alerted from it."""
+    ScoringRun.objects.filter(pk=scoring_run_id, status=ScoringRun.Status.RUNNING).update(
+        status=ScoringRun.Status.FAILED, error=reason, finished_at=timezone.now()
+    )
+    logger.error("scoring run %s failed: %s", scoring_run_id, reason)
+
+
 def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
     """Send again the customers of running scoring runs that have made no progress for ``idle_seconds``.
 

@@ -103,10 +103,18 @@ def training_run_acquire_lease(*, training_run_id: int, owner: str) -> bool:
         .update(
             status=TrainingRun.Status.RUNNING,
             lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=settings.CHURN_TRAIN_TIME_LIMIT + 60),
+            lease_expires_at=now + timedelta(seconds=settings.CHURN_TRAIN_LEASE_SECONDS),
             started_at=now,
         )
     )
+
+
+def training_run_lease_seconds_left(*, training_run_id: int) -> float | None:
+    """Seconds until the lease of a run that another worker holds expires (None: the run is not held)."""
+    run = TrainingRun.objects.filter(pk=training_run_id, status=TrainingRun.Status.RUNNING).first()
+    if run is None or run.lease_expires_at is None:
+        return None
+    return max(0.0, (run.lease_expires_at - timezone.now()).total_seconds())
 
 
 class _ProgressRecorder:
@@ -123,10 +131,11 @@ class _ProgressRecorder:
         if now - self._last_write < PROGRESS_WRITE_SECONDS and fraction < 1.0:
             return
         self._last_write = now
-        TrainingRun.objects.filter(pk=self.run.pk).update(
+        TrainingRun.objects.filter(pk=self.run.pk, lease_owner=self.run.lease_owner).update(
             progress_percent=max(0.0, min(100.0, 100 * fraction)),
             current_step=message[:255],
             log_tail="\n".join(self.lines),
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.CHURN_TRAIN_LEASE_SECONDS),  # still alive
         )
 
 

@@ -11,7 +11,13 @@ import pytest
 from predictions.models import ChurnScore, ModelAuditEntry, ModelStatus, ModelVersion, ScoringRun, TrainingRun
 from predictions.selectors import champion_model_state, customers_to_score
 from predictions.services import model_version_promote, model_version_rollback
-from predictions.services.scoring import ChampionUnavailable, risk_tier, scoring_run_score_chunk, scoring_run_start
+from predictions.services.scoring import (
+    ChampionUnavailable,
+    risk_tier,
+    scoring_run_score_chunk,
+    scoring_run_start,
+    scoring_runs_resume_stalled,
+)
 from predictions.services.training import training_run_execute
 from tests.predictions.conftest import STORE_END, train
 from tests.tiny_bert import LETTERS, write_tiny_bert
@@ -408,3 +414,99 @@ def test_a_challenger_is_not_judged_by_the_numbers_of_a_champion_replaced_meanwh
     entry = ModelAuditEntry.objects.filter(model_version=challenger).exclude(action="registered").get()
     assert entry.action == "not_promoted" and "different holdout" in entry.details["reason"]
     assert ModelVersion.objects.get(pk=better.pk).status == ModelStatus.CHAMPION
+
+
+def test_transient_errors_retried_by_a_chunk_are_not_counted_as_worker_crashes(store: None, monkeypatch) -> None:  # noqa: ANN001
+    from django.db import OperationalError
+
+    import predictions.tasks as tasks
+
+    _train()
+    eligible = sorted(customers_to_score(as_of=END).values_list("id", flat=True))
+    sent: list[tuple] = []
+    monkeypatch.setattr(tasks.score_chunk_task, "delay", lambda *args: sent.append(args))
+    run = scoring_run_start(trigger="test", as_of=END, chunk_size=len(eligible))
+    ((run_id, chunk),) = sent
+    real, calls = tasks.scoring_run_score_chunk, []
+
+    def flaky(**kwargs: object) -> int:
+        calls.append(1)
+        if len(calls) <= 4:  # more transient failures than the crashes a chunk may survive
+            raise OperationalError("database is locked")
+        return real(**kwargs)
+
+    monkeypatch.setattr(tasks, "scoring_run_score_chunk", flaky)
+    outcomes: list[object] = []
+
+    for retries in range(5):  # the first delivery, then Celery's autoretries (its request counts them)
+        tasks.score_chunk_task.push_request(retries=retries)
+        try:
+            outcomes.append(tasks.score_chunk_task.run(run_id, chunk))
+        except OperationalError:
+            outcomes.append("retried")
+        finally:
+            tasks.score_chunk_task.pop_request()
+
+    assert outcomes == ["retried"] * 4 + [len(eligible)]
+    assert ChurnScore.objects.filter(scoring_run=run).count() == len(eligible)
+
+
+def test_a_parked_chunk_fails_its_run_instead_of_leaving_it_running(store: None, monkeypatch) -> None:  # noqa: ANN001
+    import predictions.tasks as tasks
+    from predictions.models import TaskDelivery
+
+    _train()
+    sent: list[tuple] = []
+    monkeypatch.setattr(tasks.score_chunk_task, "delay", lambda *args: sent.append(args))
+    run = scoring_run_start(trigger="test", as_of=END, chunk_size=10_000)
+    ((run_id, chunk),) = sent
+    key = f"scoring-run-{run_id}-{min(chunk)}-{len(chunk)}"
+    TaskDelivery.objects.create(task_name="predictions.score_chunk", key=key, attempts=3)  # three workers died on it
+
+    tasks.score_chunk_task.push_request(retries=0)  # a fourth delivery, not a retry
+    try:
+        assert tasks.score_chunk_task.run(run_id, chunk) == 0
+    finally:
+        tasks.score_chunk_task.pop_request()
+
+    run.refresh_from_db()
+    assert run.status == ScoringRun.Status.FAILED and "parked" in run.error
+    assert scoring_runs_resume_stalled(idle_seconds=0) == []
+
+
+def test_a_delivery_that_finds_a_dead_workers_lease_comes_back_when_it_ends(store: None, monkeypatch) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from celery.exceptions import Retry
+    from django.utils import timezone
+
+    import predictions.tasks as tasks
+    from predictions.services.training import _ProgressRecorder, training_run_acquire_lease
+
+    monkeypatch.setattr(tasks.train_model_task, "delay", lambda *args: None)  # the request's own delivery: not here
+    run = _train()
+    assert training_run_acquire_lease(training_run_id=run.pk, owner="gpu-1:dead")  # then its worker was killed
+    countdowns: list[float] = []
+
+    def retry(*, countdown: float) -> Retry:
+        countdowns.append(countdown)
+        return Retry()
+
+    monkeypatch.setattr(tasks.train_model_task, "retry", retry)
+    tasks.train_model_task.push_request(retries=0, is_eager=False)  # the broker's redelivery, at once
+    try:
+        with pytest.raises(Retry):
+            tasks.train_model_task.run(run.pk)
+    finally:
+        tasks.train_model_task.pop_request()
+
+    run.refresh_from_db()
+    left = (run.lease_expires_at - timezone.now()).total_seconds()
+    assert len(countdowns) == 1 and left <= countdowns[0] - 5 <= left + 2  # back when the lease has run out
+    assert left <= 1800 and ModelVersion.objects.filter(training_run=run).count() == 0
+    # Progress renews the lease of the live owner only.
+    run.lease_expires_at = timezone.now() + timedelta(seconds=10)
+    run.save(update_fields=["lease_expires_at"])
+    _ProgressRecorder(run)(0.5, "fold 2 of 5")
+    run.refresh_from_db()
+    assert (run.lease_expires_at - timezone.now()).total_seconds() > 1700 and run.current_step == "fold 2 of 5"
