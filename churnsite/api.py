@@ -119,7 +119,7 @@ class StableOrderingFilter(OrderingFilter):
         return [(item, item) if isinstance(item, str) else item for item in fields]
 
     def filter_queryset(self, request: Request, queryset: QuerySet, view: APIView) -> QuerySet:
-        ordering = self.get_ordering(request, queryset, view)
+        ordering = self.get_ordering(request, queryset, view) or list(queryset.query.order_by)
         if not ordering:
             return queryset
         ordering = list(ordering)

@@ -207,8 +207,16 @@ def latest_scores() -> QuerySet[ChurnScore]:
     return (
         ChurnScore.objects.filter(pk=Subquery(newest.values("pk")[:1]))
         .select_related("customer", "model_version")
-        .order_by("-probability")
+        .order_by("-probability", "-id")
     )
+
+
+def customer_scores(*, customer_id: int | None = None, external_id: str | None = None) -> QuerySet[ChurnScore]:
+    """Every score of one customer (by id or by external id), newest first: the customer's score history."""
+    scores = ChurnScore.objects.select_related("customer", "model_version")
+    scores = scores.filter(customer_id=customer_id) if customer_id is not None else scores
+    scores = scores.filter(customer__external_id=external_id) if external_id is not None else scores
+    return scores.order_by("-as_of", "-created_at", "-id")
 
 
 def scoring_runs() -> QuerySet[ScoringRun]:

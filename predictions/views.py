@@ -15,7 +15,7 @@ from churnsite.api import query_choice, query_float, query_int
 from churnsite.permissions import IsStaffOrServiceClient
 from customers.models import Customer
 from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus
-from predictions.selectors import latest_scores, model_versions, scoring_runs, training_runs
+from predictions.selectors import customer_scores, latest_scores, model_versions, scoring_runs, training_runs
 from predictions.serializers import (
     ChurnScoreSerializer,
     ModelVersionDetailSerializer,
@@ -38,8 +38,8 @@ from predictions.services.training import training_run_request
     ]
 )
 class LatestScoreListView(generics.ListAPIView):
-    """The newest score of each customer, highest risk first; filters: risk_tier, customer, customer_external_id,
-    min_probability."""
+    """The newest score of each customer, highest risk first; with ``customer`` or ``customer_external_id``, that
+    customer's every score, newest first. Filters: risk_tier, min_probability."""
 
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = ChurnScoreSerializer
@@ -47,13 +47,13 @@ class LatestScoreListView(generics.ListAPIView):
 
     def get_queryset(self):  # noqa: ANN201
         params = self.request.query_params
-        queryset = latest_scores()
+        customer_id, external_id = query_int(params, "customer"), params.get("customer_external_id")
+        if customer_id is not None or external_id:  # one customer: the whole history, newest first
+            queryset = customer_scores(customer_id=customer_id, external_id=external_id or None)
+        else:
+            queryset = latest_scores()
         if tier := query_choice(params, "risk_tier", RiskTier.values):
             queryset = queryset.filter(risk_tier=tier)
-        if customer_id := query_int(params, "customer"):
-            queryset = queryset.filter(customer_id=customer_id)
-        if external_id := params.get("customer_external_id"):
-            queryset = queryset.filter(customer__external_id=external_id)
         if (minimum := query_float(params, "min_probability", low=0.0, high=1.0)) is not None:
             queryset = queryset.filter(probability__gte=minimum)
         return queryset
@@ -68,7 +68,11 @@ class RealtimeScoreView(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: RealtimeScoreSerializer, 503: OpenApiResponse(description="No champion model to score with.")},
+        responses={
+            200: RealtimeScoreSerializer,
+            409: OpenApiResponse(description="The customer has not signed up yet: nothing to score."),
+            503: OpenApiResponse(description="No champion model to score with."),
+        },
     )
     def post(self, request: Request, pk: int) -> Response:
         return _score_now(get_object_or_404(Customer, pk=pk))
@@ -86,7 +90,11 @@ class RealtimeScoreByExternalIdView(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: RealtimeScoreSerializer, 503: OpenApiResponse(description="No champion model to score with.")},
+        responses={
+            200: RealtimeScoreSerializer,
+            409: OpenApiResponse(description="The customer has not signed up yet: nothing to score."),
+            503: OpenApiResponse(description="No champion model to score with."),
+        },
     )
     def post(self, request: Request, external_id: str) -> Response:
         return _score_now(get_object_or_404(Customer, external_id=external_id))
@@ -97,6 +105,8 @@ def _score_now(customer: Customer) -> Response:
         result = customer_score_now(customer=customer)
     except ChampionUnavailable as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    except ValueError as exc:  # not signed up yet
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return Response(RealtimeScoreSerializer(result).data)
 
 

@@ -253,7 +253,12 @@ def scoring_run_finish(*, scoring_run_id: int) -> bool:
 
 
 def customer_score_now(*, customer: Customer) -> dict[str, object]:
-    """Score one customer on their data up to now with the champion, without storing anything."""
+    """Score one customer on their data up to now with the champion, without storing anything.
+
+    Raises:
+        ChampionUnavailable: no champion, or it cannot be loaded.
+        ValueError: the customer has not signed up yet, so there is nothing to score.
+    """
     from ml.snapshot import snapshot_at
 
     champion = champion_model_version()
@@ -261,8 +266,10 @@ def customer_score_now(*, customer: Customer) -> dict[str, object]:
         raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
     model = churn_model_load(champion)
     now = timezone.now()
-    (history,) = customer_histories(customer_ids=[customer.pk], until=now)
-    snapshot = snapshot_at(history, now)
+    histories = customer_histories(customer_ids=[customer.pk], until=now)
+    if not histories:
+        raise ValueError(f"customer {customer.external_id} has not signed up yet: there is nothing to score")
+    snapshot = snapshot_at(histories[0], now)
     probability = float(model.predict_proba([snapshot])[0])
     return {
         "customer": customer.external_id,

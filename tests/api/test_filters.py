@@ -54,6 +54,38 @@ def test_scores_filter_by_customer_external_id_and_probability(service: APIClien
     assert probabilities("customer_external_id=nobody") == []
 
 
+def test_a_customer_filter_gives_that_customers_score_history_newest_first(service: APIClient) -> None:
+
+    from tests.alerts.helpers import as_of, model_version_make, score_make, scoring_run_make
+
+    data = api_data()
+    customer = data["customers"][1]  # scored 0.5 by the first run
+    for days, probability in ((10, 0.6), (20, 0.7)):
+        score_make(customer, scoring_run_make(model_version_make(), at=as_of(days)), probability)
+
+    for query in (f"customer={customer.pk}", f"customer_external_id={customer.external_id}"):
+        rows = service.get(f"/api/v1/scores/?{query}").json()["results"]
+        assert [row["probability"] for row in rows] == [pytest.approx(0.7), pytest.approx(0.6), pytest.approx(0.5)]
+    assert len(service.get("/api/v1/scores/").json()["results"]) == 3  # without it: each customer's newest
+
+
+def test_pages_of_tied_scores_neither_overlap_nor_skip(service: APIClient) -> None:
+    from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
+
+    run = scoring_run_make(model_version_make(), at=as_of())
+    for n in range(30):
+        score_make(customer_make(n), run, 0.5 if n % 3 else 0.25)  # many equal probabilities
+
+    seen: list[int] = []
+    url = "/api/v1/scores/?page_size=7"
+    while url:
+        page = service.get(url).json()
+        seen += [row["id"] for row in page["results"]]
+        url = page["next"]
+
+    assert len(seen) == len(set(seen)) == 30
+
+
 def test_customers_filter_by_consent_and_opt_out(staff: APIClient) -> None:
     Customer.objects.create(external_id="consenting", marketing_consent=True)
     Customer.objects.create(external_id="opted-out", marketing_consent=True, opted_out_at=timezone.now())

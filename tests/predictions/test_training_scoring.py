@@ -510,3 +510,23 @@ def test_a_delivery_that_finds_a_dead_workers_lease_comes_back_when_it_ends(stor
     _ProgressRecorder(run)(0.5, "fold 2 of 5")
     run.refresh_from_db()
     assert (run.lease_expires_at - timezone.now()).total_seconds() > 1700 and run.current_step == "fold 2 of 5"
+
+
+def test_real_time_scoring_of_a_customer_not_signed_up_yet_is_a_409_naming_why(store: None) -> None:
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+    from rest_framework.test import APIClient
+
+    from customers.models import Customer
+
+    _train()
+    later = Customer.objects.create(external_id="signs-up-later", signed_up_at=timezone.now() + timedelta(days=3))
+    client = APIClient()
+    client.force_login(get_user_model().objects.create_user("ops", password="pw-ops-for-tests", is_staff=True))
+
+    response = client.post(f"/api/v1/customers/{later.pk}/score")
+
+    assert response.status_code == 409
+    assert "signs-up-later has not signed up yet" in response.json()["error"]["message"]
