@@ -130,14 +130,27 @@ def uplift_from_counts(
     )
 
 
+# The groups the uplift compares, as intention to treat: every alert that passed the dispatch gates (consent,
+# cooldown, cap) and was meant to be acted on counts as treated, even where the email then bounced or the customer
+# opted out before it went; the control group passed the same gates. Alerts suppressed at dispatch are in neither.
+MEASURED_TREATED = Q(status__in=(InterventionStatus.SENT, InterventionStatus.FAILED)) | Q(
+    status=InterventionStatus.SUPPRESSED, reason__startswith="at send time"
+)
+MEASURED_CONTROL = Q(status=InterventionStatus.HOLDOUT)
+
+
 def alert_rule_uplift(*, rule: AlertRule) -> UpliftReport:
-    """The uplift report of a rule over the interventions whose outcome is known (coupon cost of those too)."""
-    known = Intervention.objects.filter(alert__rule=rule, outcome__in=(Outcome.RETAINED, Outcome.CHURNED))
+    """The uplift report of a rule over its alerts whose outcome is known: one intervention per alert, of the
+    rule's own action (a coupon sent by hand on a webhook rule's alert does not count the alert twice)."""
+    known = Intervention.objects.filter(
+        alert__rule=rule, kind=rule.action, outcome__in=(Outcome.RETAINED, Outcome.CHURNED)
+    )
+    retained = Q(outcome=Outcome.RETAINED)
     groups = known.aggregate(
-        treated=Count("id", filter=Q(status=InterventionStatus.SENT)),
-        treated_retained=Count("id", filter=Q(status=InterventionStatus.SENT, outcome=Outcome.RETAINED)),
-        control=Count("id", filter=Q(status=InterventionStatus.HOLDOUT)),
-        control_retained=Count("id", filter=Q(status=InterventionStatus.HOLDOUT, outcome=Outcome.RETAINED)),
+        treated=Count("id", filter=MEASURED_TREATED),
+        treated_retained=Count("id", filter=MEASURED_TREATED & retained),
+        control=Count("id", filter=MEASURED_CONTROL),
+        control_retained=Count("id", filter=MEASURED_CONTROL & retained),
     )
     cost = known.filter(status=InterventionStatus.SENT).aggregate(total=Sum("coupon_cost"))["total"]
     return uplift_from_counts(**groups, coupons_cost=Decimal(cost or 0))

@@ -52,7 +52,7 @@ from alerts.models import (
     Outcome,
     TriggerKind,
 )
-from alerts.selectors import customer_open_alert
+from alerts.selectors import MEASURED_CONTROL, MEASURED_TREATED, customer_open_alert
 from customers.models import Customer, Order, OrderStatus
 from customers.services import customer_opt_out
 from predictions.models import ChurnScore
@@ -604,12 +604,12 @@ def _control_group_customers(customer_ids: Iterable[int], *, exclude_alerts: lis
     held = (
         Intervention.objects.filter(customer_id__in=list(customer_ids), status=InterventionStatus.HOLDOUT)
         .exclude(alert_id__in=exclude_alerts)
-        .values_list("customer_id", "alert__as_of", "alert__rule__horizon_days", "alert__rule__name")
+        .values_list("customer_id", "created_at", "alert__rule__horizon_days", "alert__rule__name")
     )
     return {
         customer_id: rule_name
-        for customer_id, as_of, horizon_days, rule_name in held
-        if as_of + timedelta(days=horizon_days) > now
+        for customer_id, dispatched, horizon_days, rule_name in held
+        if dispatched + timedelta(days=horizon_days) > now
     }
 
 
@@ -620,7 +620,7 @@ def _control_group_blocking(customer: Customer, now: datetime) -> Intervention |
         "alert__rule"
     )
     for intervention in held.order_by("-created_at"):
-        if intervention.alert.as_of + timedelta(days=intervention.alert.rule.horizon_days) > now:
+        if intervention.created_at + timedelta(days=intervention.alert.rule.horizon_days) > now:
             return intervention
     return None
 
@@ -672,7 +672,7 @@ def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
             now = timezone.now()
             blocking = _control_group_blocking(customer, now)
             if blocking is not None:
-                until = blocking.alert.as_of + timedelta(days=blocking.alert.rule.horizon_days)
+                until = blocking.created_at + timedelta(days=blocking.alert.rule.horizon_days)
                 raise CouponNotAllowed(
                     f"customer {customer.external_id} is in the control group of rule {blocking.alert.rule.name!r} "
                     f"until {until:%Y-%m-%d}: no coupon, so that the rule's uplift stays measurable"
@@ -980,26 +980,27 @@ def intervention_mark_failed(*, intervention_id: int, reason: str, actor: str = 
 
 
 def intervention_outcomes_record(*, now: datetime | None = None, actor: str = "system:outcomes") -> dict[str, int]:
-    """Mark treated (sent) and control (holdout) customers retained or churned once their rule's horizon has
-    passed: retained when they placed a completed order in (as_of, as_of + horizon]. Idempotent."""
+    """Mark treated and control customers (``MEASURED_TREATED``, ``MEASURED_CONTROL``) retained or churned once
+    the rule's horizon has passed since the action was dispatched: retained when they placed a completed order in
+    (dispatch, dispatch + horizon]. Both groups are dispatched at the same moment, so an order placed before the
+    coupon went out never counts for it. Idempotent."""
     now = now or timezone.now()
     counts = {Outcome.RETAINED: 0, Outcome.CHURNED: 0}
     due = (
-        Intervention.objects.filter(
-            outcome=Outcome.UNKNOWN, status__in=(InterventionStatus.SENT, InterventionStatus.HOLDOUT)
-        )
+        Intervention.objects.filter(MEASURED_TREATED | MEASURED_CONTROL, outcome=Outcome.UNKNOWN)
         .select_related("alert__rule")
         .order_by("pk")
     )
     for intervention in due.iterator(chunk_size=1000):
         alert = intervention.alert
-        horizon_end = alert.as_of + timedelta(days=alert.rule.horizon_days)
+        dispatched = intervention.created_at
+        horizon_end = dispatched + timedelta(days=alert.rule.horizon_days)
         if horizon_end > now:
             continue
         ordered = Order.objects.filter(
             customer_id=intervention.customer_id,
             status=OrderStatus.COMPLETED,
-            placed_at__gt=alert.as_of,
+            placed_at__gt=dispatched,
             placed_at__lte=horizon_end,
         ).exists()
         outcome = Outcome.RETAINED if ordered else Outcome.CHURNED

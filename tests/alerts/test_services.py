@@ -365,6 +365,7 @@ def test_outcomes_after_the_horizon_and_the_uplift_report(
         else:
             order_make(intervention.customer, amount="30", placed_at=as_of(+45))  # too late
 
+    Intervention.objects.update(created_at=as_of())  # dispatched when the score came in
     assert intervention_outcomes_record(now=as_of(+29)) == {"retained": 0, "churned": 0}, "horizon not passed"
     counts = intervention_outcomes_record(now=as_of(+31))
     assert intervention_outcomes_record(now=as_of(+40)) == {"retained": 0, "churned": 0}, "idempotent"
@@ -588,5 +589,54 @@ def test_a_control_customer_of_one_rule_gets_no_action_from_another_while_its_wi
     assert statuses == {"A measured": InterventionStatus.HOLDOUT, "B": InterventionStatus.SUPPRESSED}
     assert Intervention.objects.get(alert__rule=other).reason == "control group of rule 'A measured'"
     assert manual.alert.rule == other and manual.status == InterventionStatus.SUPPRESSED and emails() == []
+    Intervention.objects.update(created_at=as_of())
     intervention_outcomes_record(now=as_of(+3651))
     assert alert_rule_uplift(rule=measured).control == 1
+
+
+def test_uplift_counts_every_alert_once_as_intention_to_treat(
+    run,  # noqa: ANN001
+    scripted_backend,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    one, other, early, late = (customer_make(i) for i in range(4))
+    customer_opt_out(customer=early)  # before the alert: suppressed at dispatch, in neither group
+    for customer in (one, other, early, late):
+        score_make(customer, run, 0.9)
+    rule = rule_make(horizon_days=30)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="t")
+    unsubscribe_customer(token=unsubscribe_token(customer_id=late.pk))  # after the dispatch, before the send
+    scripted_backend.errors = [permanent_error()]  # of the two emails that go out, the first bounces
+    for callback in callbacks:
+        callback()
+    # One alert also gets a webhook by hand: a second intervention of another kind must not count it twice.
+    coupon = Intervention.objects.get(customer=other)
+    Intervention.objects.create(
+        alert=coupon.alert, customer=other, kind=ActionKind.WEBHOOK, status="sent", sent_at=as_of(),
+        idempotency_key="by hand",
+    )  # fmt: skip
+    Intervention.objects.update(created_at=as_of())
+
+    intervention_outcomes_record(now=as_of(+31))
+    report = alert_rule_uplift(rule=rule)
+
+    statuses = dict(Intervention.objects.filter(kind=ActionKind.COUPON_EMAIL).values_list("customer_id", "status"))
+    assert sorted(statuses.values()) == ["failed", "sent", "suppressed", "suppressed"], statuses
+    assert (report.treated, report.control) == (3, 0)  # bounced, sent and opted out at send time
+
+
+def test_an_order_placed_before_the_coupon_went_out_does_not_count_for_it(
+    run,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    customer = customer_make(1)
+    score_make(customer, run, 0.9)
+    order_make(customer, amount="30", placed_at=as_of(+5))  # after the score, before the dispatch
+    rule = rule_make(horizon_days=30)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="t")
+    Intervention.objects.update(created_at=as_of(+10))  # the rule acted on a 10-day-old score
+
+    assert intervention_outcomes_record(now=as_of(+39)) == {"retained": 0, "churned": 0}, "30 days after dispatch"
+    assert intervention_outcomes_record(now=as_of(+41)) == {"retained": 0, "churned": 1}

@@ -211,6 +211,8 @@ def test_churn_alerts_records_outcomes_and_prints_the_uplift_report(capsys) -> N
         name="half held out", trigger=TriggerKind.PROBABILITY, threshold=0.5, holdout_fraction=0.5, horizon_days=30
     )
 
+    call_command("churn_alerts")
+    Intervention.objects.update(created_at=as_of(-400))  # dispatched when that score came in, 400 days ago
     call_command("churn_alerts", "--outcomes", "--report")
 
     out = capsys.readouterr().out
