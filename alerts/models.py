@@ -8,6 +8,7 @@ codes, one send counter row per day, one stored response per (user, Idempotency-
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -103,6 +104,24 @@ class AlertRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """The JSON fields' shapes: a list of segment names, attribute values to match, thresholds in [0, 1]."""
+        errors: dict[str, str] = {}
+        if not isinstance(self.segments, list) or not all(isinstance(s, str) for s in self.segments):
+            errors["segments"] = 'a list of segment names, e.g. ["vip", "gold"]'
+        filters = self.attribute_filters
+        if not isinstance(filters, dict) or not all(
+            isinstance(v, str | int | float | bool) or v is None for v in filters.values()
+        ):
+            errors["attribute_filters"] = 'an object of attribute names and the values to match, e.g. {"plan": "gold"}'
+        thresholds = self.segment_thresholds
+        if not isinstance(thresholds, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in thresholds.values()
+        ):
+            errors["segment_thresholds"] = 'an object of segment names and probabilities from 0 to 1, e.g. {"vip": 0.4}'
+        if errors:
+            raise ValidationError(errors)
 
 
 class AlertStatus(models.TextChoices):

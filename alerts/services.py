@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
@@ -126,6 +127,14 @@ RULE_FIELDS = frozenset(
 )
 
 
+# Rule fields whose values never go into the (append-only, staff-readable) audit log; it records that they changed.
+SECRET_RULE_FIELDS = frozenset({"webhook_secret"})
+
+
+def _without_secrets(fields: dict[str, object]) -> dict[str, object]:
+    return {name: "(secret, not recorded)" if name in SECRET_RULE_FIELDS else v for name, v in fields.items()}
+
+
 def alert_rule_create(*, actor: str, **fields: object) -> AlertRule:
     """Create a rule after full validation (model fields and constraints)."""
     unknown = set(fields) - RULE_FIELDS
@@ -135,7 +144,7 @@ def alert_rule_create(*, actor: str, **fields: object) -> AlertRule:
         rule = AlertRule(**fields)
         rule.full_clean()
         rule.save()
-        audit_record(actor=actor, action="rule_created", rule=rule, details=_json_safe(fields))
+        audit_record(actor=actor, action="rule_created", rule=rule, details=_json_safe(_without_secrets(fields)))
     return rule
 
 
@@ -154,7 +163,7 @@ def alert_rule_update(*, rule: AlertRule, actor: str, **changes: object) -> Aler
             actor=actor,
             action="rule_updated",
             rule=locked,
-            details=_json_safe({"before": before, "after": changes}),
+            details=_json_safe({"before": _without_secrets(before), "after": _without_secrets(changes)}),
         )
     return locked
 
@@ -415,7 +424,12 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
 def alerts_apply_rules(
     *, actor: str, scoring_run_id: int | None = None, rule_name: str | None = None
 ) -> list[RuleApplication]:
-    """Apply the active rules (or the one named) to a scoring run's scores, or to each customer's latest score."""
+    """Apply the active rules (or the one named) to a scoring run's scores, or to each customer's latest score.
+
+    A rule whose settings do not validate (saved before validation existed, or written to the database directly)
+    is skipped with an audit entry naming the field, and the other rules still run; a rule asked for by name
+    raises the ``ValidationError`` instead.
+    """
     from predictions.selectors import latest_scores
 
     rules = AlertRule.objects.filter(active=True).order_by("name")
@@ -424,7 +438,18 @@ def alerts_apply_rules(
         if not rules.exists():
             raise ValueError(f"no active rule named {rule_name!r}")
     scores = ChurnScore.objects.filter(scoring_run_id=scoring_run_id) if scoring_run_id else latest_scores()
-    return [alert_rule_apply(rule=rule, scores=scores, actor=actor) for rule in rules]
+    applied = []
+    for rule in rules:
+        try:
+            rule.clean()
+        except ValidationError as exc:
+            if rule_name is not None:
+                raise
+            logger.error("alert rule %r skipped: %s", rule.name, exc.message_dict)
+            audit_record(actor=actor, action="rule_skipped", rule=rule, details={"invalid": exc.message_dict})
+            continue
+        applied.append(alert_rule_apply(rule=rule, scores=scores, actor=actor))
+    return applied
 
 
 # --- Dispatch: interventions under the daily counter lock ----------------------------------------
@@ -865,6 +890,13 @@ def intervention_send_email(*, intervention_id: int, actor: str = "system:email"
             _finish(intervention, status=InterventionStatus.SENT, actor=actor)
         else:
             intervention.save(update_fields=["attempts", "last_error", "updated_at"])
+            audit_record(
+                actor=actor,
+                action="intervention_attempt_failed",
+                alert=intervention.alert,
+                intervention=intervention,
+                details={"error": intervention.last_error, "attempt": intervention.attempts},
+            )
     if transient is not None:
         raise TransientSendError(intervention.last_error) from transient
     logger.info("intervention %s sent", intervention_id)

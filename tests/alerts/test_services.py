@@ -240,6 +240,8 @@ def test_transient_smtp_errors_retry_then_send_once(
 
     intervention = Intervention.objects.get()
     assert (intervention.status, intervention.attempts, len(scripted_backend.outbox)) == ("sent", 3, 1)
+    failed = AuditEntry.objects.filter(intervention=intervention, action="intervention_attempt_failed")
+    assert [entry.details["attempt"] for entry in failed.order_by("id")] == [1, 2]
 
 
 def test_permanent_smtp_error_fails_without_retry(
@@ -640,3 +642,51 @@ def test_an_order_placed_before_the_coupon_went_out_does_not_count_for_it(
 
     assert intervention_outcomes_record(now=as_of(+39)) == {"retained": 0, "churned": 0}, "30 days after dispatch"
     assert intervention_outcomes_record(now=as_of(+41)) == {"retained": 0, "churned": 1}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("segments", "vip"),  # a string, not a list: it used to match by substring
+        ("segment_thresholds", {"vip": "high"}),
+        ("segment_thresholds", {"vip": 7}),
+        ("attribute_filters", ["plan"]),
+    ],
+)
+def test_rule_json_fields_are_validated_and_a_bad_rule_never_stops_the_others(
+    run,  # noqa: ANN001
+    field: str,
+    value: object,
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    from alerts.services import alert_rule_create
+
+    with pytest.raises(ValidationError) as caught:
+        alert_rule_create(actor="t", name="bad", **{field: value})
+    assert list(caught.value.message_dict) == [field]
+    score_make(customer_make(1), run, 0.9)
+    rule_make(name="a bad one", action=ActionKind.NONE)
+    AlertRule.objects.filter(name="a bad one").update(**{field: value})  # saved before validation existed
+    rule_make(name="b good one", action=ActionKind.NONE)
+
+    applied = alerts_apply_rules(actor="t")
+
+    assert [a.rule for a in applied] == ["b good one"] and Alert.objects.get().rule.name == "b good one"
+    skipped = AuditEntry.objects.get(action="rule_skipped")
+    assert skipped.rule.name == "a bad one" and list(skipped.details["invalid"]) == [field]
+    with pytest.raises(ValidationError):
+        alerts_apply_rules(actor="t", rule_name="a bad one")
+
+
+def test_webhook_secrets_never_reach_the_audit_log() -> None:
+    from alerts.services import alert_rule_create, alert_rule_update
+
+    rule = alert_rule_create(
+        actor="user:ann", name="hook", action=ActionKind.WEBHOOK, webhook_url="https://crm.example.com/hook",
+        webhook_secret="s3cr3t-hmac-key",
+    )  # fmt: skip
+    alert_rule_update(rule=rule, actor="user:ann", webhook_secret="rotated-key")
+
+    logged = str(list(AuditEntry.objects.values_list("details", flat=True)))
+    assert "s3cr3t" not in logged and "rotated" not in logged and "(secret, not recorded)" in logged

@@ -75,6 +75,8 @@ def test_validation_errors_name_the_field(staff: APIClient) -> None:
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "invalid"
     assert list(error["fields"]) == ["threshold"] and error["message"].startswith("threshold: ")
+    response = staff.post("/api/v1/alert-rules/", {"name": "r", "segment_thresholds": {"vip": "high"}}, format="json")
+    assert response.status_code == 400 and list(response.json()["error"]["fields"]) == ["segment_thresholds"]
 
 
 def test_not_found_conflict_and_malformed_json_share_the_envelope(staff: APIClient) -> None:
