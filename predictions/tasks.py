@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 # A task redelivered more often than this (its worker keeps dying on it) is parked, not looped.
 MAX_DELIVERIES = 3
 TRANSIENT_ERRORS = (OperationalError,)
+# How often a training delivery that found its run leased by another worker looks again.
+LEASE_POLL_SECONDS = 60
 
 
 @shared_task(bind=True, name="predictions.worker_heartbeat", queue="default", soft_time_limit=30, time_limit=60)
@@ -44,15 +46,16 @@ def worker_heartbeat_task(self, queue: str = "default") -> int:  # noqa: ANN001 
     queue="gpu",
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=100,
+    max_retries=None,  # it only waits while another worker holds a live lease: it ends when the run does
     soft_time_limit=settings.CHURN_TRAIN_TIME_LIMIT - 60,
     time_limit=settings.CHURN_TRAIN_TIME_LIMIT,
 )
 def train_model_task(self, training_run_id: int) -> int | None:  # noqa: ANN001 - Celery binds the task
     """Train the model of one TrainingRun. Idempotent: a database lease makes a redelivered task a no-op.
 
-    A delivery that finds the run leased by another worker comes back when that lease ends: if that worker died
-    (its redelivery arrives at once, while its lease still runs), this delivery then takes the run over.
+    A delivery that finds the run leased by another worker comes back every minute (sooner when the lease ends
+    sooner) until the run is done, or its lease has run out and this delivery takes it over: the redelivery that
+    follows a killed worker arrives at once, while the dead worker's lease still runs.
     """
     key = f"training-run-{training_run_id}"
     # Deliveries beyond MAX_DELIVERIES are worker crashes; this task's own retries are not.
@@ -63,7 +66,7 @@ def train_model_task(self, training_run_id: int) -> int | None:  # noqa: ANN001 
     version = training_run_execute(training_run_id=training_run_id)
     held = None if self.request.is_eager else training_run_lease_seconds_left(training_run_id=training_run_id)
     if version is None and held is not None:
-        raise self.retry(countdown=held + 5)
+        raise self.retry(countdown=min(held + 5, LEASE_POLL_SECONDS))
     task_delivery_finish(task_name="predictions.train_model", key=key)
     return version.pk if version else None
 
