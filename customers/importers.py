@@ -155,6 +155,16 @@ def _c1_controls(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error("churn_c1_controls", _c1_controls)
 
 
+def _undecodable(error: UnicodeError) -> tuple[str, int]:
+    # Bytes that do not decode (a broken UTF-16 pair, stray bytes in a UTF-8 JSON document) become lone
+    # surrogates: the field check then refuses that row and field, and the rest of the file still imports.
+    assert isinstance(error, UnicodeDecodeError)
+    return "\udcff" * (error.end - error.start), error.end
+
+
+codecs.register_error("churn_undecodable", _undecodable)
+
+
 def _sniff_encoding(head: bytes) -> tuple[str, int]:
     """(encoding, bytes to skip) from a byte-order mark, or from the NUL pattern of BOM-less UTF-16."""
     if head.startswith(codecs.BOM_UTF8):
@@ -187,7 +197,8 @@ class _LineSource:
         self.cp1252_lines = 0
         self._decoded_to = 0  # the last line number decoded so far
         raw.seek(start)
-        self.text = io.TextIOWrapper(raw, encoding=encoding, newline="") if encoding.startswith("utf-16") else None
+        utf16 = encoding.startswith("utf-16")
+        self.text = io.TextIOWrapper(raw, encoding=encoding, newline="", errors="churn_undecodable") if utf16 else None
         # line number of the first line of each chunk read so far, and where it starts (a byte offset, or a
         # position of the text wrapper)
         self._mark_lines = [1]
@@ -286,6 +297,8 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
     head = raw.read(4096)
     if not head.strip(b" \t\r\n\x00" + codecs.BOM_UTF8 + codecs.BOM_UTF16_LE + codecs.BOM_UTF16_BE):
         raise ImportFileError("the file is empty")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise ImportFileError(f"the delimiter must be one character, not a quote or a line break; got {delimiter!r}")
     encoding, skip = _sniff_encoding(head)
     if skip and encoding == "utf-8":
         notes.append("UTF-8 byte-order mark removed")
@@ -328,6 +341,8 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
                 continue
             if not values or values == [""]:
                 continue
+            if len(values) > columns and not any(value.strip() for value in values[columns:]):
+                values = values[:columns]  # empty fields after the last column: a trailing delimiter
             if len(values) != columns:
                 yield RowError(
                     start,
@@ -335,6 +350,10 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
                     f"has {len(values)} fields but the header has {columns}"
                     + (" (wrong delimiter?)" if len(values) == 1 else " (an unbalanced quote or a stray delimiter?)"),
                 )
+                if before + reader.line_num > start:
+                    # A quote that closed lines later made one row of several: read those lines again.
+                    rows, before = source.lines_from(start + 1), start
+                    reader = csv.reader(rows, delimiter=delimiter, strict=True)
                 continue
             yield start, dict(zip(header, values, strict=True))
         if source.cp1252_lines:
@@ -394,7 +413,7 @@ def _json_array_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
     head = raw.read(4096)
     encoding, skip = _sniff_encoding(head)
     raw.seek(skip)
-    text = io.TextIOWrapper(raw, encoding=encoding)
+    text = io.TextIOWrapper(raw, encoding=encoding, errors="churn_undecodable")
     decoder = json.JSONDecoder(parse_constant=_reject_constant)
     state = {"buf": "", "pos": 0, "eof": False}
 
@@ -545,6 +564,7 @@ _INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _EPOCH = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 # At most 12 digits before the point (so below the limit) and at most two after: no checks left but the sign.
 _PLAIN_MONEY = re.compile(r"[+-]?[0-9]{1,12}(\.[0-9]{1,2})?")
@@ -557,6 +577,8 @@ _FALSE = {"0", "false", "no", "n", "f"}
 def _as_text(value: object) -> str:
     if type(value) is str:
         return value
+    if isinstance(value, dict | list | bool):
+        raise _FieldError(f"is {_json_kind(value)}, not text")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, datetime | date):
@@ -567,6 +589,11 @@ def _as_text(value: object) -> str:
 def _check_text(text: str, limit: int) -> str:
     if "\x00" in text:
         raise _FieldError("contains a NUL byte (\\x00), which the database cannot store")
+    if not text.isascii() and _SURROGATE.search(text):
+        raise _FieldError(
+            "contains text that is not valid Unicode (an unpaired surrogate: a broken \\ud83d-style escape, or "
+            "bytes that do not decode), which cannot be stored"
+        )
     if len(text) > limit:
         raise _FieldError(f"is {len(text):,} characters long; the limit is {limit:,}")
     return text
@@ -583,7 +610,11 @@ def _text(max_length: int | None = None, *, strip: bool = True) -> Callable[[obj
     def parse(value: object, context: _Context) -> str:
         if type(value) is str:  # the common case, checked inline
             text = value.strip() if strip else value
-            if len(text) <= (max_length or context.max_text_chars) and "\x00" not in text:
+            if (
+                len(text) <= (max_length or context.max_text_chars)
+                and "\x00" not in text
+                and (text.isascii() or not _SURROGATE.search(text))
+            ):
                 return text
         text = _as_text(value)
         if strip:
@@ -698,7 +729,9 @@ def _timestamp_text(text: str) -> datetime:
                 return datetime.strptime(text, "%Y%m%d")  # noqa: DTZ007 - the caller applies the zone
             except ValueError:
                 raise _FieldError(f"{text!r} is not a valid YYYYMMDD date") from None
-        if _EPOCH.fullmatch(text):
+        # Epoch seconds from 1973 on (9 digits or more): "2024" or an Excel serial day such as "45292" is no
+        # moment of 1970, and is refused below as not a date.
+        if _EPOCH.fullmatch(text) and len(text.lstrip("+-").split(".")[0]) >= 9:
             return _from_epoch(float(text))
     try:
         return datetime.fromisoformat(text)
@@ -731,6 +764,8 @@ def _free_value(value: object, context: _Context) -> object:
         stripped = value.strip()
         if stripped == "":
             return None
+        if stripped.startswith("+"):  # a phone number (+14155551234): a number would lose its sign and format
+            return _check_text(value, context.max_text_chars)
         if _INT.fullmatch(stripped) and (stripped.lstrip("+-") == "0" or not stripped.lstrip("+-").startswith("0")):
             return int(stripped)
         if _FLOAT.fullmatch(stripped):
@@ -958,6 +993,8 @@ class RowParser:
                 errors.append(
                     RowError(row, "amount", f"{values['amount']} is negative, which needs status returned or refunded")
                 )
+        if str(values.get("external_id", "")).startswith("auto-"):
+            errors.append(RowError(row, "external_id", "ids starting with 'auto-' are reserved for generated ids"))
         if errors:
             return errors
         parsed = ParsedRow(row=row, values=values, extra=extra)

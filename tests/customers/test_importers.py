@@ -469,3 +469,78 @@ def test_prepared_rows_are_the_same_the_short_way_and_through_parse(kind: str) -
             (parsed.row, parsed.external_id, parsed.customer_external_id) for parsed in batch_slow
         ]
     assert short_way > 1000  # the short way was taken, not only parse()
+
+
+# --- input a stricter reader used to crash on, or read wrongly -------------------------------------------------------
+
+
+def test_unpaired_surrogates_are_a_field_error_not_a_crash_at_write_time() -> None:
+    records, _, _ = read(b'{"customer_id": "c1", "text": "hi \\ud83d", "sent_at": "2024-01-01"}\n', name="m.jsonl")
+    (result,) = parse_rows("messages", [records[0][1]])
+    assert errors_of(result)[0][0] == "text" and "not valid Unicode" in errors_of(result)[0][1]
+    (name,) = parse_rows("customers", [{"customer_id": "c1", "name": "Zo\ud83d"}])
+    assert [field for field, _ in errors_of(name)] == ["name"]
+
+
+def test_an_illegal_utf16_unit_rejects_its_row_and_the_rest_still_imports() -> None:
+    good = "customer_id,date,amount\r\nc1,2024-01-01,1\r\n".encode("utf-16-le")
+    bad = "c2,2024-01-02,".encode("utf-16-le") + b"\x00\xd8" + "\r\nc3,2024-01-03,3\r\n".encode("utf-16-le")
+    records, _, _ = read(codecs.BOM_UTF16_LE + good + bad)
+    parsed = parse_rows("orders", [record[1] for record in records])
+    assert isinstance(parsed[0], ParsedRow) and isinstance(parsed[2], ParsedRow)
+    assert errors_of(parsed[1])[0][0] == "amount"
+
+
+def test_bytes_that_do_not_decode_late_in_a_json_array_reject_their_element_only() -> None:
+    elements = [{"customer_id": f"c{i}", "date": "2024-01-01", "amount": 1, "note": "x" * 200} for i in range(600)]
+    body = json.dumps(elements).encode()
+    body = body.replace(b'"c590"', b'"c590\xff"')  # past the first 64 KiB
+
+    records, _, _ = read(body, name="orders.json")
+    parsed = parse_rows("orders", [record[1] for record in records])
+
+    assert len(parsed) == 600 and sum(isinstance(p, list) for p in parsed) == 1
+    assert errors_of(parsed[590])[0][0] == "customer_id"
+
+
+def test_json_containers_and_booleans_are_not_text() -> None:
+    results = parse_rows(
+        "customers", [{"customer_id": ["c1"]}, {"customer_id": True}, {"customer_id": "c", "name": {"a": 1}}]
+    )
+    assert [errors_of(r) for r in results] == [
+        [("external_id", "is an array, not text (column 'customer_id')")],
+        [("external_id", "is a boolean, not text (column 'customer_id')")],
+        [("name", "is an object, not text (column 'name')")],
+    ]
+
+
+def test_a_trailing_delimiter_on_every_line_is_accepted() -> None:
+    records, _, columns = read(b"customer_id,date,amount,\nc1,2024-01-01,1,\nc2,2024-01-02,2,\n")
+    assert columns == ["customer_id", "date", "amount"] and [r[0] for r in records] == [2, 3]
+
+
+def test_a_row_that_a_late_closing_quote_made_of_several_lines_loses_none_of_them() -> None:
+    data = b'customer_id,date,amount\nc1,"2024-01-01,1\nc2,2024-01-02,2\nc3",2024-01-03,3\nc4,2024-01-04,4\n'
+    records, _, _ = read(data)
+    ids = [record[1]["customer_id"] for record in records if isinstance(record, tuple)]
+    assert isinstance(records[0], RowError) and records[0].row == 2
+    assert "c2" in ids and "c4" in ids  # the swallowed line 3 is read again as its own row
+
+
+def test_a_year_or_a_spreadsheet_day_number_is_not_read_as_1970() -> None:
+    results = parse_rows("orders", [{"customer_id": "c1", "date": value, "amount": "1"} for value in ("2024", "45292")])
+    assert all(errors_of(r)[0][0] == "placed_at" and "is not a date" in errors_of(r)[0][1] for r in results)
+    (epoch,) = parse_rows("orders", [{"customer_id": "c1", "date": "1700000000", "amount": "1"}])
+    assert epoch.values["placed_at"] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
+def test_a_phone_number_attribute_keeps_its_plus_and_auto_ids_are_reserved() -> None:
+    (customer,) = parse_rows("customers", [{"customer_id": "c1", "phone": "+14155551234", "zip": "02134"}])
+    assert customer.extra == {"phone": "+14155551234", "zip": "02134"}
+    (order,) = parse_rows("orders", [{"order_id": "auto-1", "customer_id": "c1", "date": "2024-01-01", "amount": "1"}])
+    assert errors_of(order) == [("external_id", "ids starting with 'auto-' are reserved for generated ids")]
+
+
+def test_a_delimiter_of_several_characters_is_a_file_error() -> None:
+    with pytest.raises(ImportFileError, match="the delimiter must be one character"):
+        read(b"customer_id;;date\n", delimiter=";;")
