@@ -170,15 +170,15 @@ class AlertAdmin(admin.ModelAdmin):
         if refused:
             self.message_user(request, "; ".join(refused[:10]), messages.WARNING)
 
-    @admin.action(description="Acknowledge selected alerts")
+    @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         self._transition(request, queryset, AlertStatus.ACKNOWLEDGED)
 
-    @admin.action(description="Dismiss selected alerts")
+    @admin.action(description="Dismiss selected alerts", permissions=["change"])
     def dismiss(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         self._transition(request, queryset, AlertStatus.DISMISSED)
 
-    @admin.action(description="Send a coupon email to the selected alerts' customers")
+    @admin.action(description="Send a coupon email to the selected alerts' customers", permissions=["change"])
     def send_coupon(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         statuses: dict[str, int] = {}
         for alert in queryset:
@@ -210,6 +210,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
     """Append-only: readable, never added, changed or deleted here."""
 
     list_display = ["at", "actor", "action", "rule", "alert", "intervention"]
+    list_select_related = ["rule", "alert", "intervention"]  # nullable links: not joined otherwise
     list_filter = ["action"]
     search_fields = ["actor", "action"]
 

@@ -190,7 +190,7 @@ def export_rows_csv_action(*columns: str) -> object:
     return export_rows_csv
 
 
-@admin.action(description="Opt selected customers out of marketing")
+@admin.action(description="Opt selected customers out of marketing", permissions=["change"])
 def opt_out_customers(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     now = timezone.now()
     changed = 0
@@ -226,7 +226,8 @@ class CustomerAdmin(admin.ModelAdmin):
         "is_minimal", "language",
     )  # fmt: skip
     actions = (export_customers_csv, opt_out_customers)
-    readonly_fields = ("order_count", "last_order_at", "created_at", "updated_at", "timeline")
+    # opted_out_at is the customer's own choice: set only by the opt-out service (first time kept), never undone here.
+    readonly_fields = ("opted_out_at", "order_count", "last_order_at", "created_at", "updated_at", "timeline")
     fieldsets = (
         (None, {"fields": ("external_id", "name", "email", "segment", "country", "language", "signed_up_at")}),
         ("Marketing", {"fields": ("marketing_consent", "opted_out_at")}),

@@ -78,10 +78,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         return obj.metrics.get("n", "-")
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # The change page is read-only (readonly_fields); the permission lets staff run the actions.
-        return request.user.is_staff
+        # The change page stays read-only (readonly_fields); the change permission is what lets staff promote
+        # and roll back.
+        return request.user.has_perm("predictions.change_modelversion")
 
-    @admin.action(description="Promote the selected model to champion")
+    @admin.action(description="Promote the selected model to champion", permissions=["change"])
     def promote_selected(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model to promote.", messages.ERROR)
@@ -93,7 +94,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             return
         self.message_user(request, f"{version.name} is the champion; the next scoring uses it.", messages.SUCCESS)
 
-    @admin.action(description="Roll back the champion to the previous one")
+    @admin.action(description="Roll back the champion to the previous one", permissions=["change"])
     def roll_back_champion(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         try:
             version = model_version_rollback(actor=request.user.get_username())
@@ -172,5 +173,6 @@ class WorkerHeartbeatAdmin(ReadOnlyAdmin):
 @admin.register(DriftEvent)
 class DriftEventAdmin(ReadOnlyAdmin):
     list_display = ("checked_at", "model_version", "score_psi", "max_psi", "threshold", "drifted", "training_run")
+    list_select_related = ("model_version", "training_run")
     list_filter = ("drifted", "model_version")
     readonly_fields = [f.name for f in DriftEvent._meta.fields]

@@ -30,6 +30,11 @@ def _svg(figure) -> str:  # noqa: ANN001
     return text[text.index("<svg") :]
 
 
+def _plain(text: object) -> str:
+    """Text drawn as it is: matplotlib reads text between two ``$`` as maths (a segment "VIP ($$)" crashed it)."""
+    return str(text).replace("$", r"\$")
+
+
 def bar_svg(
     *, labels: Sequence[str], values: Sequence[float], title: str, ylabel: str = "", horizontal: bool = False
 ) -> str:
@@ -38,12 +43,12 @@ def bar_svg(
     positions = range(len(labels))
     if horizontal:
         axes.barh(positions, values, color=_COLORS[0])
-        axes.set_yticks(list(positions), [str(label) for label in labels], fontsize=8)
+        axes.set_yticks(list(positions), [_plain(label) for label in labels], fontsize=8)
         axes.invert_yaxis()
         axes.set_xlabel(ylabel, fontsize=8)
     else:
         axes.bar(positions, values, color=_COLORS[0])
-        axes.set_xticks(list(positions), [str(label) for label in labels], fontsize=8, rotation=30, ha="right")
+        axes.set_xticks(list(positions), [_plain(label) for label in labels], fontsize=8, rotation=30, ha="right")
         axes.set_ylabel(ylabel, fontsize=8)
     axes.set_title(title, fontsize=10)
     axes.tick_params(labelsize=8)
@@ -58,7 +63,7 @@ def line_svg(
     """One line per series over the shared ``x`` (dates or numbers)."""
     figure, axes = _figure()
     for (name, values), color in zip(series.items(), _COLORS * 4, strict=False):
-        axes.plot(list(x), list(values), label=name, color=color, marker="o" if markers else None, markersize=3)
+        axes.plot(list(x), list(values), label=_plain(name), color=color, marker="o" if markers else None, markersize=3)
     axes.set_title(title, fontsize=10)
     axes.set_ylabel(ylabel, fontsize=8)
     axes.tick_params(labelsize=8)
@@ -75,7 +80,7 @@ def roc_svg(*, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], ti
     figure, axes = _figure()
     axes.plot([0, 1], [0, 1], color=_REFERENCE, linestyle=":", linewidth=1, label="chance")
     for index, ((name, (fpr, tpr)), color) in enumerate(zip(curves.items(), _COLORS, strict=False)):
-        axes.plot(list(fpr), list(tpr), label=name, color=color, linewidth=2.2 if index == 0 else 1.2)
+        axes.plot(list(fpr), list(tpr), label=_plain(name), color=color, linewidth=2.2 if index == 0 else 1.2)
     axes.set(xlim=(0, 1), ylim=(0, 1.02))
     axes.set_xlabel("false positive rate (stayers flagged)", fontsize=8)
     axes.set_ylabel("true positive rate (churners caught)", fontsize=8)
@@ -93,7 +98,7 @@ def calibration_svg(*, curves: Mapping[str, Sequence[tuple[float, float]]], titl
         axes.plot(
             [predicted for predicted, _ in points],
             [observed for _, observed in points],
-            label=name,
+            label=_plain(name),
             color=color,
             marker="o",
             markersize=4 if index == 0 else 3,
@@ -128,7 +133,7 @@ def comparison_bar_svg(
         axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     if reference is not None:
         axes.axhline(reference, color=_REFERENCE, linestyle="--", linewidth=1)
-    axes.set_xticks(positions, [str(label) for label in labels], fontsize=8, rotation=15, ha="right")
+    axes.set_xticks(positions, [_plain(label) for label in labels], fontsize=8, rotation=15, ha="right")
     axes.set_ylabel(ylabel, fontsize=8)
     axes.set_title(title, fontsize=10)
     axes.tick_params(labelsize=8)

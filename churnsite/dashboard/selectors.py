@@ -102,7 +102,7 @@ def risk_by_segment(*, limit: int = 12) -> list[SegmentRisk]:
 
 def alerts_per_day(*, days: int = 30, now: datetime | None = None) -> list[tuple[date, int]]:
     """New alerts per day over the last ``days`` days, every day listed (zero included)."""
-    today = (now or timezone.now()).date()
+    today = timezone.localdate(now or timezone.now())  # the days TruncDate counts in: local ones
     start = today - timedelta(days=days - 1)
     counted = dict(
         Alert.objects.filter(created_at__date__gte=start)
@@ -157,8 +157,10 @@ def scheduled_runs(*, now: datetime | None = None) -> list[ScheduledRun]:
     for task in PeriodicTask.objects.filter(enabled=True).order_by("name"):
         next_run_at = None
         try:
-            remaining = task.schedule.remaining_estimate(task.last_run_at or now)
-            next_run_at = max(now, (task.last_run_at or now) + remaining) if task.last_run_at else now + remaining
+            schedule = task.schedule
+            schedule.nowfun = lambda: now  # celery's estimate is the time left from its "now": make that ours
+            remaining = schedule.remaining_estimate(task.last_run_at or now)
+            next_run_at = max(now, now + remaining)
             # celery estimates from its own clock reading: 02:59:59.98 means 03:00.
             next_run_at = (next_run_at + timedelta(milliseconds=500)).replace(microsecond=0)
         except (AttributeError, TypeError, ValueError):
