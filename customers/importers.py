@@ -307,6 +307,11 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
     source = _LineSource(raw, encoding, skip)
     lines = source.lines_from(1)
     header_line = next(lines, "")
+    if "\r" in header_line.rstrip("\r\n"):
+        raise ImportFileError(
+            "the file's lines end with a carriage return only (the old Mac format); save it with CRLF or LF line "
+            "endings (any editor or spreadsheet's CSV export does) and import it again"
+        )
     if delimiter is None:
         delimiter = _detect_delimiter(header_line)
         if delimiter != ",":

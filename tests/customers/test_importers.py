@@ -544,3 +544,10 @@ def test_a_phone_number_attribute_keeps_its_plus_and_auto_ids_are_reserved() -> 
 def test_a_delimiter_of_several_characters_is_a_file_error() -> None:
     with pytest.raises(ImportFileError, match="the delimiter must be one character"):
         read(b"customer_id;;date\n", delimiter=";;")
+
+
+def test_a_file_with_carriage_returns_only_is_refused_in_plain_words() -> None:
+    with pytest.raises(ImportFileError, match="end with a carriage return only"):
+        read(b"customer_id,date,amount\rc1,2024-01-01,1\rc2,2024-01-02,2\r")
+    records, _, _ = read(b"customer_id,date,amount\r\nc1,2024-01-01,1\r\n")  # CRLF stays fine
+    assert records[0][0] == 2
