@@ -501,7 +501,10 @@ def _dispatch_locked(
         status, reason = InterventionStatus.PENDING, ""
         if not alert.holdout and customer.pk in in_control_group:
             # In another rule's control group (its outcome window open): acting now would spoil that measurement.
-            status, reason = InterventionStatus.SUPPRESSED, f"control group of rule {in_control_group[customer.pk]!r}"
+            status, reason = (
+                InterventionStatus.SUPPRESSED,
+                f"control group of rule {in_control_group[customer.pk].rule_name!r}",
+            )
         elif kind == ActionKind.COUPON_EMAIL:
             if customer.opted_out_at is not None:
                 status, reason = InterventionStatus.SUPPRESSED, "opted out"
@@ -622,32 +625,30 @@ def alert_rule_ensure_manual() -> AlertRule:
     return rule
 
 
-def _control_group_customers(customer_ids: Iterable[int], *, exclude_alerts: list[int]) -> dict[int, str]:
-    """``{customer id: rule name}`` of the customers in a rule's control group whose outcome window is still open
-    (other than through ``exclude_alerts``, the alerts being dispatched)."""
+@dataclass(frozen=True)
+class _ControlGroup:
+    rule_name: str
+    until: datetime  # the end of the rule's outcome window for this customer
+
+
+def _control_group_customers(
+    customer_ids: Iterable[int], *, exclude_alerts: Iterable[int] = ()
+) -> dict[int, _ControlGroup]:
+    """The customers in a rule's control group whose outcome window is still open (other than through
+    ``exclude_alerts``, the alerts being dispatched): contacting them now would spoil that rule's uplift measurement."""
     now = timezone.now()
     held = (
         Intervention.objects.filter(customer_id__in=list(customer_ids), status=InterventionStatus.HOLDOUT)
-        .exclude(alert_id__in=exclude_alerts)
+        .exclude(alert_id__in=list(exclude_alerts))
+        .order_by("created_at")  # the newest window wins below
         .values_list("customer_id", "created_at", "alert__rule__horizon_days", "alert__rule__name")
     )
-    return {
-        customer_id: rule_name
-        for customer_id, dispatched, horizon_days, rule_name in held
-        if dispatched + timedelta(days=horizon_days) > now
-    }
-
-
-def _control_group_blocking(customer: Customer, now: datetime) -> Intervention | None:
-    """A control-group intervention of the customer whose outcome window is still open, if any: contacting
-    them now would spoil that rule's uplift measurement."""
-    held = Intervention.objects.filter(customer=customer, status=InterventionStatus.HOLDOUT).select_related(
-        "alert__rule"
-    )
-    for intervention in held.order_by("-created_at"):
-        if intervention.created_at + timedelta(days=intervention.alert.rule.horizon_days) > now:
-            return intervention
-    return None
+    found: dict[int, _ControlGroup] = {}
+    for customer_id, dispatched, horizon_days, rule_name in held:
+        until = dispatched + timedelta(days=horizon_days)
+        if until > now:
+            found[customer_id] = _ControlGroup(rule_name=rule_name, until=until)
+    return found
 
 
 def customer_send_coupon(
@@ -694,15 +695,12 @@ def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
         counter = _locked_counter(timezone.now().date())
         alert = customer_open_alert(customer_id=customer.pk)
         if alert is None:
-            now = timezone.now()
-            blocking = _control_group_blocking(customer, now)
-            if blocking is not None:
-                until = blocking.created_at + timedelta(days=blocking.alert.rule.horizon_days)
+            if (held := _control_group_customers([customer.pk]).get(customer.pk)) is not None:
                 raise CouponNotAllowed(
-                    f"customer {customer.external_id} is in the control group of rule {blocking.alert.rule.name!r} "
-                    f"until {until:%Y-%m-%d}: no coupon, so that the rule's uplift stays measurable"
+                    f"customer {customer.external_id} is in the control group of rule {held.rule_name!r} "
+                    f"until {held.until:%Y-%m-%d}: no coupon, so that the rule's uplift stays measurable"
                 )
-            alert = _manual_alert(customer=customer, now=now, actor=actor)
+            alert = _manual_alert(customer=customer, now=timezone.now(), actor=actor)
         (intervention,) = _dispatch_locked(
             alerts=[alert], rule=alert.rule, kind=ActionKind.COUPON_EMAIL, counter=counter, actor=actor
         )
