@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ml.artifacts import ArtifactError, load_artifact, save_artifact
+from tests.artifact_forgery import rewrite_and_resign
 
 
 def _save_sample(path: Path) -> Path:
@@ -91,15 +92,8 @@ def test_pickle_content_listed_in_the_manifest_is_refused(tmp_path: Path) -> Non
     with pytest.raises(ArtifactError, match="pickle"):
         save_artifact(tmp_path / "m", tensors={}, metadata={}, extra_files={"head.json": pickle.dumps([1])})
 
-    import hashlib
-    import json
-
     directory = _save_sample(tmp_path / "model")
-    payload = pickle.dumps({"w": 1})
-    (directory / "trees.txt").write_bytes(payload)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["files"]["trees.txt"] = {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_and_resign(directory, "trees.txt", pickle.dumps({"w": 1}))
 
     with pytest.raises(ArtifactError, match="trees.txt holds pickle data"):
         load_artifact(directory)
@@ -139,24 +133,13 @@ def load_manifest(directory: Path) -> dict[str, dict[str, object]]:
     return json.loads((directory / "manifest.json").read_text())["files"]
 
 
-def _rewrite(directory: Path, name: str, data: bytes) -> None:
-    """Replace a file and re-sign the manifest to match: what the manifest alone cannot detect."""
-    import hashlib
-    import json
-
-    (directory / name).write_bytes(data)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize("protocol", [0, 1])
 def test_headerless_pickles_are_refused_at_save_and_at_load(tmp_path: Path, protocol: int) -> None:
     payload = pickle.dumps({"w": [1, 2]}, protocol=protocol) + b"trailing bytes pickle ignores"
     with pytest.raises(ArtifactError, match="pickle"):
         save_artifact(tmp_path / "m", tensors={}, metadata={}, extra_files={"head.txt": payload})
     directory = _save_sample(tmp_path / "model")
-    _rewrite(directory, "trees.txt", payload)
+    rewrite_and_resign(directory, "trees.txt", payload)
 
     with pytest.raises(ArtifactError, match="trees.txt holds pickle data"):
         load_artifact(directory)
@@ -171,7 +154,7 @@ def test_files_and_manifest_replaced_together_are_refused_against_the_recorded_c
     recorded["manifest.json"] = hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
     assert load_artifact(directory, expected_sha256=recorded).metadata["kind"] == "sample"
 
-    _rewrite(directory, "vocabulary.json", b'{"ab": 1}')
+    rewrite_and_resign(directory, "vocabulary.json", b'{"ab": 1}')
     load_artifact(directory)  # the manifest matches the files it lists...
     with pytest.raises(ArtifactError, match="manifest.json is not the manifest recorded"):
         load_artifact(directory, expected_sha256=recorded)  # ...but not what was registered

@@ -15,6 +15,7 @@ from ml.finetune import FineTuneConfig
 from ml.hybrid import HybridConfig
 from ml.serialize import SerializeConfig
 from ml.snapshot import snapshot_at
+from tests.artifact_forgery import edit_metadata_and_resign
 
 from .churn_histories import START, churn_histories
 
@@ -167,19 +168,11 @@ def test_missing_truncated_or_pickle_files_are_refused(saved_model: Path, tmp_pa
 def test_metadata_of_another_version_is_an_artifact_error_naming_the_artifact(
     where: str, change: object, saved_model: Path, tmp_path: Path
 ) -> None:
-    import hashlib
-
     copy = tmp_path / "copy"
     copy.mkdir()
     for file in saved_model.iterdir():
         (copy / file.name).write_bytes(file.read_bytes())
-    metadata = json.loads((copy / "metadata.json").read_text())
-    change(metadata)  # type: ignore[operator]
-    data = json.dumps(metadata).encode()
-    (copy / "metadata.json").write_bytes(data)
-    manifest = json.loads((copy / "manifest.json").read_text())  # re-signed, as another version would have written it
-    manifest["files"]["metadata.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    edit_metadata_and_resign(copy, change)  # type: ignore[arg-type] # as another version would have written it
 
     with pytest.raises(ArtifactError) as caught:
         ChurnModel.load(copy, device="cpu")

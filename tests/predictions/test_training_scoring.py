@@ -110,21 +110,13 @@ def test_a_corrupt_champion_stops_scoring_with_a_clear_error(store: None) -> Non
 
 
 def test_a_champion_whose_files_and_manifest_were_replaced_together_is_refused(store: None) -> None:
-    import hashlib
-    import json
-
     from predictions.services.scoring import churn_model_load
+    from tests.artifact_forgery import edit_metadata_and_resign
 
     version = ModelVersion.objects.get(training_run=_train())
     assert "sha256" in version.artifact_checksums["manifest.json"]
-    root = Path(version.artifact_path)
-    metadata = json.loads((root / "metadata.json").read_text())
-    metadata["metrics"]["roc_auc"] = 0.999  # what the model card would then show
-    data = json.dumps(metadata).encode()
-    (root / "metadata.json").write_bytes(data)
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["files"]["metadata.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    # A better ROC AUC, as the model card would then show it, and a manifest that matches it again.
+    edit_metadata_and_resign(Path(version.artifact_path), lambda metadata: metadata["metrics"].update(roc_auc=0.999))
 
     with pytest.raises(ChampionUnavailable, match="manifest.json is not the manifest recorded"):
         churn_model_load(version)
