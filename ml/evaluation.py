@@ -34,6 +34,7 @@ from ml.baselines import (
 )
 from ml.data import CustomerHistory
 from ml.features import FeatureBuilder, ProfileData, column_kinds
+from ml.leakage import NearDuplicateSearchError, near_duplicates
 from ml.metrics import METRIC_NAMES, churn_metrics
 from ml.serialize import TokenCounter, serialize_profile, serialize_snapshot
 from ml.snapshot import (
@@ -222,6 +223,8 @@ def cross_validate_profile(
     recency_column: str | None = None,
     count_tokens: TokenCounter | None = None,
     progress: bool = True,
+    near_duplicate_columns: int | None = 2,
+    group_near_duplicates: bool = False,
 ) -> EvaluationReport:
     """Stratified k-fold cross-validation of the named models on a cleaned profile table.
 
@@ -232,10 +235,18 @@ def cross_validate_profile(
         recency_column: days-since-last-activity column for the recency rule (found by name when None).
         count_tokens: token counter for the texts of text models.
         progress: show a tqdm bar.
+        near_duplicate_columns: look for rows equal to another in all but this many columns
+            (:func:`ml.leakage.near_duplicates`) and say in the notes what was found; ``None``: do not look.
+        group_near_duplicates: keep each group of near-duplicates in one fold, outer and inner
+            (``StratifiedGroupKFold``); the protocol then differs from the plain one, and the report says so.
     """
     from sklearn.model_selection import StratifiedKFold
 
+    from ml.folds import stratified_folds
+
     specs = _specs(models)
+    if group_near_duplicates and near_duplicate_columns is None:
+        raise ValueError("grouping near-duplicates needs near_duplicate_columns (how many columns may differ)")
     if recency_column is not None and recency_column not in data.frame.columns:
         raise ValueError(
             f"recency column {recency_column!r} is not a feature column "
@@ -252,7 +263,6 @@ def cross_validate_profile(
     if any(spec.needs_text for spec in specs.values()):
         records = data.frame.to_dict(orient="records")
         texts = [serialize_profile(record, count_tokens=count_tokens) for record in records]
-    full = FoldData(frame=data.frame, y=data.y, ids=data.ids, texts=texts, recency_column=recency_column)
     report = EvaluationReport(
         dataset=data.name,
         protocol=f"stratified {folds}-fold CV, shuffle=True, random_state={random_state}",
@@ -260,8 +270,30 @@ def cross_validate_profile(
         positive_rate=float(data.y.mean()),
         notes=list(data.notes),
     )
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
-    splits = list(splitter.split(np.zeros(len(data.y)), data.y))
+    groups = None
+    if near_duplicate_columns is not None:
+        try:
+            found = near_duplicates(data.frame, data.y, max_differences=near_duplicate_columns)
+        except NearDuplicateSearchError as exc:
+            if group_near_duplicates:
+                raise
+            found = None
+            report.notes.append(f"near-duplicates: not looked for ({exc})")
+        if found is not None:
+            report.notes.append(found.note())
+            report.extra["near_duplicates"] = found.summary()
+        if found is not None and group_near_duplicates:
+            groups = [str(g) for g in found.groups]
+            report.protocol = (
+                f"stratified group {folds}-fold CV (rows equal in all but at most {near_duplicate_columns} columns "
+                f"kept in one fold, also in inner splits), shuffle=True, random_state={random_state}"
+            )
+    full = FoldData(frame=data.frame, y=data.y, ids=data.ids, texts=texts, recency_column=recency_column, groups=groups)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+        splits = list(splitter.split(np.zeros(len(data.y)), data.y))
+    else:
+        splits = stratified_folds(data.y, folds, seed=random_state, groups=groups)
     with _progress(len(splits) * len(specs), f"cross-validating {data.name}", progress) as bar:
         for name, spec in specs.items():
             for train_rows, test_rows in splits:

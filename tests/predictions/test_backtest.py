@@ -143,6 +143,38 @@ def test_churn_evaluate_refuses_what_would_give_a_wrong_or_partial_report(tmp_pa
     assert not any("encoder" in note for note in json.loads(out.read_text())["notes"])
 
 
+def test_churn_evaluate_reports_altered_copies_and_keeps_them_in_one_fold_when_asked(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    rows = ["id,tenure,spend,visits,age,coupons,Churn"]
+    for i in range(80):
+        cells = [str(v) for v in rng.integers(0, 5000, 4)]
+        churn = "Yes" if rng.random() < 0.3 else "No"
+        rows.append(",".join([f"c{i}", *cells, "1", churn]))
+        rows.append(",".join([f"copy{i}", *cells, "4", churn]))  # the same customer with one cell changed
+    path = tmp_path / "copies.csv"
+    path.write_text("\n".join(rows) + "\n")
+    common = [str(path), "--label-col=Churn", "--positive=Yes", "--id-col=id", "--models=logreg", "--no-progress"]
+    plain, grouped = tmp_path / "plain.json", tmp_path / "grouped.json"
+    call_command("churn_evaluate", *common, f"--json={plain}", stdout=open(tmp_path / "o", "w"))  # noqa: SIM115
+    call_command(
+        "churn_evaluate", *common, "--group-near-duplicates", f"--json={grouped}", stdout=open(tmp_path / "o", "w")  # noqa: SIM115
+    )  # fmt: skip
+    plain_report, grouped_report = json.loads(plain.read_text()), json.loads(grouped.read_text())
+    assert plain_report["near_duplicates"]["rows_in_groups"] == 160 and plain_report["near_duplicates"]["suspicious"]
+    assert any("--group-near-duplicates" in note for note in plain_report["notes"])
+    assert plain_report["protocol"].startswith("stratified 5-fold") and "group" in grouped_report["protocol"]
+    call_command(
+        "churn_evaluate", *common, "--no-near-duplicate-check", f"--json={plain}", stdout=open(tmp_path / "o", "w")
+    )  # noqa: SIM115
+    assert "near_duplicates" not in json.loads(plain.read_text())
+    with pytest.raises(CommandError, match="--group-near-duplicates needs the near-duplicate check"):
+        call_command("churn_evaluate", *common, "--group-near-duplicates", "--no-near-duplicate-check")
+    with pytest.raises(CommandError, match="--near-duplicate-columns must be 0 or more"):
+        call_command("churn_evaluate", *common, "--near-duplicate-columns=-1")
+    with pytest.raises(CommandError, match="fewer than 2 to compare"):
+        call_command("churn_evaluate", *common, "--near-duplicate-columns=4", "--group-near-duplicates")
+
+
 def _profile_csv(tmp_path: Path) -> Path:
     rng = np.random.default_rng(1)
     rows = ["id,plan,tenure,Churn"]

@@ -23,6 +23,20 @@ class Command(BaseCommand):
         parser.add_argument("--id-col", default=None, help="customer id column (kept out of the features)")
         parser.add_argument("--drop-col", action="append", default=[], help="column to leave out (repeatable)")
         parser.add_argument("--dedupe", action="store_true", help="drop rows duplicating another apart from the id")
+        parser.add_argument(
+            "--near-duplicate-columns",
+            type=int,
+            default=2,
+            help="look for rows equal to another in all but this many columns, and report them (default 2)",
+        )
+        parser.add_argument(
+            "--no-near-duplicate-check", action="store_true", help="do not look for near-duplicate rows"
+        )
+        parser.add_argument(
+            "--group-near-duplicates",
+            action="store_true",
+            help="keep each group of near-duplicate rows in one fold (outer and inner splits)",
+        )
         parser.add_argument("--folds", type=int, default=5)
         parser.add_argument("--models", default="recency,logreg,lightgbm", help="comma-separated model names")
         parser.add_argument("--recency-col", default=None, help="days-since-last-activity column for 'recency'")
@@ -42,6 +56,13 @@ class Command(BaseCommand):
         models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
         if int(options["folds"]) < 2:  # type: ignore[arg-type]
             raise CommandError("--folds must be at least 2")
+        near_duplicate_columns = None if options["no_near_duplicate_check"] else int(options["near_duplicate_columns"])  # type: ignore[arg-type]
+        if options["group_near_duplicates"] and near_duplicate_columns is None:
+            raise CommandError(
+                "--group-near-duplicates needs the near-duplicate check; leave out --no-near-duplicate-check"
+            )
+        if near_duplicate_columns is not None and near_duplicate_columns < 0:
+            raise CommandError("--near-duplicate-columns must be 0 or more")
         try:
             raw = load_profile_file(path, sheet=options["sheet"])  # type: ignore[arg-type]
             data = prepare_profile(
@@ -60,6 +81,8 @@ class Command(BaseCommand):
                 folds=int(options["folds"]),  # type: ignore[arg-type]
                 recency_column=options["recency_col"],  # type: ignore[arg-type]
                 progress=not options["no_progress"],
+                near_duplicate_columns=near_duplicate_columns,
+                group_near_duplicates=bool(options["group_near_duplicates"]),
             )
         except (ProfileError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
