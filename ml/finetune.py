@@ -37,6 +37,7 @@ from ml.artifacts import ArtifactError, artifact_loader, load_artifact, save_art
 from ml.encoder import (
     ProgressCallback,
     TextEncoder,
+    TokenizedTexts,
     check_tokenizer,
     default_max_tokens,
     encoder_fingerprint,
@@ -98,6 +99,9 @@ class FineTuneConfig:
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         class_weighting: weight the positive class by negatives/positives (``frozen``: ``class_weight="balanced"``).
         encode_batch_size: texts per forward pass when encoding or scoring.
+        prefix_cache_mb: ``top-k`` mode keeps the embeddings and frozen lower layers in eval mode (no dropout), so
+            their output never changes; it is computed once per text and kept in memory when it fits in this many MiB
+            (``0``: never; the lower layers then run in every step, with the same result).
         show_progress: tqdm bars (only when stderr is a terminal).
     """
 
@@ -123,6 +127,7 @@ class FineTuneConfig:
     device: str = "auto"
     class_weighting: bool = True
     encode_batch_size: int = 64
+    prefix_cache_mb: int = 2048
     show_progress: bool = True
 
     def __post_init__(self) -> None:
@@ -131,6 +136,8 @@ class FineTuneConfig:
         for name in ("top_k", "lora_r", "epochs", "batch_size", "grad_accum_steps", "max_length", "encode_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be 0 or more, not {self.prefix_cache_mb}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if not 0.0 < self.validation_fraction < 1.0:
@@ -159,6 +166,8 @@ class _Network:
     head: torch.nn.Linear
     dropout: torch.nn.Dropout
     trainable: dict[str, torch.nn.Parameter] = field(default_factory=dict)
+    frozen_layers: list[torch.nn.Module] = field(default_factory=list)  # top-k: the layers below the trained ones
+    trained_layers: list[torch.nn.Module] = field(default_factory=list)  # top-k: the layers that train
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.encoder, self.head, self.dropout]
@@ -166,6 +175,10 @@ class _Network:
     def train(self, flag: bool = True) -> None:
         for module in self.modules():
             module.train(flag)
+        if self.trained_layers:  # top-k: the embeddings and frozen layers are a fixed feature extractor (no
+            self.encoder.train(False)  # dropout), so what they make of a text never changes and can be cached
+            for layer in self.trained_layers:
+                layer.train(flag)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -342,8 +355,24 @@ class TransformerChurnClassifier:
         config = self.config
         network = _build_network(model, config, device=self.device_)
         self._tokenizer, self._model, self._network = tokenizer, model, network
-        train_ids = tokenize(tokenizer, texts, max_length=usable_max_length(model, config.max_length))
+        max_length = usable_max_length(model, config.max_length)
+        train_ids = tokenize(tokenizer, texts, max_length=max_length)
+        val_ids = tokenize(tokenizer, val_texts, max_length=max_length) if len(val_texts) else None
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        train_prefix = val_prefix = None
+        if _FrozenPrefix.fits(network, [train_ids, val_ids], config.prefix_cache_mb):
+            if progress is not None:
+                progress(0.0, f"running the {len(network.frozen_layers)} frozen layers once over every text")
+            started = time.perf_counter()
+            train_prefix = _FrozenPrefix(network, train_ids, pad_id=pad_id, device=self.device_, config=config)
+            if val_ids is not None:
+                val_prefix = _FrozenPrefix(network, val_ids, pad_id=pad_id, device=self.device_, config=config)
+            self.prefix_seconds_ = time.perf_counter() - started
+            logger.info(
+                "frozen layers run once over %d texts in %.1fs", len(texts) + len(val_texts), self.prefix_seconds_
+            )
+        elif network.frozen_layers:
+            logger.info("the frozen layers' output would exceed %d MiB: they run in every step", config.prefix_cache_mb)
         batches_per_epoch = math.ceil(len(texts) / config.batch_size)
         updates_per_epoch = math.ceil(batches_per_epoch / config.grad_accum_steps)
         total_updates = updates_per_epoch * config.epochs
@@ -371,7 +400,8 @@ class TransformerChurnClassifier:
                 ids, mask = pad_batch(
                     [train_ids.input_ids[i] for i in indices], pad_token_id=pad_id, device=self.device_
                 )
-                logits = network.logits(ids, mask)
+                with _replaying(train_prefix, indices):
+                    logits = network.logits(ids, mask)
                 loss = loss_fn(logits, targets[indices].to(self.device_))
                 (loss * len(indices) / _accumulated_rows(batches, order, position, config.grad_accum_steps)).backward()
                 total_loss += float(loss.detach()) * len(indices)
@@ -385,8 +415,8 @@ class TransformerChurnClassifier:
                     done = (epoch - 1 + (position + 1) / len(order)) / config.epochs
                     progress(done, f"epoch {epoch} of {config.epochs}: batch {position + 1} of {len(order)}")
             val_auc = None
-            if len(val_texts):
-                val_auc = _pr_auc(val_labels, self._trainable_probabilities(val_texts))
+            if val_ids is not None:
+                val_auc = _pr_auc(val_labels, self._score_tokenized(val_ids, val_prefix))
             seconds = time.perf_counter() - started
             self.history_.append(EpochRecord(epoch, total_loss / len(texts), val_auc, seconds))
             logger.info(
@@ -433,16 +463,19 @@ class TransformerChurnClassifier:
         return np.column_stack([1.0 - positive, positive])
 
     def _trainable_probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        tokenized = tokenize(self._tokenizer, texts, max_length=usable_max_length(self._model, self.config.max_length))
+        return self._score_tokenized(tokenized, None)
+
+    def _score_tokenized(self, tokenized: TokenizedTexts, prefix: _FrozenPrefix | None) -> np.ndarray:
         import torch
 
         network = self._network
-        if not texts:
-            return np.zeros(0)
         was_training = network.head.training
         network.train(False)
-        tokenized = tokenize(self._tokenizer, texts, max_length=usable_max_length(self._model, self.config.max_length))
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
-        output = np.empty(len(texts), dtype=np.float64)
+        output = np.empty(len(tokenized.input_ids), dtype=np.float64)
         with torch.inference_mode():
             for indices in length_sorted_batches(
                 tokenized.lengths, batch_size=self.config.encode_batch_size, max_tokens=default_max_tokens(self.device_)
@@ -450,7 +483,9 @@ class TransformerChurnClassifier:
                 ids, mask = pad_batch(
                     [tokenized.input_ids[i] for i in indices], pad_token_id=pad_id, device=self.device_
                 )
-                output[indices] = torch.sigmoid(network.logits(ids, mask)).double().cpu().numpy()
+                with _replaying(prefix, indices):
+                    logits = network.logits(ids, mask)
+                output[indices] = torch.sigmoid(logits).double().cpu().numpy()
         network.train(was_training)
         return output
 
@@ -660,6 +695,8 @@ def _build_network(model: PreTrainedModel, config: FineTuneConfig, *, device: st
     import torch
 
     encoder: torch.nn.Module = model
+    frozen_layers: list[torch.nn.Module] = []
+    trained_layers: list[torch.nn.Module] = []
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     if config.mode == "top-k":
@@ -669,6 +706,8 @@ def _build_network(model: PreTrainedModel, config: FineTuneConfig, *, device: st
         for layer in layers[-config.top_k :]:
             for parameter in layer.parameters():
                 parameter.requires_grad_(True)
+        frozen_layers = list(layers[: len(layers) - config.top_k])
+        trained_layers = list(layers[len(layers) - config.top_k :])
     elif config.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -690,7 +729,115 @@ def _build_network(model: PreTrainedModel, config: FineTuneConfig, *, device: st
     head.to(device)
     trainable = {f"encoder.{name}": p for name, p in encoder.named_parameters() if p.requires_grad}
     trainable.update({f"head.{name}": p for name, p in head.named_parameters()})
-    return _Network(encoder=encoder, head=head, dropout=dropout, trainable=trainable)
+    return _Network(
+        encoder=encoder,
+        head=head,
+        dropout=dropout,
+        trainable=trainable,
+        frozen_layers=frozen_layers,
+        trained_layers=trained_layers,
+    )
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the last frozen layer has run: the layers above are not needed yet."""
+
+
+class _FrozenPrefix:
+    """What the frozen lower layers of a ``top-k`` network make of each text, computed once.
+
+    Those layers run in eval mode and never change, so running them in every step of every epoch repeats the
+    same arithmetic. Their output is kept per text (unpadded, on the training device); during a step the frozen
+    layers are stood in for by :func:`_replaying`, which hands the batch's stored states to the first trained
+    layer. The embeddings still run (cheaply) so that the model builds its attention mask as usual.
+    """
+
+    def __init__(
+        self, network: _Network, tokenized: TokenizedTexts, *, pad_id: int, device: str, config: FineTuneConfig
+    ) -> None:
+        import torch
+
+        self.layers = _encoder_layers(network.encoder)
+        self.n_frozen = len(network.frozen_layers)
+        self.returns_tuple = False
+        lengths = tokenized.lengths
+        self.states: list[torch.Tensor] = [None] * len(lengths)  # type: ignore[list-item]
+        was_training = network.head.training
+        network.train(False)
+        captured: dict[str, object] = {}
+
+        def stop(module: torch.nn.Module, args: object, output: object) -> None:
+            captured["output"] = output
+            raise _StopForward
+
+        handle = self.layers[self.n_frozen - 1].register_forward_hook(stop)
+        try:
+            with (
+                torch.no_grad()
+            ):  # not inference_mode: the states feed the trained layers, which save them for backward
+                for indices in length_sorted_batches(
+                    lengths, batch_size=config.encode_batch_size, max_tokens=default_max_tokens(device)
+                ):
+                    ids, mask = pad_batch([tokenized.input_ids[i] for i in indices], pad_token_id=pad_id, device=device)
+                    try:
+                        network.encoder(input_ids=ids, attention_mask=mask)
+                    except _StopForward:
+                        pass
+                    output = captured.pop("output")
+                    self.returns_tuple = isinstance(output, tuple)
+                    hidden = output[0] if isinstance(output, tuple) else output
+                    for row, index in enumerate(indices):
+                        self.states[index] = hidden[row, : lengths[index]].clone()
+        finally:
+            handle.remove()
+            network.train(was_training)
+
+    @staticmethod
+    def fits(network: _Network, tokenized: Sequence[TokenizedTexts | None], budget_mb: int) -> bool:
+        """Whether the states of these texts fit in ``budget_mb`` MiB (float32); never without frozen layers."""
+        if not network.frozen_layers or budget_mb <= 0:
+            return False
+        tokens = sum(int(t.lengths.sum()) for t in tokenized if t is not None)
+        hidden = int(network.head.in_features)
+        return tokens * hidden * 4 <= budget_mb * 2**20
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        from torch.nn.utils.rnn import pad_sequence
+
+        return pad_sequence([self.states[i] for i in indices], batch_first=True)
+
+
+def _replaying(prefix: _FrozenPrefix | None, indices: Sequence[int]):  # noqa: ANN202 - a context manager
+    """Stand in for the frozen layers with the stored states of the batch ``indices`` (nothing when no prefix)."""
+    from contextlib import contextmanager, nullcontext
+
+    if prefix is None:
+        return nullcontext()
+
+    @contextmanager
+    def swapped():  # noqa: ANN202
+        states = prefix.batch(indices)
+        replay = _replay_module(states, prefix.returns_tuple)
+        originals = [prefix.layers[i] for i in range(prefix.n_frozen)]
+        for i in range(prefix.n_frozen):
+            prefix.layers[i] = replay
+        try:
+            yield
+        finally:
+            for i, layer in enumerate(originals):
+                prefix.layers[i] = layer
+
+    return swapped()
+
+
+def _replay_module(states: torch.Tensor, returns_tuple: bool) -> torch.nn.Module:
+    import torch
+
+    class _Replay(torch.nn.Module):
+        def forward(self, *args: object, **kwargs: object) -> object:
+            return (states,) if returns_tuple else states
+
+    return _Replay()
 
 
 def _parameter_groups(network: _Network, config: FineTuneConfig) -> list[dict[str, object]]:

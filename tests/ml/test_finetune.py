@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,72 @@ def test_bad_labels_are_refused_with_the_row(tiny_bert_dir: Path) -> None:
         model.fit(["a", "b", "c"], [0, 1, 2])
     with pytest.raises(TypeError, match="row 1"):
         model.fit(["a", None, "c"], [0, 1, 0])
+
+
+def _layer_calls(model: TransformerChurnClassifier, tiny_bert_dir: Path, texts, labels) -> tuple[np.ndarray, list[int]]:  # noqa: ANN001
+    """Fit with forward hooks counting the rows each encoder layer sees; returns the probabilities and counts."""
+    import ml.finetune as finetune
+    from ml.encoder import load_encoder
+    from ml.finetune import _encoder_layers
+
+    counts: list[int] = []
+    real_load = finetune.load_encoder
+
+    def counting_load(spec: str):  # noqa: ANN202
+        tokenizer, encoder = real_load(spec)
+        layers = _encoder_layers(encoder)
+        counts.extend([0] * len(layers))
+        for position, layer in enumerate(layers):
+            layer.register_forward_hook(
+                lambda m, a, o, p=position: counts.__setitem__(p, counts[p] + len(o[0] if isinstance(o, tuple) else o))
+            )
+        return tokenizer, encoder
+
+    assert load_encoder is real_load
+    finetune.load_encoder = counting_load
+    try:
+        model.fit(texts, labels)
+    finally:
+        finetune.load_encoder = real_load
+    return model.predict_proba(texts)[:, 1], counts
+
+
+def test_top_k_runs_the_frozen_layers_once_per_text_with_the_result_of_running_them_every_step(
+    tiny_bert_dir: Path, keyword_data
+) -> None:
+    texts, labels = keyword_data
+    config = FineTuneConfig(
+        mode="top-k", top_k=1, epochs=3, batch_size=8, lr=1e-3, patience=3, device="cpu", show_progress=False
+    )
+    cached = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir))
+    cached_p, cached_calls = _layer_calls(cached, tiny_bert_dir, texts, labels)
+    uncached = TransformerChurnClassifier(replace(config, prefix_cache_mb=0), encoder=str(tiny_bert_dir))
+    uncached_p, uncached_calls = _layer_calls(uncached, tiny_bert_dir, texts, labels)
+
+    n_fit = cached.n_train_ + cached.n_validation_
+    # Cached: the frozen layer 0 sees each training and validation text once; the trained layer 1 sees the
+    # training texts in 3 epochs and the validation texts after each; both then score the texts once more.
+    assert cached_calls[0] == n_fit + len(texts)
+    assert cached_calls[1] == 3 * cached.n_train_ + 3 * cached.n_validation_ + len(texts)
+    assert uncached_calls[0] == uncached_calls[1] == cached_calls[1]
+    np.testing.assert_allclose(cached_p, uncached_p, atol=1e-5)
+    assert [r.val_pr_auc for r in cached.history_] == pytest.approx([r.val_pr_auc for r in uncached.history_], abs=1e-6)
+    # The real layers are back in place after training: a new text runs through all of them.
+    from ml.finetune import _encoder_layers
+
+    assert all(type(layer).__name__ != "_Replay" for layer in _encoder_layers(cached._network.encoder))
+
+
+def test_top_k_keeps_the_frozen_layers_in_eval_mode_while_training(tiny_bert_dir: Path, keyword_data) -> None:
+    texts, labels = keyword_data
+    config = FineTuneConfig(mode="top-k", top_k=1, epochs=1, batch_size=8, device="cpu", show_progress=False)
+    model = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels)
+    network = model._network
+    network.train(True)
+    assert network.frozen_layers and all(not m.training for layer in network.frozen_layers for m in layer.modules())
+    assert not network.encoder.embeddings.training
+    assert network.head.training and all(m.training for layer in network.trained_layers for m in layer.modules())
+    network.train(False)
+    assert not any(m.training for m in network.encoder.modules())
+    with pytest.raises(ValueError, match="prefix_cache_mb must be 0 or more"):
+        FineTuneConfig(mode="top-k", prefix_cache_mb=-1)
