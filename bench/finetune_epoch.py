@@ -11,6 +11,10 @@ measured texts/s; ``--texts 0`` trains on all of them but the 32 (a measured epo
 One epoch per mode (batch 16, max_length 256), on CUDA when present and on CPU otherwise.
 ``frozen`` is the time to encode every text once (no cache) and fit the logistic head; the other modes are one
 pass of training plus scoring a 32-text validation set. Prints seconds per epoch and texts/s per mode.
+
+``top-k`` runs the frozen layers once per text before its first epoch (``prefix_cache_mb``); that one-off time is
+printed apart, and ``top-k`` is run a second time in the same process with the cache off (the frozen layers in
+every step, as before it existed) to print the ratio per epoch and for ``--cost-epochs`` epochs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -95,6 +100,8 @@ def main() -> None:
     parser.add_argument("--demo-store", action="store_true", help="texts of the demo store's training snapshots")
     parser.add_argument("--customers", type=int, default=2000, help="demo store size (with --demo-store)")
     parser.add_argument("--seed", type=int, default=7, help="demo store seed (with --demo-store)")
+    parser.add_argument("--cost-epochs", type=int, default=3, help="epochs of the top-k cache's total-cost ratio")
+    parser.add_argument("--no-prefix-baseline", action="store_true", help="top-k: skip the run without the cache")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -117,12 +124,24 @@ def main() -> None:
         f"device {device}, threads {torch.get_num_threads()}, {len(texts)} texts, tokens per text: "
         f"mean {lengths.mean():.0f}, median {int(np.median(lengths))}, max {lengths.max()}"
     )
-    for mode in args.modes:
+    runs = [(mode, None) for mode in args.modes]
+    if "top-k" in args.modes and not args.no_prefix_baseline:
+        runs.insert(args.modes.index("top-k") + 1, ("top-k", 0))
+    cached: tuple[float, float] | None = None
+    for mode, cache_mb in runs:
         config = FineTuneConfig(mode=mode, epochs=1, batch_size=args.batch_size, max_length=256, show_progress=False)
+        if cache_mb is not None:
+            config = replace(config, prefix_cache_mb=cache_mb)
         started = time.perf_counter()
         model = TransformerChurnClassifier(config).fit(texts, labels, val_texts=val_texts, val_y=val_labels)
         total = time.perf_counter() - started
         epoch = model.history_[0].seconds
+        prefix = getattr(model, "prefix_seconds_", None)
+        if mode == "top-k" and cache_mb is None and prefix is not None:
+            cached = (prefix, epoch)
+            print(f" top-k: {prefix:7.1f} s once, running the frozen layers over every text (cache on)")
+        if mode == "top-k" and cache_mb == 0:
+            mode = "top-k, cache off"
         trainable = (
             ""
             if mode == "frozen"
@@ -138,6 +157,14 @@ def main() -> None:
             f"{total:.1f} s with loading{trainable}){extrapolated}",
             flush=True,
         )
+        if mode == "top-k, cache off" and cached is not None:
+            once, per_epoch = cached
+            n = args.cost_epochs
+            print(
+                f" top-k cache: {epoch / per_epoch:.2f}x faster per epoch; {n} epochs: "
+                f"{n * epoch:.1f} s without, {once + n * per_epoch:.1f} s with ({n * epoch / (once + n * per_epoch):.2f}x)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
