@@ -516,6 +516,7 @@ class TransformerChurnClassifier:
             "metrics": {"validation_pr_auc": self.best_val_pr_auc_},
             "best_epoch": self.best_epoch_,
             "history": [asdict(record) for record in self.history_],
+            "frozen_layers_seconds": getattr(self, "prefix_seconds_", None),
             "probability_convention": "predict_proba returns (n, 2); column 1 is the churn probability",
         }
 

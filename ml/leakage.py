@@ -86,7 +86,10 @@ class NearDuplicateReport:
     def note(self) -> str:
         """One sentence for an evaluation report."""
         if not self.rows_in_groups:
-            return f"near-duplicates: no row equals another in all but {self.max_differences} columns"
+            if self.max_differences == 0:
+                return "near-duplicates: no two rows are equal"
+            plural = "s" if self.max_differences > 1 else ""
+            return f"near-duplicates: no row equals another in all but {self.max_differences} column{plural}"
         text = (
             f"near-duplicates: {self.rows_in_groups} of {self.n_rows} rows ({self.share_in_groups:.0%}) equal another "
             f"row in all but at most {self.max_differences} of {self.n_columns} columns ({self.multi_row_groups} groups); "
@@ -186,8 +189,8 @@ def _cell_hashes(frame: pd.DataFrame) -> np.ndarray:
     """
     n_rows, n_columns = frame.shape
     out = np.empty((n_rows, 2, n_columns), dtype=np.uint64)
-    for position, column in enumerate(frame.columns):
-        codes, _ = pd.factorize(frame[column], use_na_sentinel=False)
+    for position in range(n_columns):
+        codes, _ = pd.factorize(frame.iloc[:, position], use_na_sentinel=False)
         codes = codes.astype(np.uint64)
         for family in range(2):
             seed = np.uint64((position * 2 + family + 1) * 0x9E3779B97F4A7C15 % 2**64)

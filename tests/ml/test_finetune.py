@@ -292,6 +292,7 @@ def test_top_k_runs_the_frozen_layers_once_per_text_with_the_result_of_running_t
     assert cached_calls[1] == 3 * cached.n_train_ + 3 * cached.n_validation_ + len(texts)
     assert uncached_calls[0] == uncached_calls[1] == cached_calls[1]
     np.testing.assert_allclose(cached_p, uncached_p, atol=1e-5)
+    assert cached.metadata()["frozen_layers_seconds"] > 0 and uncached.metadata()["frozen_layers_seconds"] is None
     assert [r.val_pr_auc for r in cached.history_] == pytest.approx([r.val_pr_auc for r in uncached.history_], abs=1e-6)
     # The real layers are back in place after training: a new text runs through all of them.
     from ml.finetune import _encoder_layers

@@ -121,7 +121,9 @@ def test_tables_that_do_not_suit_the_search_are_refused_in_plain_words() -> None
     with pytest.raises(NearDuplicateSearchError, match=f"at most {MAX_MASKED_COLUMN_SETS}"):
         near_duplicates(wide, max_differences=2)
     with pytest.raises(ValueError, match="3 labels for 2 rows"):
-        near_duplicates(pd.DataFrame({"a": [1.0, 1.0], "b": [1.0, 1.0], "c": [0.0, 1.0]}), np.zeros(3), max_differences=1)
+        near_duplicates(
+            pd.DataFrame({"a": [1.0, 1.0], "b": [1.0, 1.0], "c": [0.0, 1.0]}), np.zeros(3), max_differences=1
+        )
 
 
 def _copied_profile(n: int = 150, seed: int = 0):  # noqa: ANN202 - ProfileData
@@ -206,3 +208,14 @@ def test_a_table_too_narrow_to_search_is_noted_not_refused_unless_grouping_was_a
         cross_validate_profile(data, models=["logreg"], folds=3, progress=False, group_near_duplicates=True)
     quiet = cross_validate_profile(data, models=["logreg"], folds=3, progress=False, near_duplicate_columns=None)
     assert not any("near-duplicates" in note for note in quiet.notes) and "near_duplicates" not in quiet.extra
+
+
+def test_empty_tables_and_repeated_column_names_are_searched_without_error() -> None:
+    empty = near_duplicates(pd.DataFrame({"a": [], "b": [], "c": []}), np.zeros(0), max_differences=1)
+    assert empty.rows_in_groups == 0 and empty.note() == "near-duplicates: no row equals another in all but 1 column"
+    assert near_duplicates(pd.DataFrame({"a": [1.0], "b": [2.0]}), max_differences=0).note() == (
+        "near-duplicates: no two rows are equal"
+    )
+    repeated = pd.DataFrame([[1, 2, 3], [1, 2, 4], [5, 2, 4]], columns=["a", "a", "b"])
+    assert _groups_of(near_duplicates(repeated, max_differences=1).groups) == [{0, 1, 2}]
+    assert _groups_of(near_duplicates(repeated, max_differences=0).groups) == []
