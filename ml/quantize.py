@@ -10,15 +10,28 @@ and the code needs none of torch's quantised-tensor API, which torch 2.13 deprec
 
 This is an inference-only transformation: the copy cannot be trained, and the caller keeps the float32 model
 (its fingerprint identifies the weights).
+
+Some CPUs have no fast int8 matrix multiply for torch to use: on a 2-core AMD EPYC with AVX2 and no AVX-512,
+``torch._int_mm`` ran at 1.6 G operations/s against 153 GFLOP/s in float32, and the int8 encoder was 30x slower
+than float32. :func:`int8_matmul_probe` times both once per process; where int8 is the slower, the layers multiply
+the same int8 values in float32 instead (every product and every partial sum of up to 1,040 terms is an integer
+that float32 holds exactly, and longer sums round by at most one part in 2**24), so the vectors stay those of
+the int8 scheme, at about float32 speed, and a warning says that int8 brings nothing on this CPU.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import logging
+import time
+from dataclasses import dataclass
 
 import torch  # ml.encoder imports this module only when an encoder is quantised
 
-__all__ = ["Int8Linear", "quantize_int8"]
+__all__ = ["Int8Linear", "Int8MatmulProbe", "int8_matmul_probe", "quantize_int8"]
+
+logger = logging.getLogger(__name__)
 
 _LEVELS = 127.0
 _TINY = torch.finfo(torch.float32).tiny
@@ -47,13 +60,74 @@ class Int8Linear(torch.nn.Module):
         quantised = torch.mul(rows, scale.reciprocal()).round_().to(torch.int8)
         # In place on the one float32 copy of the product: no temporary of the output's size (allocating those
         # made one 384 -> 1536 layer three times slower in a micro-benchmark on this machine).
-        out = torch._int_mm(quantised, self.weight_int8).to(torch.float32).mul_(scale).mul_(self.weight_scale)
+        if int8_matmul_probe().int8_is_faster:
+            product = torch._int_mm(quantised, self.weight_int8).to(torch.float32)
+        else:
+            product = torch.matmul(quantised.to(torch.float32), self._weight_as_float())
+        out = product.mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:
             out.add_(self.bias)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def _weight_as_float(self) -> torch.Tensor:
+        """The int8 weights as float32 values (made once, on the first call that needs them)."""
+        cached = getattr(self, "_float_weight", None)
+        if cached is None or cached.device != self.weight_int8.device:
+            cached = self.weight_int8.to(torch.float32)
+            self._float_weight = cached
+        return cached
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+@dataclass(frozen=True)
+class Int8MatmulProbe:
+    """One timing of ``torch._int_mm`` against a float32 matrix multiply of the same shape on this CPU."""
+
+    int8_seconds: float
+    float32_seconds: float
+
+    @property
+    def int8_is_faster(self) -> bool:
+        return self.int8_seconds < self.float32_seconds
+
+    @property
+    def ratio(self) -> float:
+        """How many times faster int8 runs than float32 (below 1: slower)."""
+        return self.float32_seconds / self.int8_seconds if self.int8_seconds > 0 else float("inf")
+
+
+@functools.lru_cache(maxsize=1)
+def int8_matmul_probe() -> Int8MatmulProbe:
+    """Time a (128 x 384) x (384 x 384) product in int8 and in float32, best of 3 after a warm-up (done once
+    per process; about a millisecond where int8 is fast, a tenth of a second where it is not)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (128, 384), dtype=torch.int8, generator=generator)
+    b = torch.randint(-127, 128, (384, 384), dtype=torch.int8, generator=generator)
+    a_float, b_float = a.to(torch.float32), b.to(torch.float32)
+
+    def best(run: object) -> float:
+        run()  # type: ignore[operator]
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            run()  # type: ignore[operator]
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    with torch.inference_mode():
+        probe = Int8MatmulProbe(
+            int8_seconds=best(lambda: torch._int_mm(a, b)), float32_seconds=best(lambda: torch.matmul(a_float, b_float))
+        )
+    if not probe.int8_is_faster:
+        logger.warning(
+            "this CPU's int8 matrix multiply runs %.1fx slower than float32 (torch._int_mm has no fast kernel for "
+            "it): the int8 encoder multiplies its int8 values in float32 instead (the same vectors, no faster than "
+            "float32); quantize='none' is as fast here",
+            1 / probe.ratio,
+        )
+    return probe
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -70,6 +144,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """
     if any(parameter.device.type != "cpu" for parameter in model.parameters()):
         raise ValueError("int8 quantisation runs on the CPU only; use quantize='none' on a GPU")
+    int8_matmul_probe()  # once per process: says now, not mid-encoding, when int8 brings nothing on this CPU
     quantised = copy.deepcopy(model).eval()
     for parent in list(quantised.modules()):
         for name, child in list(parent.named_children()):

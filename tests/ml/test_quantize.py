@@ -89,3 +89,35 @@ def test_unknown_quantisation_or_a_gpu_is_refused_before_anything_moves(tiny_ber
     with pytest.raises(ValueError, match="CPU only"):
         TextEncoder(tokenizer, model, device="cuda", quantize="int8")
     assert next(model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("in_features", [48, 384, 1040])
+def test_the_float32_fallback_for_cpus_without_fast_int8_gives_the_int_mm_result_exactly(
+    in_features: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ml.quantize as quantize
+
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(in_features, 64)
+    with torch.no_grad():
+        linear.weight[0] = 1.0  # a channel of equal weights: every product of a row at its largest value
+    x = torch.randn(3, 9, in_features)
+    x[0, 0] = 5.0  # a token whose products all reach 127 * 127: the partial sums' worst case
+    layer = Int8Linear(linear)
+
+    outputs = {}
+    for fast in (True, False):
+        probe = quantize.Int8MatmulProbe(int8_seconds=1.0 if fast else 3.0, float32_seconds=2.0)
+        assert probe.int8_is_faster is fast and probe.ratio == pytest.approx(2.0 if fast else 2 / 3)
+        monkeypatch.setattr(quantize, "int8_matmul_probe", lambda probe=probe: probe)
+        with torch.inference_mode():
+            outputs[fast] = layer(x)
+    assert torch.equal(outputs[True], outputs[False])
+
+
+def test_the_int8_probe_times_both_products_once_per_process() -> None:
+    from ml.quantize import int8_matmul_probe
+
+    first = int8_matmul_probe()
+    assert first.int8_seconds > 0 and first.float32_seconds > 0
+    assert int8_matmul_probe() is first
