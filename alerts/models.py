@@ -44,7 +44,9 @@ class AlertRule(models.Model):
     attribute_filters = models.JSONField(
         default=dict, blank=True, help_text='Customer.attributes that must match exactly, e.g. {"plan": "gold"}.'
     )
-    min_customer_value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    min_customer_value = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
     value_window_days = models.PositiveIntegerField(default=365)
     # Trigger
     trigger = models.CharField(max_length=16, choices=TriggerKind.choices, default=TriggerKind.PROBABILITY)
@@ -60,7 +62,9 @@ class AlertRule(models.Model):
     top_percent = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.001), MaxValueValidator(100)]
     )
-    budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    budget = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
     cooldown_days = models.PositiveIntegerField(default=30)
     # Action
     action = models.CharField(max_length=16, choices=ActionKind.choices, default=ActionKind.COUPON_EMAIL)
@@ -69,7 +73,11 @@ class AlertRule(models.Model):
     )
     coupon_valid_days = models.PositiveIntegerField(default=14)
     coupon_cost = models.DecimalField(
-        max_digits=10, decimal_places=2, default=10, help_text="Expected cost of one coupon sent (budget, uplift)."
+        max_digits=10,
+        decimal_places=2,
+        default=10,
+        validators=[MinValueValidator(0)],
+        help_text="Expected cost of one coupon sent (budget, uplift).",
     )
     webhook_url = models.URLField(max_length=1024, blank=True, default="")
     webhook_secret = models.CharField(max_length=255, blank=True, default="")
@@ -88,6 +96,15 @@ class AlertRule(models.Model):
                 condition=Q(holdout_fraction__gte=0, holdout_fraction__lt=1), name="rule_holdout_0_1"
             ),
             models.CheckConstraint(condition=Q(threshold__gte=0, threshold__lte=1), name="rule_threshold_0_1"),
+            # A negative budget would let nobody be treated, a negative cost would lift the cap: money is >= 0.
+            models.CheckConstraint(
+                condition=Q(budget__isnull=True) | Q(budget__gte=0), name="rule_budget_not_negative"
+            ),
+            models.CheckConstraint(condition=Q(coupon_cost__gte=0), name="rule_coupon_cost_not_negative"),
+            models.CheckConstraint(
+                condition=Q(min_customer_value__isnull=True) | Q(min_customer_value__gte=0),
+                name="rule_min_value_not_negative",
+            ),
             models.CheckConstraint(
                 condition=~Q(trigger="top_n") | Q(top_n__isnull=False, top_n__gte=1), name="rule_top_n_needs_n"
             ),

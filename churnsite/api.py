@@ -94,7 +94,35 @@ class LimitedJSONParser(JSONParser):
             if len(body) > limit:
                 raise RequestTooLarge(f"The request body is larger than {limit:,} bytes (API_MAX_BODY_BYTES).")
             stream = io.BytesIO(body)
-        return super().parse(stream, media_type, parser_context)
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
+        where = _nul_in(data)
+        if where is not None:
+            raise exceptions.ParseError(
+                f"JSON parse error - {where} holds a NUL character (\\u0000), which text cannot store."
+            )
+        return data
+
+
+def _nul_in(data: object) -> str | None:
+    """Where a JSON document holds a string (or key) with a NUL character (``"body"``, ``segments[2]``), if anywhere.
+    Iterative, so a deep but valid document cannot exhaust the stack."""
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path or "the body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in str(key):
+                    return f"a key of {path or 'the body'}"
+                stack.append((item, f"{path}.{key}" if path else str(key)))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
 
 
 class CappedPageNumberPagination(PageNumberPagination):
@@ -315,7 +343,7 @@ def query_int(params: Mapping[str, str], name: str) -> int | None:
     value = params.get(name)
     if value in (None, ""):
         return None
-    if not value.isdigit() or int(value) < 1 or len(value) > 18:
+    if len(value) > 18 or not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise _invalid(name, f"{value!r} is not an id (a positive whole number).")
     return int(value)
 

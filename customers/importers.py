@@ -391,6 +391,9 @@ def _jsonl_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
             except ValueError as exc:
                 yield RowError(line_no, "*", f"invalid JSON: {exc}")
                 continue
+            except RecursionError:
+                yield RowError(line_no, "*", "invalid JSON: nested too deeply")
+                continue
             if not isinstance(record, dict):
                 yield RowError(line_no, "*", f"each line must be a JSON object, found {_json_kind(record)}")
                 continue
@@ -453,7 +456,7 @@ def _json_array_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
     if first != "[":
         try:
             found = _json_kind(decoder.raw_decode(state["buf"], state["pos"])[0])
-        except ValueError:
+        except (ValueError, RecursionError):
             found = f"{first!r}"
         raise ImportFileError(f"the JSON top level must be an array of objects, found {found}")
     state["pos"] += 1
@@ -488,6 +491,9 @@ def _json_array_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
                     return
                 except ValueError as exc:  # NaN / Infinity
                     yield RowError(index, "*", f"invalid JSON: {exc}; the rest of the file cannot be read")
+                    return
+                except RecursionError:
+                    yield RowError(index, "*", "invalid JSON: nested too deeply; the rest of the file cannot be read")
                     return
                 if end >= len(buf) and fill(len(buf) - pos):  # a number cut at the chunk end
                     continue
@@ -721,7 +727,10 @@ def _timestamp(value: object, context: _Context) -> datetime:
         moment = _timestamp_text(_as_text(value).strip())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=context.tz)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 pushed past the calendar by its offset
+        raise _FieldError(f"{moment.isoformat()} is out of range once converted to UTC") from None
     if moment > context.latest:
         raise _FieldError(f"{moment.isoformat()} is in the future")
     return moment
@@ -883,7 +892,7 @@ class RowParser:
             raise ImportFileError("--label-col only applies to customers")
         try:
             tz = ZoneInfo(options.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ("America"), a name too long
             raise ImportFileError(f"unknown time zone {options.time_zone!r}") from None
         now = options.now or datetime.now(UTC)
         self.context = _Context(tz=tz, latest=now + options.future_tolerance, max_text_chars=options.max_text_chars)

@@ -14,12 +14,13 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType
+from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from churnsite.api import query_bool
 from churnsite.permissions import IsStaffOrServiceClient
 from customers.exports import CUSTOMER_CSV_COLUMNS, customer_csv_row, iter_csv_lines
 from customers.importers import FORMATS, KINDS, ImportFileError, detect_format
@@ -43,14 +44,8 @@ _MULTIPART_SLACK = 64 * 1024  # form fields and part headers around an uploaded 
 
 
 def _optional_bool(params: object, name: str) -> bool | None:
-    value = params.get(name)  # type: ignore[attr-defined]
-    if value in (None, ""):
-        return None
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ParseError(f"{name} must be true or false, not {value!r}")
+    """A true/false filter; a bad value is a 400 that names the parameter (``churnsite.api.query_bool``)."""
+    return query_bool(params, name)  # type: ignore[arg-type]
 
 
 _CUSTOMER_FILTERS = [
@@ -104,7 +99,7 @@ class CustomerDetailView(generics.RetrieveAPIView):
         try:
             limit = int(request.query_params.get("timeline_limit", _TIMELINE_DEFAULT))
         except ValueError:
-            raise ParseError("timeline_limit must be a whole number") from None
+            raise ValidationError({"timeline_limit": ["must be a whole number"]}) from None
         timeline = customer_timeline(customer=customer, limit=max(0, min(limit, _TIMELINE_MAX)))
         serializer = self.get_serializer(customer, context={"request": request, "timeline": timeline})
         return Response(serializer.data)
@@ -120,6 +115,11 @@ class CustomerExportView(APIView):
         parameters=_CUSTOMER_FILTERS,
         responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="customers.csv")},
     )
+    def perform_content_negotiation(self, request: Request, force: bool = False):  # noqa: ANN201
+        # The body is CSV whatever the renderers offer, so "Accept: text/csv" must not end in a 406; an error
+        # (a bad filter) goes out in the JSON error envelope even to a client that asked for CSV.
+        return super().perform_content_negotiation(request, force=True)
+
     def get(self, request: Request) -> StreamingHttpResponse:
         customers = _customers_from_query(request).iterator(chunk_size=2000)
         lines = iter_csv_lines(header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(c) for c in customers))

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from rest_framework import serializers
 
 from predictions.models import ChurnScore, ModelAuditEntry, ModelVersion, ScoringRun, TrainingRun
+from predictions.services.training import TRAINING_MODES
+
+MAX_WINDOW_DAYS = 3650
+EARLIEST_AS_OF, LATEST_AS_OF = 1971, 2999
 
 
 class FactorSerializer(serializers.Serializer):
@@ -86,6 +92,17 @@ class ModelVersionDetailSerializer(ModelVersionSerializer):
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
+    # Bounded here so that a request that can never train is a 400, not a queued run that fails: the label
+    # window is counted back from ``as_of`` (3650 days, as alert rules allow, and a year after 1970).
+    mode = serializers.ChoiceField(choices=TRAINING_MODES)
+    horizon_days = serializers.IntegerField(min_value=1, max_value=MAX_WINDOW_DAYS)
+    lead_days = serializers.IntegerField(min_value=0, max_value=MAX_WINDOW_DAYS, required=False)
+
+    def validate_as_of(self, value: datetime | None) -> datetime | None:
+        if value is not None and not EARLIEST_AS_OF <= value.year <= LATEST_AS_OF:
+            raise serializers.ValidationError(f"must be between the years {EARLIEST_AS_OF} and {LATEST_AS_OF}.")
+        return value
+
     class Meta:
         model = TrainingRun
         fields = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -15,7 +17,14 @@ from churnsite.api import query_choice, query_float, query_int
 from churnsite.permissions import IsStaffOrServiceClient
 from customers.models import Customer
 from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus
-from predictions.selectors import customer_scores, latest_scores, model_versions, scoring_runs, training_runs
+from predictions.selectors import (
+    champion_model_version,
+    customer_scores,
+    latest_scores,
+    model_versions,
+    scoring_runs,
+    training_runs,
+)
 from predictions.serializers import (
     ChurnScoreSerializer,
     ModelVersionDetailSerializer,
@@ -27,6 +36,8 @@ from predictions.serializers import (
 from predictions.services import model_version_promote, model_version_rollback
 from predictions.services.scoring import ChampionUnavailable, customer_score_now
 from predictions.services.training import training_run_request
+
+logger = logging.getLogger(__name__)
 
 
 @extend_schema(
@@ -104,7 +115,14 @@ def _score_now(customer: Customer) -> Response:
     try:
         result = customer_score_now(customer=customer)
     except ChampionUnavailable as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        # The reason can name server paths: it goes to the log, not to API clients.
+        logger.warning("real-time score of customer %s refused: %s", customer.pk, exc)
+        message = (
+            "There is no champion model yet."
+            if champion_model_version() is None
+            else "The champion model cannot be loaded; the reason is in the server log."
+        )
+        return Response({"detail": message}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     except ValueError as exc:  # not signed up yet
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return Response(RealtimeScoreSerializer(result).data)
