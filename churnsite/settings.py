@@ -9,6 +9,7 @@ filesystem broker under ``CHURN_VAR_DIR`` instead; see README "Celery without a 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -20,21 +21,39 @@ env = environ.Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-VAR_DIR = Path(env.str("CHURN_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+
+def _secret(name: str, default: str | None = None) -> str:
+    """A secret read as it is: django-environ would take one that starts with ``$`` for a reference to another
+    variable (about one in fifty of Django's generated keys does) and fail with a misleading message."""
+    value = os.environ.get(name, "")
+    if value:
+        return value
+    if default is None:
+        raise ImproperlyConfigured(f"Set the {name} environment variable")
+    return default
+
+
+def _hosts(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list with blanks around the entries dropped ("a.example, b.example")."""
+    return [item.strip() for item in env.list(name, default=default) if item.strip()]
+
+
+# An empty variable counts as unset: CHURN_VAR_DIR= must not put the var folder in the working directory.
+VAR_DIR = Path(env.str("CHURN_VAR_DIR", default="") or str(BASE_DIR / "var")).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 
 if DEBUG:
-    SECRET_KEY = env.str(
+    SECRET_KEY = _secret(
         "DJANGO_SECRET_KEY", default="django-insecure-development-only-key-never-use-in-production-0123"
     )
 else:
     # No default on purpose: a production process without a secret key must not start.
-    SECRET_KEY = env.str("DJANGO_SECRET_KEY")
+    SECRET_KEY = _secret("DJANGO_SECRET_KEY")
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = _hosts("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = _hosts("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -84,7 +103,11 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'churnsite.sqlite3'}")}
+DATABASES = {
+    "default": environ.Env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'churnsite.sqlite3'}"
+    )
+}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -142,7 +165,7 @@ EMAIL_FILE_PATH = VAR_DIR / "emails"
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
-EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_HOST_PASSWORD = _secret("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="churnsite <retention@example.com>")
@@ -162,6 +185,7 @@ CELERY_DIR = VAR_DIR / "celery"
 CHURN_TRAIN_TIME_LIMIT = env.int("CHURN_TRAIN_TIME_LIMIT", default=6 * 3600)
 # A training run's lease: renewed whenever the run reports progress, so a worker that died frees its run soon.
 CHURN_TRAIN_LEASE_SECONDS = env.int("CHURN_TRAIN_LEASE_SECONDS", default=1800)
+# Celery's default limit, for tasks that set none (Celery's own, such as backend_cleanup); every task of ours sets its own.
 CHURN_TASK_TIME_LIMIT = env.int("CHURN_TASK_TIME_LIMIT", default=15 * 60)
 
 if REDIS_URL:
@@ -312,6 +336,10 @@ if CHURN_ENCODER_QUANTIZE not in ("none", "int8"):
 # What scheduled retraining trains: the text mode (lightgbm, tfidf, frozen, top-k, lora, full) and the
 # churn horizon in days (no qualifying order within it after a cutoff means churned).
 CHURN_DEFAULT_MODE = env.str("CHURN_DEFAULT_MODE", default="frozen")
+if CHURN_DEFAULT_MODE not in ("lightgbm", "tfidf", "frozen", "top-k", "lora", "full"):
+    raise ImproperlyConfigured(
+        f"CHURN_DEFAULT_MODE must be lightgbm, tfidf, frozen, top-k, lora or full, not {CHURN_DEFAULT_MODE!r}"
+    )
 CHURN_HORIZON_DAYS = env.int("CHURN_HORIZON_DAYS", default=60)
 # Tasks started (with the scoring run's id) when a scoring run has finished.
 CHURN_AFTER_SCORING_TASKS: list[str] = ["alerts.tasks.alerts_after_scoring_task"]
@@ -327,8 +355,15 @@ CHURN_DRIFT_SAMPLE_SIZE = env.int("CHURN_DRIFT_SAMPLE_SIZE", default=3000)
 CHURN_RESCORE_ON_PROMOTION = env.bool("CHURN_RESCORE_ON_PROMOTION", default=True)
 # Probability cut points of the risk tiers: low < first <= medium < second <= high.
 CHURN_RISK_TIER_CUTS = env.list("CHURN_RISK_TIER_CUTS", cast=float, default=[0.3, 0.6])
+if len(CHURN_RISK_TIER_CUTS) != 2 or not 0 < CHURN_RISK_TIER_CUTS[0] < CHURN_RISK_TIER_CUTS[1] < 1:
+    raise ImproperlyConfigured(
+        f"CHURN_RISK_TIER_CUTS must be two increasing probabilities between 0 and 1 (such as 0.3,0.6), "
+        f"not {','.join(map(str, CHURN_RISK_TIER_CUTS))}"
+    )
 # Customers per scoring task, and factors kept per score.
 CHURN_SCORING_CHUNK_SIZE = env.int("CHURN_SCORING_CHUNK_SIZE", default=500)
+if CHURN_SCORING_CHUNK_SIZE < 1:
+    raise ImproperlyConfigured(f"CHURN_SCORING_CHUNK_SIZE must be at least 1, not {CHURN_SCORING_CHUNK_SIZE}")
 # A running scoring run with no new score (and no resend) for this long gets its unscored customers sent again
 # (checked every 5 minutes). Longer than a chunk's time limit; a resend is harmless, chunks are idempotent.
 CHURN_SCORING_STALL_SECONDS = env.int("CHURN_SCORING_STALL_SECONDS", default=30 * 60)

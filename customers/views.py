@@ -111,15 +111,15 @@ class CustomerDetailView(generics.RetrieveAPIView):
 class CustomerExportView(APIView):
     """``GET /api/v1/customers/export.csv`` with the list filters: streamed, formulas neutralised."""
 
-    @extend_schema(
-        parameters=_CUSTOMER_FILTERS,
-        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="customers.csv")},
-    )
     def perform_content_negotiation(self, request: Request, force: bool = False):  # noqa: ANN201
         # The body is CSV whatever the renderers offer, so "Accept: text/csv" must not end in a 406; an error
         # (a bad filter) goes out in the JSON error envelope even to a client that asked for CSV.
         return super().perform_content_negotiation(request, force=True)
 
+    @extend_schema(
+        parameters=_CUSTOMER_FILTERS,
+        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="customers.csv")},
+    )
     def get(self, request: Request) -> StreamingHttpResponse:
         customers = _customers_from_query(request).iterator(chunk_size=2000)
         lines = iter_csv_lines(header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(c) for c in customers))

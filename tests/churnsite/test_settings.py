@@ -89,3 +89,42 @@ def test_every_project_task_has_a_name_queue_and_time_limits_below_the_visibilit
         or task.time_limit >= visibility
     ]
     assert not problems, problems
+
+
+def test_secrets_are_read_as_given_hosts_are_stripped_and_empty_variables_count_as_unset(tmp_path: Path) -> None:
+    code = (
+        "from django.conf import settings as s; "
+        "print(repr(s.SECRET_KEY), repr(s.EMAIL_HOST_PASSWORD), s.ALLOWED_HOSTS, s.CSRF_TRUSTED_ORIGINS, "
+        "s.DATABASES['default']['NAME'])"
+    )
+    env = {
+        "CHURN_VAR_DIR": str(tmp_path),
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": "$ecret-" + "x" * 50,
+        "EMAIL_HOST_PASSWORD": "$mtp-pass",
+        "ALLOWED_HOSTS": "churn.example.com, www.churn.example.com ,",
+        "CSRF_TRUSTED_ORIGINS": "https://churn.example.com, https://www.churn.example.com",
+        "DATABASE_URL": "",
+    }
+    result = _manage("shell", "-v0", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"'$ecret-{'x' * 50}' '$mtp-pass' ['churn.example.com', 'www.churn.example.com'] "
+        f"['https://churn.example.com', 'https://www.churn.example.com'] {tmp_path / 'churnsite.sqlite3'}"
+    )
+    empty_var_dir = _manage(
+        "shell", "-v0", "-c", "from django.conf import settings as s; print(s.VAR_DIR)", env={"CHURN_VAR_DIR": ""}
+    )
+    assert empty_var_dir.returncode == 0 and empty_var_dir.stdout.strip() == str(PROJECT_ROOT / "var")
+
+
+def test_settings_that_cannot_work_stop_the_process_with_a_message_that_names_them(tmp_path: Path) -> None:
+    for name, value in (
+        ("CHURN_RISK_TIER_CUTS", "0.5"),
+        ("CHURN_RISK_TIER_CUTS", "0.6,0.3"),
+        ("CHURN_SCORING_CHUNK_SIZE", "0"),
+        ("CHURN_DEFAULT_MODE", "xgboost"),
+    ):
+        result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), name: value})
+        assert result.returncode != 0, (name, value)
+        assert f"{name} must be" in result.stderr, result.stderr[-500:]
