@@ -80,6 +80,12 @@ def training_run_request(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(TRAINING_MODES)}")
     if horizon_days <= 0:
         raise ValueError("horizon_days must be positive")
+    if lead_days < 0:
+        raise ValueError(f"lead_days must be 0 or more, not {lead_days}")
+    for name, why in (("max_training_cutoffs", "the newest cutoff is the holdout"), ("inner_folds", "stacking")):
+        value = (options or {}).get(name)
+        if value is not None and int(value) < 2:  # type: ignore[call-overload]
+            raise ValueError(f"{name} must be at least 2 ({why}), not {value}")
     run = TrainingRun.objects.create(
         mode=mode,
         config=options or {},

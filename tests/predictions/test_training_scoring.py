@@ -522,3 +522,22 @@ def test_real_time_scoring_of_a_customer_not_signed_up_yet_is_a_409_naming_why(s
 
     assert response.status_code == 409
     assert "signs-up-later has not signed up yet" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db(transaction=True)  # commits for real: the training task runs inside the command
+def test_churn_train_refuses_bad_options_and_a_failed_training_in_plain_words() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    base = ["churn_train", "--mode=lightgbm", "--horizon-days=30", "--as-of=2026-06-01"]
+    for extra, message in (
+        ("--lead-days=-5", "lead_days must be 0 or more"),
+        ("--max-cutoffs=1", "max_training_cutoffs must be at least 2"),
+        ("--inner-folds=1", "inner_folds must be at least 2"),
+    ):
+        with pytest.raises(CommandError, match=message):
+            call_command(*base, extra)
+    assert not TrainingRun.objects.exists()
+    # An empty store: the training runs in-process (no broker configured) and fails; the command says why.
+    with pytest.raises(CommandError, match="failed: no customer has any qualifying activity"):
+        call_command(*base)

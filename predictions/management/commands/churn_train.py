@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from predictions.models import TrainingRun
-from predictions.services.training import TRAINING_MODES, training_run_request
+from predictions.services.training import TRAINING_MODES, TrainingError, training_run_request
 
 
 def parse_as_of(value: str | None) -> datetime | None:
@@ -60,7 +60,7 @@ class Command(BaseCommand):
                 },
                 actor="churn_train command",
             )
-        except ValueError as exc:
+        except (ValueError, TrainingError) as exc:  # TrainingError: run in-process (eager) and failed
             raise CommandError(str(exc)) from exc
         run.refresh_from_db()
         if options["wait"]:
