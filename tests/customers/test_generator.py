@@ -295,6 +295,7 @@ def test_generate_command_adds_incident_churners_when_asked(tmp_path) -> None:
         (["--languages", "en,fr"], "languages"),
         (["--end", "2024-13-01"], "YYYY-MM-DD"),
         (["--customers", "0"], "customers"),
+        (["--seed", "-1"], "--seed must be 0 or more"),
     ],
 )
 def test_generate_command_rejects_bad_options_clearly(arguments: list[str], message: str) -> None:

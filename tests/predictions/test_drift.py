@@ -33,3 +33,22 @@ def test_drift_is_stable_on_familiar_data_and_flags_a_shift_with_a_retraining(
     assert shifted.drifted and shifted.max_psi > shifted.threshold
     assert shifted.training_run.status == TrainingRun.Status.PENDING and len(callbacks) == 1
     assert DriftEvent.objects.count() == 2
+
+
+def test_a_training_run_whose_task_was_lost_does_not_block_drift_retraining_forever(settings) -> None:  # noqa: ANN001
+    from django.utils import timezone
+
+    from predictions.services.drift import _training_in_progress
+
+    now = timezone.now()
+    pending = TrainingRun.objects.create(mode="lightgbm", horizon_days=30, as_of=now, started_by="t")
+    assert _training_in_progress()  # waiting for a worker: busy
+    old = now - timedelta(seconds=2 * settings.CHURN_TRAIN_TIME_LIMIT + 60)
+    TrainingRun.objects.filter(pk=pending.pk).update(created_at=old)
+    assert not _training_in_progress()  # its message is long gone
+    TrainingRun.objects.filter(pk=pending.pk).update(
+        status=TrainingRun.Status.RUNNING, lease_expires_at=now + timedelta(minutes=5)
+    )
+    assert _training_in_progress()  # an old run still working under a live lease
+    TrainingRun.objects.filter(pk=pending.pk).update(lease_expires_at=now - timedelta(minutes=5))
+    assert not _training_in_progress()  # its worker died and nobody took it over

@@ -58,6 +58,8 @@ class Command(BaseCommand):
             raise CommandError(f"--customers must be at least 1, got {customers}")
         if days < 1:
             raise CommandError(f"--days must be at least 1, got {days}")
+        if int(options["seed"]) < 0:  # type: ignore[call-overload]
+            raise CommandError(f"--seed must be 0 or more, got {options['seed']}")
         started = time.perf_counter()
         try:
             summary = demo_store_generate(
