@@ -23,7 +23,8 @@ import urllib.error
 import urllib.request
 from base64 import b32encode
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -140,19 +141,32 @@ def alert_rule_create(*, actor: str, **fields: object) -> AlertRule:
     unknown = set(fields) - RULE_FIELDS
     if unknown:
         raise ValueError(f"unknown rule fields: {sorted(unknown)}")
-    with transaction.atomic():
-        rule = AlertRule(**fields)
-        rule.full_clean()
-        rule.save()
-        audit_record(actor=actor, action="rule_created", rule=rule, details=_json_safe(_without_secrets(fields)))
+    with _name_taken_as_validation_error():
+        with transaction.atomic():
+            rule = AlertRule(**fields)
+            rule.full_clean()
+            rule.save()
+            audit_record(actor=actor, action="rule_created", rule=rule, details=_json_safe(_without_secrets(fields)))
     return rule
+
+
+@contextmanager
+def _name_taken_as_validation_error() -> Iterator[None]:
+    """Two requests that both passed validation with the same new name: the second one's insert breaks the
+    unique constraint; it becomes the same 400 that validation gives, not a 500."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if "name" not in str(exc) or "alertrule" not in str(exc).lower():
+            raise
+        raise ValidationError({"name": ["an alert rule with this name already exists"]}) from exc
 
 
 def alert_rule_update(*, rule: AlertRule, actor: str, **changes: object) -> AlertRule:
     unknown = set(changes) - RULE_FIELDS
     if unknown:
         raise ValueError(f"unknown rule fields: {sorted(unknown)}")
-    with transaction.atomic():
+    with _name_taken_as_validation_error(), transaction.atomic():
         locked = AlertRule.objects.select_for_update().get(pk=rule.pk)
         before = {name: getattr(locked, name) for name in changes}
         for name, value in changes.items():

@@ -141,3 +141,22 @@ def test_the_real_time_score_does_not_show_service_clients_server_paths(service:
     response = service.post(f"/api/v1/customers/{customer.pk}/score")
     assert response.status_code == 503 and "cannot be loaded" in _error(response)["message"]
     assert "srv-internal" not in response.content.decode()
+
+
+def test_a_rule_name_taken_between_validation_and_insert_is_a_400_not_a_500(
+    staff: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alerts import services
+
+    AlertRule.objects.create(name="winback")
+    # The race: both requests passed validation before either inserted. Skip validation to stand in for it.
+    monkeypatch.setattr(AlertRule, "full_clean", lambda self, *a, **k: None)
+    monkeypatch.setattr(services.AlertRule, "full_clean", lambda self, *a, **k: None)
+    from alerts.serializers import AlertRuleSerializer
+
+    monkeypatch.setattr(AlertRuleSerializer, "validate_name", lambda self, value: value, raising=False)
+    for validator in list(AlertRuleSerializer().fields["name"].validators):
+        monkeypatch.setattr(type(validator), "__call__", lambda self, *a, **k: None, raising=False)
+    response = staff.post("/api/v1/alert-rules/", {"name": "winback", "threshold": 0.5}, format="json")
+    assert response.status_code == 400 and "name" in _error(response)["fields"], response.content
+    assert AlertRule.objects.filter(name="winback").count() == 1
