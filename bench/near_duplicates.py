@@ -18,19 +18,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from baselines import BANK_LEAKS, DATA  # noqa: E402
 
 from ml.features import load_profile_file, prepare_profile  # noqa: E402
 from ml.leakage import near_duplicates  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
-BANK_LEAKS = [
-    "Naive_Bayes_Classifier_Attrition_Flag_Card_Category_Contacts_Count_12_mon_Dependent_count_Education_Level_"
-    f"Months_Inactive_12_mon_{i}"
-    for i in (1, 2)
-]
 DATASETS = {
     "telco": (DATA / "telco/WA_Fn-UseC_-Telco-Customer-Churn.csv", "Churn", "Yes", "customerID", [], False),
     "ecommerce": (DATA / "ecommerce/ecommerce_churn.csv", "Churn", "1", "CustomerID", [], True),
