@@ -43,11 +43,6 @@ _TIMELINE_DEFAULT, _TIMELINE_MAX = 100, 1000
 _MULTIPART_SLACK = 64 * 1024  # form fields and part headers around an uploaded file of the largest allowed size
 
 
-def _optional_bool(params: object, name: str) -> bool | None:
-    """A true/false filter; a bad value is a 400 that names the parameter (``churnsite.api.query_bool``)."""
-    return query_bool(params, name)  # type: ignore[arg-type]
-
-
 _CUSTOMER_FILTERS = [
     OpenApiParameter("segment", str, description="Exact segment."),
     OpenApiParameter("country", str, description="Exact country code."),
@@ -64,13 +59,13 @@ def _customers_from_query(request: Request):  # noqa: ANN202 - a QuerySet[Custom
     customers = customers_search(
         segment=params.get("segment"),
         country=params.get("country"),
-        churned=_optional_bool(params, "churned"),
-        is_minimal=_optional_bool(params, "is_minimal"),
+        churned=query_bool(params, "churned"),
+        is_minimal=query_bool(params, "is_minimal"),
         text=params.get("q"),
     )
-    if (consent := _optional_bool(params, "marketing_consent")) is not None:
+    if (consent := query_bool(params, "marketing_consent")) is not None:
         customers = customers.filter(marketing_consent=consent)
-    if (opted_out := _optional_bool(params, "opted_out")) is not None:
+    if (opted_out := query_bool(params, "opted_out")) is not None:
         customers = customers.filter(opted_out_at__isnull=not opted_out)
     return customers
 
@@ -227,7 +222,7 @@ class IngestView(APIView):
                     stream=spool,  # type: ignore[arg-type]
                     source=source,
                     options=options,
-                    dry_run=bool(_optional_bool(params, "dry_run")),
+                    dry_run=bool(query_bool(params, "dry_run")),
                     started_by=request.user.get_username(),
                 )
             except ImportFileError as exc:
