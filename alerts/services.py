@@ -4,15 +4,23 @@ Exactly once, in four layers: an alert is unique per (customer, rule, period); a
 (alert, kind) and per idempotency key; send tasks are enqueued only after the transaction commits; and a send
 holds a row lock on its intervention from the ``pending`` check until the ``sent`` update commits, so a
 concurrent or redelivered send waits and then finds it sent. A worker killed mid-send drops its connection,
-the database rolls the claim back and the redelivered task sends. The one window left is a crash between the
-SMTP server accepting the message and our commit; the Message-ID is derived from the idempotency key so the
-receiving side can drop such a duplicate.
+the database rolls the claim back and the redelivered task sends.
+
+An email is retried only when it certainly did not leave: an error while connecting (before any message was
+handed over) or a temporary (4xx) reply of the server to the message. An error while the message is being handed
+over (a dropped connection, a timeout, the task's soft time limit) leaves its delivery unknown, and the
+intervention fails with a reason saying so instead of risking a second coupon email; an error while closing the
+connection after the server accepted the message counts as sent. Every attempt is recorded, and an intervention
+re-enqueued after a lost task gets no more attempts in all than ``ALERTS_SEND_MAX_RETRIES`` + 1. The one window
+left is a worker killed (SIGKILL) between the server accepting the message and our commit; the Message-ID is
+derived from the idempotency key so the receiving side can drop such a duplicate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import math
@@ -32,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet, Sum
@@ -66,12 +74,12 @@ logger = logging.getLogger(__name__)
 
 EXAMPLE_RULE_NAME = "Top 5% by expected loss: coupon email"
 UNSUBSCRIBE_SALT = "alerts.unsubscribe"
-# Errors worth another try later: the server or the network hiccuped.
-TRANSIENT_EMAIL_ERRORS: tuple[type[BaseException], ...] = (
+# Errors while connecting to the mail server worth another try later: nothing was handed over yet. OSError covers
+# refused and reset connections, timeouts, DNS failures and TLS errors.
+TRANSIENT_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     smtplib.SMTPServerDisconnected,
     smtplib.SMTPConnectError,
-    ConnectionError,
-    TimeoutError,
+    OSError,
 )
 
 ALERT_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -830,13 +838,64 @@ def _coupon_email(intervention: Intervention, customer: Customer) -> EmailMultiA
     return message
 
 
-def _is_transient_email_error(error: Exception) -> bool:
-    if isinstance(error, TRANSIENT_EMAIL_ERRORS):
-        return True
+def _is_transient_reply(error: BaseException) -> bool:
+    """The server answered with a temporary (4xx) reply: RFC 5321 says try again later. 5xx are permanent."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
-        return False
-    # 4xx replies are temporary by definition (RFC 5321); 5xx are permanent.
+        return all(400 <= code < 500 for code, _ in error.recipients.values())
     return isinstance(error, smtplib.SMTPResponseException) and 400 <= error.smtp_code < 500
+
+
+def _soft_time_limit() -> type[BaseException]:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    return SoftTimeLimitExceeded
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """How one send attempt ended: ``sent``, ``retry`` (certainly not sent) or ``failed`` (with the reason)."""
+
+    outcome: str
+    error: str = ""
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:2000]
+
+
+def _deliver_email(message: EmailMultiAlternatives) -> SendResult:
+    """Hand one message to the mail backend in three steps, each with its own meaning for the errors it raises:
+    connecting (nothing left: retry), handing the message over (a server reply decides; anything else leaves the
+    delivery unknown: fail, never send twice), closing (the message was accepted: sent)."""
+    connection = get_connection(fail_silently=False)
+    try:
+        connection.open()
+    except smtplib.SMTPResponseException as error:
+        return SendResult("retry" if _is_transient_reply(error) else "failed", _error_text(error))
+    except (*TRANSIENT_CONNECT_ERRORS, _soft_time_limit()) as error:
+        return SendResult("retry", _error_text(error))
+    except Exception as error:  # a configuration error (bad TLS settings, ...): retrying will not help
+        return SendResult("failed", _error_text(error))
+    try:
+        sent = connection.send_messages([message])
+    except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as error:
+        _close_quietly(connection)
+        return SendResult("retry" if _is_transient_reply(error) else "failed", _error_text(error))
+    except Exception as error:  # noqa: BLE001 - whatever it is, nobody knows whether the message left
+        _close_quietly(connection)
+        return SendResult("failed", f"delivery unknown, not retried so as never to send twice: {_error_text(error)}")
+    _close_quietly(connection)
+    if not sent:
+        return SendResult("failed", "the mail backend sent nothing (no valid recipient)")
+    return SendResult("sent")
+
+
+def _close_quietly(connection: object) -> None:
+    """Close a mail connection; an error here changes nothing about what was sent."""
+    try:
+        connection.close()  # type: ignore[attr-defined]
+    except Exception as error:  # noqa: BLE001 - the outcome is already known
+        logger.warning("closing the mail connection failed: %s", _error_text(error))
 
 
 def _finish(intervention: Intervention, *, status: str, actor: str, reason: str = "", **details: object) -> None:
@@ -859,13 +918,29 @@ def _finish(intervention: Intervention, *, status: str, actor: str, reason: str 
     )
 
 
+def _attempts_exhausted(intervention: Intervention, *, actor: str) -> bool:
+    """Fail a pending intervention that has had all its attempts (retries of earlier deliveries of its task and of
+    re-enqueued ones count together), so that re-enqueueing never means trying forever."""
+    allowed = conf.send_max_retries() + 1
+    if intervention.attempts < allowed:
+        return False
+    _finish(
+        intervention,
+        status=InterventionStatus.FAILED,
+        actor=actor,
+        reason=f"gave up after {intervention.attempts} attempts: {intervention.last_error}",
+    )
+    return True
+
+
 def intervention_send_email(*, intervention_id: int, actor: str = "system:email") -> str:
-    """Send one coupon email exactly once; returns the intervention's status afterwards.
+    """Send one coupon email at most once; returns the intervention's status afterwards.
 
     Consent is checked now, at send time. Raises ``TransientSendError`` (the attempt recorded, the intervention
-    still pending) for errors worth a retry; a permanent SMTP error marks it failed.
+    still pending) when the email certainly did not leave and a retry may work; a permanent error, or one that
+    leaves the delivery unknown, marks it failed with the reason (see the module's docstring).
     """
-    transient: Exception | None = None
+    transient: TransientSendError | None = None
     with transaction.atomic():
         intervention = (
             Intervention.objects.select_for_update().select_related("alert").filter(pk=intervention_id).first()
@@ -875,6 +950,8 @@ def intervention_send_email(*, intervention_id: int, actor: str = "system:email"
             return "missing"
         if intervention.status != InterventionStatus.PENDING:
             logger.info("intervention %s already %s: nothing to send", intervention_id, intervention.status)
+            return intervention.status
+        if _attempts_exhausted(intervention, actor=actor):
             return intervention.status
         # Locked too: an opt-out committed before this line is seen; one arriving later waits for this send.
         customer = Customer.objects.select_for_update().get(pk=intervention.customer_id)
@@ -887,20 +964,16 @@ def intervention_send_email(*, intervention_id: int, actor: str = "system:email"
         if (delay := conf.test_send_delay()) > 0:
             time.sleep(delay)
         intervention.attempts += 1
-        try:
-            message.send(fail_silently=False)
-        except smtplib.SMTPException as error:
-            intervention.last_error = f"{type(error).__name__}: {error}"[:2000]
-            if not _is_transient_email_error(error):
-                _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason=intervention.last_error)
-                return intervention.status
-            transient = error
-        except (ConnectionError, TimeoutError) as error:
-            intervention.last_error = f"{type(error).__name__}: {error}"[:2000]
-            transient = error
-        if transient is None:
+        result = _deliver_email(message)
+        if result.outcome == "sent":
             _finish(intervention, status=InterventionStatus.SENT, actor=actor)
+        elif result.outcome == "failed":
+            intervention.last_error = result.error
+            _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason=result.error)
+            return intervention.status
         else:
+            intervention.last_error = result.error
+            transient = TransientSendError(result.error)
             intervention.save(update_fields=["attempts", "last_error", "updated_at"])
             audit_record(
                 actor=actor,
@@ -910,7 +983,7 @@ def intervention_send_email(*, intervention_id: int, actor: str = "system:email"
                 details={"error": intervention.last_error, "attempt": intervention.attempts},
             )
     if transient is not None:
-        raise TransientSendError(intervention.last_error) from transient
+        raise transient
     logger.info("intervention %s sent", intervention_id)
     return InterventionStatus.SENT
 
@@ -941,7 +1014,9 @@ def _webhook_payload(intervention: Intervention) -> bytes:
 def intervention_deliver_webhook(*, intervention_id: int, actor: str = "system:webhook") -> str:
     """POST the alert as signed JSON to the rule's webhook once; the response is recorded.
 
-    2xx: sent. 408, 429 and 5xx replies or network errors: ``TransientSendError`` (retry). Other replies: failed.
+    2xx: sent. 408, 429 and 5xx replies, network errors and the soft time limit: ``TransientSendError`` (retry;
+    a webhook is at least once, its receiver deduplicates by idempotency key). Other replies: failed. All attempts
+    together, re-enqueued ones included, are capped as for emails.
     """
     transient = False
     with transaction.atomic():
@@ -955,31 +1030,39 @@ def intervention_deliver_webhook(*, intervention_id: int, actor: str = "system:w
             return "missing"
         if intervention.status != InterventionStatus.PENDING:
             return intervention.status
+        if _attempts_exhausted(intervention, actor=actor):
+            return intervention.status
         rule = intervention.alert.rule
         if not rule.webhook_url.startswith(("http://", "https://")):
             _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason="webhook URL is not http(s)")
             return intervention.status
         body = _webhook_payload(intervention)
-        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
-            rule.webhook_url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "churnsite-webhook/1",
-                "X-Churnsite-Signature": webhook_signature(secret=rule.webhook_secret, body=body),
-                "X-Churnsite-Idempotency-Key": intervention.idempotency_key,
-            },
-        )
         intervention.attempts += 1
         status: int | None = None
         try:
+            request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+                rule.webhook_url,
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "User-Agent": "churnsite-webhook/1",
+                    "X-Churnsite-Signature": webhook_signature(secret=rule.webhook_secret, body=body),
+                    "X-Churnsite-Idempotency-Key": intervention.idempotency_key,
+                },
+            )
             with urllib.request.urlopen(request, timeout=conf.webhook_timeout()) as response:  # noqa: S310
                 status, text = response.status, response.read(4000)
         except urllib.error.HTTPError as error:
             status, text = error.code, error.read(4000)
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            text = f"{type(error).__name__}: {error}".encode()
+        except (ValueError, http.client.InvalidURL) as error:  # an unusable URL: a retry will not help
+            intervention.last_error = _error_text(error)
+            _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason=intervention.last_error)
+            return intervention.status
+        except (OSError, http.client.HTTPException, _soft_time_limit()) as error:
+            # URLError, refused or reset connections, timeouts, TLS errors, a broken reply, the task's soft time
+            # limit: worth a retry (the receiver drops a repeat by X-Churnsite-Idempotency-Key).
+            text = _error_text(error).encode()
         intervention.response_status = status
         intervention.response_body = text.decode(errors="replace")[:4000]
         if status is not None and 200 <= status < 300:

@@ -43,7 +43,9 @@ def _send_with_retries(task, *, name: str, intervention_id: int, send) -> str:  
         if task.request.is_eager:
             # In-process (the embedded default): retry here, so that the send is settled when the caller returns.
             time.sleep(min(countdown, conf.eager_retry_delay_cap()))
-            return task.apply(args=[intervention_id], retries=task.request.retries + 1).get()
+            # An EagerResult is already computed: get() never waits, even inside another eager task (requeue).
+            retry = task.apply(args=[intervention_id], retries=task.request.retries + 1)
+            return retry.get(disable_sync_subtasks=False)
         raise task.retry(countdown=countdown, exc=error) from error
     task_delivery_finish(task_name=name, key=key)
     if (delay := conf.test_send_delay_after()) > 0:

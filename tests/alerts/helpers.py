@@ -77,16 +77,47 @@ def sent_emails(folder: Path) -> list[str]:
 
 
 class ScriptedBackend(BaseEmailBackend):
-    """Raises the queued errors one per send, then delivers into ``outbox`` (a class-level list)."""
+    """A mail backend shaped like Django's SMTP one: ``open`` connects, ``send_messages`` opens if needed, hands the
+    messages over and closes what it opened. Each step raises the next error queued for it (``open_errors``,
+    ``errors`` for the hand-over, ``close_errors``); a message counts as delivered into ``outbox`` (class-level)
+    when its hand-over raised nothing."""
 
+    open_errors: list[BaseException] = []
     errors: list[BaseException] = []
+    close_errors: list[BaseException] = []
     outbox: list[object] = []
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.connected = False
+
+    def open(self) -> bool:
+        if self.connected:
+            return False
+        if ScriptedBackend.open_errors:
+            raise ScriptedBackend.open_errors.pop(0)
+        self.connected = True
+        return True
+
+    def close(self) -> None:
+        self.connected = False
+        if ScriptedBackend.close_errors:
+            raise ScriptedBackend.close_errors.pop(0)
+
     def send_messages(self, email_messages):  # noqa: ANN001, ANN201
-        if ScriptedBackend.errors:
-            raise ScriptedBackend.errors.pop(0)
-        ScriptedBackend.outbox.extend(email_messages)
+        created = self.open()
+        try:
+            if ScriptedBackend.errors:
+                raise ScriptedBackend.errors.pop(0)
+            ScriptedBackend.outbox.extend(email_messages)
+        finally:
+            if created:
+                self.close()
         return len(email_messages)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.open_errors, cls.errors, cls.close_errors, cls.outbox = [], [], [], []
 
 
 def transient_error() -> BaseException:

@@ -4,10 +4,14 @@ within the caps; holdout, outcomes, audit and the treated-customer selector."""
 from __future__ import annotations
 
 import re
+import smtplib
+import socket
+import ssl
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings as django_settings
 
 from alerts.models import (
@@ -24,6 +28,7 @@ from alerts.models import (
 from alerts.selectors import alert_rule_uplift, treated_customer_ids
 from alerts.services import (
     AlertTransitionError,
+    TransientSendError,
     alert_rule_apply,
     alert_rule_ensure_example,
     alert_transition,
@@ -32,6 +37,7 @@ from alerts.services import (
     customer_send_coupon,
     holdout_assigned,
     intervention_outcomes_record,
+    intervention_send_email,
     unsubscribe_customer,
     unsubscribe_token,
 )
@@ -222,26 +228,108 @@ def test_opted_out_customer_gets_nothing_even_when_opting_out_after_dispatch(
 def scripted_backend(settings):  # noqa: ANN001, ANN201
     settings.EMAIL_BACKEND = "tests.alerts.helpers.ScriptedBackend"
     settings.ALERTS_RETRY_BACKOFF_SECONDS = 0
-    ScriptedBackend.errors, ScriptedBackend.outbox = [], []
+    ScriptedBackend.reset()
     yield ScriptedBackend
-    ScriptedBackend.errors, ScriptedBackend.outbox = [], []
+    ScriptedBackend.reset()
 
 
-def test_transient_smtp_errors_retry_then_send_once(
+def test_errors_before_the_message_left_retry_then_send_once(
     run,
     scripted_backend,
     django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
-    scripted_backend.errors = [transient_error(), ConnectionResetError("reset")]
+    # Connecting: the server went away, DNS failed, TLS failed, the soft time limit; handing over: a 4xx reply.
+    scripted_backend.open_errors = [
+        transient_error(),
+        socket.gaierror(-3, "Temporary failure in name resolution"),
+        ssl.SSLError("handshake failed"),
+        SoftTimeLimitExceeded(),
+    ]
+    scripted_backend.errors = [smtplib.SMTPDataError(451, b"4.3.0 try again later")]
     score_make(customer_make(1), run, 0.9)
 
     with django_capture_on_commit_callbacks(execute=True):
         alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
 
     intervention = Intervention.objects.get()
-    assert (intervention.status, intervention.attempts, len(scripted_backend.outbox)) == ("sent", 3, 1)
+    assert (intervention.status, intervention.attempts, len(scripted_backend.outbox)) == ("sent", 6, 1)
     failed = AuditEntry.objects.filter(intervention=intervention, action="intervention_attempt_failed")
-    assert [entry.details["attempt"] for entry in failed.order_by("id")] == [1, 2]
+    assert [entry.details["attempt"] for entry in failed.order_by("id")] == [1, 2, 3, 4, 5]
+    assert "gaierror" in failed.order_by("id")[1].details["error"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        smtplib.SMTPServerDisconnected("connection unexpectedly closed"),
+        TimeoutError("timed out waiting for the reply"),
+        ConnectionResetError("reset by peer"),
+        SoftTimeLimitExceeded(),
+    ],
+    ids=["disconnected", "timeout", "reset", "soft-time-limit"],
+)
+def test_an_error_while_handing_the_message_over_fails_it_and_never_sends_twice(
+    run,
+    scripted_backend,
+    error,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    from alerts.tasks import requeue_pending_task
+
+    scripted_backend.errors = [error]
+    score_make(customer_make(1), run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+    Intervention.objects.update(updated_at=as_of(-1))
+    requeued = requeue_pending_task.apply().get()
+    redelivered = send_coupon_email_task.apply(args=[Intervention.objects.get().pk]).get()
+
+    intervention = Intervention.objects.get()
+    assert (intervention.status, intervention.attempts, requeued, redelivered) == ("failed", 1, 0, "failed")
+    assert intervention.reason.startswith("delivery unknown, not retried"), intervention.reason
+    assert type(error).__name__ in intervention.reason
+    assert scripted_backend.outbox == []
+
+
+def test_an_error_while_closing_after_the_server_took_the_message_counts_as_sent(
+    run,
+    scripted_backend,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    scripted_backend.close_errors = [TimeoutError("QUIT timed out")]
+    score_make(customer_make(1), run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+
+    intervention = Intervention.objects.get()
+    assert (intervention.status, intervention.attempts, len(scripted_backend.outbox)) == ("sent", 1, 1)
+
+
+def test_reenqueued_sends_get_no_more_attempts_in_all_than_the_retry_cap(
+    run,
+    scripted_backend,
+    settings,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    from alerts.tasks import requeue_pending_task
+
+    settings.ALERTS_SEND_MAX_RETRIES = 2
+    scripted_backend.open_errors = [transient_error() for _ in range(3)]  # the fourth attempt would send
+    score_make(customer_make(1), run, 0.9)
+    with django_capture_on_commit_callbacks(execute=False):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+    intervention = Intervention.objects.get()
+    for _ in range(2):  # two deliveries whose retries were lost with their worker: each recorded one attempt
+        with pytest.raises(TransientSendError):
+            intervention_send_email(intervention_id=intervention.pk)
+    Intervention.objects.update(updated_at=as_of(-1))
+
+    assert requeue_pending_task.apply().get() == 1  # a fresh task: its first try fails, its retry finds no attempt left
+    intervention.refresh_from_db()
+    assert intervention.reason.startswith("gave up after 3 attempts: SMTPServerDisconnected"), intervention.reason
+    assert (intervention.status, intervention.attempts, scripted_backend.outbox) == ("failed", 3, [])
 
 
 def test_permanent_smtp_error_fails_without_retry(
@@ -267,7 +355,7 @@ def test_transient_errors_fail_after_the_retry_cap(
     django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
     settings.ALERTS_SEND_MAX_RETRIES = 2
-    scripted_backend.errors = [transient_error() for _ in range(10)]
+    scripted_backend.open_errors = [transient_error() for _ in range(10)]
     score_make(customer_make(1), run, 0.9)
 
     with django_capture_on_commit_callbacks(execute=True):

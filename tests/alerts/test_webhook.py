@@ -12,13 +12,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from alerts.models import ActionKind, AlertRule, Intervention, TriggerKind
+from alerts.models import ActionKind, AlertRule, AuditEntry, Intervention, TriggerKind
 from alerts.services import alert_rule_apply
 from predictions.models import ChurnScore
 from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
 
 pytestmark = pytest.mark.django_db
 SECRET = "s3cret-for-tests"
+BROKEN = -1  # a reply that is not HTTP (http.client.BadStatusLine)
 
 
 class Receiver:
@@ -36,6 +37,10 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
             code = state.replies.pop(0) if state.replies else 200
+            if code == BROKEN:
+                self.wfile.write(b"not an HTTP reply\r\n\r\n")
+                self.close_connection = True
+                return
             reply = json.dumps({"received": True, "code": code}).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -107,3 +112,32 @@ def test_webhook_client_error_fails_without_retry(receiver, django_capture_on_co
 
     assert len(state.requests) == 1
     assert (intervention.status, intervention.reason, intervention.response_status) == ("failed", "HTTP 400", 400)
+
+
+def test_webhook_broken_reply_is_retried_and_every_attempt_recorded(
+    receiver,
+    settings,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    settings.ALERTS_RETRY_BACKOFF_SECONDS = 0
+    state, url = receiver
+    state.replies = [BROKEN]
+
+    intervention = apply_webhook_rule(url, django_capture_on_commit_callbacks)
+
+    assert len(state.requests) == 2
+    assert (intervention.status, intervention.attempts, intervention.response_status) == ("sent", 2, 200)
+    failed = AuditEntry.objects.get(intervention=intervention, action="intervention_attempt_failed")
+    assert failed.details == {"response_status": None, "attempt": 1}
+
+
+@pytest.mark.parametrize(
+    ("url", "error"), [("http://example.com:port/hook", "InvalidURL"), ("http://[::1/hook", "ValueError")]
+)
+def test_webhook_url_that_cannot_be_requested_fails_without_retry(
+    url, error, django_capture_on_commit_callbacks
+) -> None:  # noqa: ANN001
+    intervention = apply_webhook_rule(url, django_capture_on_commit_callbacks)
+
+    assert (intervention.status, intervention.attempts) == ("failed", 1)
+    assert intervention.reason.startswith(error), intervention.reason
