@@ -9,7 +9,12 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from predictions.services import task_delivery_begin, task_delivery_finish, worker_heartbeat_record
+from predictions.services import (
+    task_delivery_begin,
+    task_delivery_finish,
+    task_delivery_release,
+    worker_heartbeat_record,
+)
 from predictions.services.drift import drift_check
 from predictions.services.scoring import (
     ChampionUnavailable,
@@ -58,14 +63,19 @@ def train_model_task(self, training_run_id: int) -> int | None:  # noqa: ANN001 
     follows a killed worker arrives at once, while the dead worker's lease still runs.
     """
     key = f"training-run-{training_run_id}"
-    # Deliveries beyond MAX_DELIVERIES are worker crashes; this task's own retries are not.
-    attempts = MAX_DELIVERIES + self.request.retries
-    if not task_delivery_begin(task_name="predictions.train_model", key=key, max_attempts=attempts):
+    if not self.request.is_eager and (held := training_run_lease_seconds_left(training_run_id=training_run_id)):
+        # Another delivery holds a live lease: look again later. Polls start no work, so they are not counted as
+        # deliveries; counted, they would park the run at the first real crash of its worker.
+        raise self.retry(countdown=min(held + 5, LEASE_POLL_SECONDS))
+    # Deliveries that start the work beyond MAX_DELIVERIES are worker crashes.
+    if not task_delivery_begin(task_name="predictions.train_model", key=key, max_attempts=MAX_DELIVERIES):
         training_run_mark_failed(training_run_id=training_run_id, reason="parked after repeated worker crashes")
         return None
     version = training_run_execute(training_run_id=training_run_id)
     held = None if self.request.is_eager else training_run_lease_seconds_left(training_run_id=training_run_id)
     if version is None and held is not None:
+        # Another delivery took the lease between the check above and ours: this one did no work.
+        task_delivery_release(task_name="predictions.train_model", key=key)
         raise self.retry(countdown=min(held + 5, LEASE_POLL_SECONDS))
     task_delivery_finish(task_name="predictions.train_model", key=key)
     return version.pk if version else None

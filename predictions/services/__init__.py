@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from predictions.services.operations import task_delivery_begin, task_delivery_finish, worker_heartbeat_record
+from predictions.services.operations import (
+    task_delivery_begin,
+    task_delivery_finish,
+    task_delivery_release,
+    worker_heartbeat_record,
+)
 from predictions.services.registry import (
     PromotionPolicy,
     model_audit_record,
@@ -23,5 +28,6 @@ __all__ = [
     "promotion_comparison",
     "task_delivery_begin",
     "task_delivery_finish",
+    "task_delivery_release",
     "worker_heartbeat_record",
 ]

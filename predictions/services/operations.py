@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from predictions.models import TaskDelivery, WorkerHeartbeat
@@ -39,6 +40,14 @@ def task_delivery_begin(*, task_name: str, key: str, max_attempts: int) -> bool:
         logger.error("%s[%s] parked after %d deliveries", task_name, key, delivery.attempts - 1)
         return False
     return True
+
+
+def task_delivery_release(*, task_name: str, key: str) -> None:
+    """Take back the start counted by ``task_delivery_begin`` for a delivery that found the work held by another
+    (it did nothing, so it is no sign of a task that crashes its worker)."""
+    TaskDelivery.objects.filter(task_name=task_name, key=key, attempts__gt=0, parked_at__isnull=True).update(
+        attempts=F("attempts") - 1
+    )
 
 
 def task_delivery_finish(*, task_name: str, key: str) -> None:

@@ -504,6 +504,52 @@ def test_a_delivery_that_finds_a_dead_workers_lease_comes_back_when_it_ends(stor
     assert (run.lease_expires_at - timezone.now()).total_seconds() > 1700 and run.current_step == "fold 2 of 5"
 
 
+def test_polls_of_a_run_held_by_a_live_worker_never_park_it(store: None, monkeypatch) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from celery.exceptions import Retry
+    from django.utils import timezone
+
+    import predictions.tasks as tasks
+    from predictions.models import TaskDelivery
+    from predictions.services.training import training_run_acquire_lease
+
+    monkeypatch.setattr(tasks.train_model_task, "delay", lambda *args: None)
+    monkeypatch.setattr(tasks.train_model_task, "retry", lambda *, countdown: Retry())
+    run = _train()
+    key = f"training-run-{run.pk}"
+    # A live worker's delivery started the work and holds the lease.
+    TaskDelivery.objects.create(task_name="predictions.train_model", key=key, attempts=1)
+    assert training_run_acquire_lease(training_run_id=run.pk, owner="gpu-1:alive")
+
+    def deliver(retries: int) -> int | None:
+        tasks.train_model_task.push_request(retries=retries, is_eager=False)
+        try:
+            return tasks.train_model_task.run(run.pk)
+        finally:
+            tasks.train_model_task.pop_request()
+
+    for retries in range(6):  # a duplicate delivery looks again every minute for six minutes
+        with pytest.raises(Retry):
+            deliver(retries)
+    assert TaskDelivery.objects.get(key=key).attempts == 1
+    # Between the duplicate's check and its lease attempt, another delivery takes the run: its start is taken back.
+    lease_checks = iter([None, 120.0])
+    with monkeypatch.context() as patch, pytest.raises(Retry):
+        patch.setattr(tasks, "training_run_lease_seconds_left", lambda **_: next(lease_checks))
+        deliver(6)
+    assert TaskDelivery.objects.get(key=key).attempts == 1
+
+    # Now the live worker is killed: its lease runs out and the broker delivers its task again, which trains.
+    TrainingRun.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    version_id = deliver(0)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert ModelVersion.objects.get(training_run=run).pk == version_id
+    assert TaskDelivery.objects.get(key=key).attempts == 2
+
+
 def test_real_time_scoring_of_a_customer_not_signed_up_yet_is_a_409_naming_why(store: None) -> None:
     from datetime import timedelta
 
