@@ -185,6 +185,9 @@ CELERY_DIR = VAR_DIR / "celery"
 CHURN_TRAIN_TIME_LIMIT = env.int("CHURN_TRAIN_TIME_LIMIT", default=6 * 3600)
 # A training run's lease: renewed whenever the run reports progress, so a worker that died frees its run soon.
 CHURN_TRAIN_LEASE_SECONDS = env.int("CHURN_TRAIN_LEASE_SECONDS", default=1800)
+# A training run still pending this long while no training holds a live lease is sent to the gpu queue again (its
+# message was lost, for example with the broker down at commit); at most once per this many seconds.
+CHURN_TRAIN_RESEND_SECONDS = env.int("CHURN_TRAIN_RESEND_SECONDS", default=1800)
 # Celery's default limit, for tasks that set none (Celery's own, such as backend_cleanup); every task of ours sets its own.
 CHURN_TASK_TIME_LIMIT = env.int("CHURN_TASK_TIME_LIMIT", default=15 * 60)
 

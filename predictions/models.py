@@ -58,6 +58,9 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    resent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its training task was last sent again (its message looked lost)."
+    )
 
     class Meta:
         ordering = ["-created_at"]

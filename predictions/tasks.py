@@ -28,6 +28,7 @@ from predictions.services.training import (
     training_run_lease_seconds_left,
     training_run_mark_failed,
     training_run_request,
+    training_runs_resume_lost,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,13 @@ def resume_stalled_scoring_task(idle_seconds: int | None = None) -> list[int]:
     """Send again the unscored customers of scoring runs with no progress for a while (the 5-minute schedule).
     Idempotent: the chunks skip customers already scored, and a run that progresses is left alone."""
     return scoring_runs_resume_stalled(idle_seconds=idle_seconds or settings.CHURN_SCORING_STALL_SECONDS)
+
+
+@shared_task(name="predictions.resume_lost_training", queue="default", soft_time_limit=120, time_limit=180)
+def resume_lost_training_task() -> dict[str, list[int]]:
+    """Send again the training task of runs still pending with the gpu queue idle (a lost message), and fail runs
+    their dead worker left running (the 10-minute schedule). Idempotent: the lease makes repeated sends no-ops."""
+    return training_runs_resume_lost(waiting_seconds=settings.CHURN_TRAIN_RESEND_SECONDS)
 
 
 @shared_task(name="predictions.retrain", queue="default", soft_time_limit=60, time_limit=120)

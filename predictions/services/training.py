@@ -309,6 +309,53 @@ def _manifest(artifact: Path) -> dict[str, object]:
     return files
 
 
+def training_runs_resume_lost(*, waiting_seconds: int) -> dict[str, list[int]]:
+    """Send again the training task of runs whose message looks lost, and fail runs that nobody can finish.
+
+    - A run still pending after ``waiting_seconds`` (and not sent again within them) while no training holds a
+      live lease: the gpu queue is idle, so its message was lost (the broker was down when the request
+      committed). Sending it again is safe: the lease makes a second delivery a no-op.
+    - A run left running by a worker that died, its lease expired longer ago than the broker's visibility timeout
+      (twice ``CHURN_TRAIN_TIME_LIMIT``): neither a polling delivery nor the broker took it over (the task ran
+      out of its hard time limit, or its message is gone). It is failed, with the reason, so that it stops
+      counting as under way and a new request can be made.
+
+    Returns:
+        ``{"resent": [...], "failed": [...]}``, the ids of the runs concerned.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=waiting_seconds)
+    live = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, lease_expires_at__gt=now).exists()
+    resent: list[int] = []
+    if not live:
+        lost = TrainingRun.objects.filter(status=TrainingRun.Status.PENDING, created_at__lt=cutoff).exclude(
+            resent_at__gte=cutoff
+        )
+        resent = list(lost.order_by("pk").values_list("pk", flat=True))
+        if resent:
+            from predictions.tasks import train_model_task
+
+            TrainingRun.objects.filter(pk__in=resent).update(resent_at=now)
+            for pk in resent:
+                transaction.on_commit(lambda pk=pk: train_model_task.delay(pk), robust=True)
+            logger.warning("training runs %s were still pending with the gpu queue idle: sent again", resent)
+    abandoned_before = now - timedelta(seconds=2 * settings.CHURN_TRAIN_TIME_LIMIT)
+    abandoned = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, lease_expires_at__lt=abandoned_before)
+    failed: list[int] = []
+    for run in abandoned.order_by("pk"):
+        failed.append(run.pk)
+        training_run_mark_failed(
+            training_run_id=run.pk,
+            reason=(
+                f"its worker stopped (lease expired at {run.lease_expires_at:%Y-%m-%d %H:%M} UTC) and no delivery "
+                "took the run over; request a new training run"
+            ),
+        )
+    if failed:
+        logger.error("training runs %s were abandoned by their workers: marked failed", failed)
+    return {"resent": resent, "failed": failed}
+
+
 def training_run_mark_failed(*, training_run_id: int, reason: str) -> None:
     """Record that a run will not finish (its task was parked after repeated worker crashes)."""
     TrainingRun.objects.filter(pk=training_run_id).exclude(status=TrainingRun.Status.SUCCEEDED).update(
@@ -324,4 +371,5 @@ __all__ = [
     "training_run_execute",
     "training_run_mark_failed",
     "training_run_request",
+    "training_runs_resume_lost",
 ]

@@ -550,6 +550,55 @@ def test_polls_of_a_run_held_by_a_live_worker_never_park_it(store: None, monkeyp
     assert TaskDelivery.objects.get(key=key).attempts == 2
 
 
+def test_a_training_run_whose_message_was_lost_is_sent_again_and_an_abandoned_one_failed(
+    store: None,
+    monkeypatch,  # noqa: ANN001
+    settings,  # noqa: ANN001
+) -> None:
+    import importlib
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    import predictions.tasks as tasks
+    from predictions.services.training import training_run_acquire_lease
+
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.train_model_task, "delay", sent.append)  # the broker "loses" these messages
+    lost, queued = _train(), _train()
+    sent.clear()
+    hour_ago = timezone.now() - timedelta(hours=1)
+    TrainingRun.objects.filter(pk=lost.pk).update(created_at=hour_ago)
+
+    # Another training holds a live lease: the pending runs may just wait behind it in the gpu queue.
+    assert training_run_acquire_lease(training_run_id=queued.pk, owner="gpu-1:alive")
+    assert tasks.resume_lost_training_task.apply().get() == {"resent": [], "failed": []}
+    # That worker died long ago: its run is failed with the reason, and the idle queue gets the lost run again.
+    long_ago = timezone.now() - timedelta(seconds=2 * settings.CHURN_TRAIN_TIME_LIMIT + 60)
+    TrainingRun.objects.filter(pk=queued.pk).update(lease_expires_at=long_ago)
+    assert tasks.resume_lost_training_task.apply().get() == {"resent": [lost.pk], "failed": [queued.pk]}
+    assert sent == [lost.pk]
+    queued.refresh_from_db()
+    assert queued.status == TrainingRun.Status.FAILED and "no delivery took the run over" in queued.error
+    # Sent again at most once per CHURN_TRAIN_RESEND_SECONDS.
+    assert tasks.resume_lost_training_task.apply().get() == {"resent": [], "failed": []}
+
+    tasks.train_model_task.apply(args=[lost.pk])  # the resent message arrives
+    lost.refresh_from_db()
+    assert lost.status == TrainingRun.Status.SUCCEEDED and lost.resent_at is not None
+    # The migration's schedule (created again here: tests that truncate tables remove migration data).
+    from django.apps import apps
+
+    importlib.import_module("predictions.migrations.0010_training_run_resent_at").create_schedule(apps, None)
+    schedule = PeriodicTask.objects.get(name="resume lost training runs")
+    assert (schedule.task, schedule.interval.every, schedule.interval.period) == (
+        "predictions.resume_lost_training",
+        10,
+        "minutes",
+    )
+
+
 def test_real_time_scoring_of_a_customer_not_signed_up_yet_is_a_409_naming_why(store: None) -> None:
     from datetime import timedelta
 
