@@ -3,8 +3,6 @@ unsubscribe page (no login)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -12,7 +10,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import generics, status
+from rest_framework import generics
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,51 +28,22 @@ from alerts.serializers import (
 )
 from alerts.services import (
     AlertTransitionError,
-    IdempotencyKeyReused,
     alert_rule_create,
     alert_rule_update,
     alert_send_coupon,
     alert_transition,
     alert_update,
-    idempotent_request,
     unsubscribe_customer,
 )
 from churnsite.api import query_bool, query_choice, query_int
+from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
 from churnsite.permissions import IsStaffOrServiceClient, IsStaffOrServiceClientReadOnly
 from customers.models import Customer
 from predictions.models import RiskTier
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-_IDEMPOTENCY_PARAMETER = OpenApiParameter(
-    IDEMPOTENCY_HEADER,
-    str,
-    OpenApiParameter.HEADER,
-    description="Up to 255 characters; a repeat with the same key returns the first response (Idempotent-Replayed).",
-)
-
 
 def _actor(request: Request) -> str:
     return f"user:{request.user.get_username()}"
-
-
-def _idempotent(request: Request, handler: Callable[[], tuple[int, object]]) -> Response:
-    """Honour the Idempotency-Key header: the first request runs, a replay returns the stored response."""
-    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
-    if not key:
-        code, body = handler()
-        return Response(body, status=code)
-    if len(key) > 255:
-        return Response({"detail": f"{IDEMPOTENCY_HEADER} is longer than 255 characters"}, status=400)
-    try:
-        stored = idempotent_request(
-            user=request.user, key=key, method=request.method, path=request.path, body=request.body, handler=handler
-        )
-    except IdempotencyKeyReused as error:
-        return Response({"detail": str(error)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
-    response = Response(stored.body, status=stored.status)
-    if stored.replayed:
-        response["Idempotent-Replayed"] = "true"
-    return response
 
 
 @extend_schema_view(
@@ -90,7 +59,7 @@ class AlertRuleListView(generics.ListAPIView):
     def get_queryset(self):  # noqa: ANN201 - DRF signature
         return alert_rules(active=query_bool(self.request.query_params, "active"))
 
-    @extend_schema(parameters=[_IDEMPOTENCY_PARAMETER], responses={201: AlertRuleSerializer})
+    @extend_schema(parameters=[IDEMPOTENCY_PARAMETER], responses={201: AlertRuleSerializer})
     def post(self, request: Request) -> Response:
         def handler() -> tuple[int, object]:
             serializer = AlertRuleSerializer(data=request.data)
@@ -102,7 +71,7 @@ class AlertRuleListView(generics.ListAPIView):
                 return 400, error.message_dict
             return 201, AlertRuleSerializer(rule).data
 
-        return _idempotent(request, handler)
+        return idempotent_response(request, handler)
 
 
 class AlertRuleDetailView(generics.RetrieveAPIView):
@@ -190,7 +159,7 @@ class AlertTransitionView(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema(
-        parameters=[_IDEMPOTENCY_PARAMETER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         request=AlertTransitionSerializer,
         responses={200: AlertSerializer, 409: OpenApiResponse(description="Not allowed from the alert's status.")},
     )
@@ -207,7 +176,7 @@ class AlertTransitionView(APIView):
                 return 409, {"detail": str(error)}
             return 200, AlertSerializer(changed).data
 
-        return _idempotent(request, handler)
+        return idempotent_response(request, handler)
 
 
 class AlertSendCouponView(APIView):
@@ -215,7 +184,7 @@ class AlertSendCouponView(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(parameters=[_IDEMPOTENCY_PARAMETER], request=None, responses={201: InterventionSerializer})
+    @extend_schema(parameters=[IDEMPOTENCY_PARAMETER], request=None, responses={201: InterventionSerializer})
     def post(self, request: Request, pk: int) -> Response:
         alert = get_object_or_404(alerts_queue(), pk=pk)
 
@@ -223,7 +192,7 @@ class AlertSendCouponView(APIView):
             intervention = alert_send_coupon(alert=alert, actor=_actor(request))
             return 201, InterventionSerializer(intervention).data
 
-        return _idempotent(request, handler)
+        return idempotent_response(request, handler)
 
 
 @extend_schema(

@@ -301,7 +301,8 @@ _ERROR_DESCRIPTIONS = {
 def error_responses_hook(result: dict, generator: object, request: object, public: bool) -> dict:  # noqa: FBT001
     """drf-spectacular postprocessing hook: document the error envelope on every operation.
 
-    Each operation gets 400, 401, 403, 404 and 429; those with a request body 413 and 415 too. Error codes a
+    Each operation gets 400, 401, 403, 404 and 429; those with a request body 413 and 415 too, those taking an
+    Idempotency-Key 422 (the key reused with another request). Error codes a
     view documented itself keep their description and gain the envelope as their body.
     """
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
@@ -314,6 +315,9 @@ def error_responses_hook(result: dict, generator: object, request: object, publi
             codes = ["400", "401", "403", "404", "429"]
             if "requestBody" in operation:
                 codes += ["413", "415"]
+            parameters = operation.get("parameters", [])
+            if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in parameters):
+                codes.append("422")
             codes += [code for code in responses if code in _ERROR_DESCRIPTIONS]
             for code in codes:
                 response = responses.setdefault(code, {"description": _ERROR_DESCRIPTIONS[code]})

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from churnsite.api import query_choice, query_float, query_int
+from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
 from churnsite.permissions import IsStaffOrServiceClient
 from customers.models import Customer
 from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus
@@ -163,15 +164,21 @@ class ModelVersionPromoteView(APIView):
     serializer_class = ModelVersionSerializer
 
     @extend_schema(
-        request=None, responses={200: ModelVersionSerializer, 409: OpenApiResponse(description="Not promotable.")}
+        parameters=[IDEMPOTENCY_PARAMETER],
+        request=None,
+        responses={200: ModelVersionSerializer, 409: OpenApiResponse(description="Not promotable.")},
     )
     def post(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
-        try:
-            version = model_version_promote(model_version=version, actor=request.user.get_username())
-        except ValueError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(ModelVersionSerializer(version).data)
+
+        def handler() -> tuple[int, object]:
+            try:
+                promoted = model_version_promote(model_version=version, actor=request.user.get_username())
+            except ValueError as exc:
+                return status.HTTP_409_CONFLICT, {"detail": str(exc)}
+            return status.HTTP_200_OK, ModelVersionSerializer(promoted).data
+
+        return idempotent_response(request, handler)
 
 
 class ModelVersionRollbackView(APIView):
@@ -181,19 +188,27 @@ class ModelVersionRollbackView(APIView):
     serializer_class = ModelVersionSerializer
 
     @extend_schema(
+        parameters=[IDEMPOTENCY_PARAMETER],
         request=None,
         responses={200: ModelVersionSerializer, 409: OpenApiResponse(description="Nothing to roll back to.")},
     )
     def post(self, request: Request) -> Response:
-        try:
-            version = model_version_rollback(actor=request.user.get_username())
-        except ValueError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(ModelVersionSerializer(version).data)
+        """A retried rollback with the same Idempotency-Key replays the first answer instead of rolling back again
+        (which would undo it)."""
+
+        def handler() -> tuple[int, object]:
+            try:
+                version = model_version_rollback(actor=request.user.get_username())
+            except ValueError as exc:
+                return status.HTTP_409_CONFLICT, {"detail": str(exc)}
+            return status.HTTP_200_OK, ModelVersionSerializer(version).data
+
+        return idempotent_response(request, handler)
 
 
 @extend_schema_view(
-    get=extend_schema(parameters=[_STATUS_FILTER]), post=extend_schema(responses={202: TrainingRunSerializer})
+    get=extend_schema(parameters=[_STATUS_FILTER]),
+    post=extend_schema(parameters=[IDEMPOTENCY_PARAMETER], responses={202: TrainingRunSerializer}),
 )
 class TrainingRunListView(generics.ListCreateAPIView):
     """List training runs, or request one (it is trained by a gpu worker; poll its progress here)."""
@@ -206,21 +221,27 @@ class TrainingRunListView(generics.ListCreateAPIView):
         return _with_status(training_runs(), self.request)
 
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        try:
-            run = training_run_request(
-                mode=data["mode"],
-                as_of=data.get("as_of"),
-                horizon_days=data["horizon_days"],
-                lead_days=data.get("lead_days", 0),
-                actor=request.user.get_username(),
-            )
-        except ValueError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        run.refresh_from_db()
-        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        """A retry with the same Idempotency-Key gets the first run back instead of requesting a second one."""
+
+        def handler() -> tuple[int, object]:
+            serializer = self.get_serializer(data=request.data)
+            if not serializer.is_valid():
+                return status.HTTP_400_BAD_REQUEST, serializer.errors
+            data = serializer.validated_data
+            try:
+                run = training_run_request(
+                    mode=data["mode"],
+                    as_of=data.get("as_of"),
+                    horizon_days=data["horizon_days"],
+                    lead_days=data.get("lead_days", 0),
+                    actor=request.user.get_username(),
+                )
+            except ValueError as exc:
+                return status.HTTP_400_BAD_REQUEST, {"detail": str(exc)}
+            run.refresh_from_db()
+            return status.HTTP_202_ACCEPTED, TrainingRunSerializer(run).data
+
+        return idempotent_response(request, handler)
 
 
 @extend_schema(parameters=[_STATUS_FILTER])

@@ -1,0 +1,47 @@
+"""The Idempotency-Key header of the API's POSTs: the first request runs, a replay gets the stored response.
+
+The records live in the alerts app (``alerts.services.idempotent_request``, one row per user and key); this module
+is the view side that every app's POST views share, with the header's OpenAPI description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "Up to 255 characters; a repeat with the same key returns the first response (Idempotent-Replayed: true) "
+        "and does nothing again; the same key with another request is a 422."
+    ),
+)
+
+
+def idempotent_response(request: Request, handler: Callable[[], tuple[int, object]]) -> Response:
+    """Honour the Idempotency-Key header around ``handler`` (which returns a status and a body)."""
+    from alerts.services import IdempotencyKeyReused, idempotent_request
+
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not key:
+        code, body = handler()
+        return Response(body, status=code)
+    if len(key) > 255:
+        return Response({"detail": f"{IDEMPOTENCY_HEADER} is longer than 255 characters"}, status=400)
+    try:
+        stored = idempotent_request(
+            user=request.user, key=key, method=request.method, path=request.path, body=request.body, handler=handler
+        )
+    except IdempotencyKeyReused as error:
+        return Response({"detail": str(error)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    response = Response(stored.body, status=stored.status)
+    if stored.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
