@@ -149,10 +149,22 @@ class IngestView(APIView):
             OpenApiParameter("label_col", str),
             OpenApiParameter("positive", str),
             OpenApiParameter("drop_col", str, many=True),
-            OpenApiParameter("time_zone", str),
+            OpenApiParameter("time_zone", str, description="IANA zone of times without an offset (default UTC)."),
+            OpenApiParameter("sheet", str, description="The sheet of an xlsx upload to read (default: the first)."),
+            OpenApiParameter("delimiter", str, description="CSV delimiter, one character (default: detected)."),
         ],
         request={
             "application/json": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+            "application/x-ndjson": {
+                "type": "string",
+                "description": "JSON lines: one object per line.",
+                "example": '{"external_id": "c1", "email": "a@example.com"}\n{"external_id": "c2"}\n',
+            },
+            "text/csv": {
+                "type": "string",
+                "description": "CSV with a header row.",
+                "example": "external_id,email\nc1,a@example.com\n",
+            },
             "multipart/form-data": {
                 "type": "object",
                 "properties": {
@@ -168,7 +180,11 @@ class IngestView(APIView):
             400: OpenApiResponse(description="Unreadable file, or every row rejected (with the report's errors)."),
             413: OpenApiResponse(description="Larger than CHURN_INGEST_MAX_BYTES."),
         },
-        description="Also accepts JSON lines (application/x-ndjson) and CSV (text/csv) bodies.",
+        description=(
+            "Rows as a JSON array, JSON lines (application/x-ndjson), CSV (text/csv) or an uploaded file "
+            "(multipart/form-data: CSV, JSON, JSON lines, xlsx); options in the query string or, for an upload, "
+            "as form fields."
+        ),
     )
     def post(self, request: Request, kind: str) -> Response:
         if kind not in KINDS:
