@@ -29,11 +29,14 @@ class ApiClientCredentials:
 
 
 def _service_client(name: str):  # noqa: ANN202 - the project's user model
+    user_model = get_user_model()
+    longest = user_model._meta.get_field(user_model.USERNAME_FIELD).max_length
     try:
         UnicodeUsernameValidator()(name)
     except ValidationError as error:
         raise ApiClientError(f"{name!r} is not a valid user name: {' '.join(error.messages)}") from None
-    user_model = get_user_model()
+    if longest is not None and len(name) > longest:
+        raise ApiClientError(f"the name is {len(name)} characters long; at most {longest} fit in a user name")
     group, _ = Group.objects.get_or_create(name=SERVICE_CLIENTS_GROUP)
     user = user_model.objects.select_for_update().filter(username=name).first()
     if user is None:

@@ -51,3 +51,26 @@ def test_a_staff_user_is_never_turned_into_a_service_client() -> None:
         _run("ops")
     with pytest.raises(CommandError, match="not a valid user name"):
         _run("bad name!")
+
+
+def test_a_name_too_long_for_a_user_name_is_refused_in_plain_words() -> None:
+    with pytest.raises(CommandError, match="151 characters long; at most 150"):
+        _run("c" * 151)
+    assert not get_user_model().objects.filter(username__startswith="ccc").exists()
+    assert _run("c" * 150)
+
+
+def test_the_demo_user_command_never_takes_over_a_real_account(settings, tmp_path) -> None:  # noqa: ANN001
+    settings.DEBUG, settings.VAR_DIR = True, tmp_path
+    real = get_user_model().objects.create_user("ann", "ann@shop.example", "her-own-password", is_staff=False)
+
+    for username, message in (("ann", "exists and is not a demo user"), ("", "not a valid user name")):
+        with pytest.raises(CommandError, match=message):
+            call_command("churn_demo_user", f"--username={username}", stdout=io.StringIO())
+    real.refresh_from_db()
+    assert real.check_password("her-own-password") and not real.is_superuser
+
+    for _ in range(2):  # the demo user itself is created, then reset
+        call_command("churn_demo_user", stdout=io.StringIO())
+    password = (tmp_path / "demo-credentials.txt").read_text().split("password: ")[1].strip()
+    assert get_user_model().objects.get(username="demo").check_password(password)

@@ -6,11 +6,18 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+
+DEMO_EMAIL = "demo@example.com"  # marks the users this command made: only those are ever reset
 
 
 class Command(BaseCommand):
-    help = "Create or reset the demo staff user 'demo' with a fresh password (DEBUG only)."
+    help = (
+        "Create or reset the demo staff user 'demo' with a fresh password (DEBUG only). Only a user this command "
+        "made is ever reset."
+    )
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
         parser.add_argument("--username", default="demo")
@@ -18,10 +25,19 @@ class Command(BaseCommand):
     def handle(self, *args: object, username: str, **options: object) -> None:
         if not settings.DEBUG:
             raise CommandError("the demo user exists only with DEBUG on; create real staff with createsuperuser")
+        user_model = get_user_model()
+        longest = user_model._meta.get_field(user_model.USERNAME_FIELD).max_length or 150
+        try:
+            UnicodeUsernameValidator()(username)
+        except ValidationError as error:
+            raise CommandError(f"{username!r} is not a valid user name: {' '.join(error.messages)}") from None
+        if len(username) > longest:
+            raise CommandError(f"the user name is {len(username)} characters long; at most {longest} fit")
         password = secrets.token_urlsafe(12)
-        user, created = get_user_model().objects.get_or_create(
-            username=username, defaults={"email": "demo@example.com"}
-        )
+        user, created = user_model.objects.get_or_create(username=username, defaults={"email": DEMO_EMAIL})
+        if not created and user.email != DEMO_EMAIL:
+            # Somebody's real account: never give it a new password or superuser rights.
+            raise CommandError(f"user {username!r} exists and is not a demo user; choose another --username")
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
