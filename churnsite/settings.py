@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -172,10 +173,31 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="churnsite <retention
 
 # --- Celery ----------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
-# The default cache holds the API throttling counters: shared by every process through Redis in production.
+
+
+def _redis_database(name: str, url: str) -> tuple[str, int]:
+    """The server and database number of a redis:// URL (no number means 0)."""
+    parts = urlsplit(url)
+    number = parts.path.strip("/") or "0"
+    if not number.isdigit():
+        raise ImproperlyConfigured(f"{name}: the database must be a number, not {number!r}")
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}", int(number)
+
+
+# The default cache holds the API throttling counters: shared by every process through Redis in production. It
+# never shares the broker's Redis database: Django's cache.clear() empties its whole database (FLUSHDB), which
+# would drop every queued task. By default it is the database after REDIS_URL's; CHURN_CACHE_URL chooses another.
+CHURN_CACHE_URL = env.str("CHURN_CACHE_URL", default="")
+if REDIS_URL and not CHURN_CACHE_URL:
+    _broker_db = _redis_database("REDIS_URL", REDIS_URL)[1]
+    CHURN_CACHE_URL = urlunsplit(urlsplit(REDIS_URL)._replace(path=f"/{_broker_db + 1}"))
+if REDIS_URL and _redis_database("CHURN_CACHE_URL", CHURN_CACHE_URL) == _redis_database("REDIS_URL", REDIS_URL):
+    raise ImproperlyConfigured(
+        "CHURN_CACHE_URL must not be the broker's Redis database: clearing the cache would empty it"
+    )
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-    if REDIS_URL
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CHURN_CACHE_URL}
+    if CHURN_CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 CELERY_DIR = VAR_DIR / "celery"

@@ -10,7 +10,15 @@ from churnsite.celery import QUEUE_NAMES
 from churnsite.celery import app as celery_app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DJANGO_DEBUG", "DJANGO_SECRET_KEY", "ALLOWED_HOSTS", "CHURN_VAR_DIR")
+CONFIG_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CHURN_CACHE_URL",
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "CHURN_VAR_DIR",
+)
 
 
 def _manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -128,3 +136,23 @@ def test_settings_that_cannot_work_stop_the_process_with_a_message_that_names_th
         result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), name: value})
         assert result.returncode != 0, (name, value)
         assert f"{name} must be" in result.stderr, result.stderr[-500:]
+
+
+def test_the_cache_never_shares_the_brokers_redis_database(tmp_path: Path) -> None:
+    code = "from django.conf import settings as s; print(s.CELERY_BROKER_URL, s.CACHES['default']['LOCATION'])"
+    for redis_url, cache_url, expected in (
+        ("redis://127.0.0.1:6379/0", "", "redis://127.0.0.1:6379/0 redis://127.0.0.1:6379/1"),
+        ("redis://127.0.0.1:6379", "", "redis://127.0.0.1:6379 redis://127.0.0.1:6379/1"),
+        ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/7", "redis://127.0.0.1:6379/2 redis://127.0.0.1:6379/7"),
+    ):
+        env = {"CHURN_VAR_DIR": str(tmp_path), "REDIS_URL": redis_url, "CHURN_CACHE_URL": cache_url}
+        result = _manage("shell", "-v0", "-c", code, env=env)
+        assert result.returncode == 0, result.stderr[-500:]
+        assert result.stdout.strip() == expected
+    same = {
+        "CHURN_VAR_DIR": str(tmp_path),
+        "REDIS_URL": "redis://127.0.0.1:6379",
+        "CHURN_CACHE_URL": "redis://127.0.0.1:6379/0",
+    }
+    result = _manage("check", env=same)
+    assert result.returncode != 0 and "CHURN_CACHE_URL must not be the broker's Redis database" in result.stderr
