@@ -170,6 +170,11 @@ class ScoringRun(models.Model):
     resumed_at = models.DateTimeField(
         null=True, blank=True, help_text="When unscored customers of a stalled run were last sent again."
     )
+    followups_sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the tasks that act on its scores (the alert rules) were handed to the broker.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

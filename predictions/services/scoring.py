@@ -198,8 +198,12 @@ def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
     chunk for good (kombu's receive is not atomic), and its run would stay running forever. The chunks are
     idempotent, so sending the unscored customers again is safe even when the original chunk is only slow.
 
+    It also sends again the follow-up tasks (the alert rules) of runs finished at least ``idle_seconds`` and at
+    most a day ago whose tasks never reached the broker.
+
     Returns:
-        The ids of the runs resumed (a run with nothing left to score is finished instead).
+        The ids of the runs resumed (a run with nothing left to score is finished instead) and of the runs whose
+        follow-up tasks were sent again.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=idle_seconds)
@@ -226,6 +230,22 @@ def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
         ScoringRun.objects.filter(pk=run.pk).update(resumed_at=now)
         transaction.on_commit(lambda run_id=run.pk, chunks=chunks: _enqueue_chunks(run_id, chunks))
         resumed.append(run.pk)
+    # Finished runs whose follow-up tasks never reached the broker (it was down when the run finished). Only
+    # recent ones: alerts from scores a day old would act on a stale picture.
+    unsent = ScoringRun.objects.filter(
+        status=ScoringRun.Status.SUCCEEDED,
+        followups_sent_at__isnull=True,
+        finished_at__lt=cutoff,
+        finished_at__gte=now - timedelta(days=1),
+    )
+    for run_id in unsent.order_by("pk").values_list("pk", flat=True):
+        logger.warning("scoring run %s: its follow-up tasks never reached the broker; sending them again", run_id)
+        try:
+            _send_followups(run_id)
+        except Exception:  # the broker is still down: next time
+            logger.exception("scoring run %s: the follow-up tasks could not be sent", run_id)
+            break
+        resumed.append(run_id)
     return resumed
 
 
@@ -245,11 +265,18 @@ def scoring_run_finish(*, scoring_run_id: int) -> bool:
     )
     if finished:
         logger.info("scoring run %s finished", scoring_run_id)
-        # Apps that act on new scores (alerts) are named in settings, so predictions does not depend on them.
-        for task_path in settings.CHURN_AFTER_SCORING_TASKS:
-            task = import_string(task_path)
-            transaction.on_commit(lambda task=task: task.delay(scoring_run_id))
+        transaction.on_commit(lambda: _send_followups(scoring_run_id), robust=True)
     return bool(finished)
+
+
+def _send_followups(scoring_run_id: int) -> None:
+    """Enqueue the tasks that act on a finished run's scores, then record that the broker has them. Apps that act
+    on new scores (alerts) are named in settings (CHURN_AFTER_SCORING_TASKS), so predictions does not depend on
+    them. When the broker is unreachable the record stays empty and ``scoring_runs_resume_stalled`` sends them
+    again (the tasks are idempotent)."""
+    for task_path in settings.CHURN_AFTER_SCORING_TASKS:
+        import_string(task_path).delay(scoring_run_id)
+    ScoringRun.objects.filter(pk=scoring_run_id).update(followups_sent_at=timezone.now())
 
 
 def customer_score_now(*, customer: Customer) -> dict[str, object]:

@@ -100,6 +100,51 @@ def test_a_stalled_run_gets_its_lost_customers_scored_once_and_a_progressing_run
     assert scoring_runs_resume_stalled(idle_seconds=600) == []
 
 
+class FlakyBroker:
+    """An after-scoring task whose broker is down until told otherwise."""
+
+    down = True
+    sent: list[int] = []
+
+    @classmethod
+    def delay(cls, scoring_run_id: int) -> None:
+        if cls.down:
+            raise ConnectionRefusedError("the broker is down")
+        cls.sent.append(scoring_run_id)
+
+
+def test_follow_ups_lost_with_the_broker_down_are_sent_again_once_and_only_for_recent_runs(
+    store: None,
+    settings,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from predictions.services.scoring import scoring_runs_resume_stalled
+
+    settings.CHURN_AFTER_SCORING_TASKS = [f"{__name__}.FlakyBroker"]
+    FlakyBroker.down, FlakyBroker.sent = True, []
+    _train()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = scoring_run_start(trigger="test", as_of=END, chunk_size=10_000)
+    run.refresh_from_db()
+    assert run.status == ScoringRun.Status.SUCCEEDED and run.followups_sent_at is None and FlakyBroker.sent == []
+    assert scoring_runs_resume_stalled(idle_seconds=600) == [], "finished a moment ago: its tasks may be on the way"
+
+    FlakyBroker.down = False
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    ScoringRun.objects.filter(pk=run.pk).update(finished_at=an_hour_ago)
+    old = ScoringRun.objects.create(model_version=run.model_version, as_of=END, status=ScoringRun.Status.SUCCEEDED)
+    ScoringRun.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=2))
+
+    assert scoring_runs_resume_stalled(idle_seconds=600) == [run.pk]
+    assert scoring_runs_resume_stalled(idle_seconds=600) == []
+    run.refresh_from_db()
+    assert FlakyBroker.sent == [run.pk] and run.followups_sent_at is not None
+
+
 def test_a_corrupt_champion_stops_scoring_with_a_clear_error(store: None) -> None:
     version = ModelVersion.objects.get(training_run=_train())
     Path(version.artifact_path, "model.safetensors").write_bytes(b"tampered")
