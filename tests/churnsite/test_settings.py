@@ -156,3 +156,22 @@ def test_the_cache_never_shares_the_brokers_redis_database(tmp_path: Path) -> No
     }
     result = _manage("check", env=same)
     assert result.returncode != 0 and "CHURN_CACHE_URL must not be the broker's Redis database" in result.stderr
+
+
+def test_relative_folders_are_taken_from_the_project_directory_in_every_process(tmp_path: Path) -> None:
+    code = "from django.conf import settings as s; print(s.VAR_DIR, s.CHURN_ARTIFACT_DIR, s.CHURN_CACHE_DIR)"
+    relative = os.path.relpath(tmp_path, PROJECT_ROOT)
+    env = {"CHURN_VAR_DIR": relative, "CHURN_ARTIFACT_DIR": f"{relative}/models", "CHURN_CACHE_DIR": ""}
+    outputs = set()
+    for cwd in (PROJECT_ROOT, tmp_path):  # a worker started from another folder sees the same ones
+        result = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "manage.py"), "shell", "-v0", "-c", code],
+            cwd=cwd,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-500:]
+        outputs.add(result.stdout.strip())
+    assert outputs == {f"{tmp_path.resolve()} {tmp_path.resolve() / 'models'} {tmp_path.resolve() / 'cache'}"}
