@@ -4,17 +4,21 @@ so it lands in the append-only audit log."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from alerts.models import Alert, AlertRule, AlertStatus, AuditEntry, Intervention
+from alerts.models import ALERT_NOTES_MAX_LENGTH, Alert, AlertRule, AlertStatus, AuditEntry, Intervention
 from alerts.selectors import customer_message_snippets
 from alerts.services import (
     AlertTransitionError,
+    CouponNotAllowed,
     alert_rule_create,
     alert_rule_update,
     alert_send_coupon,
@@ -27,23 +31,58 @@ def _actor(request: HttpRequest) -> str:
     return f"user:{request.user.get_username()}"
 
 
+class AlertRuleForm(forms.ModelForm):
+    """The webhook secret is write-only, as in the API: never shown, not even to staff who may change rules."""
+
+    new_webhook_secret = forms.CharField(
+        label="Webhook secret",
+        required=False,
+        strip=False,
+        max_length=AlertRule._meta.get_field("webhook_secret").max_length,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: type a new secret to replace the current one; leave blank to keep it.",
+    )
+
+    class Meta:
+        model = AlertRule
+        fields = [  # noqa: RUF012 - Django reads this class attribute
+            f.name for f in AlertRule._meta.get_fields() if f.concrete and f.editable and f.name != "webhook_secret"
+        ]
+
+
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin):
+    form = AlertRuleForm
     list_display = ["name", "active", "trigger", "action", "holdout_fraction", "cooldown_days", "updated_at"]
     list_filter = ["active", "trigger", "action"]
     search_fields = ["name", "description"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
+    @admin.display(description="Webhook secret")
+    def webhook_secret_state(self, obj: AlertRule) -> str:
+        return "set (not shown)" if obj.webhook_secret else "not set"
+
+    def get_fields(self, request: HttpRequest, obj: AlertRule | None = None) -> list[str]:
+        fields = list(super().get_fields(request, obj))
+        if obj is not None and not self.has_change_permission(request, obj):
+            fields.remove("new_webhook_secret")  # a view-only page says whether a secret is set, nothing more
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: AlertRule | None = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "webhook_secret_state"]
+
     def save_model(self, request: HttpRequest, obj: AlertRule, form, change: bool) -> None:  # noqa: ANN001
-        fields = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
+        data = dict(form.cleaned_data)
+        secret = data.pop("new_webhook_secret", "")
         if change:
+            fields = {name: data[name] for name in form.changed_data if name in data}
+            if secret:
+                fields["webhook_secret"] = secret
             if fields:
                 updated = alert_rule_update(rule=obj, actor=_actor(request), **fields)
                 obj.pk = updated.pk
         else:
-            created = alert_rule_create(
-                actor=_actor(request), **{name: value for name, value in form.cleaned_data.items()}
-            )
+            created = alert_rule_create(actor=_actor(request), webhook_secret=secret, **data)
             obj.pk = created.pk
 
     def has_delete_permission(self, request: HttpRequest, obj: AlertRule | None = None) -> bool:
@@ -150,6 +189,18 @@ class AlertAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Alert | None = None) -> bool:
         return False
 
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs: object):  # noqa: ANN001, ANN201
+        if db_field.name == "assignee":  # as in the API: alerts are assigned to active staff only
+            kwargs["queryset"] = get_user_model().objects.filter(is_staff=True, is_active=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: object):  # noqa: ANN001, ANN201
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "notes" and field is not None:
+            field.max_length = ALERT_NOTES_MAX_LENGTH  # as in the API
+            field.validators.append(MaxLengthValidator(ALERT_NOTES_MAX_LENGTH))
+        return field
+
     def save_model(self, request: HttpRequest, obj: Alert, form, change: bool) -> None:  # noqa: ANN001
         alert_update(
             alert=obj,
@@ -181,11 +232,19 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.action(description="Send a coupon email to the selected alerts' customers", permissions=["change"])
     def send_coupon(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         statuses: dict[str, int] = {}
+        refused: list[str] = []
         for alert in queryset:
-            intervention = alert_send_coupon(alert=alert, actor=_actor(request))
+            try:
+                intervention = alert_send_coupon(alert=alert, actor=_actor(request))
+            except CouponNotAllowed as error:
+                refused.append(str(error))
+                continue
             statuses[intervention.status] = statuses.get(intervention.status, 0) + 1
-        summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+        summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "none"
         self.message_user(request, f"Coupon emails: {summary} (pending ones are sent by the email queue).")
+        if refused:
+            shown = "; ".join(refused[:10]) + (f"; and {len(refused) - 10} more" if len(refused) > 10 else "")
+            self.message_user(request, f"{len(refused)} refused: {shown}", messages.WARNING)
 
 
 @admin.register(Intervention)

@@ -13,6 +13,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+# Longest staff notes on an alert (API and admin).
+ALERT_NOTES_MAX_LENGTH = 10_000
+
 
 class TriggerKind(models.TextChoices):
     PROBABILITY = "probability", "calibrated probability above a threshold"

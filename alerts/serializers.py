@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from alerts.models import Alert, AlertRule, AlertStatus, Intervention
+from alerts.models import ALERT_NOTES_MAX_LENGTH, Alert, AlertRule, AlertStatus, Intervention
 
 
 class AlertRuleSerializer(serializers.ModelSerializer):
@@ -59,7 +59,7 @@ class AlertUpdateSerializer(serializers.Serializer):
     assignee = serializers.SlugRelatedField(
         slug_field="username", queryset=get_user_model().objects.filter(is_staff=True), allow_null=True, required=False
     )
-    notes = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=ALERT_NOTES_MAX_LENGTH)
 
 
 class AlertTransitionSerializer(serializers.Serializer):

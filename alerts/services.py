@@ -602,10 +602,21 @@ def interventions_requeue_pending(*, older_than_minutes: int = 15, limit: int = 
 
 def alert_send_coupon(*, alert: Alert, actor: str) -> Intervention:
     """Send this alert's customer a coupon email by hand (admin, API). Idempotent: one coupon intervention per
-    alert; holdout, consent, the customer cooldown and the daily cap apply as for rules."""
+    alert; holdout, consent, the customer cooldown and the daily cap apply as for rules.
+
+    Raises:
+        CouponNotAllowed: the alert is dismissed, resolved or already actioned otherwise, and has no coupon yet.
+    """
     with transaction.atomic():
         counter = _locked_counter(timezone.now().date())
-        alert = Alert.objects.select_related("rule").get(pk=alert.pk)
+        alert = Alert.objects.select_for_update(of=("self",)).select_related("rule").get(pk=alert.pk)
+        existing = Intervention.objects.filter(alert=alert, kind=ActionKind.COUPON_EMAIL).first()
+        if existing is not None:
+            return existing
+        if alert.status not in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED):
+            raise CouponNotAllowed(
+                f"alert {alert.pk} is {alert.status}: only open or acknowledged alerts get a coupon (reopen it first)"
+            )
         (intervention,) = _dispatch_locked(
             alerts=[alert], rule=alert.rule, kind=ActionKind.COUPON_EMAIL, counter=counter, actor=actor
         )

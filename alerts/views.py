@@ -28,6 +28,7 @@ from alerts.serializers import (
 )
 from alerts.services import (
     AlertTransitionError,
+    CouponNotAllowed,
     alert_rule_create,
     alert_rule_update,
     alert_send_coupon,
@@ -184,12 +185,22 @@ class AlertSendCouponView(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(parameters=[IDEMPOTENCY_PARAMETER], request=None, responses={201: InterventionSerializer})
+    @extend_schema(
+        parameters=[IDEMPOTENCY_PARAMETER],
+        request=None,
+        responses={
+            201: InterventionSerializer,
+            409: OpenApiResponse(description="The alert is dismissed, resolved or actioned and has no coupon."),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         alert = get_object_or_404(alerts_queue(), pk=pk)
 
         def handler() -> tuple[int, object]:
-            intervention = alert_send_coupon(alert=alert, actor=_actor(request))
+            try:
+                intervention = alert_send_coupon(alert=alert, actor=_actor(request))
+            except CouponNotAllowed as error:
+                return 409, {"detail": str(error)}
             return 201, InterventionSerializer(intervention).data
 
         return idempotent_response(request, handler)

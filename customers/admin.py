@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -33,7 +34,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from alerts.models import Intervention, InterventionStatus
-from alerts.services import CouponNotAllowed, IdempotencyKeyReused, customer_send_coupon
+from alerts.services import CouponNotAllowed, IdempotencyKeyReused, customer_send_coupon, idempotent_request
 from churnsite.dashboard.charts import line_svg
 from customers.exports import write_customers_csv, write_rows_csv
 from customers.models import Customer, Event, ImportRun, Message, Order
@@ -49,6 +50,8 @@ RISK_COLOURS = {RiskTier.HIGH: "#ba2121", RiskTier.MEDIUM: "#b26a00", RiskTier.L
 FLAT_CHANGE = 0.005
 # The key the send-coupon form carries, made when the page is shown: a form sent twice sends once.
 REQUEST_KEY = re.compile(r"^[0-9a-f]{32}$")
+# Sending a coupon from the customer page needs what the alert admin's "send coupon" action needs.
+SEND_COUPON_PERMISSION = "alerts.change_alert"
 
 
 class EstimatedCountPaginator(Paginator):
@@ -332,6 +335,13 @@ class CustomerAdmin(admin.ModelAdmin):
 
     # --- the customer page: risk panel and action buttons ---
 
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: object):  # noqa: ANN001, ANN201
+        if db_field.name == "email":  # as the importer: an address an email can be sent to, or nothing
+            return forms.EmailField(
+                required=False, max_length=db_field.max_length, label=db_field.verbose_name.capitalize()
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
@@ -340,6 +350,8 @@ class CustomerAdmin(admin.ModelAdmin):
         if customer is not None:
             context.update(self._risk_context(customer_risk_profile(customer=customer)))
             context["send_coupon_key"] = uuid.uuid4().hex
+            context["rescore_key"] = uuid.uuid4().hex
+            context["can_send_coupon"] = request.user.has_perm(SEND_COUPON_PERMISSION)
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     @staticmethod
@@ -400,14 +412,37 @@ class CustomerAdmin(admin.ModelAdmin):
     @method_decorator(require_POST)
     def rescore_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         customer = self._action_target(request, object_id)
-        try:
+        key = request.POST.get("request_key", "")
+        if not REQUEST_KEY.match(key):
+            self.message_user(request, "The form was incomplete: reload the page and try again.", messages.ERROR)
+            return self._back_to(customer)
+
+        def rescore() -> tuple[int, object]:
             score = customer_rescore_now(customer=customer)
+            return 201, {
+                "model_version": score.model_version.name,
+                "probability": score.probability,
+                "risk_tier": score.risk_tier,
+            }
+
+        try:
+            # The same form sent twice (a double click, a browser resubmit) stores one score.
+            stored = idempotent_request(
+                user=request.user,
+                key=f"rescore:{customer.pk}:{key}",
+                method="POST",
+                path=request.path,
+                body=b"",
+                handler=rescore,
+            )
         except (ChampionUnavailable, ValueError) as error:
             self.message_user(request, f"Not rescored: {error}", messages.ERROR)
         else:
+            score = stored.body
             self.message_user(
                 request,
-                f"Rescored with {score.model_version.name}: {score.probability:.1%} ({score.risk_tier} risk).",
+                f"{'Already rescored' if stored.replayed else 'Rescored'} with {score['model_version']}: "
+                f"{score['probability']:.1%} ({score['risk_tier']} risk).",
                 messages.SUCCESS,
             )
         return self._back_to(customer)
@@ -415,6 +450,8 @@ class CustomerAdmin(admin.ModelAdmin):
     @method_decorator(require_POST)
     def send_coupon_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         customer = self._action_target(request, object_id)
+        if not request.user.has_perm(SEND_COUPON_PERMISSION):
+            raise PermissionDenied  # as for the alert admin's action: coupons are an alerts decision
         key = request.POST.get("request_key", "")
         if not REQUEST_KEY.match(key):
             self.message_user(request, "The form was incomplete: reload the page and try again.", messages.ERROR)

@@ -79,10 +79,18 @@ class RowError:
     reason: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"row": self.row, "field": self.field, "reason": self.reason}
+        return {"row": self.row, "field": storable_text(self.field), "reason": storable_text(self.reason)}
 
     def __str__(self) -> str:
-        return f"row {self.row}, {self.field}: {self.reason}"
+        return f"row {self.row}, {storable_text(self.field)}: {storable_text(self.reason)}"
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what no database text or JSON column can hold written out as escapes: NUL characters and
+    unpaired surrogates (a rejected row's field name or value may carry them, and the error is stored)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)

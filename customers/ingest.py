@@ -35,6 +35,7 @@ from customers.importers import (
     RowParser,
     assign_external_ids,
     open_records,
+    storable_text,
 )
 from customers.models import AuthorRole, Customer, Event, ImportRun, Message, MessageChannel, Order, OrderStatus
 
@@ -157,7 +158,7 @@ def import_file(
             result.notes.append(f"columns not imported: {', '.join(sorted(parser.ignored_columns))}")
     except ImportFileError as exc:
         result.status = ImportRun.Status.FAILED
-        _import_run_save(run, result, extra_errors=[{"row": None, "field": "*", "reason": str(exc)}])
+        _import_run_save(run, result, extra_errors=[{"row": None, "field": "*", "reason": storable_text(str(exc))}])
         raise
     except BaseException:
         result.status = ImportRun.Status.FAILED

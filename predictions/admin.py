@@ -50,6 +50,10 @@ class ModelAuditInline(admin.TabularInline):
     fields = ("at", "action", "actor", "details")
     readonly_fields = fields
 
+    def get_queryset(self, request: HttpRequest):  # noqa: ANN201 - Django's signature
+        # Each row's label names its model version: one query for all rows, not one per row.
+        return super().get_queryset(request).select_related("model_version")
+
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 

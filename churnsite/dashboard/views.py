@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
@@ -13,9 +14,15 @@ from churnsite.dashboard import charts, selectors
 _METRICS = ("roc_auc", "pr_auc", "lift_at_10", "brier", "ece")
 
 
+# The dashboard sums up customers' risk, alerts and actions, and the models: staff who may view those.
+DASHBOARD_PERMISSIONS = ("customers.view_customer", "alerts.view_alert", "predictions.view_modelversion")
+
+
 @staff_member_required
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Every panel is read by a selector and drawn as inline SVG (matplotlib escapes the text it draws)."""
+    if not request.user.has_perms(DASHBOARD_PERMISSIONS):
+        raise PermissionDenied
     distribution = selectors.risk_distribution()
     segments = selectors.risk_by_segment()
     per_day = selectors.alerts_per_day(days=30)

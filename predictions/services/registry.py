@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from predictions.models import ModelAuditEntry, ModelStatus, ModelVersion, TrainingRun
+from predictions.selectors import model_artifact_problem
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ def model_version_promote(*, model_version: ModelVersion, actor: str, reason: st
         raise ValueError(f"{model_version.name} is {model_version.status} and cannot become champion")
     if champion is not None and champion.pk == model_version.pk:
         return model_version
+    _refuse_without_artifact(model_version)
     _make_champion(model_version=model_version, previous=champion)
     model_audit_record(
         model_version=model_version,
@@ -192,6 +194,12 @@ def model_version_promote(*, model_version: ModelVersion, actor: str, reason: st
         details={"reason": reason, "previous_champion": champion.name if champion else None},
     )
     return model_version
+
+
+def _refuse_without_artifact(model_version: ModelVersion) -> None:
+    """A champion must be loadable: scoring, rescoring and alerts would all stop on one whose files are gone."""
+    if problem := model_artifact_problem(model_version):
+        raise ValueError(f"{model_version.name} cannot become champion: {problem}")
 
 
 @transaction.atomic
@@ -214,6 +222,7 @@ def model_version_rollback(*, actor: str) -> ModelVersion:
     if previous_entry is None:
         raise ValueError(f"{champion.name} has no earlier champion to roll back to")
     previous = ModelVersion.objects.select_for_update().get(pk=previous_entry.model_version_id)
+    _refuse_without_artifact(previous)
     _make_champion(model_version=previous, previous=champion)
     model_audit_record(
         model_version=previous,

@@ -9,20 +9,36 @@ from churnsite.dashboard import selectors
 from tests.api.conftest import api_data
 
 pytestmark = pytest.mark.django_db
+DASHBOARD_PERMISSIONS = ("customers.view_customer", "alerts.view_alert", "predictions.view_modelversion")
+
+
+def _staff(django_user_model, name: str, permissions: tuple[str, ...]):  # noqa: ANN001, ANN202
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(name, password="pw-ops-x", is_staff=True)
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user
 
 
 @pytest.fixture
 def staff_client(django_user_model) -> Client:  # noqa: ANN001
     client = Client()
-    client.force_login(django_user_model.objects.create_user("ops", password="pw-ops-x", is_staff=True))
+    client.force_login(_staff(django_user_model, "ops", DASHBOARD_PERMISSIONS))
     return client
 
 
-def test_dashboard_is_for_staff_only(django_user_model) -> None:  # noqa: ANN001
+def test_dashboard_is_for_staff_who_may_view_customers_alerts_and_models(django_user_model) -> None:  # noqa: ANN001
     assert Client().get("/admin/dashboard/").status_code == 302, "anonymous users go to the admin login"
     shopper = Client()
     shopper.force_login(django_user_model.objects.create_user("shopper", password="pw-shopper-x"))
     assert shopper.get("/admin/dashboard/").status_code == 302
+    for missing in DASHBOARD_PERMISSIONS:  # staff lacking any one of them: forbidden, as the admin pages are
+        intern = Client()
+        granted = tuple(p for p in DASHBOARD_PERMISSIONS if p != missing)
+        intern.force_login(_staff(django_user_model, f"intern-{missing}", granted))
+        assert intern.get("/admin/dashboard/").status_code == 403, missing
 
 
 def test_admin_index_links_to_the_dashboard(staff_client: Client) -> None:

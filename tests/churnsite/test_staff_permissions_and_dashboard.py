@@ -20,6 +20,7 @@ from customers.services import customer_opt_out
 from predictions.selectors import champion_model_version
 from predictions.services import model_version_promote, model_version_register
 from tests.customers.test_admin import T0, _alert, _model_version, _rule, _score
+from tests.model_versions import artifact_dir
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,14 @@ def _staff(django_user_model, name: str, *permissions: str):  # noqa: ANN001, AN
 
 def test_promoting_and_rolling_back_a_model_needs_the_change_permission(client, django_user_model) -> None:  # noqa: ANN001
     first, second = (
-        model_version_register(name=n, model_type="hybrid", metrics={"roc_auc": 0.8}, holdout_key="h", actor="t")
+        model_version_register(
+            name=n,
+            model_type="hybrid",
+            metrics={"roc_auc": 0.8},
+            holdout_key="h",
+            actor="t",
+            artifact_path=artifact_dir(),
+        )
         for n in ("m1", "m2")
     )
     model_version_promote(model_version=first, actor="setup")

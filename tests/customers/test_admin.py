@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -424,6 +425,8 @@ def test_customer_page_without_scores_says_so_and_draws_no_chart(admin_client, s
 
 
 def _post(client, name: str, customer: Customer, data: dict | None = None):
+    if data is None and name == "rescore":
+        data = {"request_key": uuid.uuid4().hex}  # what the customer page's form sends
     return client.post(reverse(f"admin:customers_customer_{name}", args=[customer.pk]), data or {}, follow=True)
 
 

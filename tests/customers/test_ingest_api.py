@@ -111,3 +111,17 @@ def test_ingest_needs_a_staff_user() -> None:
     user = get_user_model().objects.create_user(username="customer", password="x")
     client.force_authenticate(user)
     assert client.post("/api/v1/ingest/orders", "[]", content_type="application/json").status_code == 403
+
+
+def test_a_rejected_field_whose_name_holds_nul_or_a_broken_surrogate_is_reported_and_stored(staff: APIClient) -> None:
+    # The JSON escapes arrive as a real NUL and an unpaired surrogate in attribute names (PostgreSQL's jsonb
+    # refuses both, so storing the row errors of the import run used to be a 500).
+    body = '[{"external_id": "c1", "#\\u0000x": 1}, {"external_id": "c2", "y\\udab7": 2}, {"external_id": "c3"}]'
+
+    response = staff.post("/api/v1/ingest/customers", body, content_type="application/json")
+
+    assert response.status_code == 200, response.content
+    fields = [error["field"] for error in response.json()["errors"]]
+    assert fields == ["attributes.#\\x00x", "attributes.y\\udab7"], fields
+    run = ImportRun.objects.get()
+    assert [error["field"] for error in run.errors] == fields and Customer.objects.count() == 1

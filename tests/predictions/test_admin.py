@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from predictions.models import ModelAuditEntry, ModelStatus, TrainingRun
 from predictions.selectors import champion_model_version
 from predictions.services import model_version_promote, model_version_register
+from tests.model_versions import artifact_dir
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +20,12 @@ def staff_client(client):  # noqa: ANN001, ANN201
 
 def _model(name: str) -> object:
     return model_version_register(
-        name=name, model_type="hybrid", metrics={"roc_auc": 0.8, "pr_auc": 0.5, "n": 10}, holdout_key="h", actor="t"
+        name=name,
+        model_type="hybrid",
+        metrics={"roc_auc": 0.8, "pr_auc": 0.5, "n": 10},
+        holdout_key="h",
+        actor="t",
+        artifact_path=artifact_dir(),
     )
 
 

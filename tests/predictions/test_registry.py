@@ -12,6 +12,7 @@ from predictions.services import (
     model_version_register,
     model_version_rollback,
 )
+from tests.model_versions import artifact_dir
 
 pytestmark = pytest.mark.django_db
 POLICY = PromotionPolicy(min_roc_auc_gain=0.002, max_pr_auc_loss=0.0)
@@ -24,7 +25,7 @@ def _register(name: str, roc_auc: float, pr_auc: float, holdout: str = "holdout-
         metrics={"roc_auc": roc_auc, "pr_auc": pr_auc},
         holdout_key=holdout,
         actor="test",
-        **extra,
+        **({"artifact_path": artifact_dir()} | extra),
     )
 
 

@@ -19,6 +19,7 @@ from predictions.services.scoring import (
     scoring_runs_resume_stalled,
 )
 from predictions.services.training import training_run_execute
+from tests.model_versions import artifact_dir
 from tests.predictions.conftest import STORE_END, train
 from tests.tiny_bert import LETTERS, write_tiny_bert
 
@@ -434,7 +435,12 @@ def test_a_challenger_is_not_judged_by_the_numbers_of_a_champion_replaced_meanwh
 
     ModelVersion.objects.get(training_run=_train())
     better = ModelVersion.objects.create(
-        name="x", model_type="hybrid", status=ModelStatus.READY, holdout_key="other", metrics={"roc_auc": 0.99}
+        name="x",
+        model_type="hybrid",
+        status=ModelStatus.READY,
+        holdout_key="other",
+        metrics={"roc_auc": 0.99},
+        artifact_path=artifact_dir(),
     )
     measure = training_service._champion_metrics_on
 

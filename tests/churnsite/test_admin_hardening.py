@@ -1,0 +1,182 @@
+"""Admin findings of an audit, each pinned: the webhook secret is write-only, coupons only for open alerts and
+only for staff who may act on alerts, a champion must be loadable, assignees are staff, emails are addresses,
+one rescore per form, and the model version page costs the same queries for 1 or 50 audit entries."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from alerts.models import AlertRule, AlertStatus, Intervention
+from customers.models import Customer
+from predictions.models import ChurnScore, ModelAuditEntry, ModelVersion
+from predictions.selectors import champion_model_version, customers_to_score, model_artifact_problem
+from predictions.services import model_version_promote, model_version_register
+from tests.customers.test_admin import T0, _alert, _model_version, _rule, _score
+from tests.predictions.conftest import store, train  # noqa: F401 - the store fixture
+
+pytestmark = pytest.mark.django_db
+
+
+def _staff(django_user_model, name: str, *codenames: str):  # noqa: ANN001, ANN202
+    user = django_user_model.objects.create_user(name, password="pw-for-tests-123", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def test_a_rules_webhook_secret_is_never_shown_and_is_kept_unless_replaced(
+    client, admin_client, django_user_model
+) -> None:  # noqa: ANN001
+    rule = _rule(webhook_url="https://crm.example.com/hook", webhook_secret="s3cr3t-hmac-key")
+    url = reverse("admin:alerts_alertrule_change", args=[rule.pk])
+    client.force_login(_staff(django_user_model, "viewer", "view_alertrule"))
+
+    for page in (client.get(url), admin_client.get(url)):  # view-only staff, and staff who may change rules
+        assert page.status_code == 200
+        assert "s3cr3t-hmac-key" not in page.content.decode() and "set (not shown)" in page.content.decode()
+
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    data.update({"description": "edited", "new_webhook_secret": "", "_save": "Save"})
+    assert admin_client.post(url, data).status_code == 302
+    rule.refresh_from_db()
+    assert (rule.description, rule.webhook_secret) == ("edited", "s3cr3t-hmac-key"), "a blank field keeps it"
+    assert admin_client.post(url, data | {"new_webhook_secret": "rotated-key"}).status_code == 302
+    rule.refresh_from_db()
+    assert rule.webhook_secret == "rotated-key"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("status", [AlertStatus.DISMISSED, AlertStatus.RESOLVED])
+def test_the_send_coupon_action_refuses_alerts_that_are_no_longer_open(admin_client, status: str) -> None:  # noqa: ANN001
+    customer = Customer.objects.create(external_id="c-1", name="Eve", email="eve@example.com", marketing_consent=True)
+    closed = _alert(customer, _rule(), _score(customer, _model_version(), 0.8, T0), status=status)
+
+    response = admin_client.post(
+        reverse("admin:alerts_alert_changelist"),
+        {"action": "send_coupon", "_selected_action": [closed.pk]},
+        follow=True,
+    )
+
+    assert mail.outbox == [] and not Intervention.objects.exists()
+    messages = [str(m) for m in response.context["messages"]]
+    assert any(f"1 refused: alert {closed.pk} is {status}" in m for m in messages), messages
+
+
+def test_the_api_answers_409_for_a_coupon_on_a_dismissed_alert(admin_client) -> None:  # noqa: ANN001
+    customer = Customer.objects.create(external_id="c-1", name="Eve", email="eve@example.com", marketing_consent=True)
+    closed = _alert(customer, _rule(), status=AlertStatus.DISMISSED)
+
+    response = admin_client.post(f"/api/v1/alerts/{closed.pk}/send-coupon/")
+
+    assert response.status_code == 409 and "only open or acknowledged alerts" in response.json()["error"]["message"]
+
+
+def test_promotion_and_rollback_refuse_a_version_whose_artifact_is_missing(admin_client) -> None:  # noqa: ANN001
+    working = _model_version("working", status="champion")
+    broken = model_version_register(name="broken", model_type="lightgbm", metrics={}, holdout_key="h", actor="t")
+    assert model_artifact_problem(broken) == "no artifact path recorded"
+
+    response = admin_client.post(
+        reverse("admin:predictions_modelversion_changelist"),
+        {"action": "promote_selected", "_selected_action": [broken.pk]},
+        follow=True,
+    )
+
+    assert champion_model_version() == working
+    messages = [str(m) for m in response.context["messages"]]
+    assert any("broken cannot become champion: no artifact path recorded" in m for m in messages), messages
+    ModelAuditEntry.objects.create(model_version=broken, action="promoted", actor="earlier")  # once champion
+    rollback = admin_client.post("/api/v1/model-versions/rollback")
+    assert rollback.status_code == 409 and champion_model_version() == working
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sending_a_coupon_from_the_customer_page_needs_the_alerts_permission(client, django_user_model) -> None:  # noqa: ANN001
+    customer = Customer.objects.create(external_id="c-1", name="Eve", email="eve@example.com", marketing_consent=True)
+    _score(customer, _model_version(), 0.8, T0)
+    page = reverse("admin:customers_customer_change", args=[customer.pk])
+    send = reverse("admin:customers_customer_send_coupon", args=[customer.pk])
+    client.force_login(_staff(django_user_model, "clerk", "view_customer", "change_customer"))
+
+    assert "action-send-coupon" not in client.get(page).content.decode()
+    assert client.post(send, {"request_key": "c" * 32}).status_code == 403
+    assert mail.outbox == [] and not Intervention.objects.exists()
+    client.force_login(_staff(django_user_model, "crm", "view_customer", "change_customer", "change_alert"))
+    assert "action-send-coupon" in client.get(page).content.decode()
+
+
+def test_alerts_are_assigned_to_active_staff_only_with_notes_as_long_as_the_api_allows(
+    admin_client, django_user_model
+) -> None:  # noqa: ANN001
+    shopper = django_user_model.objects.create_user("shopper", password="pw-shopper-1")
+    customer = Customer.objects.create(external_id="c-1", name="Eve", email="e@example.com")
+    alert = _alert(customer, _rule())
+    url = reverse("admin:alerts_alert_change", args=[alert.pk])
+    form = {"notes": "", "_save": "Save", "interventions-TOTAL_FORMS": "0", "interventions-INITIAL_FORMS": "0"}
+
+    refused = admin_client.post(url, form | {"assignee": shopper.pk})
+    too_long = admin_client.post(url, form | {"notes": "x" * 10_001})
+
+    assert refused.status_code == too_long.status_code == 200  # the form again, with its errors
+    assert "assignee" in refused.context["adminform"].form.errors
+    assert "notes" in too_long.context["adminform"].form.errors
+    alert.refresh_from_db()
+    assert alert.assignee_id is None and alert.notes == ""
+
+
+def test_the_customer_form_refuses_an_email_no_email_can_be_sent_to(admin_client) -> None:  # noqa: ANN001
+    customer = Customer.objects.create(external_id="c-1", name="Eve", email="e@example.com")
+    url = reverse("admin:customers_customer_change", args=[customer.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+
+    response = admin_client.post(url, data | {"email": "not an email", "_save": "Save"})
+
+    assert response.status_code == 200 and "email" in response.context["adminform"].form.errors
+    customer.refresh_from_db()
+    assert customer.email == "e@example.com"
+
+
+def test_the_model_version_page_costs_the_same_queries_for_1_or_50_audit_entries(admin_client) -> None:  # noqa: ANN001
+    version = _model_version()
+    url = reverse("admin:predictions_modelversion_change", args=[version.pk])
+
+    def queries(entries: int) -> int:
+        while ModelAuditEntry.objects.count() < entries:
+            ModelAuditEntry.objects.create(model_version=version, action="promoted", actor="t")
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(url).status_code == 200
+        return len(captured)
+
+    admin_client.get(url)  # warm the per-process caches (content types, the session) before counting
+    assert queries(1) == queries(50)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("store")
+def test_rescore_now_sent_twice_by_one_form_stores_one_score(admin_client) -> None:  # noqa: ANN001
+    version = ModelVersion.objects.get(training_run=train())
+    if champion_model_version() != version:
+        model_version_promote(model_version=version, actor="t")
+    customer = customers_to_score(as_of=timezone.now()).first()
+    before = ChurnScore.objects.filter(customer=customer).count()
+    url = reverse("admin:customers_customer_rescore", args=[customer.pk])
+    key = uuid.uuid4().hex
+
+    first = admin_client.post(url, {"request_key": key}, follow=True)
+    second = admin_client.post(url, {"request_key": key}, follow=True)  # a double click, a browser resubmit
+
+    assert ChurnScore.objects.filter(customer=customer).count() == before + 1
+    assert any(str(m).startswith("Rescored with") for m in first.context["messages"])
+    assert any(str(m).startswith("Already rescored with") for m in second.context["messages"])
+    admin_client.post(url, {"request_key": uuid.uuid4().hex})  # a new click: a new score
+    assert ChurnScore.objects.filter(customer=customer).count() == before + 2
+    assert AlertRule.objects.count() == 0  # nothing else was set off
