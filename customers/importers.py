@@ -352,7 +352,7 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
                     before += reader.line_num
                 reader = csv.reader(rows, delimiter=delimiter, strict=True)
                 continue
-            if not values or values == [""]:
+            if not any(value.strip() for value in values):  # a blank line, or only delimiters (",,"): no row
                 continue
             if len(values) > columns and not any(value.strip() for value in values[columns:]):
                 values = values[:columns]  # empty fields after the last column: a trailing delimiter
@@ -531,23 +531,36 @@ def _xlsx_records(raw: BinaryIO, *, sheet: str | None, notes: list[str]) -> Reco
     else:
         raise ImportFileError(f"no sheet {sheet!r}; the workbook has {', '.join(map(repr, workbook.sheetnames))}")
     rows = worksheet.iter_rows(values_only=True)
-    first = next(rows, None)
+    try:
+        first = next(rows, None)
+    except Exception as exc:  # noqa: BLE001 - a damaged sheet: XML, zip or I/O errors, whatever the parser
+        raise ImportFileError(f"sheet {worksheet.title!r} cannot be read: {type(exc).__name__}: {exc}") from exc
     if first is None:
         raise ImportFileError(f"sheet {worksheet.title!r} is empty")
     header = _clean_header(first)
 
     def records() -> Iterator[tuple[int, dict[str, object]] | RowError]:
-        for number, values in enumerate(rows, start=2):
-            if all(value is None or value == "" for value in values):
-                continue
-            extra = [value for value in values[len(header) :] if value is not None and value != ""]
-            if extra:
-                yield RowError(
-                    number, "*", f"has {len(header) + len(extra)} or more cells but the header has {len(header)}"
-                )
-                continue
-            yield number, {name: (values[i] if i < len(values) else None) for i, name in enumerate(header)}
-        workbook.close()
+        number = 1
+        try:
+            for number, values in enumerate(rows, start=2):  # noqa: B007 - the last number read is reported
+                if all(value is None or (isinstance(value, str) and not value.strip()) for value in values):
+                    continue
+                extra = [value for value in values[len(header) :] if value is not None and value != ""]
+                if extra:
+                    yield RowError(
+                        number, "*", f"has {len(header) + len(extra)} or more cells but the header has {len(header)}"
+                    )
+                    continue
+                yield number, {name: (values[i] if i < len(values) else None) for i, name in enumerate(header)}
+        except Exception as exc:  # noqa: BLE001 - a sheet damaged part way (truncated XML): keep what was read
+            yield RowError(
+                number + 1,
+                "*",
+                f"the sheet cannot be read from this row on ({type(exc).__name__}: {exc}); "
+                "no row after it was imported: repair the file and import it again",
+            )
+        finally:
+            workbook.close()
 
     return RecordStream(columns=header, records=records(), notes=notes)
 
@@ -730,7 +743,16 @@ def _timestamp(value: object, context: _Context) -> datetime:
     elif isinstance(value, date):
         moment = datetime(value.year, value.month, value.day)
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        moment = _from_epoch(value)
+        # A number gets the rules of the same digits as text (a JSON number, a spreadsheet cell): 20240301 is
+        # YYYYMMDD, 9 digits or more are epoch seconds, and 2024 or a spreadsheet day such as 45292 is refused.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _FieldError(f"{value!r} is not a time")
+        if float(value).is_integer():
+            moment = _timestamp_text(str(int(value)))
+        elif abs(value) >= 1e8:
+            moment = _from_epoch(value)
+        else:
+            raise _FieldError(f"{value!r} is not a date: use ISO 8601, YYYYMMDD or epoch seconds")
     else:
         moment = _timestamp_text(_as_text(value).strip())
     if moment.tzinfo is None:
@@ -772,8 +794,13 @@ def _from_epoch(seconds: float) -> datetime:
         raise _FieldError(f"{seconds!r} epoch seconds is out of range (milliseconds?)") from None
 
 
-def _free_value(value: object, context: _Context) -> object:
+_MAX_NESTING = 64  # levels of lists and objects in one attribute or property value
+
+
+def _free_value(value: object, context: _Context, depth: int = 0) -> object:
     """An attribute or property value: numbers in text become numbers, blanks become null, text is checked."""
+    if depth > _MAX_NESTING:
+        raise _FieldError(f"is nested more than {_MAX_NESTING} levels deep")
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
@@ -796,9 +823,9 @@ def _free_value(value: object, context: _Context) -> object:
                 return number
         return _check_text(value, context.max_text_chars)
     if isinstance(value, list):
-        return [_free_value(item, context) for item in value]
+        return [_free_value(item, context, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {_check_text(str(key), 255): _free_value(item, context) for key, item in value.items()}
+        return {_check_text(str(key), 255): _free_value(item, context, depth + 1) for key, item in value.items()}
     return _check_text(str(value), context.max_text_chars)
 
 
@@ -906,6 +933,10 @@ class RowParser:
         self.context = _Context(tz=tz, latest=now + options.future_tolerance, max_text_chars=options.max_text_chars)
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self.ignored_columns: set[str] = set()
+        # Rows with a label and, with --positive, how many matched it and a few values seen (for a note).
+        self.label_rows = 0
+        self.label_positive = 0
+        self.label_values: set[str] = set()
 
     def plan(self, columns: Sequence[str]) -> _Plan:
         key = tuple(columns)
@@ -1003,7 +1034,19 @@ class RowParser:
             raw = record[label]
             if raw not in _EMPTY and str(raw).strip():
                 if self.options.positive_label is not None:
-                    values["churned"] = _as_text(raw).strip() == self.options.positive_label
+                    try:
+                        # A spreadsheet's TRUE/FALSE cell or a JSON true/false reads as the words, compared with
+                        # --positive without regard to case (as churn_evaluate does).
+                        text = ("true" if raw else "false") if isinstance(raw, bool) else _as_text(raw).strip()
+                    except _FieldError as exc:
+                        errors.append(RowError(row, "churned", f"{exc} (column {label!r})"))
+                    else:
+                        churned = text.casefold() == self.options.positive_label.strip().casefold()
+                        values["churned"] = churned
+                        self.label_rows += 1
+                        self.label_positive += churned
+                        if len(self.label_values) < 10:
+                            self.label_values.add(text[:40])
                 else:
                     try:
                         values["churned"] = _boolean(raw, context)
@@ -1266,6 +1309,8 @@ class PreparedRows:
                     return None
                 if raw and not raw.isspace():
                     explicit = external_id[1](raw, context)
+                    if explicit.startswith("auto-"):
+                        return None  # reserved for generated ids: parse() says so
             values = template.copy()
             parts = [kind, customer]
             for name, column, parse, required, blank, slot, is_time in fields:

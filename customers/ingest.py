@@ -156,6 +156,12 @@ def import_file(
             importer.run(records, batch_size=batch_size, plan=plan)
         if parser.ignored_columns:
             result.notes.append(f"columns not imported: {', '.join(sorted(parser.ignored_columns))}")
+        if parser.label_rows and not parser.label_positive:
+            seen = ", ".join(repr(value) for value in sorted(parser.label_values))
+            result.notes.append(
+                f"no row has {options.label_column} = {options.positive_label!r} (values seen: {seen}): every "
+                "labelled customer was imported as not churned; check --positive"
+            )
     except ImportFileError as exc:
         result.status = ImportRun.Status.FAILED
         _import_run_save(run, result, extra_errors=[{"row": None, "field": "*", "reason": storable_text(str(exc))}])

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -317,12 +319,38 @@ def load_profile_file(path: str | Path, *, sheet: str | int | None = None) -> pd
         raise ProfileError(f"profile file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in {".xlsx", ".xlsm", ".xls"}:
-        frame = pd.read_excel(path, sheet_name=sheet if sheet is not None else 0, dtype=object)
+        sheet_name = sheet if sheet is not None else 0
+        try:
+            header = pd.read_excel(path, sheet_name=sheet_name, header=None, nrows=1, dtype=object)
+            frame = pd.read_excel(path, sheet_name=sheet_name, dtype=object)
+        except (KeyError, zipfile.BadZipFile, ElementTree.ParseError, EOFError, OSError) as exc:
+            raise ProfileError(f"profile file {path} is not a readable workbook: {type(exc).__name__}: {exc}") from exc
     elif suffix in {".csv", ".txt", ".tsv"}:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
+        separator = "\t" if suffix == ".tsv" else ","
+        try:
+            header = pd.read_csv(path, dtype=str, keep_default_na=False, sep=separator, header=None, nrows=1)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=separator)
+        except UnicodeDecodeError as exc:
+            raise ProfileError(
+                f"profile file {path} is not UTF-8 text (byte {exc.start} cannot be decoded): save it as UTF-8"
+            ) from exc
+        except pd.errors.EmptyDataError as exc:
+            raise ProfileError(f"profile file {path} is empty") from exc
     else:
         raise ProfileError(f"profile file {path}: unsupported type {suffix!r} (use .csv or .xlsx)")
+    # pandas renames a repeated column ("Churn" -> "Churn.1"), which would slip a copy of the label (or of any
+    # column) in as a feature under another name: a repeated header is refused instead.
+    names = [str(value).strip() for value in (header.iloc[0].tolist() if len(header) else []) if not _missing(value)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ProfileError(
+            f"profile file {path}: header column(s) {', '.join(map(repr, repeated))} appear more than once"
+        )
     return frame
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
 def prepare_profile(

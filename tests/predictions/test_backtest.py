@@ -226,3 +226,32 @@ def test_the_quantisation_setting_reaches_frozen_training_only(settings) -> None
     lora = churn_model_config(mode="lora", horizon_days=60, lead_days=0, options={})
 
     assert frozen.hybrid.quantize == "int8" and lora.hybrid.quantize == "none"
+
+
+def test_churn_evaluate_refuses_a_repeated_header_an_unreadable_workbook_and_a_json_folder_up_front(
+    tmp_path: Path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    import ml.evaluation
+
+    path = _profile_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    repeated = tmp_path / "repeated.csv"  # the label twice: pandas would read the copy as feature "Churn.1"
+    repeated.write_text("\n".join(f"{line},{line.rsplit(',', 1)[1]}" for line in lines) + "\n")
+    damaged = tmp_path / "damaged.xlsx"
+    damaged.write_bytes(b"PK\x03\x04 not really a workbook")
+    common = ["--label-col=Churn", "--positive=Yes", "--id-col=id", "--models=logreg", "--no-progress"]
+
+    with pytest.raises(CommandError, match="header column\\(s\\) 'Churn' appear more than once"):
+        call_command("churn_evaluate", str(repeated), *common)
+    with pytest.raises(CommandError, match="damaged.xlsx is not a readable workbook"):
+        call_command("churn_evaluate", str(damaged), *common)
+    monkeypatch.setattr(ml.evaluation, "cross_validate_profile", lambda *a, **k: pytest.fail("ran before the check"))
+    with pytest.raises(CommandError, match="--json .* is a directory"):
+        call_command("churn_evaluate", str(path), *common, f"--json={tmp_path}")
+
+
+def test_churn_backtest_dates_past_the_calendar_are_a_command_error() -> None:
+    build_store(n=20)
+    with pytest.raises(CommandError, match="out of range|year"):
+        call_command("churn_backtest", "--as-of=9999-12-31", "--horizon-days=60", "--no-progress")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from churnsite.cli import output_file, write_output
 from customers.importers import FORMATS, KINDS, ImportFileError, RowError
 from customers.ingest import IMPORT_BATCH_SIZE, ImportResult, import_file, import_options_from_settings
 
@@ -63,6 +64,13 @@ class Command(BaseCommand):
             raise CommandError(f"no such file: {path}")
         if options["delimiter"] is not None and len(options["delimiter"]) != 1:  # type: ignore[arg-type]
             raise CommandError("--delimiter must be one character")
+        if options["positive"] is not None and not options["label_col"]:
+            raise CommandError("--positive names a value of the label column: give --label-col too")
+        if int(options["batch_size"]) < 1:  # type: ignore[call-overload]
+            raise CommandError("--batch-size must be at least 1")
+        report_path: Path | None = options["report"]  # type: ignore[assignment]
+        if report_path is not None:
+            report_path = output_file(report_path, option="--report")  # checked before any row is written
         import_options = import_options_from_settings(
             kind=options["kind"],
             field_map=_field_map(options["field_map"]),  # type: ignore[arg-type]
@@ -74,7 +82,6 @@ class Command(BaseCommand):
             sheet=options["sheet"],
             delimiter=options["delimiter"],
         )
-        report_path: Path | None = options["report"]  # type: ignore[assignment]
         with tempfile.TemporaryFile("w+", encoding="utf-8") as spool, path.open("rb") as stream:
 
             def keep_error(error: RowError) -> None:
@@ -93,11 +100,12 @@ class Command(BaseCommand):
                 )
             except ImportFileError as exc:
                 if report_path:
-                    report_path.write_text(json.dumps({"error": str(exc)}, indent=2) + "\n", encoding="utf-8")
+                    write_output(report_path, json.dumps({"error": str(exc)}, indent=2) + "\n", option="--report")
                 raise CommandError(f"{path}: {exc}") from exc
             elapsed = time.perf_counter() - started
             if report_path:
                 spool.seek(0)
+                report_path.parent.mkdir(parents=True, exist_ok=True)
                 with report_path.open("w", encoding="utf-8") as report:
                     summary = {**result.summary(), "seconds": round(elapsed, 3)}
                     report.write('{"summary": ' + json.dumps(summary, ensure_ascii=False) + ',\n "errors": [')

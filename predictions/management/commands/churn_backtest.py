@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, time
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from churnsite.cli import output_file, write_output
 
 from ._text_models import add_text_model_arguments
 
@@ -47,6 +48,8 @@ class Command(BaseCommand):
             raise CommandError(f"--as-of must be a date like 2025-01-31, got {options['as_of']!r}") from exc
         as_of = datetime.combine(day, time.max, tzinfo=UTC).replace(microsecond=0)
         models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
+        # Checked now, not after a cross-validation that may take many minutes.
+        json_path = output_file(str(options["json_path"]), option="--json") if options["json_path"] else None
         if options["max_cutoffs"] is not None and int(options["max_cutoffs"]) < 1:  # type: ignore[arg-type]
             raise CommandError("--max-cutoffs must be at least 1")
         try:
@@ -67,13 +70,11 @@ class Command(BaseCommand):
             report = backtest(
                 histories, setup, models=models, dataset=str(options["name"]), progress=not options["no_progress"]
             )
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: dates past year 9999 (--as-of plus a horizon)
             raise CommandError(str(exc)) from exc
         if text_note:
             report.notes.append(text_note)
         self.stdout.write(format_report(report))
-        if options["json_path"]:
-            out = Path(str(options["json_path"]))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-            self.stdout.write(f"wrote {out}")
+        if json_path is not None:
+            write_output(json_path, json.dumps(report.to_json(), indent=2) + "\n", option="--json")
+            self.stdout.write(f"wrote {json_path}")

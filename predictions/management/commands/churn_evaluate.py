@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from churnsite.cli import output_file, write_output
+
 from ._text_models import add_text_model_arguments
 
 
@@ -54,6 +56,8 @@ class Command(BaseCommand):
 
         path = Path(str(options["path"]))
         models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
+        # Checked now, not after a cross-validation that may take many minutes.
+        json_path = output_file(str(options["json_path"]), option="--json") if options["json_path"] else None
         if int(options["folds"]) < 2:  # type: ignore[arg-type]
             raise CommandError("--folds must be at least 2")
         near_duplicate_columns = None if options["no_near_duplicate_check"] else int(options["near_duplicate_columns"])  # type: ignore[arg-type]
@@ -89,8 +93,6 @@ class Command(BaseCommand):
         if text_note:
             report.notes.append(text_note)
         self.stdout.write(format_report(report))
-        if options["json_path"]:
-            out = Path(str(options["json_path"]))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-            self.stdout.write(f"wrote {out}")
+        if json_path is not None:
+            write_output(json_path, json.dumps(report.to_json(), indent=2) + "\n", option="--json")
+            self.stdout.write(f"wrote {json_path}")
