@@ -296,6 +296,8 @@ def test_generate_command_adds_incident_churners_when_asked(tmp_path) -> None:
         (["--end", "2024-13-01"], "YYYY-MM-DD"),
         (["--customers", "0"], "customers"),
         (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--days", "3000000"], "reaches back to before 1971"),
+        (["--customers", "1", "--days", "30", "--end", "0001-01-05"], "reaches back to before 1971"),
     ],
 )
 def test_generate_command_rejects_bad_options_clearly(arguments: list[str], message: str) -> None:

@@ -58,6 +58,10 @@ class Command(BaseCommand):
             raise CommandError(f"--customers must be at least 1, got {customers}")
         if days < 1:
             raise CommandError(f"--days must be at least 1, got {days}")
+        end = _end_date(str(options["end"])) if options["end"] else None
+        start_year = (end or datetime.now(UTC)).year - days / 365.25
+        if start_year < 1971:  # the history must fit the calendar (and start after the epoch)
+            raise CommandError(f"--days {days} reaches back to before 1971 from the end of the history; choose fewer")
         if int(options["seed"]) < 0:  # type: ignore[call-overload]
             raise CommandError(f"--seed must be 0 or more, got {options['seed']}")
         started = time.perf_counter()
@@ -67,7 +71,7 @@ class Command(BaseCommand):
                 days=days,
                 seed=int(options["seed"]),
                 languages=languages,
-                end=_end_date(str(options["end"])) if options["end"] else None,
+                end=end,
                 replace=bool(options["replace"]),
                 truth_path=Path(str(options["truth_file"])) if options["truth_file"] else None,
                 incident_churn=bool(options["incident_churn"]),
