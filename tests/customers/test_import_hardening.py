@@ -39,7 +39,9 @@ def test_true_and_false_labels_compare_with_positive_as_words_in_any_case() -> N
 
     assert (sheet.rows_imported, sheet.rows_rejected) == (2, 0)
     assert dict(Customer.objects.values_list("external_id", "churned")) == {"x1": True, "x2": False, "j1": True}
-    assert [(e.row, e.field) for e in jsonl.errors] == [(2, "churned")] and "is an array, not text" in jsonl.errors[0].reason
+    assert [(e.row, e.field) for e in jsonl.errors] == [(2, "churned")] and "is an array, not text" in jsonl.errors[
+        0
+    ].reason
 
 
 def test_a_positive_value_no_row_has_is_said_in_a_note() -> None:
