@@ -14,7 +14,15 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from alerts.models import ALERT_NOTES_MAX_LENGTH, Alert, AlertRule, AlertStatus, AuditEntry, Intervention
+from alerts.models import (
+    ALERT_NOTES_MAX_LENGTH,
+    ALERT_QUEUE_ORDER,
+    Alert,
+    AlertRule,
+    AlertStatus,
+    AuditEntry,
+    Intervention,
+)
 from alerts.selectors import customer_message_snippets
 from alerts.services import (
     AlertTransitionError,
@@ -123,7 +131,7 @@ class AlertAdmin(admin.ModelAdmin):
     list_filter = ["status", "risk_tier", SegmentFilter, "rule", "holdout"]
     list_select_related = ["customer", "rule", "assignee"]
     search_fields = ["customer__external_id", "customer__name", "customer__email"]
-    ordering = ["-created_at", "-expected_loss"]
+    ordering = ALERT_QUEUE_ORDER
     actions = ["acknowledge", "dismiss", "send_coupon"]
     inlines = [InterventionInline]
     fields = [

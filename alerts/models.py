@@ -13,6 +13,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+# The alert queue: the newest scores first and, among alerts from one scoring, the most valuable first (not by
+# created_at: one batch's rows are inserted most valuable first, so their creation times run the other way).
+ALERT_QUEUE_ORDER = ["-as_of", "-expected_loss", "-id"]
 # Longest staff notes on an alert (API and admin).
 ALERT_NOTES_MAX_LENGTH = 10_000
 
@@ -179,7 +182,7 @@ class Alert(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["-created_at", "-expected_loss"]
+        ordering = ALERT_QUEUE_ORDER
         constraints = [
             models.UniqueConstraint(
                 fields=["customer", "rule", "period_start"], name="one_alert_per_customer_rule_period"

@@ -9,7 +9,16 @@ from decimal import Decimal
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 
-from alerts.models import Alert, AlertRule, AlertStatus, AuditEntry, Intervention, InterventionStatus, Outcome
+from alerts.models import (
+    ALERT_QUEUE_ORDER,
+    Alert,
+    AlertRule,
+    AlertStatus,
+    AuditEntry,
+    Intervention,
+    InterventionStatus,
+    Outcome,
+)
 from customers.models import Customer, Message
 
 # Two-sided 95% normal quantile.
@@ -30,7 +39,7 @@ def alerts_queue(
     customer_id: int | None = None,
 ) -> QuerySet[Alert]:
     """Alerts for the CRM queue, most valuable first, with customer, rule and assignee joined."""
-    alerts = Alert.objects.select_related("customer", "rule", "assignee").order_by("-created_at", "-expected_loss")
+    alerts = Alert.objects.select_related("customer", "rule", "assignee").order_by(*ALERT_QUEUE_ORDER)
     if status:
         alerts = alerts.filter(status=status)
     if risk_tier:
@@ -98,6 +107,27 @@ class UpliftReport:
     cost_per_customer_saved: Decimal | None
 
 
+def _wilson_interval(successes: int, total: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion: inside [0, 1] and never a single point, even at 0 or n."""
+    rate = successes / total
+    centre = (rate + Z_95**2 / (2 * total)) / (1 + Z_95**2 / total)
+    half = Z_95 * math.sqrt(rate * (1 - rate) / total + Z_95**2 / (4 * total**2)) / (1 + Z_95**2 / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _newcombe_interval(treated_retained: int, treated: int, control_retained: int, control: int) -> tuple[float, float]:
+    """The 95% interval of the difference of two proportions by Newcombe's hybrid score method (his method 10),
+    built from each group's Wilson interval. Unlike the normal approximation it stays inside [-1, 1] and keeps a
+    width when a small group retained everyone or no one (Newcombe 1998, Statistics in Medicine 17:873)."""
+    treated_rate, control_rate = treated_retained / treated, control_retained / control
+    treated_low, treated_high = _wilson_interval(treated_retained, treated)
+    control_low, control_high = _wilson_interval(control_retained, control)
+    difference = treated_rate - control_rate
+    low = difference - math.sqrt((treated_rate - treated_low) ** 2 + (control_high - control_rate) ** 2)
+    high = difference + math.sqrt((treated_high - treated_rate) ** 2 + (control_rate - control_low) ** 2)
+    return max(-1.0, low), min(1.0, high)
+
+
 def uplift_from_counts(
     *, treated: int, treated_retained: int, control: int, control_retained: int, coupons_cost: Decimal
 ) -> UpliftReport:
@@ -109,8 +139,7 @@ def uplift_from_counts(
     cost_per_saved = None
     if treated_rate is not None and control_rate is not None:
         difference = treated_rate - control_rate
-        se = math.sqrt(treated_rate * (1 - treated_rate) / treated + control_rate * (1 - control_rate) / control)
-        ci_low, ci_high = difference - Z_95 * se, difference + Z_95 * se
+        ci_low, ci_high = _newcombe_interval(treated_retained, treated, control_retained, control)
         if difference > 0:
             nnt = 1 / difference
             cost_per_saved = (coupons_cost / Decimal(str(difference * treated))).quantize(Decimal("0.01"))

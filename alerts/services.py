@@ -43,7 +43,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 EXAMPLE_RULE_NAME = "Top 5% by expected loss: coupon email"
 UNSUBSCRIBE_SALT = "alerts.unsubscribe"
+# The reason of a coupon email that failed while being handed over: it may have arrived, so it counts as a contact.
+DELIVERY_UNKNOWN = "delivery unknown"
 # Errors while connecting to the mail server worth another try later: nothing was handed over yet. OSError covers
 # refused and reset connections, timeouts, DNS failures and TLS errors.
 TRANSIENT_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
@@ -301,12 +303,40 @@ def _customer_values(rows: list[dict[str, object]], window_days: int) -> dict[in
     return values
 
 
+def _comparable(value: object) -> object:
+    """A value as attribute filters compare it: a number, or text written as a number, as a Decimal (the CSV's
+    "1" and the number 1 the importer made of it are equal); a boolean stays a boolean (True is not 1); other
+    text as it is."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return Decimal(str(value)) if math.isfinite(value) else value
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except ArithmeticError:
+            return value
+        return number if number.is_finite() else value
+    return value
+
+
+def _attribute_matches(actual: object, expected: object) -> bool:
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return type(actual) is type(expected) and actual == expected
+    return _comparable(actual) == _comparable(expected)
+
+
 def _matches_filter(rule: AlertRule, row: dict[str, object]) -> bool:
     if rule.segments and row["customer__segment"] not in rule.segments:
         return False
-    attributes = row["customer__attributes"] or {}
-    if any(attributes.get(key) != value for key, value in (rule.attribute_filters or {}).items()):
-        return False
+    attributes = row["customer__attributes"]
+    if not isinstance(attributes, dict):  # the admin's JSON field accepts any JSON: such a customer matches no key
+        attributes = {}
+    missing = object()
+    for key, expected in (rule.attribute_filters or {}).items():
+        actual = attributes.get(key, missing)
+        if actual is missing or not _attribute_matches(actual, expected):
+            return False
     return rule.min_customer_value is None or row["customer_value"] >= rule.min_customer_value
 
 
@@ -316,7 +346,8 @@ def _triggered(rule: AlertRule, eligible: list[dict[str, object]]) -> list[dict[
     if rule.trigger == TriggerKind.TOP_N:
         return ranked[: rule.top_n or 0]
     if rule.trigger == TriggerKind.TOP_PERCENT:
-        return ranked[: math.ceil(len(ranked) * float(rule.top_percent or 0) / 100)]
+        # In decimals: 250 customers at 64.4% is 161 exactly, where floats give 161.00000000000003 and one more.
+        return ranked[: math.ceil(len(ranked) * Decimal(str(rule.top_percent or 0)) / 100)]
     thresholds = rule.segment_thresholds or {}
     return [r for r in ranked if r["probability"] >= float(thresholds.get(r["customer__segment"], rule.threshold))]
 
@@ -336,7 +367,8 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
     rows = list(
         scores.order_by().values(
             "id", "customer_id", "probability", "risk_tier", "as_of", "top_factors",
-            "customer__segment", "customer__attributes",
+            "customer__segment", "customer__attributes", "customer__marketing_consent", "customer__opted_out_at",
+            "customer__email",
         )
     )  # fmt: skip
     values = _customer_values(rows, rule.value_window_days)
@@ -376,6 +408,15 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
         max_treated = None
         if rule.budget is not None and rule.action != ActionKind.NONE and rule.coupon_cost > 0:
             max_treated = int(rule.budget // rule.coupon_cost)
+        unreachable: set[int] = set()
+        if max_treated is not None and rule.action == ActionKind.COUPON_EMAIL:
+            # Customers no coupon can reach (no consent, opted out, no address, contacted within the cooldown)
+            # are alerted but spend no budget: it pays for coupons that can go out.
+            unreachable = {
+                row["customer_id"]
+                for row in chosen
+                if not row["customer__marketing_consent"] or row["customer__opted_out_at"] or not row["customer__email"]
+            } | _recently_contacted({row["customer_id"] for row in chosen})
         new_alerts: list[Alert] = []
         treated = 0
         for row in chosen:
@@ -384,7 +425,7 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
             if max_treated is not None and treated >= max_treated:
                 break
             holdout = holdout_assigned(customer_id=row["customer_id"], rule_id=rule.pk, fraction=rule.holdout_fraction)
-            treated += 0 if holdout else 1
+            treated += 0 if holdout or row["customer_id"] in unreachable else 1
             new_alerts.append(
                 Alert(
                     customer_id=row["customer_id"],
@@ -477,6 +518,22 @@ def alerts_apply_rules(
 # --- Dispatch: interventions under the daily counter lock ----------------------------------------
 
 
+def _recently_contacted(customer_ids: set[int]) -> set[int]:
+    """Those of ``customer_ids`` who got a coupon email within ALERTS_CUSTOMER_COOLDOWN_DAYS, or may have: one
+    pending, sent, or failed with its delivery unknown (the server may have taken it)."""
+    if not customer_ids:
+        return set()
+    cutoff = timezone.now() - timedelta(days=conf.customer_cooldown_days())
+    recent = Intervention.objects.filter(
+        Q(status__in=(InterventionStatus.PENDING, InterventionStatus.SENT))
+        | Q(status=InterventionStatus.FAILED, reason__startswith=DELIVERY_UNKNOWN),
+        kind=ActionKind.COUPON_EMAIL,
+        customer_id__in=list(customer_ids),
+        created_at__gte=cutoff,
+    )
+    return set(recent.values_list("customer_id", flat=True))
+
+
 def _enqueue(intervention_id: int, kind: str) -> None:
     from alerts.tasks import deliver_webhook_task, send_coupon_email_task
 
@@ -505,14 +562,7 @@ def _dispatch_locked(
     recently_contacted: set[int] = set()
     cap = conf.daily_send_cap()
     if kind == ActionKind.COUPON_EMAIL and todo:
-        cutoff = timezone.now() - timedelta(days=conf.customer_cooldown_days())
-        recent = Intervention.objects.filter(
-            kind=ActionKind.COUPON_EMAIL,
-            customer_id__in=list(customers),
-            status__in=(InterventionStatus.PENDING, InterventionStatus.SENT),
-            created_at__gte=cutoff,
-        )
-        recently_contacted = set(recent.values_list("customer_id", flat=True))
+        recently_contacted = _recently_contacted(set(customers))
     valid_until = timezone.now().date() + timedelta(days=rule.coupon_valid_days)
     reserved_before = counter.reserved
     new: list[Intervention] = []
@@ -521,8 +571,9 @@ def _dispatch_locked(
     for alert in sorted(todo, key=lambda a: (-a.expected_loss, a.pk)):
         customer = customers[alert.customer_id]
         status, reason = InterventionStatus.PENDING, ""
-        if not alert.holdout and customer.pk in in_control_group:
+        if customer.pk in in_control_group:
             # In another rule's control group (its outcome window open): acting now would spoil that measurement.
+            # Its own control group leaves such a customer out too, so that both groups pass the same gates.
             status, reason = (
                 InterventionStatus.SUPPRESSED,
                 f"control group of rule {in_control_group[customer.pk].rule_name!r}",
@@ -894,7 +945,7 @@ def _deliver_email(message: EmailMultiAlternatives) -> SendResult:
         return SendResult("retry" if _is_transient_reply(error) else "failed", _error_text(error))
     except Exception as error:  # noqa: BLE001 - whatever it is, nobody knows whether the message left
         _close_quietly(connection)
-        return SendResult("failed", f"delivery unknown, not retried so as never to send twice: {_error_text(error)}")
+        return SendResult("failed", f"{DELIVERY_UNKNOWN}, not retried so as never to send twice: {_error_text(error)}")
     _close_quietly(connection)
     if not sent:
         return SendResult("failed", "the mail backend sent nothing (no valid recipient)")

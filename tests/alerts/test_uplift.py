@@ -10,9 +10,10 @@ from alerts.selectors import uplift_from_counts
 
 
 def test_uplift_report_matches_a_hand_computed_example() -> None:
-    # Treated 120/200 = 0.60 retained, control 50/100 = 0.50: difference 0.10,
-    # se = sqrt(0.6*0.4/200 + 0.5*0.5/100) = sqrt(0.0012 + 0.0025) = 0.0608276,
-    # 95% CI = 0.10 -/+ 1.959964 * 0.0608276 = 0.10 -/+ 0.119220 = (-0.019220, 0.219220); NNT = 1/0.10 = 10;
+    # Treated 120/200 = 0.60 retained, control 50/100 = 0.50: difference 0.10. 95% CI by Newcombe's hybrid score
+    # method from the Wilson intervals (0.530837, 0.665394) and (0.403832, 0.596168):
+    # 0.10 - sqrt((0.6 - 0.530837)^2 + (0.596168 - 0.5)^2) = 0.10 - 0.118456 = -0.018456,
+    # 0.10 + sqrt((0.665394 - 0.6)^2 + (0.5 - 0.403832)^2) = 0.10 + 0.116296 = 0.216296; NNT = 1/0.10 = 10;
     # 200 coupons at 10.00 = 2000.00, over 0.10 * 200 = 20 customers saved = 100.00 each.
     report = uplift_from_counts(
         treated=200, treated_retained=120, control=100, control_retained=50, coupons_cost=Decimal("2000.00")
@@ -20,8 +21,8 @@ def test_uplift_report_matches_a_hand_computed_example() -> None:
 
     assert (report.treated_rate, report.control_rate) == (0.6, 0.5)
     assert report.difference == pytest.approx(0.10)
-    assert report.ci_low == pytest.approx(-0.019220, abs=1e-6)
-    assert report.ci_high == pytest.approx(0.219220, abs=1e-6)
+    assert report.ci_low == pytest.approx(-0.018456, abs=1e-6)
+    assert report.ci_high == pytest.approx(0.216296, abs=1e-6)
     assert report.number_needed_to_treat == pytest.approx(10.0)
     assert report.cost_per_customer_saved == Decimal("100.00")
 
