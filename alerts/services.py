@@ -65,7 +65,7 @@ from alerts.models import (
 from alerts.selectors import MEASURED_CONTROL, MEASURED_TREATED, customer_open_alert
 from customers.models import Customer, Order, OrderStatus
 from customers.services import customer_opt_out
-from predictions.models import ChurnScore
+from predictions.models import ChurnScore, ScoringRun
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -500,7 +500,13 @@ def alerts_apply_rules(
         rules = rules.filter(name=rule_name)
         if not rules.exists():
             raise ValueError(f"no active rule named {rule_name!r}")
-    scores = ChurnScore.objects.filter(scoring_run_id=scoring_run_id) if scoring_run_id else latest_scores()
+    if scoring_run_id:
+        # The run's scores are every score of its model at its as_of, also those an earlier run at the same as_of
+        # stored (a rerun after a failed run skips the customers already scored, so they are not linked to it).
+        run = ScoringRun.objects.get(pk=scoring_run_id)
+        scores = ChurnScore.objects.filter(model_version_id=run.model_version_id, as_of=run.as_of)
+    else:
+        scores = latest_scores()
     applied = []
     for rule in rules:
         try:

@@ -120,7 +120,7 @@ def rescore_all_task(as_of: str | None = None, trigger: str = "schedule") -> int
         if when is not None and when.tzinfo is None:
             when = when.replace(tzinfo=UTC)  # a date or a time without a zone is UTC, as for churn_score --as-of
         run = scoring_run_start(trigger=trigger, as_of=when)
-    except ChampionUnavailable as exc:
+    except (ChampionUnavailable, ValueError) as exc:  # ValueError: an as_of that is not a time, or in the future
         logger.error("rescoring skipped: %s", exc)
         return None
     return run.pk

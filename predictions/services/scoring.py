@@ -80,6 +80,21 @@ def churn_model_load(model_version: ModelVersion, *, use_cache: bool = True) -> 
     return model
 
 
+# A time "as of" may be this far ahead of the clock (a date given as the end of today, clocks a little apart).
+AS_OF_TOLERANCE = timedelta(days=1)
+
+
+def refuse_future_as_of(as_of: datetime) -> None:
+    """Scores and models are point-in-time reads of data up to ``as_of``: a later ``as_of`` would score today's
+    data as if time had passed (every "days since" inflated), and such scores would stay everyone's newest.
+
+    Raises:
+        ValueError: ``as_of`` is later than now plus a day.
+    """
+    if as_of > timezone.now() + AS_OF_TOLERANCE:
+        raise ValueError(f"as_of {as_of:%Y-%m-%d %H:%M} is in the future: scores and models read data up to as_of")
+
+
 def scoring_run_start(
     *, trigger: str, as_of: datetime | None = None, full: bool = False, chunk_size: int | None = None
 ) -> ScoringRun:
@@ -89,6 +104,7 @@ def scoring_run_start(
         ChampionUnavailable: no champion, or its artifact is missing or damaged (a failed run is recorded).
     """
     as_of = as_of or timezone.now()
+    refuse_future_as_of(as_of)
     champion = champion_model_version()
     if champion is None:
         raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
@@ -143,7 +159,7 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
         ).values_list("customer_id", flat=True)
     )
     todo = sorted(set(customer_ids) - already)
-    stored = 0
+    stored = vanished = 0
     if todo:
         try:
             model = churn_model_load(run.model_version, use_cache=not run.full)
@@ -152,7 +168,15 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
                 status=ScoringRun.Status.FAILED, error=str(exc), finished_at=timezone.now()
             )
             raise
-        histories = customer_histories(customer_ids=todo, until=run.as_of)  # in id order, like ``todo``
+        histories = customer_histories(customer_ids=todo, until=run.as_of)
+        # Matched by id, not by position: a customer deleted since the run started (or no longer signed up at
+        # as_of) has no history, and the others are still scored.
+        id_of = dict(Customer.objects.filter(id__in=todo).values_list("external_id", "id"))
+        histories = [history for history in histories if history.customer.id in id_of]
+        vanished = len(todo) - len(histories)
+        if vanished:
+            logger.warning("scoring run %s: %d customer(s) of a chunk are gone or not signed up", run.pk, vanished)
+        todo = [id_of[history.customer.id] for history in histories]
         snapshots = [snapshot_at(history, run.as_of) for history in histories]
         # One pass: features, texts (their vectors from the encoding cache when unchanged) and the LightGBM
         # input are built once for the probabilities and the factors.
@@ -178,9 +202,17 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
         )
     scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).count()
     ScoringRun.objects.filter(pk=run.pk).update(customers_scored=scored)
-    if scored >= run.customers_total:
+    if scored >= run.customers_total or (vanished and not _unscored_remain(run)):
         scoring_run_finish(scoring_run_id=run.pk)
     return stored
+
+
+def _unscored_remain(run: ScoringRun) -> bool:
+    """Whether a customer eligible at the run's as_of still lacks its score (the total counted at the start
+    includes customers deleted since, who will never get one)."""
+    activity = str(run.model_version.config.get("activity", "orders"))
+    scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).values("customer_id")
+    return customers_to_score(as_of=run.as_of, activity=activity).exclude(id__in=scored).exists()
 
 
 def scoring_run_mark_failed(*, scoring_run_id: int, reason: str) -> None:

@@ -27,6 +27,7 @@ from predictions.selectors import (
     model_artifact_sha256,
 )
 from predictions.services.registry import model_version_consider_promotion, model_version_register
+from predictions.services.scoring import refuse_future_as_of
 
 if TYPE_CHECKING:
     from ml.churn_model import ChurnModel, ChurnModelConfig
@@ -82,6 +83,8 @@ def training_run_request(
         raise ValueError("horizon_days must be positive")
     if lead_days < 0:
         raise ValueError(f"lead_days must be 0 or more, not {lead_days}")
+    if as_of is not None:
+        refuse_future_as_of(as_of)
     for name, why in (("max_training_cutoffs", "the newest cutoff is the holdout"), ("inner_folds", "stacking")):
         value = (options or {}).get(name)
         if value is not None and int(value) < 2:  # type: ignore[call-overload]

@@ -26,7 +26,7 @@ class Command(BaseCommand):
                 as_of=parse_as_of(options["as_of"]),  # type: ignore[arg-type]
                 full=bool(options["full"]),
             )
-        except ChampionUnavailable as exc:
+        except (ChampionUnavailable, ValueError) as exc:  # ValueError: an as_of in the future
             raise CommandError(str(exc)) from exc
         run.refresh_from_db()
         while options["wait"] and run.status == ScoringRun.Status.RUNNING:

@@ -1,0 +1,74 @@
+"""Scoring findings of an audit, each pinned: a rerun at the same as_of alerts on every customer's score, a
+customer deleted during a run does not sink its chunk, and an as_of in the future is refused."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from alerts.models import ActionKind, Alert, AlertRule, TriggerKind
+from alerts.services import alerts_apply_rules
+from customers.models import Customer
+from predictions.models import ChurnScore, ScoringRun, TrainingRun
+from predictions.selectors import customers_to_score
+from predictions.services import scoring
+from predictions.services.scoring import scoring_run_score_chunk, scoring_run_start
+from predictions.services.training import training_run_request
+from tests.predictions.conftest import STORE_END, train
+
+pytestmark = pytest.mark.django_db(transaction=True)
+END = STORE_END
+
+
+def test_a_rerun_at_the_same_as_of_after_a_failed_run_alerts_on_every_customer(store: None, settings) -> None:  # noqa: ANN001
+    settings.CHURN_AFTER_SCORING_TASKS = []  # the rules are applied below, by hand
+    train()
+    eligible = list(customers_to_score(as_of=END).values_list("id", flat=True))
+    with mock.patch.object(scoring, "_enqueue_chunks"):
+        first = scoring_run_start(trigger="first", as_of=END)
+    scoring_run_score_chunk(scoring_run_id=first.pk, customer_ids=eligible[: len(eligible) // 2])
+    scoring.scoring_run_mark_failed(scoring_run_id=first.pk, reason="a chunk was parked")
+
+    second = scoring_run_start(trigger="rerun", as_of=END)  # scores only the customers the first did not reach
+    AlertRule.objects.create(name="all", trigger=TriggerKind.PROBABILITY, threshold=0.0, action=ActionKind.NONE)
+    alerts_apply_rules(actor="test", scoring_run_id=second.pk)
+
+    second.refresh_from_db()
+    assert second.status == ScoringRun.Status.SUCCEEDED and second.customers_scored == len(eligible)
+    assert ChurnScore.objects.filter(scoring_run=second).count() < len(eligible)
+    assert Alert.objects.count() == len(eligible), "every customer scored at that as_of is seen by the rules"
+
+
+def test_a_customer_deleted_during_a_run_leaves_the_rest_of_the_chunk_scored_and_the_run_finished(
+    store: None,
+) -> None:
+    train()
+    eligible = list(customers_to_score(as_of=END).values_list("id", flat=True))
+    with mock.patch.object(scoring, "_enqueue_chunks"):
+        run = scoring_run_start(trigger="t", as_of=END)
+    Customer.objects.filter(pk=eligible[0]).delete()
+
+    assert scoring_run_score_chunk(scoring_run_id=run.pk, customer_ids=eligible) == len(eligible) - 1
+
+    run.refresh_from_db()
+    assert run.status == ScoringRun.Status.SUCCEEDED and run.customers_scored == len(eligible) - 1
+
+
+def test_an_as_of_in_the_future_is_refused_for_scoring_and_training(store: None) -> None:
+    train()
+    later = timezone.now() + timedelta(days=30)
+    runs_before = ScoringRun.objects.count()
+
+    with pytest.raises(ValueError, match="is in the future"):
+        scoring_run_start(trigger="t", as_of=later)
+    with pytest.raises(ValueError, match="is in the future"):
+        training_run_request(mode="lightgbm", horizon_days=30, actor="t", as_of=later)
+    with pytest.raises(CommandError, match="is in the future"):
+        call_command("churn_score", f"--as-of={later:%Y-%m-%d}")
+    assert ScoringRun.objects.count() == runs_before and TrainingRun.objects.count() == 1
+    scoring_run_start(trigger="t", as_of=timezone.now() + timedelta(hours=12))  # the end of today: allowed
