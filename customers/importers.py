@@ -756,7 +756,13 @@ def _timestamp(value: object, context: _Context) -> datetime:
     else:
         moment = _timestamp_text(_as_text(value).strip())
     if moment.tzinfo is None:
+        local = moment
         moment = moment.replace(tzinfo=context.tz)
+        if context.tz.key not in _ZONES_WITHOUT_CLOCK_CHANGES and _skipped_by_clock_change(local, context.tz):
+            raise _FieldError(
+                f"{local.isoformat()} does not exist in {context.tz.key}: the clocks skipped it (daylight saving); "
+                "give the time with its UTC offset"
+            )
     try:
         moment = moment.astimezone(UTC)
     except OverflowError:  # year 1 or 9999 pushed past the calendar by its offset
@@ -764,6 +770,19 @@ def _timestamp(value: object, context: _Context) -> datetime:
     if moment > context.latest:
         raise _FieldError(f"{moment.isoformat()} is in the future")
     return moment
+
+
+_ZONES_WITHOUT_CLOCK_CHANGES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu"})  # the check costs nothing
+
+
+def _skipped_by_clock_change(local: datetime, tz: ZoneInfo) -> bool:
+    """Whether a wall-clock time never happened in ``tz`` (the hour skipped when clocks go forward): it does not
+    come back unchanged from a round trip through UTC. Times the clocks went through twice read as the first."""
+    try:
+        there = local.replace(tzinfo=tz).astimezone(UTC).astimezone(tz)
+    except (OverflowError, ValueError):  # year 1 or 9999: the offset check after this one reports it
+        return False
+    return there.replace(tzinfo=None) != local
 
 
 def _timestamp_text(text: str) -> datetime:

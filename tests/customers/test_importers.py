@@ -211,6 +211,29 @@ def test_timestamps_in_every_documented_form_are_stored_in_utc() -> None:
     assert day.values["placed_at"] == datetime(2024, 2, 29, 16, 0, tzinfo=UTC)
 
 
+def test_a_local_time_the_clocks_skipped_is_a_row_error_and_a_repeated_one_reads_as_the_first() -> None:
+    base = {"customer_id": "c1", "amount": "1"}
+    gap, repeated, offset = parse_rows(
+        "orders",
+        [
+            {**base, "date": "2024-03-31T02:30:00"},  # Berlin went from 02:00 straight to 03:00
+            {**base, "date": "2024-10-27T02:30:00"},  # and went through 02:00-03:00 twice
+            {**base, "date": "2024-03-31T02:30:00+01:00"},  # an explicit offset is always one moment
+        ],
+        time_zone="Europe/Berlin",
+    )
+
+    assert errors_of(gap) == [
+        (
+            "placed_at",
+            "2024-03-31T02:30:00 does not exist in Europe/Berlin: the clocks skipped it (daylight saving); give the "
+            "time with its UTC offset (column 'date')",
+        )
+    ]
+    assert repeated.values["placed_at"] == datetime(2024, 10, 27, 0, 30, tzinfo=UTC)  # CEST, the first reading
+    assert offset.values["placed_at"] == datetime(2024, 3, 31, 1, 30, tzinfo=UTC)
+
+
 def test_future_timestamp_is_rejected_but_small_clock_skew_is_not() -> None:
     base = {"customer_id": "c1", "amount": "1"}
     future, skew = parse_rows(
