@@ -5,9 +5,8 @@ from datetime import datetime
 from rest_framework import serializers
 
 from predictions.models import ChurnScore, ModelAuditEntry, ModelVersion, ScoringRun, TrainingRun
-from predictions.services.training import TRAINING_MODES
+from predictions.services.training import MAX_WINDOW_DAYS, TRAINING_MODES
 
-MAX_WINDOW_DAYS = 3650
 EARLIEST_AS_OF, LATEST_AS_OF = 1971, 2999
 
 

@@ -67,6 +67,10 @@ def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options:
     return config
 
 
+# Longest label horizon or lead time in days (ten years; the API's serializers allow the same).
+MAX_WINDOW_DAYS = 3650
+
+
 def training_run_request(
     *,
     mode: str,
@@ -79,10 +83,10 @@ def training_run_request(
     """Record a training request and enqueue its task once the request is committed."""
     if mode not in TRAINING_MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(TRAINING_MODES)}")
-    if horizon_days <= 0:
-        raise ValueError("horizon_days must be positive")
-    if lead_days < 0:
-        raise ValueError(f"lead_days must be 0 or more, not {lead_days}")
+    if not 0 < horizon_days <= MAX_WINDOW_DAYS:
+        raise ValueError(f"horizon_days must be from 1 to {MAX_WINDOW_DAYS}, not {horizon_days}")
+    if not 0 <= lead_days <= MAX_WINDOW_DAYS:
+        raise ValueError(f"lead_days must be from 0 to {MAX_WINDOW_DAYS}, not {lead_days}")
     if as_of is not None:
         refuse_future_as_of(as_of)
     for name, why in (("max_training_cutoffs", "the newest cutoff is the holdout"), ("inner_folds", "stacking")):

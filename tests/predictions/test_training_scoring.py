@@ -677,7 +677,8 @@ def test_churn_train_refuses_bad_options_and_a_failed_training_in_plain_words() 
 
     base = ["churn_train", "--mode=lightgbm", "--horizon-days=30", "--as-of=2026-06-01"]
     for extra, message in (
-        ("--lead-days=-5", "lead_days must be 0 or more"),
+        ("--lead-days=-5", "lead_days must be from 0 to 3650, not -5"),
+        ("--horizon-days=10000000", "horizon_days must be from 1 to 3650, not 10000000"),
         ("--max-cutoffs=1", "max_training_cutoffs must be at least 2"),
         ("--inner-folds=1", "inner_folds must be at least 2"),
     ):
