@@ -290,7 +290,7 @@ def _clean_header(names: Sequence[object]) -> list[str]:
     while header and header[-1] == "":
         header.pop()
     if not header:
-        raise ImportFileError("the file has no header row")
+        raise ImportFileError("the first row is empty: the header (the column names) must be the first row")
     seen: set[str] = set()
     for position, name in enumerate(header, start=1):
         if not name:

@@ -128,3 +128,10 @@ def test_import_options_that_cannot_work_are_refused_before_anything_is_written(
     report = tmp_path / "new" / "folder" / "report.json"  # missing folders are made
     call_command("churn_import", "customers", str(path), "--report", str(report), stdout=io.StringIO())
     assert json.loads(report.read_text())["summary"]["rows_imported"] == 1
+
+
+def test_a_sheet_whose_header_is_not_the_first_row_says_so() -> None:
+    from customers.importers import ImportFileError
+
+    with pytest.raises(ImportFileError, match="the first row is empty: the header .* must be the first row"):
+        run_import("customers", _xlsx([[None, None], ["customer_id", "name"], ["c1", "A"]]), name="late.xlsx")
