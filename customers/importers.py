@@ -880,6 +880,11 @@ _FIELDS: dict[str, tuple[_Field, ...]] = {
         _Field("item_count", _count, ("item_count", "items", "quantity", "qty")),
         _Field("status", _choice(("completed", "returned", "cancelled", "refunded")), ("status",)),
         _Field("discount_amount", _non_negative_money, ("discount_amount", "discount")),
+        _Field(
+            "status_changed_at",
+            _timestamp,
+            ("status_changed_at", "returned_at", "refunded_at", "cancelled_at", "status_date"),
+        ),
     ),
     "events": (
         _Field("external_id", _TEXT_255, ("external_id", "event_id")),
@@ -1076,6 +1081,18 @@ class RowParser:
             if status not in ("returned", "refunded"):
                 errors.append(
                     RowError(row, "amount", f"{values['amount']} is negative, which needs status returned or refunded")
+                )
+        if self.kind == "orders" and values.get("status_changed_at") is not None:
+            changed, placed = values["status_changed_at"], values.get("placed_at")
+            if values.get("status", "completed") == "completed":
+                errors.append(
+                    RowError(
+                        row, "status_changed_at", "is for returned, refunded or cancelled orders; this one is completed"
+                    )
+                )
+            elif isinstance(placed, datetime) and changed < placed:  # type: ignore[operator]
+                errors.append(
+                    RowError(row, "status_changed_at", f"{changed.isoformat()} is before the order was placed")
                 )
         if str(values.get("external_id", "")).startswith("auto-"):
             errors.append(RowError(row, "external_id", "ids starting with 'auto-' are reserved for generated ids"))
@@ -1311,6 +1328,7 @@ class PreparedRows:
         template = list(self.defaults)
         time_slot = slots[self.time_field]
         amount_slot = slots.get("amount") if kind == "orders" else None
+        changed_slot = slots.get("status_changed_at") if kind == "orders" else None
         properties_slot = slots.get("properties") if kind == "events" else None
         ignored = plan.ignored
 
@@ -1353,6 +1371,8 @@ class PreparedRows:
                     values[slot] = value
             if amount_slot is not None and values[amount_slot] < 0:
                 return None  # parse() knows whether the status allows it
+            if changed_slot is not None and values[changed_slot] is not None:
+                return None  # parse() checks it against the status and the placement time
             if properties_slot is not None:
                 extra = {}
                 for column in extras:

@@ -472,8 +472,24 @@ _ActivityRow = tuple[object, ...]
 _ACTIVITY_TABLES: dict[str, tuple[type[models.Model], tuple[str, ...], dict[str, object]]] = {
     "orders": (
         Order,
-        ("external_id", "customer_id", "placed_at", "amount", "currency", "item_count", "status", "discount_amount"),
-        {"currency": "USD", "item_count": 1, "status": OrderStatus.COMPLETED.value, "discount_amount": Decimal("0.00")},
+        (
+            "external_id",
+            "customer_id",
+            "placed_at",
+            "amount",
+            "currency",
+            "item_count",
+            "status",
+            "discount_amount",
+            "status_changed_at",
+        ),
+        {
+            "currency": "USD",
+            "item_count": 1,
+            "status": OrderStatus.COMPLETED.value,
+            "discount_amount": Decimal("0.00"),
+            "status_changed_at": None,
+        },
     ),
     "events": (Event, ("external_id", "customer_id", "kind", "occurred_at", "properties"), {}),
     "messages": (

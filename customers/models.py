@@ -67,6 +67,14 @@ class Order(models.Model):
     item_count = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.COMPLETED)
     discount_amount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    status_changed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "When a returned, refunded or cancelled order got that status. A snapshot before it reads the order as "
+            "completed; unknown (empty) means the status holds from the order's placement."
+        ),
+    )
 
     class Meta:
         ordering = ["-placed_at"]

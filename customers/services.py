@@ -142,7 +142,17 @@ def demo_store_generate(
 
 
 _DEMO_COLUMNS: dict[type[Model], tuple[str, ...]] = {
-    Order: ("external_id", "customer", "placed_at", "amount", "currency", "item_count", "status", "discount_amount"),
+    Order: (
+        "external_id",
+        "customer",
+        "placed_at",
+        "amount",
+        "currency",
+        "item_count",
+        "status",
+        "discount_amount",
+        "status_changed_at",
+    ),
     Event: ("external_id", "customer", "kind", "occurred_at", "properties"),
     Message: ("external_id", "customer", "conversation_id", "channel", "author_role", "sent_at", "text"),
 }

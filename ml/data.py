@@ -34,11 +34,15 @@ class CustomerRecord:
 
 @dataclass(frozen=True)
 class OrderRecord:
+    """An order. ``status_changed_at``: when a returned, refunded or cancelled order got that status (None:
+    unknown, the status holds from placement); before it the order was completed."""
+
     placed_at: datetime
     amount: float
     status: str = "completed"
     item_count: int = 1
     discount_amount: float = 0.0
+    status_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

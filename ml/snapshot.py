@@ -26,7 +26,7 @@ The rules, in one place:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -90,14 +90,29 @@ class Snapshot:
                         f"after the snapshot cutoff {as_of.isoformat()}; a snapshot may only hold data at or "
                         "before its cutoff"
                     )
+        for index, order in enumerate(self.orders):
+            if order.status_changed_at is not None and order.status_changed_at > as_of:
+                raise LookAheadError(
+                    f"look-ahead: customer {cid}, order #{index} is {order.status} from "
+                    f"{order.status_changed_at.isoformat()}, after the snapshot cutoff {as_of.isoformat()}; at the "
+                    "cutoff it was completed"
+                )
+
+
+def _order_at(order: OrderRecord, as_of: datetime) -> OrderRecord:
+    """The order as it stood at ``as_of``: one returned, refunded or cancelled later was still completed."""
+    if order.status_changed_at is not None and order.status_changed_at > as_of:
+        return replace(order, status="completed", status_changed_at=None)
+    return order
 
 
 def snapshot_at(history: CustomerHistory, as_of: datetime) -> Snapshot:
-    """The customer's snapshot at ``as_of``: every row at or before it, nothing later."""
+    """The customer's snapshot at ``as_of``: every row at or before it, nothing later, and each order with the
+    status it had then."""
     return Snapshot(
         customer=history.customer,
         as_of=as_of,
-        orders=tuple(o for o in history.orders if o.placed_at <= as_of),
+        orders=tuple(_order_at(o, as_of) for o in history.orders if o.placed_at <= as_of),
         events=tuple(e for e in history.events if e.occurred_at <= as_of),
         messages=tuple(m for m in history.messages if m.sent_at <= as_of),
     )

@@ -141,10 +141,10 @@ def customer_histories(
         order_rows = order_rows.filter(placed_at__lte=until)
         event_rows = event_rows.filter(occurred_at__lte=until)
         message_rows = message_rows.filter(sent_at__lte=until)
-    for cid, placed_at, amount, status, item_count, discount in order_rows.order_by().values_list(
-        "customer_id", "placed_at", "amount", "status", "item_count", "discount_amount"
+    for cid, placed_at, amount, status, item_count, discount, changed in order_rows.order_by().values_list(
+        "customer_id", "placed_at", "amount", "status", "item_count", "discount_amount", "status_changed_at"
     ):
-        orders[cid].append(OrderRecord(placed_at, float(amount), status, int(item_count), float(discount)))
+        orders[cid].append(OrderRecord(placed_at, float(amount), status, int(item_count), float(discount), changed))
     event_rows = event_rows.order_by().annotate(properties_json=Cast("properties", TextField()))
     for cid, kind, occurred_at, properties in event_rows.values_list(
         "customer_id", "kind", "occurred_at", "properties_json"

@@ -35,6 +35,7 @@ The generating mechanism (documented in the README, "Demo data"):
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -123,6 +124,10 @@ class CustomerRecord:
     opted_out_at: datetime | None
 
 
+# Days after placement within which a non-completed order got its status (uniform between the bounds).
+_STATUS_DELAY_DAYS = {"cancelled": (0.01, 2.0), "returned": (3.0, 30.0), "refunded": (2.0, 20.0)}
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRecord:
     external_id: str
@@ -133,6 +138,7 @@ class OrderRecord:
     status: str
     discount_amount: Decimal
     currency: str = "USD"
+    status_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +425,16 @@ class _BlockSimulator:
                 discount = amount * rng.uniform(0.05, 0.3)
             order_id = f"{ID_PREFIX}o{index:07d}-{number:04d}"
             order_numbers.append(f"#{index:05d}{number:03d}")
+            changed_at = None
+            if status != "completed":
+                # A cancellation comes within two days, a return or refund days to weeks later (never after the
+                # end of the history). From the order's id, not the generator's stream: the data stays the same.
+                low, high = _STATUS_DELAY_DAYS[status]
+                fraction = (zlib.crc32(order_id.encode()) % 10_000) / 10_000
+                changed_at = min(
+                    self.at(day + low + (high - low) * fraction), self.at(options.days) - timedelta(seconds=1)
+                )
+                changed_at = max(changed_at, placed_at)
             self.block.orders.append(
                 OrderRecord(
                     external_id=order_id,
@@ -428,6 +444,7 @@ class _BlockSimulator:
                     item_count=1 + int(rng.poisson(0.3 + amount / 80.0)),
                     status=status,
                     discount_amount=Decimal(f"{discount:.2f}"),
+                    status_changed_at=changed_at,
                 )
             )
             self.session(customer_id, f"{index:07d}-p{number:04d}", max(day - rng.uniform(0.002, 0.015), signup_day), device,

@@ -135,3 +135,32 @@ def test_a_sheet_whose_header_is_not_the_first_row_says_so() -> None:
 
     with pytest.raises(ImportFileError, match="the first row is empty: the header .* must be the first row"):
         run_import("customers", _xlsx([[None, None], ["customer_id", "name"], ["c1", "A"]]), name="late.xlsx")
+
+
+def test_when_an_order_was_returned_is_imported_and_snapshots_before_it_read_it_as_completed() -> None:
+    from datetime import UTC, datetime
+
+    from ml.features import FeatureBuilder
+    from ml.snapshot import snapshot_at
+    from predictions.selectors import customer_histories
+
+    rows = (
+        "order_id,customer_id,placed_at,amount,status,returned_at\n"
+        "o1,c1,2024-01-05T10:00:00Z,40,returned,2024-02-10T09:00:00Z\n"
+        "o2,c1,2024-01-06T10:00:00Z,30,completed,2024-02-10T09:00:00Z\n"
+        "o3,c1,2024-01-07T10:00:00Z,20,refunded,2024-01-01T09:00:00Z\n"
+        "o4,c1,2024-01-08T10:00:00Z,10,completed,\n"
+    )
+
+    result = run_import("orders", rows)
+
+    assert [(e.row, e.field) for e in result.errors] == [(3, "status_changed_at"), (4, "status_changed_at")]
+    assert (
+        "this one is completed" in result.errors[0].reason and "before the order was placed" in result.errors[1].reason
+    )
+    (history,) = customer_histories()
+    cutoffs = [datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)]
+    snapshots = [snapshot_at(history, cutoff) for cutoff in cutoffs]
+    assert [[o.status for o in s.orders] for s in snapshots] == [["completed", "completed"], ["returned", "completed"]]
+    assert list(FeatureBuilder().build(snapshots)["returns_total"]) == [0.0, 1.0]
+    assert run_import("orders", rows).rows_unchanged == 2, "a re-import changes nothing"

@@ -157,3 +157,18 @@ def test_features_at_a_cutoff_never_change_when_later_rows_are_added(
     a = builder.build([snapshot_at(full, day(cutoff))])
     b = builder.build([snapshot_at(past, day(cutoff))])
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_order_returned_after_the_cutoff_was_completed_at_the_cutoff() -> None:
+    returned = OrderRecord(placed_at=day(0), amount=50.0, status="returned", status_changed_at=day(20))
+    unknown = OrderRecord(placed_at=day(1), amount=30.0, status="refunded")  # no date: the status holds throughout
+    customer = CustomerHistory(customer=CustomerRecord(id="c1"), orders=(returned, unknown))
+
+    before, after = snapshot_at(customer, day(10)), snapshot_at(customer, day(30))
+
+    assert [o.status for o in before.orders] == ["completed", "refunded"]
+    assert [o.status for o in after.orders] == ["returned", "refunded"]
+    features = FeatureBuilder().build([before, after])
+    assert list(features["returns_total"]) == [1.0, 2.0]
+    with pytest.raises(LookAheadError, match="order #0 is returned from 2025-01-21.*at the cutoff it was completed"):
+        Snapshot(customer=customer.customer, as_of=day(10), orders=(returned,))
