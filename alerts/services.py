@@ -940,6 +940,8 @@ def _deliver_email(message: EmailMultiAlternatives) -> SendResult:
         connection.open()
     except smtplib.SMTPResponseException as error:
         return SendResult("retry" if _is_transient_reply(error) else "failed", _error_text(error))
+    except smtplib.SMTPNotSupportedError as error:  # STARTTLS or AUTH the server does not offer: a setting to fix
+        return SendResult("failed", _error_text(error))
     except (*TRANSIENT_CONNECT_ERRORS, _soft_time_limit()) as error:
         return SendResult("retry", _error_text(error))
     except Exception as error:  # a configuration error (bad TLS settings, ...): retrying will not help

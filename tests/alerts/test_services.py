@@ -292,6 +292,22 @@ def test_an_error_while_handing_the_message_over_fails_it_and_never_sends_twice(
     assert scripted_backend.outbox == []
 
 
+def test_a_server_without_the_configured_starttls_fails_the_send_without_retrying(
+    run,
+    scripted_backend,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    scripted_backend.open_errors = [smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server.")]
+    score_make(customer_make(1), run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+
+    intervention = Intervention.objects.get()
+    assert (intervention.status, intervention.attempts, scripted_backend.outbox) == ("failed", 1, [])
+    assert intervention.reason.startswith("SMTPNotSupportedError")
+
+
 def test_an_error_while_closing_after_the_server_took_the_message_counts_as_sent(
     run,
     scripted_backend,
