@@ -86,6 +86,10 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         # and roll back.
         return request.user.has_perm("predictions.change_modelversion")
 
+    def save_model(self, request: HttpRequest, obj: ModelVersion, form, change: bool) -> None:  # noqa: ANN001
+        """Nothing on the page is editable: saving it writes nothing (a save would write back the row as it was
+        read, over a promotion made meanwhile). The registry's services are the only writers."""
+
     @admin.action(description="Promote the selected model to champion", permissions=["change"])
     def promote_selected(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         if queryset.count() != 1:

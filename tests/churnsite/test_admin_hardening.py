@@ -5,6 +5,7 @@ one rescore per form, and the model version page costs the same queries for 1 or
 from __future__ import annotations
 
 import uuid
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -180,3 +181,17 @@ def test_rescore_now_sent_twice_by_one_form_stores_one_score(admin_client) -> No
     admin_client.post(url, {"request_key": uuid.uuid4().hex})  # a new click: a new score
     assert ChurnScore.objects.filter(customer=customer).count() == before + 2
     assert AlertRule.objects.count() == 0  # nothing else was set off
+
+
+def test_saving_the_read_only_model_version_page_writes_nothing(admin_client) -> None:  # noqa: ANN001
+    version = _model_version("v1", status="champion")
+    url = reverse("admin:predictions_modelversion_change", args=[version.pk])
+    (inline,) = admin_client.get(url).context["inline_admin_formsets"]
+    prefix = inline.formset.prefix
+    data = {"_save": "Save", f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"}
+    ModelVersion.objects.filter(pk=version.pk).update(status="retired")  # a rollback between reading and saving
+    with mock.patch.object(ModelVersion, "save") as save:
+        response = admin_client.post(url, data)
+    assert response.status_code == 302 and not save.called
+    version.refresh_from_db()
+    assert version.status == "retired"
