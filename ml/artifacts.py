@@ -330,8 +330,26 @@ def _check_file_name(name: str, *, reserved_ok: bool = False, directory: Path | 
         raise ArtifactError(f"{where}file name {name!r} is reserved for the artifact itself")
 
 
+def _is_safetensors(data: bytes) -> bool:
+    """Whether ``data`` is laid out as a safetensors file: an 8-byte little-endian header length, then that many
+    bytes of a JSON object. Such a file is read by safetensors' own parser, which runs no code, whatever its first
+    bytes look like (a header of 640 bytes starts the file with 0x80 0x02, pickle's protocol-2 opcode)."""
+    if len(data) < 10:
+        return False
+    length = int.from_bytes(data[:8], "little")
+    if not 2 <= length <= len(data) - 8 or data[8:9] != b"{":
+        return False
+    try:
+        header = json.loads(data[8 : 8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(header, dict)
+
+
 def _refuse_pickle_content(name: str, data: bytes, *, directory: Path | None = None) -> None:
     where = f"model artifact {directory}: " if directory is not None else ""
+    if _is_safetensors(data):
+        return
     # Pickle protocols 2-5 start with the PROTO opcode; torch.save writes a zip holding a data.pkl.
     if (len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5) or _is_headerless_pickle(data):
         raise ArtifactError(f"{where}{name} holds pickle data; pickle is refused")

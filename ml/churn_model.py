@@ -286,6 +286,8 @@ class ChurnModel:
             "model_type": config.model_type,
             "mode": config.hybrid.text_mode,
             "encoder": hybrid.encoder_info(),
+            # Share of the training texts' tokens unknown to the encoder (None without one); above 5% training warns.
+            "unk_rate": hybrid.unk_rate_,
             "features": list(self.column_kinds_),
             "column_kinds": self.column_kinds_,
             "stacked_features": hybrid.stacked_columns_,

@@ -58,7 +58,13 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["FineTuneConfig", "TransformerChurnClassifier", "UnknownTokenWarning", "UNK_RATE_WARNING_THRESHOLD"]
+__all__ = [
+    "FineTuneConfig",
+    "TransformerChurnClassifier",
+    "UnknownTokenWarning",
+    "UNK_RATE_WARNING_THRESHOLD",
+    "warn_unknown_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,21 @@ UNK_RATE_WARNING_THRESHOLD = 0.05
 ARTIFACT_KIND = "transformer"
 # Attention projections that LoRA adapts, by model family (BERT/RoBERTa/MiniLM, DistilBERT, most others, MPNet).
 LORA_TARGET_CANDIDATES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("q", "v"))
+
+
+def warn_unknown_tokens(rate: float, encoder_id: str) -> None:
+    """Warn, in plain words and with the way out, when more than UNK_RATE_WARNING_THRESHOLD of the training
+    texts' tokens are unknown to the encoder (every text mode that reads through an encoder calls this)."""
+    if rate <= UNK_RATE_WARNING_THRESHOLD:
+        return
+    message = (
+        f"{rate:.0%} of the tokens in the training texts are unknown to the encoder {encoder_id!r}: its vocabulary "
+        "does not cover the language of these texts (for example Chinese), so the model cannot read those words. "
+        "Set CHURN_ENCODER to a multilingual or Chinese encoder (a local model directory or a model id in the "
+        "local Hugging Face cache, such as bert-base-multilingual-cased or bert-base-chinese) and train again."
+    )
+    logger.warning(message)
+    warnings.warn(message, UnknownTokenWarning, stacklevel=4)
 
 
 class UnknownTokenWarning(UserWarning):
@@ -268,17 +289,7 @@ class TransformerChurnClassifier:
         return self
 
     def _warn_unknown_tokens(self) -> None:
-        if self.unk_rate_ <= UNK_RATE_WARNING_THRESHOLD:
-            return
-        message = (
-            f"{self.unk_rate_:.0%} of the tokens in the training texts are unknown to the encoder "
-            f"{self.encoder_id_!r}: its vocabulary does not cover the language of these texts (for example "
-            "Chinese), so the model cannot read those words. Set CHURN_ENCODER to a multilingual or Chinese "
-            "encoder (a local model directory or a model id in the local Hugging Face cache, such as "
-            "bert-base-multilingual-cased or bert-base-chinese) and train again."
-        )
-        logger.warning(message)
-        warnings.warn(message, UnknownTokenWarning, stacklevel=3)
+        warn_unknown_tokens(self.unk_rate_, self.encoder_id_)
 
     def _text_encoder(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> TextEncoder:
         return TextEncoder(

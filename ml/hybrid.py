@@ -512,6 +512,15 @@ class HybridChurnModel:
                     f"{np.bincount(labels[train_rows], minlength=2).tolist()}: train on more customers"
                 )
         self.columns_ = [str(c) for c in frame.columns]
+        self.unk_rate_: float | None = None
+        if self.uses_text and config.text_mode == "frozen" and self.text_model_factory is None:
+            from ml.encoder import unknown_token_rate
+            from ml.finetune import warn_unknown_tokens
+
+            assert texts is not None
+            encoder = self._embedder().text_encoder
+            self.unk_rate_ = unknown_token_rate(encoder.tokenizer, texts)
+            warn_unknown_tokens(self.unk_rate_, encoder.encoder_id)
         self.oof_text_score_ = np.full(n, np.nan)
         self.oof_fold_ = np.full(n, -1, dtype=int)
         self.text_fold_train_rows_: list[np.ndarray] = []
@@ -538,6 +547,8 @@ class HybridChurnModel:
                 done += 1
                 report(done / steps, f"text model: fold {fold + 1} of {len(splits)}")
             self.text_model_ = self._new_text_model().fit(texts, labels, groups=groups)
+            if self.unk_rate_ is None and getattr(self.text_model_, "unk_rate_", None) is not None:
+                self.unk_rate_ = float(self.text_model_.unk_rate_)  # a fine-tuned encoder measured (and warned)
             done += 1
             report(done / steps, "text model: refitted on all training rows")
             if config.embedding_dims:
@@ -696,6 +707,7 @@ class HybridChurnModel:
             "n_train": self.n_train_,
             "training_data_sha256": self.training_data_sha256_,
             "encoder": self.encoder_info(),
+            "unk_rate": self.unk_rate_,
             "lightgbm": lightgbm_meta,
             "text_model": None,
         }
@@ -750,6 +762,8 @@ class HybridChurnModel:
         model.text_selected_ = bool(metadata.get("text_selected", config.text_mode != "none"))
         model.n_train_ = int(metadata["n_train"])  # type: ignore[arg-type]
         model.training_data_sha256_ = str(metadata["training_data_sha256"])
+        unk_rate = metadata.get("unk_rate")  # absent from models saved before it was recorded
+        model.unk_rate_ = float(unk_rate) if isinstance(unk_rate, int | float) else None
         try:
             model.calibrator_ = Calibrator.from_json(dict(metadata["calibration"]))  # type: ignore[arg-type]
         except ValueError as exc:

@@ -242,3 +242,23 @@ def test_a_customers_probability_does_not_depend_on_the_rest_of_the_batch(tiny_b
 
     assert model.column_kinds_ == {**model.column_kinds_, "attr_plan": "categorical", "attr_vip": "numeric"}
     assert alone == with_an_odd_one == everyone
+
+
+@pytest.mark.parametrize("mode", ["frozen", "top-k"])
+def test_every_encoder_mode_warns_about_and_records_the_unknown_token_rate(
+    mode: str, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    import warnings
+
+    from ml.finetune import UnknownTokenWarning
+
+    chinese = "我要取消订单，退款太慢了。我要投诉！"
+    histories = [replace(h, messages=tuple(replace(m, text=chinese) for m in h.messages)) for h in churn_histories(90)]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = ChurnModel(_config(mode, tiny_bert_dir)).fit(histories, as_of=AS_OF)
+
+    assert any(issubclass(w.category, UnknownTokenWarning) for w in caught), [str(w.message) for w in caught]
+    assert 0.05 < model.metadata["unk_rate"] <= 1
+    assert ChurnModel.load(model.save(tmp_path / "m")).metadata["unk_rate"] == model.metadata["unk_rate"]
