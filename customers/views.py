@@ -128,7 +128,7 @@ class IngestView(APIView):
 
     Body: a JSON array (``application/json``), JSON lines (``application/x-ndjson``) or CSV
     (``text/csv``); options in the query string. Upload: ``multipart/form-data`` with the file in
-    ``file`` (format from its name, or ``format``); options as form fields. Options: ``map``
+    ``file`` (format from its name, or ``format``); options in the query string or as form fields (those win). Options: ``map``
     (repeatable ``FIELD=COLUMN``), ``label_col``, ``positive``, ``drop_col`` (repeatable), ``sheet``,
     ``delimiter``, ``time_zone``, ``dry_run``.
 
@@ -202,7 +202,11 @@ class IngestView(APIView):
                     raise ParseError("send the file in the multipart field 'file'")
                 if upload.size > limit:
                     return _too_large(limit)
-                params = request.data
+                # Options may come in the query string, as for a body, or as form fields (which win).
+                params = request.query_params.copy()
+                for key in request.data:
+                    if key != "file":
+                        params.setlist(key, request.data.getlist(key))
                 source = upload.name or "upload"
                 shutil.copyfileobj(upload, spool)
                 try:

@@ -125,3 +125,23 @@ def test_a_rejected_field_whose_name_holds_nul_or_a_broken_surrogate_is_reported
     assert fields == ["attributes.#\\x00x", "attributes.y\\udab7"], fields
     run = ImportRun.objects.get()
     assert [error["field"] for error in run.errors] == fields and Customer.objects.count() == 1
+
+
+def test_an_upload_takes_its_options_from_the_query_string_and_from_form_fields(staff: APIClient) -> None:
+    rows = b"customerID,plan,Churn\nt1,monthly,Yes\nt2,yearly,No\n"
+
+    query = staff.post(
+        "/api/v1/ingest/customers?label_col=Churn&positive=Yes&map=external_id=customerID",
+        {"file": SimpleUploadedFile("t.csv", rows, content_type="text/csv")},
+        format="multipart",
+    )
+    form = staff.post(
+        "/api/v1/ingest/customers?positive=No",  # the form's value wins
+        {"file": SimpleUploadedFile("t.csv", rows, content_type="text/csv"), "label_col": "Churn", "positive": "Yes",
+         "map": "external_id=customerID"},
+        format="multipart",
+    )  # fmt: skip
+
+    assert query.status_code == form.status_code == 200, (query.content, form.content)
+    assert dict(Customer.objects.values_list("external_id", "churned")) == {"t1": True, "t2": False}
+    assert all("Churn" not in customer.attributes for customer in Customer.objects.all())
