@@ -121,6 +121,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = [f for f in fields if f not in ("mode", "as_of", "horizon_days", "lead_days")]
+        extra_kwargs = {"as_of": {"required": False, "help_text": "Data up to this time (default: now)."}}
 
 
 class ScoringRunSerializer(serializers.ModelSerializer):

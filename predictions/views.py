@@ -17,7 +17,7 @@ from churnsite.api import query_choice, query_float, query_int
 from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
 from churnsite.permissions import IsStaffOrServiceClient
 from customers.models import Customer
-from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus
+from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus, TrainingRun
 from predictions.selectors import (
     champion_model_version,
     customer_scores,
@@ -36,7 +36,7 @@ from predictions.serializers import (
 )
 from predictions.services import model_version_promote, model_version_rollback
 from predictions.services.scoring import ChampionUnavailable, customer_score_now
-from predictions.services.training import training_run_request
+from predictions.services.training import TrainingError, training_run_request
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,10 @@ class TrainingRunListView(generics.ListCreateAPIView):
         return _with_status(training_runs(), self.request)
 
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        """A retry with the same Idempotency-Key gets the first run back instead of requesting a second one."""
+        """A retry with the same Idempotency-Key gets the first run back instead of requesting a second one.
+
+        Where the training runs in the request (Celery eager, the embedded default) and fails, the answer is the
+        run, failed with its error, as a worker's failure would show when polled: not a 500."""
 
         def handler() -> tuple[int, object]:
             serializer = self.get_serializer(data=request.data)
@@ -238,10 +241,16 @@ class TrainingRunListView(generics.ListCreateAPIView):
                 )
             except ValueError as exc:
                 return status.HTTP_400_BAD_REQUEST, {"detail": str(exc)}
+            except TrainingError as exc:  # trained in this request (eager) and failed: the run says why
+                run = TrainingRun.objects.get(pk=exc.training_run_id)
             run.refresh_from_db()
             return status.HTTP_202_ACCEPTED, TrainingRunSerializer(run).data
 
-        return idempotent_response(request, handler)
+        try:
+            return idempotent_response(request, handler)
+        except TrainingError as exc:  # raised as the request's transaction committed (with an Idempotency-Key)
+            run = TrainingRun.objects.get(pk=exc.training_run_id)
+            return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(parameters=[_STATUS_FILTER])

@@ -41,7 +41,11 @@ LOG_TAIL_LINES = 40
 
 
 class TrainingError(RuntimeError):
-    """Training could not produce a model; the message says why in plain words."""
+    """Training could not produce a model; the message says why in plain words, ``training_run_id`` which run."""
+
+    def __init__(self, message: str, *, training_run_id: int | None = None) -> None:
+        super().__init__(message)
+        self.training_run_id = training_run_id
 
 
 def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options: dict[str, object]) -> ChurnModelConfig:
@@ -224,7 +228,7 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
             status=TrainingRun.Status.FAILED, error=str(exc)[:5000], finished_at=timezone.now(), lease_expires_at=None
         )
         logger.exception("training run %s failed", run.pk)
-        raise TrainingError(f"training run {run.pk} failed: {exc}") from exc
+        raise TrainingError(f"training run {run.pk} failed: {exc}", training_run_id=run.pk) from exc
     metadata = model.metadata
     manifest = _manifest(artifact)
     try:

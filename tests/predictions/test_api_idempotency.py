@@ -62,7 +62,7 @@ def test_a_retried_training_request_creates_one_run(staff: APIClient) -> None:
     assert [a.status_code for a in answers] == [202, 202], answers[0].json()
     assert answers[0].json()["id"] == answers[1].json()["id"] and answers[1]["Idempotent-Replayed"] == "true"
     assert TrainingRun.objects.count() == 1
-    assert invalid.status_code == 400 and set(invalid.json()["error"]["fields"]) == {"mode", "horizon_days", "as_of"}
+    assert invalid.status_code == 400 and set(invalid.json()["error"]["fields"]) == {"mode", "horizon_days"}
 
 
 def test_the_schema_documents_the_key_and_its_422_on_every_post_that_takes_it(staff: APIClient) -> None:
@@ -83,3 +83,16 @@ def test_the_schema_documents_the_key_and_its_422_on_every_post_that_takes_it(st
     assert all("422" in operation["responses"] for operation in posts.values()), [
         path for path, operation in posts.items() if "422" not in operation["responses"]
     ]
+
+
+@pytest.mark.django_db(transaction=True)  # commits for real: the training runs in the request (eager Celery)
+@pytest.mark.parametrize("key", [None, "t-fail"])
+def test_a_training_that_fails_in_the_request_answers_with_the_failed_run_not_a_500(staff: APIClient, key) -> None:  # noqa: ANN001
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+
+    response = staff.post("/api/v1/training-runs/", {"mode": "lightgbm", "horizon_days": 30}, format="json", **headers)
+
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "failed" and "no customer has any qualifying activity" in body["error"]
+    assert body["as_of"] is not None, "as_of defaults to now, as for churn_train"
