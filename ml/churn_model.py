@@ -58,6 +58,7 @@ from ml.snapshot import (
     LabelConfig,
     LabelledSnapshot,
     Snapshot,
+    flagged_snapshots,
     labelled_snapshots,
     qualifying_activity_times,
     rolling_cutoffs,
@@ -66,6 +67,7 @@ from ml.snapshot import (
 __all__ = ["ARTIFACT_KIND", "ChurnModel", "ChurnModelConfig", "HoldoutData"]
 
 ARTIFACT_KIND = "churn_model"
+LABEL_SOURCES = ("activity", "flag")
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -83,6 +85,9 @@ class ChurnModelConfig:
         features: options of the tabular features.
         serialize: options of the text serialisation.
         seed: seed of the single-cutoff holdout split.
+        labels_from: ``"activity"``: churn is no qualifying activity in the window after each rolling cutoff (event
+            logs; an explicit ``churned_at`` wins); ``"flag"``: profile data, one snapshot per customer at
+            ``as_of`` labelled by its ``churned`` flag, with a stratified sample of customers held out.
     """
 
     horizon_days: int = 90
@@ -96,8 +101,11 @@ class ChurnModelConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     serialize: SerializeConfig = field(default_factory=SerializeConfig)
     seed: int = 0
+    labels_from: str = "activity"
 
     def __post_init__(self) -> None:
+        if self.labels_from not in LABEL_SOURCES:
+            raise ValueError(f"labels_from must be one of {', '.join(LABEL_SOURCES)}, not {self.labels_from!r}")
         LabelConfig(horizon_days=self.horizon_days, lead_days=self.lead_days, activity=self.activity)  # type: ignore[arg-type]
         if self.max_training_cutoffs is not None and self.max_training_cutoffs < 2:
             raise ValueError("max_training_cutoffs must be at least 2 (the newest cutoff is the holdout)")
@@ -222,6 +230,12 @@ class ChurnModel:
         report = progress or (lambda fraction, message: None)
         config = self.config
         histories = list(histories)
+        if config.labels_from == "flag":
+            rows = flagged_snapshots(histories, as_of)
+            if not rows:
+                raise ValueError("no customer carries a churn flag (churned true or false): nothing to train on")
+            report(0.0, f"one snapshot per flagged customer at {as_of:%Y-%m-%d}")
+            return self._fit_rows(rows, [as_of], as_of=as_of, report=report)
         first_times = [t[0] for h in histories if (t := qualifying_activity_times(h, config.activity))]
         if not first_times:
             raise ValueError("no customer has any qualifying activity: nothing to train on")
@@ -241,6 +255,12 @@ class ChurnModel:
             )
         report(0.0, f"building snapshots at {len(cutoffs)} cutoffs")
         rows = labelled_snapshots(histories, cutoffs, config=config.labels, rule=config.eligibility, label_until=as_of)
+        return self._fit_rows(rows, cutoffs, as_of=as_of, report=report)
+
+    def _fit_rows(
+        self, rows: list[LabelledSnapshot], cutoffs: list[datetime], *, as_of: datetime, report: ProgressCallback
+    ) -> ChurnModel:
+        config = self.config
         train_rows, holdout_rows, holdout_cutoff = self._split_holdout(rows, cutoffs)
         for side, part in (("training", train_rows), ("holdout", holdout_rows)):
             labels = {r.label for r in part}

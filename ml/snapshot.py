@@ -38,6 +38,8 @@ __all__ = [
     "LabelConfig",
     "LabelledSnapshot",
     "LookAheadError",
+    "flagged_snapshots",
+    "scored_by_flag_model",
     "Snapshot",
     "churn_label",
     "is_eligible",
@@ -254,6 +256,25 @@ class LabelledSnapshot:
     snapshot: Snapshot
     label: int
     cutoff: datetime
+
+
+def flagged_snapshots(histories: Iterable[CustomerHistory], as_of: datetime) -> list[LabelledSnapshot]:
+    """Profile data (a churn flag, no activity to define churn by): one snapshot per customer at ``as_of``,
+    labelled by the customer's explicit ``churned`` flag. Customers without a flag, or signed up after ``as_of``,
+    are left out. The flag is the label only: no feature reads it."""
+    return [
+        LabelledSnapshot(snapshot=snapshot_at(history, as_of), label=int(bool(history.customer.churned)), cutoff=as_of)
+        for history in histories
+        if history.customer.churned is not None
+        and (history.customer.signed_up_at is None or history.customer.signed_up_at <= as_of)
+    ]
+
+
+def scored_by_flag_model(history: CustomerHistory, as_of: datetime) -> bool:
+    """Whether a model trained on churn flags scores this customer at ``as_of``: signed up by then (when known) and
+    not flagged churned (a customer still here, whose risk matters)."""
+    customer = history.customer
+    return customer.churned is not True and (customer.signed_up_at is None or customer.signed_up_at <= as_of)
 
 
 def labelled_snapshots(

@@ -185,10 +185,17 @@ def customer_histories(
     return histories
 
 
-def customers_to_score(*, as_of: datetime, activity: str = "orders") -> QuerySet[Customer]:
+def customers_to_score(
+    *, as_of: datetime, activity: str = "orders", labels_from: str = "activity"
+) -> QuerySet[Customer]:
     """Customers eligible for a score at ``as_of``, by the default rule of ``ml.snapshot.EligibilityRule``:
     signed up by then (when known), a qualifying activity (``orders`` or ``orders_and_events``, as the model
-    was trained) on or before ``as_of``, and not already marked churned."""
+    was trained) on or before ``as_of``, and not already marked churned. A model trained on churn flags
+    (``labels_from="flag"``, profile data) scores every customer signed up by then and not flagged churned, with
+    or without activity (``ml.snapshot.scored_by_flag_model``)."""
+    signed_up = Customer.objects.filter(Q(signed_up_at__isnull=True) | Q(signed_up_at__lte=as_of))
+    if labels_from == "flag":
+        return signed_up.exclude(churned=True).order_by("id")
     active = Exists(Order.objects.filter(customer=OuterRef("pk"), placed_at__lte=as_of))
     if activity == "orders_and_events":
         active |= Exists(Event.objects.filter(customer=OuterRef("pk"), occurred_at__lte=as_of))

@@ -96,6 +96,13 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     mode = serializers.ChoiceField(choices=TRAINING_MODES)
     horizon_days = serializers.IntegerField(min_value=1, max_value=MAX_WINDOW_DAYS)
     lead_days = serializers.IntegerField(min_value=0, max_value=MAX_WINDOW_DAYS, required=False)
+    labels_from = serializers.ChoiceField(
+        choices=("activity", "flag"),
+        required=False,
+        write_only=True,
+        help_text="activity (default): churn is no order in the horizon after each cutoff; flag: profile data, "
+        "labelled by each customer's churn flag.",
+    )
 
     def validate_as_of(self, value: datetime | None) -> datetime | None:
         if value is not None and not EARLIEST_AS_OF <= value.year <= LATEST_AS_OF:
@@ -110,6 +117,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "as_of",
             "horizon_days",
             "lead_days",
+            "labels_from",
             "status",
             "progress_percent",
             "current_step",
@@ -120,7 +128,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
         ]
-        read_only_fields = [f for f in fields if f not in ("mode", "as_of", "horizon_days", "lead_days")]
+        read_only_fields = [f for f in fields if f not in ("mode", "as_of", "horizon_days", "lead_days", "labels_from")]
         extra_kwargs = {"as_of": {"required": False, "help_text": "Data up to this time (default: now)."}}
 
 

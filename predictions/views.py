@@ -238,6 +238,7 @@ class TrainingRunListView(generics.ListCreateAPIView):
                     horizon_days=data["horizon_days"],
                     lead_days=data.get("lead_days", 0),
                     actor=request.user.get_username(),
+                    options={"labels_from": data["labels_from"]} if "labels_from" in data else None,
                 )
             except ValueError as exc:
                 return status.HTTP_400_BAD_REQUEST, {"detail": str(exc)}

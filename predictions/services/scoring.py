@@ -120,7 +120,10 @@ def scoring_run_start(
         )
         raise ChampionUnavailable(f"the champion {champion.name} cannot score: {problem}")
     activity = str(champion.config.get("activity", "orders"))
-    customer_ids = list(customers_to_score(as_of=as_of, activity=activity).values_list("id", flat=True))
+    labels_from = str(champion.config.get("labels_from", "activity"))
+    customer_ids = list(
+        customers_to_score(as_of=as_of, activity=activity, labels_from=labels_from).values_list("id", flat=True)
+    )
     size = chunk_size or settings.CHURN_SCORING_CHUNK_SIZE
     chunks = [customer_ids[i : i + size] for i in range(0, len(customer_ids), size)]
     with transaction.atomic():
@@ -211,8 +214,11 @@ def _unscored_remain(run: ScoringRun) -> bool:
     """Whether a customer eligible at the run's as_of still lacks its score (the total counted at the start
     includes customers deleted since, who will never get one)."""
     activity = str(run.model_version.config.get("activity", "orders"))
+    labels_from = str(run.model_version.config.get("labels_from", "activity"))
     scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).values("customer_id")
-    return customers_to_score(as_of=run.as_of, activity=activity).exclude(id__in=scored).exists()
+    return (
+        customers_to_score(as_of=run.as_of, activity=activity, labels_from=labels_from).exclude(id__in=scored).exists()
+    )
 
 
 def scoring_run_mark_failed(*, scoring_run_id: int, reason: str) -> None:
@@ -249,7 +255,10 @@ def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
         if last is not None and last >= cutoff:
             continue
         activity = str(run.model_version.config.get("activity", "orders"))
-        eligible = customers_to_score(as_of=run.as_of, activity=activity).values_list("id", flat=True)
+        labels_from = str(run.model_version.config.get("labels_from", "activity"))
+        eligible = customers_to_score(as_of=run.as_of, activity=activity, labels_from=labels_from).values_list(
+            "id", flat=True
+        )
         missing = sorted(set(eligible) - set(scores.values_list("customer_id", flat=True)))
         if not missing:
             scoring_run_finish(scoring_run_id=run.pk)

@@ -68,6 +68,8 @@ def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options:
     config = ChurnModelConfig(horizon_days=horizon_days, lead_days=lead_days, hybrid=hybrid)
     if "max_training_cutoffs" in options:
         config = replace(config, max_training_cutoffs=options["max_training_cutoffs"])  # type: ignore[arg-type]
+    if "labels_from" in options:
+        config = replace(config, labels_from=str(options["labels_from"]))
     return config
 
 
@@ -93,6 +95,9 @@ def training_run_request(
         raise ValueError(f"lead_days must be from 0 to {MAX_WINDOW_DAYS}, not {lead_days}")
     if as_of is not None:
         refuse_future_as_of(as_of)
+    labels_from = (options or {}).get("labels_from", "activity")
+    if labels_from not in ("activity", "flag"):
+        raise ValueError(f"labels_from must be activity or flag, not {labels_from!r}")
     for name, why in (("max_training_cutoffs", "the newest cutoff is the holdout"), ("inner_folds", "stacking")):
         value = (options or {}).get(name)
         if value is not None and int(value) < 2:  # type: ignore[call-overload]
@@ -298,14 +303,18 @@ def _model_card(model: ChurnModel) -> dict[str, object]:
 def _reference_profile(model: ChurnModel, histories: list) -> dict[str, object]:
     """Distributions of the model's scores and top features over the customers eligible at its newest cutoff."""
     from ml.drift import reference_profile
-    from ml.snapshot import is_eligible, snapshot_at
+    from ml.snapshot import is_eligible, scored_by_flag_model, snapshot_at
 
     cutoff = datetime.fromisoformat(str(model.metadata["cutoffs"][0]))
     config = model.config
     snapshots = [
         snapshot_at(history, cutoff)
         for history in histories
-        if is_eligible(history, cutoff, rule=config.eligibility, activity=config.activity)
+        if (
+            scored_by_flag_model(history, cutoff)
+            if config.labels_from == "flag"
+            else is_eligible(history, cutoff, rule=config.eligibility, activity=config.activity)
+        )
     ]
     return reference_profile(model, snapshots)
 

@@ -172,3 +172,26 @@ def test_an_order_returned_after_the_cutoff_was_completed_at_the_cutoff() -> Non
     assert list(features["returns_total"]) == [1.0, 2.0]
     with pytest.raises(LookAheadError, match="order #0 is returned from 2025-01-21.*at the cutoff it was completed"):
         Snapshot(customer=customer.customer, as_of=day(10), orders=(returned,))
+
+
+def test_flagged_snapshots_label_profile_customers_by_their_flag_only() -> None:
+    from ml.snapshot import flagged_snapshots, scored_by_flag_model
+
+    def customer(cid: str, churned: bool | None, signed: float | None = None) -> CustomerHistory:
+        signed_up = day(signed) if signed is not None else None
+        record = CustomerRecord(id=cid, churned=churned, signed_up_at=signed_up, attributes={"plan": "monthly"})
+        return CustomerHistory(customer=record)
+
+    histories = [
+        customer("gone", True),
+        customer("here", False),
+        customer("unknown", None),
+        customer("late", False, 50),
+    ]
+
+    rows = flagged_snapshots(histories, day(10))
+
+    assert [(r.snapshot.customer.id, r.label, r.cutoff) for r in rows] == [("gone", 1, day(10)), ("here", 0, day(10))]
+    features = FeatureBuilder().build([r.snapshot for r in rows])
+    assert not [c for c in features.columns if "churn" in c.lower()], "the flag is a label, never a feature"
+    assert [h.customer.id for h in histories if scored_by_flag_model(h, day(10))] == ["here", "unknown"]

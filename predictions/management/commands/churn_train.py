@@ -40,6 +40,14 @@ class Command(BaseCommand):
             action="store_true",
             help="keep the text score in the model even where the features alone score better out of fold",
         )
+        parser.add_argument(
+            "--labels-from",
+            choices=("activity", "flag"),
+            help=(
+                "activity (default): churn is no order in the horizon after each cutoff (event logs); flag: profile "
+                "data imported with --label-col, one snapshot per customer labelled by its churn flag"
+            ),
+        )
         parser.add_argument("--wait", action="store_true", help="wait for a worker to finish and show progress")
 
     def handle(self, *args: object, **options: object) -> None:
@@ -55,6 +63,7 @@ class Command(BaseCommand):
                         ("max_training_cutoffs", options["max_cutoffs"]),
                         ("inner_folds", options["inner_folds"]),
                         ("keep_text", options["keep_text"] or None),
+                        ("labels_from", options["labels_from"]),
                     )
                     if value is not None
                 },

@@ -1,0 +1,93 @@
+"""Profile data (a churn flag, no orders) through the database path: import with the label, train on the flag,
+score the customers still here, explain with their attributes, and alert on an attribute filter."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from alerts.models import ActionKind, Alert, AlertRule, TriggerKind
+from alerts.services import alerts_apply_rules
+from customers.models import Customer
+from predictions.models import ChurnScore, ModelVersion, ScoringRun, TrainingRun
+from tests.customers.test_import_command import run_import
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def telco_like(n: int = 400, seed: int = 0) -> str:
+    """Month-to-month customers with short tenure and high charges churn far more, as in the telco file."""
+    rng = np.random.default_rng(seed)
+    lines = ["customerID,Contract,tenure,MonthlyCharges,SeniorCitizen,Churn"]
+    for i in range(n):
+        contract = rng.choice(["Month-to-month", "One year", "Two year"], p=[0.55, 0.25, 0.2])
+        tenure, charges, senior = int(rng.integers(1, 72)), float(rng.uniform(20, 110)), int(rng.random() < 0.16)
+        risk = (0.45 if contract == "Month-to-month" else 0.08) + (0.2 if tenure < 12 else 0) + 0.1 * senior
+        lines.append(f"T{i:04d},{contract},{tenure},{charges:.2f},{senior},{'Yes' if rng.random() < risk else 'No'}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_profile_file_trains_on_its_flag_scores_the_customers_still_here_and_alerts_by_attribute(
+    settings,  # noqa: ANN001
+    tmp_path,  # noqa: ANN001
+) -> None:
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    settings.CHURN_AFTER_SCORING_TASKS = []
+    result = run_import("customers", telco_like(), label_column="Churn", positive_label="Yes")
+    assert result.rows_imported == 400 and not Customer.objects.filter(churned__isnull=True).exists()
+
+    with pytest.raises(CommandError, match="no customer has any qualifying activity"):  # the default: event logs
+        call_command("churn_train", "--mode=lightgbm", "--horizon-days=60", stdout=io.StringIO())
+    call_command("churn_train", "--mode=lightgbm", "--labels-from=flag", stdout=io.StringIO())
+
+    run = TrainingRun.objects.latest("created_at")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    version = ModelVersion.objects.get(training_run=run)
+    assert version.config["labels_from"] == "flag" and version.metrics["roc_auc"] > 0.7, version.metrics
+    assert version.holdout_key.endswith("(customers)") or "(customers)" in str(version.metrics.get("cutoff"))
+    from predictions.services.scoring import churn_model_load
+
+    assert any(name.startswith("attr_Contract") for name in churn_model_load(version).metadata["features"])
+
+    call_command("churn_score", stdout=io.StringIO())
+    scoring = ScoringRun.objects.latest("created_at")
+    still_here = Customer.objects.filter(churned=False).count()
+    assert (scoring.status, scoring.customers_total) == (ScoringRun.Status.SUCCEEDED, still_here)
+    assert ChurnScore.objects.count() == still_here and not ChurnScore.objects.filter(customer__churned=True).exists()
+    factors = [f["factor"] for score in ChurnScore.objects.all()[:50] for f in score.top_factors]
+    assert any("Contract" in factor for factor in factors), factors[:10]
+
+    AlertRule.objects.create(
+        name="month-to-month at risk", trigger=TriggerKind.PROBABILITY, threshold=0.0, action=ActionKind.NONE,
+        attribute_filters={"Contract": "Month-to-month"},
+    )  # fmt: skip
+    alerts_apply_rules(actor="test", scoring_run_id=scoring.pk)
+    expected = Customer.objects.filter(churned=False, attributes__Contract="Month-to-month").count()
+    assert Alert.objects.count() == expected > 0
+
+
+def test_the_api_requests_a_training_on_the_flag(settings, tmp_path) -> None:  # noqa: ANN001
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    run_import("customers", telco_like(200, seed=1), label_column="Churn", positive_label="Yes")
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-ops-12345"))
+
+    response = client.post(
+        "/api/v1/training-runs/", {"mode": "lightgbm", "horizon_days": 30, "labels_from": "flag"}, format="json"
+    )
+    refused = client.post(
+        "/api/v1/training-runs/", {"mode": "lightgbm", "horizon_days": 30, "labels_from": "x"}, format="json"
+    )
+
+    assert response.status_code == 202 and response.json()["status"] == "succeeded", response.json()
+    assert TrainingRun.objects.get().config == {"labels_from": "flag"}
+    assert refused.status_code == 400 and "labels_from" in refused.json()["error"]["fields"]
