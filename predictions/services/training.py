@@ -232,8 +232,14 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         TrainingRun.objects.filter(pk=run.pk).update(
             status=TrainingRun.Status.FAILED, error=str(exc)[:5000], finished_at=timezone.now(), lease_expires_at=None
         )
-        logger.exception("training run %s failed", run.pk)
-        raise TrainingError(f"training run {run.pk} failed: {exc}", training_run_id=run.pk) from exc
+        if isinstance(exc, ValueError):  # the data cannot make a model (the message says why): no traceback
+            logger.warning("training run %s failed: %s", run.pk, exc)
+        else:
+            logger.exception("training run %s failed", run.pk)
+        hint = ""
+        if "no customer has any qualifying activity" in str(exc):
+            hint = " (customers imported from a profile file with a churn label: train with --labels-from flag)"
+        raise TrainingError(f"training run {run.pk} failed: {exc}{hint}", training_run_id=run.pk) from exc
     metadata = model.metadata
     manifest = _manifest(artifact)
     try:
