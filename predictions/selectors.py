@@ -185,6 +185,11 @@ def customer_histories(
     return histories
 
 
+def customers_signed_up(*, as_of: datetime) -> QuerySet[Customer]:
+    """Customers signed up by ``as_of`` (or whose sign-up time is unknown): everyone a scoring could consider."""
+    return Customer.objects.filter(Q(signed_up_at__isnull=True) | Q(signed_up_at__lte=as_of))
+
+
 def customers_to_score(
     *, as_of: datetime, activity: str = "orders", labels_from: str = "activity"
 ) -> QuerySet[Customer]:
@@ -193,15 +198,14 @@ def customers_to_score(
     was trained) on or before ``as_of``, and not already marked churned. A model trained on churn flags
     (``labels_from="flag"``, profile data) scores every customer signed up by then and not flagged churned, with
     or without activity (``ml.snapshot.scored_by_flag_model``)."""
-    signed_up = Customer.objects.filter(Q(signed_up_at__isnull=True) | Q(signed_up_at__lte=as_of))
+    signed_up = customers_signed_up(as_of=as_of)
     if labels_from == "flag":
         return signed_up.exclude(churned=True).order_by("id")
     active = Exists(Order.objects.filter(customer=OuterRef("pk"), placed_at__lte=as_of))
     if activity == "orders_and_events":
         active |= Exists(Event.objects.filter(customer=OuterRef("pk"), occurred_at__lte=as_of))
     return (
-        Customer.objects.filter(Q(signed_up_at__isnull=True) | Q(signed_up_at__lte=as_of))
-        .exclude(churned_at__lte=as_of)
+        signed_up.exclude(churned_at__lte=as_of)
         .exclude(churned=True, churned_at__isnull=True)
         .filter(active)
         .order_by("id")

@@ -54,7 +54,10 @@ def test_a_profile_file_trains_on_its_flag_scores_the_customers_still_here_and_a
 
     assert any(name.startswith("attr_Contract") for name in churn_model_load(version).metadata["features"])
 
-    call_command("churn_score", stdout=io.StringIO())
+    output = io.StringIO()
+    call_command("churn_score", stdout=output)
+    churned = Customer.objects.filter(churned=True).count()
+    assert f"{churned} customer(s) signed up by then were not scored" in output.getvalue(), output.getvalue()
     scoring = ScoringRun.objects.latest("created_at")
     still_here = Customer.objects.filter(churned=False).count()
     assert (scoring.status, scoring.customers_total) == (ScoringRun.Status.SUCCEEDED, still_here)

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from predictions.management.commands.churn_train import parse_as_of
 from predictions.models import ScoringRun
+from predictions.selectors import customers_signed_up
 from predictions.services.scoring import ChampionUnavailable, scoring_run_start
 
 
@@ -42,3 +43,10 @@ class Command(BaseCommand):
                 f"texts encoded {run.texts_encoded}, reused from the cache {run.texts_reused}"
             )
         )
+        left_out = customers_signed_up(as_of=run.as_of).count() - run.customers_total
+        if left_out > 0:
+            self.stdout.write(
+                f"{left_out} customer(s) signed up by then were not scored: flagged or marked churned, or (for a "
+                "model trained on activity) without a qualifying order by then; a model trained with "
+                "--labels-from flag scores customers without orders"
+            )
