@@ -18,7 +18,23 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+class _Env(environ.Env):
+    """django-environ's reader where an empty variable counts as unset for every type (``DJANGO_DEBUG=`` is the
+    default, not false; ``API_PAGE_SIZE=`` is the default, not a crash), and a value that does not parse stops the
+    process with a message naming the variable."""
+
+    def get_value(self, var: str, cast=None, default=environ.Env.NOTSET, parse_default: bool = False):  # noqa: ANN001, ANN201
+        if self.ENVIRON.get(var) == "":
+            if default is environ.Env.NOTSET:
+                raise ImproperlyConfigured(f"Set the {var} environment variable (it is empty)")
+            return self.parse_value(default, cast) if parse_default and default is not None else default
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{var}={self.ENVIRON.get(var)!r} cannot be read: {exc}") from exc
+
+
+env = _Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 

@@ -175,3 +175,17 @@ def test_relative_folders_are_taken_from_the_project_directory_in_every_process(
         assert result.returncode == 0, result.stderr[-500:]
         outputs.add(result.stdout.strip())
     assert outputs == {f"{tmp_path.resolve()} {tmp_path.resolve() / 'models'} {tmp_path.resolve() / 'cache'}"}
+
+
+def test_an_empty_variable_of_any_type_counts_as_unset_and_an_unreadable_one_is_named(tmp_path: Path) -> None:
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.REST_FRAMEWORK['PAGE_SIZE'], s.CHURN_SCORING_CHUNK_SIZE, s.CHURN_RESCORE_ON_PROMOTION)"
+    )
+    empty = {"DJANGO_DEBUG": "", "API_PAGE_SIZE": "", "CHURN_SCORING_CHUNK_SIZE": "", "CHURN_RESCORE_ON_PROMOTION": ""}
+    result = _manage("shell", "-v0", "-c", code, env={"CHURN_VAR_DIR": str(tmp_path), **empty})
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.split() == ["True", "50", "500", "True"]
+
+    unreadable = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), "API_PAGE_SIZE": "ten"})
+    assert unreadable.returncode != 0 and "API_PAGE_SIZE='ten' cannot be read" in unreadable.stderr
