@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
 class _Env(environ.Env):
     """django-environ's reader where an empty variable counts as unset for every type (``DJANGO_DEBUG=`` is the
     default, not false; ``API_PAGE_SIZE=`` is the default, not a crash), and a value that does not parse stops the
