@@ -37,7 +37,19 @@ from customers.importers import (
     open_records,
     storable_text,
 )
-from customers.models import AuthorRole, Customer, Event, ImportRun, Message, MessageChannel, Order, OrderStatus
+from customers.models import (
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    ORDER_COLUMNS,
+    AuthorRole,
+    Customer,
+    Event,
+    ImportRun,
+    Message,
+    MessageChannel,
+    Order,
+    OrderStatus,
+)
 
 __all__ = ["IMPORT_BATCH_SIZE", "ImportResult", "import_file", "import_options_from_settings"]
 
@@ -472,17 +484,7 @@ _ActivityRow = tuple[object, ...]
 _ACTIVITY_TABLES: dict[str, tuple[type[models.Model], tuple[str, ...], dict[str, object]]] = {
     "orders": (
         Order,
-        (
-            "external_id",
-            "customer_id",
-            "placed_at",
-            "amount",
-            "currency",
-            "item_count",
-            "status",
-            "discount_amount",
-            "status_changed_at",
-        ),
+        ("external_id", "customer_id", *ORDER_COLUMNS),
         {
             "currency": "USD",
             "item_count": 1,
@@ -491,10 +493,10 @@ _ACTIVITY_TABLES: dict[str, tuple[type[models.Model], tuple[str, ...], dict[str,
             "status_changed_at": None,
         },
     ),
-    "events": (Event, ("external_id", "customer_id", "kind", "occurred_at", "properties"), {}),
+    "events": (Event, ("external_id", "customer_id", *EVENT_COLUMNS), {}),
     "messages": (
         Message,
-        ("external_id", "customer_id", "conversation_id", "channel", "author_role", "sent_at", "text"),
+        ("external_id", "customer_id", *MESSAGE_COLUMNS),
         {"channel": MessageChannel.CHAT.value, "author_role": AuthorRole.CUSTOMER.value},
     ),
 }

@@ -51,6 +51,12 @@ class OrderStatus(models.TextChoices):
     REFUNDED = "refunded", "refunded"
 
 
+# The columns of each activity table after its own and its customer's ids, in the order imports and the demo
+# generator write them.
+ORDER_COLUMNS = ("placed_at", "amount", "currency", "item_count", "status", "discount_amount", "status_changed_at")
+EVENT_COLUMNS = ("kind", "occurred_at", "properties")
+MESSAGE_COLUMNS = ("conversation_id", "channel", "author_role", "sent_at", "text")
+
 # A negative amount is a money movement back to the customer: only a return or refund may carry one.
 REFUND_STATUSES = (OrderStatus.RETURNED, OrderStatus.REFUNDED)
 

@@ -14,7 +14,7 @@ from django.db.models import Model, ProtectedError, RestrictedError
 from django.utils import timezone
 
 from customers.generator import ID_PREFIX, CustomerTruth, StoreOptions, default_end, simulate_store
-from customers.models import Customer, Event, Message, Order
+from customers.models import EVENT_COLUMNS, MESSAGE_COLUMNS, ORDER_COLUMNS, Customer, Event, Message, Order
 
 
 @transaction.atomic
@@ -142,19 +142,9 @@ def demo_store_generate(
 
 
 _DEMO_COLUMNS: dict[type[Model], tuple[str, ...]] = {
-    Order: (
-        "external_id",
-        "customer",
-        "placed_at",
-        "amount",
-        "currency",
-        "item_count",
-        "status",
-        "discount_amount",
-        "status_changed_at",
-    ),
-    Event: ("external_id", "customer", "kind", "occurred_at", "properties"),
-    Message: ("external_id", "customer", "conversation_id", "channel", "author_role", "sent_at", "text"),
+    Order: ("external_id", "customer", *ORDER_COLUMNS),
+    Event: ("external_id", "customer", *EVENT_COLUMNS),
+    Message: ("external_id", "customer", *MESSAGE_COLUMNS),
 }
 
 
