@@ -13,6 +13,7 @@ coupon, opt out) that POST to URLs of this admin; each calls one service.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -37,9 +38,9 @@ from alerts.models import Intervention, InterventionStatus
 from alerts.services import CouponNotAllowed, IdempotencyKeyReused, customer_send_coupon, idempotent_request
 from churnsite.dashboard.charts import line_svg
 from customers.exports import write_customers_csv, write_rows_csv
-from customers.models import Customer, Event, ImportRun, Message, Order
+from customers.models import Customer, CustomerProfileChange, Event, ImportRun, Message, Order
 from customers.selectors import CustomerRiskProfile, customer_risk_profile, customer_timeline, customers_for_staff
-from customers.services import customer_opt_out
+from customers.services import customer_opt_out, customer_save
 from predictions.models import RiskTier
 from predictions.services.scoring import ChampionUnavailable, customer_rescore_now
 
@@ -208,6 +209,30 @@ def _actor(request: HttpRequest) -> str:
     return f"user:{request.user.get_username()}"
 
 
+class CustomerProfileChangeInline(admin.TabularInline):
+    """The profile's history: what each import or edit changed, with the values before it (read-only)."""
+
+    model = CustomerProfileChange
+    verbose_name = "profile change"
+    verbose_name_plural = "Profile history (values before each change; snapshots at earlier cutoffs use them)"
+    fields = ("changed_at", "previous_values", "source")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("-changed_at", "-id")
+
+    @admin.display(description="values before the change")
+    def previous_values(self, change: CustomerProfileChange) -> str:
+        return "; ".join(f"{name}: {json.dumps(value, ensure_ascii=False)}" for name, value in change.previous.items())
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = (
@@ -241,6 +266,10 @@ class CustomerAdmin(admin.ModelAdmin):
     )
     list_per_page = 50
     change_form_template = "customers/admin/customer_change_form.html"
+    inlines = (CustomerProfileChangeInline,)
+
+    def save_model(self, request: HttpRequest, obj: Customer, form: object, change: bool) -> None:
+        customer_save(customer=obj, source=_actor(request))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         queryset = customers_for_staff()

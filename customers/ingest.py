@@ -41,8 +41,10 @@ from customers.models import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
     ORDER_COLUMNS,
+    PROFILE_FIELDS,
     AuthorRole,
     Customer,
+    CustomerProfileChange,
     Event,
     ImportRun,
     Message,
@@ -303,11 +305,14 @@ class _BatchImporter:
         creates: list[Customer] = []
         updates: list[Customer] = []
         update_fields: set[str] = set()
+        profile_changes: list[CustomerProfileChange] = []
+        source = f"import run {self.run_record.pk}" if self.run_record.pk is not None else "import"
         for row in rows:
             customer = existing.get(row.external_id)
             if customer is None:
                 creates.append(Customer(external_id=row.external_id, attributes=row.extra or {}, **row.values))
                 continue
+            before = {name: getattr(customer, name) for name in PROFILE_FIELDS}
             changed: list[str] = []
             for name, value in row.values.items():
                 if getattr(customer, name) != value:
@@ -318,9 +323,15 @@ class _BatchImporter:
                 if merged != customer.attributes:
                     customer.attributes = merged
                     changed.append("attributes")
+            previous = {name: before[name] for name in PROFILE_FIELDS if name in changed}
             if customer.is_minimal:
+                # A placeholder made for activity that came first: the imported profile is its first, not a change.
                 customer.is_minimal = False
                 changed.append("is_minimal")
+            elif previous:
+                profile_changes.append(
+                    CustomerProfileChange(customer=customer, changed_at=now, previous=previous, source=source)
+                )
             if changed:
                 customer.updated_at = now
                 updates.append(customer)
@@ -330,6 +341,7 @@ class _BatchImporter:
         Customer.objects.bulk_create(creates, batch_size=500)
         if updates:
             Customer.objects.bulk_update(updates, sorted(update_fields), batch_size=500)
+        CustomerProfileChange.objects.bulk_create(profile_changes, batch_size=500)
         self.result.rows_imported += len(creates) + len(updates)
         return []
 

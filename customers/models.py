@@ -44,6 +44,34 @@ class Customer(models.Model):
         return self.marketing_consent and self.opted_out_at is None
 
 
+# Profile fields that models read and that can change over time; each change keeps the values before it.
+PROFILE_FIELDS = ("segment", "country", "language", "attributes")
+
+
+class CustomerProfileChange(models.Model):
+    """A change of a customer's profile (segment, country, language, attributes), with the values before it.
+
+    Snapshots at an earlier cutoff undo the changes made after it, so a model trained on past cutoffs never reads a
+    segment or attribute the customer only got later. ``changed_at`` is when the change became known: the time of
+    the import or edit that made it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="profile_changes", db_index=False)
+    changed_at = models.DateTimeField()
+    previous = models.JSONField(
+        default=dict, help_text="The changed fields' values before the change; attributes as the whole mapping."
+    )
+    source = models.CharField(max_length=255, blank=True, default="", help_text="import run, user or service")
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["customer", "changed_at"], name="profile_change_customer_time")]
+
+    def __str__(self) -> str:
+        return f"{', '.join(sorted(self.previous))} changed at {self.changed_at:%Y-%m-%d %H:%M}"
+
+
 class OrderStatus(models.TextChoices):
     COMPLETED = "completed", "completed"
     RETURNED = "returned", "returned"

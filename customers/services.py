@@ -14,7 +14,17 @@ from django.db.models import Model, ProtectedError, RestrictedError
 from django.utils import timezone
 
 from customers.generator import ID_PREFIX, CustomerTruth, StoreOptions, default_end, simulate_store
-from customers.models import EVENT_COLUMNS, MESSAGE_COLUMNS, ORDER_COLUMNS, Customer, Event, Message, Order
+from customers.models import (
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    ORDER_COLUMNS,
+    PROFILE_FIELDS,
+    Customer,
+    CustomerProfileChange,
+    Event,
+    Message,
+    Order,
+)
 
 
 @transaction.atomic
@@ -29,6 +39,25 @@ def customer_opt_out(*, customer: Customer, at: datetime | None = None) -> Custo
         locked.save(update_fields=["opted_out_at", "updated_at"])
     customer.opted_out_at = locked.opted_out_at
     return locked
+
+
+@transaction.atomic
+def customer_save(*, customer: Customer, source: str, at: datetime | None = None) -> Customer:
+    """Save a customer edited by hand (the admin). A change of a profile field (segment, country, language,
+    attributes) is recorded with the values before it (:class:`CustomerProfileChange`), so that snapshots at earlier
+    cutoffs keep reading the old values; a placeholder customer's first profile is not a change."""
+    stored = None
+    if customer.pk is not None:
+        stored = Customer.objects.select_for_update().filter(pk=customer.pk).values(*PROFILE_FIELDS, "is_minimal")
+        stored = stored.first()
+    customer.save()
+    if stored is not None and not stored["is_minimal"]:
+        previous = {name: stored[name] for name in PROFILE_FIELDS if getattr(customer, name) != stored[name]}
+        if previous:
+            CustomerProfileChange.objects.create(
+                customer=customer, changed_at=at or timezone.now(), previous=previous, source=source
+            )
+    return customer
 
 
 # --- Demo data ---------------------------------------------------------------------------------

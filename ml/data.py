@@ -8,10 +8,23 @@ Times are timezone-aware ``datetime`` values (UTC in this project); amounts are 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-__all__ = ["CustomerHistory", "CustomerRecord", "EventRecord", "MessageRecord", "OrderRecord"]
+__all__ = [
+    "PROFILE_FIELDS",
+    "CustomerHistory",
+    "CustomerRecord",
+    "EventRecord",
+    "MessageRecord",
+    "OrderRecord",
+    "ProfileChange",
+    "profile_at",
+]
+
+# The customer's profile fields that are features and can change over time (an import or an edit that changes one
+# records a :class:`ProfileChange`). ``signed_up_at`` is a fact, not a state, and the churn flag is a label.
+PROFILE_FIELDS: tuple[str, ...] = ("segment", "country", "language", "attributes")
 
 
 @dataclass(frozen=True)
@@ -62,19 +75,55 @@ class MessageRecord:
 
 
 @dataclass(frozen=True)
+class ProfileChange:
+    """A change of the customer's profile: until ``changed_at`` the fields named in ``previous`` held the values
+    given there (the other profile fields did not change). ``previous["attributes"]`` is the whole attribute
+    mapping as it was."""
+
+    changed_at: datetime
+    previous: Mapping[str, object] = field(default_factory=dict, hash=False, compare=True)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.previous) - set(PROFILE_FIELDS))
+        if unknown:
+            raise ValueError(f"a profile change can only name {', '.join(PROFILE_FIELDS)}; got {', '.join(unknown)}")
+
+
+def profile_at(customer: CustomerRecord, changes: tuple[ProfileChange, ...], as_of: datetime) -> CustomerRecord:
+    """The profile as it stood at ``as_of``: ``customer`` holds the newest values, and every change made after
+    ``as_of`` is undone, newest first. A change at exactly ``as_of`` counts as known then."""
+    later = [change for change in changes if change.changed_at > as_of]
+    if not later:
+        return customer
+    values: dict[str, object] = {}
+    for change in sorted(later, key=lambda change: change.changed_at, reverse=True):
+        values.update(change.previous)
+    if "attributes" in values:
+        values["attributes"] = dict(values["attributes"] or {})  # type: ignore[call-overload]
+    return replace(customer, **values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class CustomerHistory:
-    """A customer with everything they did, each tuple sorted oldest first."""
+    """A customer with everything they did, each tuple sorted oldest first.
+
+    ``customer`` holds the newest profile; ``profile_changes`` say what it was before each change, so that a
+    snapshot at an earlier cutoff sees the profile of then (:func:`profile_at`)."""
 
     customer: CustomerRecord
     orders: tuple[OrderRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
     messages: tuple[MessageRecord, ...] = ()
+    profile_changes: tuple[ProfileChange, ...] = ()
 
     def __post_init__(self) -> None:
         # Sorting here means every consumer can rely on time order without re-sorting.
         object.__setattr__(self, "orders", tuple(sorted(self.orders, key=lambda o: o.placed_at)))
         object.__setattr__(self, "events", tuple(sorted(self.events, key=lambda e: e.occurred_at)))
         object.__setattr__(self, "messages", tuple(sorted(self.messages, key=lambda m: m.sent_at)))
+        object.__setattr__(
+            self, "profile_changes", tuple(sorted(self.profile_changes, key=lambda change: change.changed_at))
+        )
 
     @property
     def last_timestamp(self) -> datetime | None:

@@ -5,6 +5,8 @@ The rules, in one place:
 * A :class:`Snapshot` of a customer at ``as_of`` holds only rows at or before ``as_of``. It checks
   this itself when built, and feature builders check again before reading it, so a row from the
   future raises :class:`LookAheadError` instead of leaking into a feature.
+  Its profile (segment, country, language, attributes) is the one of ``as_of``: changes recorded after it
+  are undone (:func:`ml.data.profile_at`); an order returned later still reads as completed.
 * Labels (:func:`churn_label`), with ``start = as_of + lead`` and ``end = start + horizon``:
 
   - explicit, when the customer carries ``churned_at``: 1 when ``start < churned_at <= end``,
@@ -30,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
+from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord, profile_at
 
 __all__ = [
     "ACTIVITY_KINDS",
@@ -109,10 +111,10 @@ def _order_at(order: OrderRecord, as_of: datetime) -> OrderRecord:
 
 
 def snapshot_at(history: CustomerHistory, as_of: datetime) -> Snapshot:
-    """The customer's snapshot at ``as_of``: every row at or before it, nothing later, and each order with the
-    status it had then."""
+    """The customer's snapshot at ``as_of``: every row at or before it, nothing later, each order with the
+    status it had then, and the profile (segment, country, language, attributes) as it stood then."""
     return Snapshot(
-        customer=history.customer,
+        customer=profile_at(history.customer, history.profile_changes, as_of),
         as_of=as_of,
         orders=tuple(_order_at(o, as_of) for o in history.orders if o.placed_at <= as_of),
         events=tuple(e for e in history.events if e.occurred_at <= as_of),

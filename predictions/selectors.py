@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, TextField, Value
 from django.db.models.functions import Cast, Coalesce
 
-from customers.models import Customer, Event, Message, Order
+from customers.models import Customer, CustomerProfileChange, Event, Message, Order
 from predictions.models import ChurnScore, ModelStatus, ModelVersion, ScoringRun, TrainingRun, WorkerHeartbeat
 
 if TYPE_CHECKING:
@@ -110,20 +110,29 @@ def customer_histories(
 ) -> list[CustomerHistory]:
     """Customers with their orders, events and messages as ``ml`` records: the one ORM -> ``ml`` mapper.
 
-    Four queries whatever the number of customers (customers, then orders, events and messages of those
-    customers through a subquery), reading plain values rather than model instances. Event properties are
+    Five queries whatever the number of customers (customers, then orders, events, messages and profile changes
+    of those customers through a subquery), reading plain values rather than model instances. Event properties are
     decoded from their stored JSON when first read (:class:`StoredJSONObject`): no model reads them, and
     decoding a hundred of them per customer was most of the time a scoring run spent reading.
 
     Args:
         customer_ids: database ids to include (all customers when None).
-        until: when given, rows after this time are left out (a point-in-time read).
+        until: when given, rows after this time are left out and the profile is the one of then, changes made
+            after it undone (a point-in-time read).
         exclude_customer_ids: database ids (or a values_list query) to leave out.
 
     Returns:
         One history per customer, in id order; ``CustomerRecord.id`` is the customer's ``external_id``.
     """
-    from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
+    from ml.data import (
+        CustomerHistory,
+        CustomerRecord,
+        EventRecord,
+        MessageRecord,
+        OrderRecord,
+        ProfileChange,
+        profile_at,
+    )
 
     customers = Customer.objects.order_by("id")
     if customer_ids is not None:
@@ -154,6 +163,10 @@ def customer_histories(
         "customer_id", "sent_at", "text", "channel", "author_role", "conversation_id"
     ):
         messages[cid].append(MessageRecord(sent_at, text, channel, role, conversation))
+    changes: dict[int, list[ProfileChange]] = defaultdict(list)
+    change_rows = CustomerProfileChange.objects.filter(customer_id__in=selected).order_by()
+    for cid, changed_at, previous in change_rows.values_list("customer_id", "changed_at", "previous"):
+        changes[cid].append(ProfileChange(changed_at, previous))
     histories = []
     for row in customers.values(
         "id", "external_id", "signed_up_at", "segment", "country", "language", "attributes", "churned", "churned_at"
@@ -174,12 +187,17 @@ def customer_histories(
             churned=churned,
             churned_at=churned_at,
         )
+        profile_changes = tuple(changes[row["id"]])
+        if until is not None:  # the profile of then; changes made later are not known at ``until``
+            record = profile_at(record, profile_changes, until)
+            profile_changes = tuple(change for change in profile_changes if change.changed_at <= until)
         histories.append(
             CustomerHistory(
                 customer=record,
                 orders=tuple(orders[row["id"]]),
                 events=tuple(events[row["id"]]),
                 messages=tuple(messages[row["id"]]),
+                profile_changes=profile_changes,
             )
         )
     return histories

@@ -51,7 +51,7 @@ def test_histories_map_rows_into_ml_records_in_a_handful_of_queries(django_asser
         )
     Event.objects.create(external_id="e1", customer=ann, kind="search", occurred_at=at(5), properties={"q": "shoes"})
     Message.objects.create(external_id="m1", customer=ann, conversation_id="k", sent_at=at(25), text="<b>late</b> 😍")
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         histories = customer_histories()
     ann_history = histories[0]
     assert [h.customer.id for h in histories] == ["ann", "bob"]
