@@ -11,7 +11,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,7 +37,7 @@ from alerts.services import (
 )
 from churnsite.api import query_bool, query_choice, query_int
 from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
-from churnsite.permissions import IsStaffOrServiceClient, IsStaffOrServiceClientReadOnly
+from churnsite.permissions import IsStaff, IsStaffOrServiceClient, IsStaffOrServiceClientReadOnly
 from customers.models import Customer
 from predictions.models import RiskTier
 
@@ -53,7 +52,9 @@ def _actor(request: Request) -> str:
 class AlertRuleListView(generics.ListAPIView):
     """GET: the rules (filter: active). POST: create a rule (Idempotency-Key honoured)."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("alerts.view_alertrule",), "POST": ("alerts.add_alertrule",)}
+
+    permission_classes = [IsStaff]
     serializer_class = AlertRuleSerializer
     ordering_fields = ["name", "created_at", "updated_at"]
 
@@ -78,7 +79,9 @@ class AlertRuleListView(generics.ListAPIView):
 class AlertRuleDetailView(generics.RetrieveAPIView):
     """GET one rule; PATCH changes it (audited)."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("alerts.view_alertrule",), "PATCH": ("alerts.change_alertrule",)}
+
+    permission_classes = [IsStaff]
     serializer_class = AlertRuleSerializer
 
     def get_queryset(self):  # noqa: ANN201
@@ -98,7 +101,9 @@ class AlertRuleDetailView(generics.RetrieveAPIView):
 class AlertRuleUpliftView(APIView):
     """GET the uplift report of a rule (treated against control retention, 95% CI, cost, number needed to treat)."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("alerts.view_alertrule",)}
+
+    permission_classes = [IsStaff]
 
     @extend_schema(responses=UpliftReportSerializer)
     def get(self, request: Request, pk: int) -> Response:
@@ -118,6 +123,8 @@ class AlertRuleUpliftView(APIView):
 class AlertListView(generics.ListAPIView):
     """The alert queue; filters: status, risk_tier, segment, rule, customer."""
 
+    staff_permissions = {"GET": ("alerts.view_alert",)}
+
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = AlertSerializer
     ordering_fields = ["created_at", "probability", "expected_loss", "customer_value", "as_of"]
@@ -135,6 +142,8 @@ class AlertListView(generics.ListAPIView):
 
 class AlertDetailView(generics.RetrieveAPIView):
     """GET one alert; PATCH {assignee (a staff username or null), notes} (audited)."""
+
+    staff_permissions = {"GET": ("alerts.view_alert",), "PATCH": ("alerts.change_alert",)}
 
     permission_classes = [IsStaffOrServiceClientReadOnly]
     serializer_class = AlertSerializer
@@ -157,7 +166,9 @@ class AlertDetailView(generics.RetrieveAPIView):
 class AlertTransitionView(APIView):
     """POST {status, note}: acknowledge, dismiss, resolve, ... an alert (Idempotency-Key honoured)."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"POST": ("alerts.change_alert",)}
+
+    permission_classes = [IsStaff]
 
     @extend_schema(
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -183,7 +194,9 @@ class AlertTransitionView(APIView):
 class AlertSendCouponView(APIView):
     """POST: send the alert's customer a coupon email (one per alert, whatever the number of requests)."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"POST": ("alerts.change_alert",)}
+
+    permission_classes = [IsStaff]
 
     @extend_schema(
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -217,7 +230,9 @@ class AlertSendCouponView(APIView):
 class InterventionListView(generics.ListAPIView):
     """Retention actions; filters: status, kind, alert, customer."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("alerts.view_intervention",)}
+
+    permission_classes = [IsStaff]
     serializer_class = InterventionSerializer
     ordering_fields = ["created_at", "sent_at", "status", "outcome_at"]
 
@@ -233,7 +248,8 @@ class InterventionListView(generics.ListAPIView):
 
 
 class InterventionDetailView(generics.RetrieveAPIView):
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("alerts.view_intervention",)}
+    permission_classes = [IsStaff]
     serializer_class = InterventionSerializer
 
     def get_queryset(self):  # noqa: ANN201

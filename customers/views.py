@@ -74,6 +74,8 @@ def _customers_from_query(request: Request):  # noqa: ANN202 - a QuerySet[Custom
 class CustomerListView(generics.ListAPIView):
     """``GET /api/v1/customers/?segment=&country=&churned=&is_minimal=&q=&page=``: paginated, oldest first."""
 
+    staff_permissions = {"GET": ("customers.view_customer",)}
+
     serializer_class = CustomerSerializer
     ordering_fields = ["id", "external_id", "name", "signed_up_at", "order_count", "last_order_at", "created_at"]
 
@@ -86,6 +88,8 @@ class CustomerListView(generics.ListAPIView):
 )
 class CustomerDetailView(generics.RetrieveAPIView):
     """``GET /api/v1/customers/<id>/?timeline_limit=100``: the customer, its attributes and its timeline."""
+
+    staff_permissions = {"GET": ("customers.view_customer",)}
 
     serializer_class = CustomerDetailSerializer
 
@@ -105,6 +109,8 @@ class CustomerDetailView(generics.RetrieveAPIView):
 
 class CustomerExportView(APIView):
     """``GET /api/v1/customers/export.csv`` with the list filters: streamed, formulas neutralised."""
+
+    staff_permissions = {"GET": ("customers.view_customer",)}
 
     def perform_content_negotiation(self, request: Request, force: bool = False):  # noqa: ANN201
         # The body is CSV whatever the renderers offer, so "Accept: text/csv" must not end in a 406; an error
@@ -140,6 +146,14 @@ class IngestView(APIView):
     parser_classes = [MultiPartParser]
     permission_classes = [IsStaffOrServiceClient]
     throttle_scope = "ingest"
+
+    def get_staff_permissions(self, request: Request) -> tuple[str, ...]:
+        """Staff add rows of the kind imported; a customers import also changes existing customers."""
+        model = {"customers": "customer", "orders": "order", "events": "event", "messages": "message"}.get(
+            str(self.kwargs.get("kind")), "customer"
+        )
+        changes = ("customers.change_customer",) if model == "customer" else ()
+        return (f"customers.add_{model}", *changes)
 
     @extend_schema(
         parameters=[

@@ -8,14 +8,13 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from churnsite.api import query_choice, query_float, query_int
 from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
-from churnsite.permissions import IsStaffOrServiceClient
+from churnsite.permissions import IsStaff, IsStaffOrServiceClient
 from customers.models import Customer
 from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus, TrainingRun
 from predictions.selectors import (
@@ -53,6 +52,8 @@ class LatestScoreListView(generics.ListAPIView):
     """The newest score of each customer, highest risk first; with ``customer`` or ``customer_external_id``, that
     customer's every score, newest first. Filters: risk_tier, min_probability."""
 
+    staff_permissions = {"GET": ("predictions.view_churnscore",)}
+
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = ChurnScoreSerializer
     ordering_fields = ["probability", "as_of", "created_at", "customer"]
@@ -73,6 +74,8 @@ class LatestScoreListView(generics.ListAPIView):
 
 class RealtimeScoreView(APIView):
     """Score one customer on their data up to now with the champion (nothing is stored)."""
+
+    staff_permissions = {"POST": ("predictions.add_churnscore",)}
 
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = RealtimeScoreSerializer
@@ -95,6 +98,8 @@ class RealtimeScoreByExternalIdView(APIView):
 
     The external id goes in the path percent-encoded; it may contain slashes.
     """
+
+    staff_permissions = {"POST": ("predictions.add_churnscore",)}
 
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = RealtimeScoreSerializer
@@ -136,7 +141,9 @@ _STATUS_FILTER = OpenApiParameter("status", str, enum=RunStatus.values)
 class ModelVersionListView(generics.ListAPIView):
     """The model registry, newest first; ``?status=champion`` finds the model that scores now."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("predictions.view_modelversion",)}
+
+    permission_classes = [IsStaff]
     serializer_class = ModelVersionSerializer
     ordering_fields = ["created_at", "trained_at", "promoted_at", "name", "status"]
 
@@ -150,7 +157,9 @@ class ModelVersionListView(generics.ListAPIView):
 class ModelVersionDetailView(generics.RetrieveAPIView):
     """One model version with its model card (holdout curves, lift and baselines; empty for older models)."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("predictions.view_modelversion",)}
+
+    permission_classes = [IsStaff]
     serializer_class = ModelVersionDetailSerializer
 
     def get_queryset(self):  # noqa: ANN201
@@ -160,7 +169,9 @@ class ModelVersionDetailView(generics.RetrieveAPIView):
 class ModelVersionPromoteView(APIView):
     """Make this model the champion (staff decision, audited); the next scoring uses it."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"POST": ("predictions.change_modelversion",)}
+
+    permission_classes = [IsStaff]
     serializer_class = ModelVersionSerializer
 
     @extend_schema(
@@ -184,7 +195,9 @@ class ModelVersionPromoteView(APIView):
 class ModelVersionRollbackView(APIView):
     """Give the champion role back to the previous champion (audited); the next scoring uses it."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"POST": ("predictions.change_modelversion",)}
+
+    permission_classes = [IsStaff]
     serializer_class = ModelVersionSerializer
 
     @extend_schema(
@@ -213,7 +226,9 @@ class ModelVersionRollbackView(APIView):
 class TrainingRunListView(generics.ListCreateAPIView):
     """List training runs, or request one (it is trained by a gpu worker; poll its progress here)."""
 
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("predictions.view_trainingrun",), "POST": ("predictions.add_trainingrun",)}
+
+    permission_classes = [IsStaff]
     serializer_class = TrainingRunSerializer
     ordering_fields = ["created_at", "finished_at", "status"]
 
@@ -256,7 +271,8 @@ class TrainingRunListView(generics.ListCreateAPIView):
 
 @extend_schema(parameters=[_STATUS_FILTER])
 class ScoringRunListView(generics.ListAPIView):
-    permission_classes = [IsAdminUser]
+    staff_permissions = {"GET": ("predictions.view_scoringrun",)}
+    permission_classes = [IsStaff]
     serializer_class = ScoringRunSerializer
     ordering_fields = ["created_at", "finished_at", "as_of", "status"]
 

@@ -9,6 +9,7 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from churnsite.services import api_client_create
+from tests.staff import grant_app_permissions
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -21,7 +22,9 @@ def _fresh_throttle_counters() -> None:
 
 @pytest.fixture
 def staff_user():  # noqa: ANN201 - the project's user model
-    return get_user_model().objects.create_user("ops", password="pw-ops-for-tests", is_staff=True)
+    return grant_app_permissions(
+        get_user_model().objects.create_user("ops", password="pw-ops-for-tests", is_staff=True)
+    )
 
 
 @pytest.fixture

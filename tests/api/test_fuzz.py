@@ -35,7 +35,9 @@ def staff_token(django_user_model) -> str:  # noqa: ANN001
     # A staff member who calls the API from a script uses a token too: give the staff user one.
     from rest_framework.authtoken.models import Token
 
-    user = django_user_model.objects.create_user("fuzzer", password="pw-fuzzer-x", is_staff=True)
+    from tests.staff import grant_app_permissions
+
+    user = grant_app_permissions(django_user_model.objects.create_user("fuzzer", password="pw-fuzzer-x", is_staff=True))
     return Token.objects.create(user=user).key
 
 

@@ -93,3 +93,41 @@ def test_schema_and_docs_are_served_to_clients_without_a_cdn(staff: APIClient, s
     page = staff.get("/api/v1/docs/").content.decode()
     assert "swagger-ui" in page and "/static/drf_spectacular_sidecar/" in page
     assert "cdn" not in page.lower() and "unpkg" not in page.lower()
+
+
+# The schema and its docs describe the API; every other operation needs a Django model permission, as in the admin.
+DESCRIBES_THE_API = {("get", "/api/v1/schema/")}
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_staff_without_the_operations_permission_are_refused_naming_it(
+    django_user_model, method: str, path: str
+) -> None:  # noqa: ANN001
+    client = APIClient()
+    client.force_login(django_user_model.objects.create_user("intern", password="pw-intern-x", is_staff=True))
+    response = getattr(client, method)(concrete(path), {}, format="json")
+    if (method, path) in DESCRIBES_THE_API:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 403, f"{method.upper()} {path} answered {response.status_code}"
+        assert "needs the permission " in response.json()["error"]["message"]
+
+
+def test_staff_reach_what_their_permissions_allow_and_nothing_more(django_user_model) -> None:  # noqa: ANN001
+    from django.contrib.auth.models import Permission
+
+    data = api_data()
+    user = django_user_model.objects.create_user("analyst", password="pw-analyst-x", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_modelversion", "view_customer"]))
+    client = APIClient()
+    client.force_login(user)
+    version = data["run"].model_version
+    assert client.get("/api/v1/model-versions/").status_code == 200
+    assert client.get("/api/v1/customers/export.csv").status_code == 200
+    promote = client.post(f"/api/v1/model-versions/{version.pk}/promote")
+    assert promote.status_code == 403
+    assert "predictions.change_modelversion" in promote.json()["error"]["message"]
+    assert client.post("/api/v1/training-runs/", {}, format="json").status_code == 403
+    assert client.get("/api/v1/alerts/").status_code == 403
+    orders = client.post("/api/v1/ingest/orders", [], format="json")
+    assert orders.status_code == 403 and "customers.add_order" in orders.json()["error"]["message"]

@@ -10,13 +10,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from customers.models import Customer, ImportRun, Message, Order
+from tests.staff import grant_app_permissions
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def staff() -> APIClient:
-    user = get_user_model().objects.create_user(username="ops", password="x", is_staff=True)
+    user = grant_app_permissions(get_user_model().objects.create_user(username="ops", password="x", is_staff=True))
     client = APIClient()
     client.force_authenticate(user)
     return client

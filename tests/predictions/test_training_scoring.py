@@ -21,6 +21,7 @@ from predictions.services.scoring import (
 from predictions.services.training import training_run_execute
 from tests.model_versions import artifact_dir
 from tests.predictions.conftest import STORE_END, train
+from tests.staff import grant_app_permissions
 from tests.tiny_bert import LETTERS, write_tiny_bert
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -662,7 +663,9 @@ def test_real_time_scoring_of_a_customer_not_signed_up_yet_is_a_409_naming_why(s
     _train()
     later = Customer.objects.create(external_id="signs-up-later", signed_up_at=timezone.now() + timedelta(days=3))
     client = APIClient()
-    client.force_login(get_user_model().objects.create_user("ops", password="pw-ops-for-tests", is_staff=True))
+    client.force_login(
+        grant_app_permissions(get_user_model().objects.create_user("ops", password="pw-ops-for-tests", is_staff=True))
+    )
 
     response = client.post(f"/api/v1/customers/{later.pk}/score")
 
