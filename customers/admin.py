@@ -38,8 +38,14 @@ from alerts.models import Intervention, InterventionStatus
 from alerts.services import CouponNotAllowed, IdempotencyKeyReused, customer_send_coupon, idempotent_request
 from churnsite.dashboard.charts import line_svg
 from customers.exports import write_customers_csv, write_rows_csv
-from customers.models import Customer, CustomerProfileChange, Event, ImportRun, Message, Order
-from customers.selectors import CustomerRiskProfile, customer_risk_profile, customer_timeline, customers_for_staff
+from customers.models import Customer, Event, ImportRun, Message, Order
+from customers.selectors import (
+    CustomerRiskProfile,
+    customer_profile_changes,
+    customer_risk_profile,
+    customer_timeline,
+    customers_for_staff,
+)
 from customers.services import customer_opt_out, customer_save
 from predictions.models import RiskTier
 from predictions.services.scoring import ChampionUnavailable, customer_rescore_now
@@ -53,6 +59,7 @@ FLAT_CHANGE = 0.005
 REQUEST_KEY = re.compile(r"^[0-9a-f]{32}$")
 # Sending a coupon from the customer page needs what the alert admin's "send coupon" action needs.
 SEND_COUPON_PERMISSION = "alerts.change_alert"
+PROFILE_HISTORY_LIMIT = 50
 
 
 class EstimatedCountPaginator(Paginator):
@@ -209,30 +216,6 @@ def _actor(request: HttpRequest) -> str:
     return f"user:{request.user.get_username()}"
 
 
-class CustomerProfileChangeInline(admin.TabularInline):
-    """The profile's history: what each import or edit changed, with the values before it (read-only)."""
-
-    model = CustomerProfileChange
-    verbose_name = "profile change"
-    verbose_name_plural = "Profile history (values before each change; snapshots at earlier cutoffs use them)"
-    fields = ("changed_at", "previous_values", "source")
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
-    ordering = ("-changed_at", "-id")
-
-    @admin.display(description="values before the change")
-    def previous_values(self, change: CustomerProfileChange) -> str:
-        return "; ".join(f"{name}: {json.dumps(value, ensure_ascii=False)}" for name, value in change.previous.items())
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = (
@@ -255,18 +238,23 @@ class CustomerAdmin(admin.ModelAdmin):
     )  # fmt: skip
     actions = (export_customers_csv, opt_out_customers)
     # opted_out_at is the customer's own choice: set only by the opt-out service (first time kept), never undone here.
-    readonly_fields = ("opted_out_at", "order_count", "last_order_at", "created_at", "updated_at", "timeline")
+    readonly_fields = (
+        "opted_out_at", "order_count", "last_order_at", "created_at", "updated_at", "profile_history", "timeline"
+    )  # fmt: skip
     fieldsets = (
         (None, {"fields": ("external_id", "name", "email", "segment", "country", "language", "signed_up_at")}),
         ("Marketing", {"fields": ("marketing_consent", "opted_out_at")}),
         ("Churn label (profile data only)", {"fields": ("churned", "churned_at")}),
         ("Domain attributes", {"fields": ("attributes", "is_minimal")}),
+        (
+            "Profile history (values before each change; snapshots at earlier cutoffs read them)",
+            {"fields": ("profile_history",)},
+        ),
         ("Activity", {"fields": ("order_count", "last_order_at", "created_at", "updated_at")}),
         (f"Timeline (newest {TIMELINE_LIMIT} orders, events and messages)", {"fields": ("timeline",)}),
     )
     list_per_page = 50
     change_form_template = "customers/admin/customer_change_form.html"
-    inlines = (CustomerProfileChangeInline,)
 
     def save_model(self, request: HttpRequest, obj: Customer, form: object, change: bool) -> None:
         customer_save(customer=obj, source=_actor(request))
@@ -334,6 +322,33 @@ class CustomerAdmin(admin.ModelAdmin):
         return customer.opted_out_at is not None
 
     @admin.display(description="timeline")
+    @admin.display(description="changes, newest first")
+    def profile_history(self, customer: Customer) -> SafeString | str:
+        if customer.pk is None:
+            return "-"
+        changes = customer_profile_changes(customer_id=customer.pk, limit=PROFILE_HISTORY_LIMIT)
+        if not changes:
+            return "no change recorded: the profile has been as shown since the customer was imported"
+        rows = format_html_join(
+            "",
+            '<tr><td style="white-space:nowrap">{}</td><td style="white-space:pre-wrap">{}</td><td>{}</td></tr>',
+            (
+                (
+                    date_format(timezone.localtime(change.changed_at), "Y-m-d H:i"),
+                    "; ".join(
+                        f"{name}: {json.dumps(value, ensure_ascii=False)}" for name, value in change.previous.items()
+                    ),
+                    change.source,
+                )
+                for change in changes
+            ),
+        )
+        return format_html(
+            '<table class="profile-history"><thead><tr><th>changed at</th><th>values before the change</th>'
+            "<th>by</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
     def timeline(self, customer: Customer) -> SafeString | str:
         if customer.pk is None:
             return "-"

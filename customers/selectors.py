@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from customers.models import Customer, Event, Message, Order, OrderStatus
+from customers.models import Customer, CustomerProfileChange, Event, Message, Order, OrderStatus
 
 if TYPE_CHECKING:
     from alerts.models import Alert, Intervention
@@ -193,3 +193,8 @@ def customer_risk_profile(*, customer: Customer, history_limit: int = 365) -> Cu
         alerts=list(alerts_queue(customer_id=customer.pk)),
         interventions=list(customer_interventions(customer_id=customer.pk)),
     )
+
+
+def customer_profile_changes(*, customer_id: int, limit: int = 50) -> list[CustomerProfileChange]:
+    """The customer's newest ``limit`` profile changes, newest first."""
+    return list(CustomerProfileChange.objects.filter(customer_id=customer_id).order_by("-changed_at", "-id")[:limit])

@@ -89,10 +89,6 @@ def test_the_admin_edit_form_records_the_change_and_shows_the_history(admin_clie
         "country": "FR",
         "language": "",
         "attributes": '{"plan": "b"}',
-        "profile_changes-TOTAL_FORMS": "0",
-        "profile_changes-INITIAL_FORMS": "0",
-        "profile_changes-MIN_NUM_FORMS": "0",
-        "profile_changes-MAX_NUM_FORMS": "0",
     }
     response = admin_client.post(url, form)
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
