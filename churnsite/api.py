@@ -134,6 +134,20 @@ class CappedPageNumberPagination(PageNumberPagination):
     def max_page_size(self) -> int:  # type: ignore[override]
         return settings.API_MAX_PAGE_SIZE
 
+    def get_page_size(self, request: Request) -> int | None:
+        """DRF falls back to the default page for any value it cannot read; here a page size that cannot be meant
+        (not a whole number, or below 1) is a 400 naming it. Above the maximum it is the maximum, as documented."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None or raw == "":
+            return self.page_size
+        try:
+            size = int(raw.strip())
+        except ValueError:
+            raise exceptions.ValidationError({self.page_size_query_param: ["must be a whole number"]}) from None
+        if size < 1:
+            raise exceptions.ValidationError({self.page_size_query_param: ["must be at least 1"]})
+        return min(size, self.max_page_size)
+
 
 class StableOrderingFilter(OrderingFilter):
     """``?ordering=field,-other`` over the fields a view lists in ``ordering_fields`` (none otherwise).
@@ -289,6 +303,7 @@ _ERROR_DESCRIPTIONS = {
     "403": "Not allowed for this user or client.",
     "404": "Not found.",
     "405": "Method not allowed.",
+    "406": "Not acceptable: no representation matches the Accept header (the API answers JSON).",
     "409": "Conflict with the current state.",
     "413": "Request body too large.",
     "415": "Unsupported media type.",
@@ -301,7 +316,7 @@ _ERROR_DESCRIPTIONS = {
 def error_responses_hook(result: dict, generator: object, request: object, public: bool) -> dict:  # noqa: FBT001
     """drf-spectacular postprocessing hook: document the error envelope on every operation.
 
-    Each operation gets 400, 401, 403, 404 and 429; those with a request body 413 and 415 too, those taking an
+    Each operation gets 400, 401, 403, 404, 406 and 429; those with a request body 413 and 415 too, those taking an
     Idempotency-Key 422 (the key reused with another request). Error codes a
     view documented itself keep their description and gain the envelope as their body.
     """
@@ -312,7 +327,7 @@ def error_responses_hook(result: dict, generator: object, request: object, publi
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = operation.setdefault("responses", {})
-            codes = ["400", "401", "403", "404", "429"]
+            codes = ["400", "401", "403", "404", "406", "429"]
             if "requestBody" in operation:
                 codes += ["413", "415"]
             parameters = operation.get("parameters", [])

@@ -67,7 +67,14 @@ _TEXT_CHUNK_LINES = 4096  # lines read at a time from a UTF-16 file
 
 
 class ImportFileError(Exception):
-    """The file as a whole cannot be read (empty, wrong format, a required column missing): nothing is imported."""
+    """The file as a whole cannot be read (empty, wrong format, a required column missing): nothing is imported.
+
+    ``option`` names the import option at fault (``map``, ``label_col``, ``time_zone``, ``delimiter``, ``sheet``,
+    ``format``) when the error is about one, so that the API can name it."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -306,7 +313,9 @@ def _csv_records(raw: BinaryIO, *, delimiter: str | None, max_text_chars: int, n
     if not head.strip(b" \t\r\n\x00" + codecs.BOM_UTF8 + codecs.BOM_UTF16_LE + codecs.BOM_UTF16_BE):
         raise ImportFileError("the file is empty")
     if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
-        raise ImportFileError(f"the delimiter must be one character, not a quote or a line break; got {delimiter!r}")
+        raise ImportFileError(
+            f"the delimiter must be one character, not a quote or a line break; got {delimiter!r}", option="delimiter"
+        )
     encoding, skip = _sniff_encoding(head)
     if skip and encoding == "utf-8":
         notes.append("UTF-8 byte-order mark removed")
@@ -529,7 +538,9 @@ def _xlsx_records(raw: BinaryIO, *, sheet: str | None, notes: list[str]) -> Reco
     elif sheet in workbook.sheetnames:
         worksheet = workbook[sheet]
     else:
-        raise ImportFileError(f"no sheet {sheet!r}; the workbook has {', '.join(map(repr, workbook.sheetnames))}")
+        raise ImportFileError(
+            f"no sheet {sheet!r}; the workbook has {', '.join(map(repr, workbook.sheetnames))}", option="sheet"
+        )
     rows = worksheet.iter_rows(values_only=True)
     try:
         first = next(rows, None)
@@ -573,7 +584,7 @@ def open_records(raw: BinaryIO, *, options: ImportOptions, name: str = "") -> Re
     """
     fmt = options.format or detect_format(name)
     if fmt not in FORMATS:
-        raise ImportFileError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        raise ImportFileError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", option="format")
     notes: list[str] = []
     if fmt == "csv":
         return _csv_records(raw, delimiter=options.delimiter, max_text_chars=options.max_text_chars, notes=notes)
@@ -945,14 +956,14 @@ class RowParser:
         for name in options.field_map:
             if name not in known:
                 raise ImportFileError(
-                    f"--map {name}=...: {self.kind} have no field {name!r}; fields: {', '.join(known)}"
+                    f"--map {name}=...: {self.kind} have no field {name!r}; fields: {', '.join(known)}", option="map"
                 )
         if options.label_column and self.kind != "customers":
-            raise ImportFileError("--label-col only applies to customers")
+            raise ImportFileError("--label-col only applies to customers", option="label_col")
         try:
             tz = ZoneInfo(options.time_zone)
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ("America"), a name too long
-            raise ImportFileError(f"unknown time zone {options.time_zone!r}") from None
+            raise ImportFileError(f"unknown time zone {options.time_zone!r}", option="time_zone") from None
         now = options.now or datetime.now(UTC)
         self.context = _Context(tz=tz, latest=now + options.future_tolerance, max_text_chars=options.max_text_chars)
         self._plans: dict[tuple[str, ...], _Plan] = {}

@@ -15,6 +15,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,6 +41,7 @@ _BODY_FORMATS = {
     "text/csv": "csv",
 }
 _TIMELINE_DEFAULT, _TIMELINE_MAX = 100, 1000
+_SEARCH_MAX_LENGTH = 200
 _MULTIPART_SLACK = 64 * 1024  # form fields and part headers around an uploaded file of the largest allowed size
 
 
@@ -48,7 +50,7 @@ _CUSTOMER_FILTERS = [
     OpenApiParameter("country", str, description="Exact country code."),
     OpenApiParameter("churned", bool, description="Only churned (true) or only active (false) customers."),
     OpenApiParameter("is_minimal", bool, description="Only customers created from an order, event or message row."),
-    OpenApiParameter("q", str, description="Text in the external id, email or name."),
+    OpenApiParameter("q", str, description="Text in the external id, email or name (at most 200 characters)."),
     OpenApiParameter("marketing_consent", bool, description="Only customers who gave (true) or did not give consent."),
     OpenApiParameter("opted_out", bool, description="Only customers who opted out (true) or did not (false)."),
 ]
@@ -56,6 +58,9 @@ _CUSTOMER_FILTERS = [
 
 def _customers_from_query(request: Request):  # noqa: ANN202 - a QuerySet[Customer]
     params = request.query_params
+    if len(params.get("q") or "") > _SEARCH_MAX_LENGTH:
+        # Nobody types more into a search box, and SQLite refuses LIKE patterns above 50,000 bytes (a 500).
+        raise ValidationError({"q": [f"at most {_SEARCH_MAX_LENGTH} characters"]})
     customers = customers_search(
         segment=params.get("segment"),
         country=params.get("country"),
@@ -99,7 +104,9 @@ class CustomerDetailView(generics.RetrieveAPIView):
             limit = int(request.query_params.get("timeline_limit", _TIMELINE_DEFAULT))
         except ValueError:
             raise ValidationError({"timeline_limit": ["must be a whole number"]}) from None
-        timeline = customer_timeline(customer=customer, limit=max(0, min(limit, _TIMELINE_MAX)))
+        if not 0 <= limit <= _TIMELINE_MAX:
+            raise ValidationError({"timeline_limit": [f"must be from 0 to {_TIMELINE_MAX}"]})
+        timeline = customer_timeline(customer=customer, limit=limit)
         serializer = self.get_serializer(customer, context={"request": request, "timeline": timeline})
         return Response(serializer.data)
 
@@ -129,6 +136,14 @@ class CustomerExportView(APIView):
         return response
 
 
+class _FormatIsAnImportOption(DefaultContentNegotiation):
+    """``?format=`` of an ingestion names the format of the rows sent, not of the response (DRF would look for a
+    renderer of that name and answer 404)."""
+
+    class settings:  # noqa: N801 - stands in for DRF's api_settings, which the base class reads this one name of
+        URL_FORMAT_OVERRIDE = None
+
+
 class IngestView(APIView):
     """``POST /api/v1/ingest/<kind>``: import rows sent as the body or as an uploaded file.
 
@@ -146,6 +161,7 @@ class IngestView(APIView):
     parser_classes = [MultiPartParser]
     permission_classes = [IsStaffOrServiceClient]
     throttle_scope = "ingest"
+    content_negotiation_class = _FormatIsAnImportOption
 
     def get_staff_permissions(self, request: Request) -> tuple[str, ...]:
         """Staff add rows of the kind imported; a customers import also changes existing customers."""
@@ -226,7 +242,7 @@ class IngestView(APIView):
                 try:
                     fmt = params.get("format") or detect_format(source)
                 except ImportFileError as exc:
-                    return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+                    raise ValidationError({"format": [str(exc)]}) from None
             else:
                 fmt = _BODY_FORMATS.get(content_type)
                 if fmt is None:
@@ -238,7 +254,7 @@ class IngestView(APIView):
                 params = request.query_params
                 source = "api"
             if fmt not in FORMATS:
-                raise ParseError(f"format must be one of {', '.join(FORMATS)}")
+                raise ValidationError({"format": [f"must be one of {', '.join(FORMATS)}"]})
             spool.seek(0)
             try:
                 options = import_options_from_settings(
@@ -260,6 +276,8 @@ class IngestView(APIView):
                     started_by=request.user.get_username(),
                 )
             except ImportFileError as exc:
+                if exc.option is not None:  # about one option: name it, as every other bad parameter is
+                    raise ValidationError({exc.option: [str(exc)]}) from None
                 return Response({"error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         report = result.as_dict()
         if result.rows_rejected and not (result.rows_imported or result.rows_unchanged):
@@ -275,7 +293,7 @@ def _field_map(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, column = pair.partition("=")
         if not sep or not name or not column:
-            raise ParseError(f"map={pair!r}: write FIELD=COLUMN")
+            raise ValidationError({"map": [f"map={pair!r}: write FIELD=COLUMN"]})
         mapping[name] = column
     return mapping
 

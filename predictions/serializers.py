@@ -5,6 +5,7 @@ from datetime import datetime
 from rest_framework import serializers
 
 from predictions.models import ChurnScore, ModelAuditEntry, ModelVersion, ScoringRun, TrainingRun
+from predictions.services.scoring import refuse_future_as_of
 from predictions.services.training import MAX_WINDOW_DAYS, TRAINING_MODES
 
 EARLIEST_AS_OF, LATEST_AS_OF = 1971, 2999
@@ -107,6 +108,11 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     def validate_as_of(self, value: datetime | None) -> datetime | None:
         if value is not None and not EARLIEST_AS_OF <= value.year <= LATEST_AS_OF:
             raise serializers.ValidationError(f"must be between the years {EARLIEST_AS_OF} and {LATEST_AS_OF}.")
+        if value is not None:
+            try:
+                refuse_future_as_of(value)
+            except ValueError as exc:
+                raise serializers.ValidationError(str(exc)) from None
         return value
 
     class Meta:
