@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Aggregate, Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 
 from alerts.models import (
     ALERT_QUEUE_ORDER,
@@ -168,21 +169,49 @@ MEASURED_TREATED = Q(status__in=(InterventionStatus.SENT, InterventionStatus.FAI
 MEASURED_CONTROL = Q(status=InterventionStatus.HOLDOUT)
 
 
+def _uplift_groups() -> dict[str, Aggregate]:
+    """The group counts and coupon cost of an uplift report, over interventions whose outcome is known."""
+    retained = Q(outcome=Outcome.RETAINED)
+    return {
+        "treated": Count("id", filter=MEASURED_TREATED),
+        "treated_retained": Count("id", filter=MEASURED_TREATED & retained),
+        "control": Count("id", filter=MEASURED_CONTROL),
+        "control_retained": Count("id", filter=MEASURED_CONTROL & retained),
+        "coupons_cost": Sum("coupon_cost", filter=Q(status=InterventionStatus.SENT)),
+    }
+
+
+def _uplift_report(groups: dict[str, object]) -> UpliftReport:
+    return uplift_from_counts(
+        treated=groups["treated"],
+        treated_retained=groups["treated_retained"],
+        control=groups["control"],
+        control_retained=groups["control_retained"],
+        coupons_cost=Decimal(groups["coupons_cost"] or 0),
+    )
+
+
+_KNOWN_OUTCOMES = (Outcome.RETAINED, Outcome.CHURNED)
+
+
 def alert_rule_uplift(*, rule: AlertRule) -> UpliftReport:
     """The uplift report of a rule over its alerts whose outcome is known: one intervention per alert, of the
     rule's own action (a coupon sent by hand on a webhook rule's alert does not count the alert twice)."""
+    known = Intervention.objects.filter(alert__rule=rule, kind=rule.action, outcome__in=_KNOWN_OUTCOMES)
+    return _uplift_report(known.aggregate(**_uplift_groups()))
+
+
+def alert_rules_uplift(*, rules: Iterable[AlertRule]) -> dict[int, UpliftReport]:
+    """``alert_rule_uplift`` of each of ``rules`` by rule id, in one grouped query for any number of rules."""
+    rule_ids = [rule.pk for rule in rules]
     known = Intervention.objects.filter(
-        alert__rule=rule, kind=rule.action, outcome__in=(Outcome.RETAINED, Outcome.CHURNED)
+        alert__rule_id__in=rule_ids, kind=F("alert__rule__action"), outcome__in=_KNOWN_OUTCOMES
     )
-    retained = Q(outcome=Outcome.RETAINED)
-    groups = known.aggregate(
-        treated=Count("id", filter=MEASURED_TREATED),
-        treated_retained=Count("id", filter=MEASURED_TREATED & retained),
-        control=Count("id", filter=MEASURED_CONTROL),
-        control_retained=Count("id", filter=MEASURED_CONTROL & retained),
-    )
-    cost = known.filter(status=InterventionStatus.SENT).aggregate(total=Sum("coupon_cost"))["total"]
-    return uplift_from_counts(**groups, coupons_cost=Decimal(cost or 0))
+    by_rule = {
+        row["alert__rule_id"]: row for row in known.order_by().values("alert__rule_id").annotate(**_uplift_groups())
+    }
+    empty = {"treated": 0, "treated_retained": 0, "control": 0, "control_retained": 0, "coupons_cost": None}
+    return {rule_id: _uplift_report(by_rule.get(rule_id, empty)) for rule_id in rule_ids}
 
 
 # Alerts that still wait for staff: not yet actioned, dismissed or resolved.

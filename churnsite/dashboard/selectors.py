@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from alerts.models import Alert, AlertRule, Intervention, InterventionStatus, Outcome
-from alerts.selectors import UpliftReport, alert_rule_uplift
+from alerts.selectors import UpliftReport, alert_rules_uplift
 from predictions.models import DriftEvent, ModelVersion
 from predictions.selectors import champion_model_version, latest_scores
 
@@ -133,8 +133,9 @@ def intervention_funnel() -> list[tuple[str, int]]:
 
 def rule_uplifts() -> list[tuple[AlertRule, UpliftReport]]:
     """Each rule that has sent anything, with its uplift against its holdout."""
-    rules = AlertRule.objects.filter(alerts__interventions__isnull=False).distinct().order_by("name")
-    return [(rule, alert_rule_uplift(rule=rule)) for rule in rules]
+    rules = list(AlertRule.objects.filter(alerts__interventions__isnull=False).distinct().order_by("name"))
+    uplifts = alert_rules_uplift(rules=rules)
+    return [(rule, uplifts[rule.pk]) for rule in rules]
 
 
 def model_versions_metrics(*, limit: int = 8) -> list[ModelVersion]:

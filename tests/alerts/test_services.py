@@ -25,7 +25,7 @@ from alerts.models import (
     InterventionStatus,
     TriggerKind,
 )
-from alerts.selectors import alert_rule_uplift, treated_customer_ids
+from alerts.selectors import alert_rule_uplift, alert_rules_uplift, treated_customer_ids
 from alerts.services import (
     AlertTransitionError,
     TransientSendError,
@@ -730,6 +730,58 @@ def test_uplift_counts_every_alert_once_as_intention_to_treat(
     statuses = dict(Intervention.objects.filter(kind=ActionKind.COUPON_EMAIL).values_list("customer_id", "status"))
     assert sorted(statuses.values()) == ["failed", "sent", "suppressed", "suppressed"], statuses
     assert (report.treated, report.control) == (3, 0)  # bounced, sent and opted out at send time
+
+
+def test_the_uplift_of_many_rules_at_once_is_each_rules_own_uplift() -> None:
+    coupon, webhook, pending = (
+        rule_make(name="coupon", coupon_cost=Decimal("5")),
+        rule_make(name="webhook", action=ActionKind.WEBHOOK, webhook_url="https://crm.example.com/hook"),
+        rule_make(name="pending"),
+    )
+    # (rule, kind, status, reason, outcome, coupon cost) of one intervention each.
+    interventions = [
+        (coupon, ActionKind.COUPON_EMAIL, "sent", "", "retained", "5.00"),
+        (coupon, ActionKind.COUPON_EMAIL, "sent", "", "retained", "5.00"),
+        (coupon, ActionKind.COUPON_EMAIL, "sent", "", "churned", "7.50"),
+        (coupon, ActionKind.COUPON_EMAIL, "failed", "bounced", "churned", "0"),
+        (coupon, ActionKind.COUPON_EMAIL, "suppressed", "at send time: opted out", "retained", "0"),
+        (coupon, ActionKind.COUPON_EMAIL, "suppressed", "cooldown", "retained", "0"),  # at dispatch: in neither
+        (coupon, ActionKind.COUPON_EMAIL, "holdout", "", "retained", "0"),
+        (coupon, ActionKind.COUPON_EMAIL, "holdout", "", "churned", "0"),
+        (coupon, ActionKind.COUPON_EMAIL, "sent", "", "unknown", "5.00"),  # outcome not known yet
+        (webhook, ActionKind.WEBHOOK, "sent", "", "retained", "0"),
+        (webhook, ActionKind.WEBHOOK, "holdout", "", "churned", "0"),
+        (webhook, ActionKind.COUPON_EMAIL, "sent", "", "retained", "9.00"),  # by hand: not the rule's action
+        (pending, ActionKind.COUPON_EMAIL, "sent", "", "unknown", "5.00"),
+    ]
+    for n, (rule, kind, status, reason, outcome, cost) in enumerate(interventions):
+        customer = customer_make(n)
+        alert = Alert.objects.create(
+            customer=customer, rule=rule, period_start=as_of().date(), as_of=as_of(), probability=0.9, risk_tier="high"
+        )
+        Intervention.objects.create(
+            alert=alert, customer=customer, kind=kind, status=status, reason=reason, outcome=outcome,
+            coupon_cost=Decimal(cost), sent_at=as_of() if status == "sent" else None, idempotency_key=f"k{n}",
+        )  # fmt: skip
+
+    together = alert_rules_uplift(rules=[coupon, webhook, pending])
+
+    assert together == {rule.pk: alert_rule_uplift(rule=rule) for rule in (coupon, webhook, pending)}
+    counts = {
+        rule.name: (
+            report.treated,
+            report.treated_retained,
+            report.control,
+            report.control_retained,
+            report.coupons_cost,
+        )
+        for rule, report in zip((coupon, webhook, pending), together.values(), strict=True)
+    }
+    assert counts == {
+        "coupon": (5, 3, 2, 1, Decimal("17.50")),
+        "webhook": (1, 1, 1, 0, Decimal("0")),
+        "pending": (0, 0, 0, 0, Decimal("0")),
+    }
 
 
 def test_an_order_placed_before_the_coupon_went_out_does_not_count_for_it(

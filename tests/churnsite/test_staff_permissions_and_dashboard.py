@@ -25,6 +25,12 @@ from tests.model_versions import artifact_dir
 pytestmark = pytest.mark.django_db
 
 
+def _dashboard_queries(client) -> int:  # noqa: ANN001
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get("/admin/dashboard/").status_code == 200
+    return len(captured)
+
+
 def _staff(django_user_model, name: str, *permissions: str):  # noqa: ANN001, ANN202
     user = django_user_model.objects.create_user(name, password="pw-for-tests-123", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=permissions))
@@ -131,6 +137,29 @@ def test_the_next_run_of_a_task_that_ran_before_is_one_interval_after_it() -> No
 
     assert runs["interval"] == now + timedelta(hours=18)
     assert runs["crontab"] == datetime(2026, 3, 11, 3, 0, tzinfo=UTC)
+
+
+def test_uplift_table_costs_the_same_queries_for_2_or_20_rules(admin_client) -> None:  # noqa: ANN001
+    customer = Customer.objects.create(external_id="c1", name="n", email="e@e.com")
+    score = _score(customer, _model_version(), 0.7, T0)
+
+    def add(n: int, batch: str) -> None:
+        for i in range(n):
+            rule = _rule(f"rule {batch}{i}")
+            Intervention.objects.create(
+                alert=_alert(customer, rule, score),
+                customer=customer,
+                kind=rule.action,
+                status="sent",
+                sent_at=T0,
+                outcome="retained",
+                idempotency_key=f"k-{batch}{i}",
+            )
+
+    add(2, "a")
+    few = _dashboard_queries(admin_client)
+    add(18, "b")
+    assert _dashboard_queries(admin_client) == few
 
 
 @pytest.mark.parametrize("page", ["/admin/alerts/auditentry/", "/admin/predictions/driftevent/"])
