@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from celery.exceptions import ImproperlyConfigured
 from django.db.models import Avg, Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -151,31 +152,53 @@ def champion_drift(*, limit: int = 60) -> tuple[ModelVersion | None, list[DriftE
     return champion, events[::-1]
 
 
+# django-celery-beat's ModelEntry backdates a never-run task that has a start time by 30 years: due at once.
+_BEAT_START_TIME_BACKDATE = timedelta(days=365 * 30)
+
+
 def scheduled_runs(*, now: datetime | None = None) -> list[ScheduledRun]:
-    """Enabled beat schedules (rescoring, retraining, ...) with their next run time."""
+    """Enabled beat schedules (rescoring, retraining, ...) with the next run beat will make of each.
+
+    As django-celery-beat's ModelEntry does: a task that never ran counts from when it was last saved
+    (``date_changed``), and no task runs before its ``start_time``."""
     now = now or timezone.now()
+    tasks = (
+        PeriodicTask.objects.filter(enabled=True)
+        .select_related("interval", "crontab", "solar", "clocked")
+        .order_by("name")
+    )
     runs = []
-    for task in PeriodicTask.objects.filter(enabled=True).order_by("name"):
-        next_run_at = None
-        try:
-            schedule = task.schedule
-            schedule.nowfun = lambda: now  # celery's estimate is the time left from its "now": make that ours
-            remaining = schedule.remaining_estimate(task.last_run_at or now)
-            next_run_at = max(now, now + remaining)
-            # celery estimates from its own clock reading: 02:59:59.98 means 03:00.
-            next_run_at = (next_run_at + timedelta(milliseconds=500)).replace(microsecond=0)
-        except (AttributeError, TypeError, ValueError):
-            pass  # one-off or solar schedules without a simple estimate
+    for task in tasks:
         runs.append(
             ScheduledRun(
                 name=task.name,
                 task=task.task,
                 schedule=str(task.scheduler or ""),
                 last_run_at=task.last_run_at,
-                next_run_at=next_run_at,
+                next_run_at=_next_run_at(task, now=now),
             )
         )
     return runs
+
+
+def _next_run_at(task: PeriodicTask, *, now: datetime) -> datetime | None:
+    """When beat runs ``task`` next, or None where celery gives no estimate (solar schedules need ``ephem``)."""
+    try:
+        schedule = task.schedule
+        schedule.nowfun = lambda: now  # celery's estimate is the time left from its "now": make that ours
+        last_run_at = task.last_run_at
+        if last_run_at is None:
+            last_run_at = task.date_changed or now
+            if task.start_time is not None:
+                last_run_at -= _BEAT_START_TIME_BACKDATE
+        remaining = schedule.remaining_estimate(last_run_at)
+    except (AttributeError, TypeError, ValueError, ImproperlyConfigured):
+        return None  # no schedule, or one without a simple estimate
+    next_run_at = max(now, now + remaining)
+    if task.start_time is not None:
+        next_run_at = max(next_run_at, task.start_time)
+    # celery estimates from its own clock reading: 02:59:59.98 means 03:00.
+    return (next_run_at + timedelta(milliseconds=500)).replace(microsecond=0)
 
 
 def _cutoff_dates(cutoffs: list[object]) -> str:

@@ -11,7 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
+from django_celery_beat.schedulers import ModelEntry
 
 from alerts.models import Alert, AlertStatus, AuditEntry, Intervention
 from churnsite.dashboard import selectors
@@ -29,6 +30,12 @@ def _dashboard_queries(client) -> int:  # noqa: ANN001
     with CaptureQueriesContext(connection) as captured:
         assert client.get("/admin/dashboard/").status_code == 200
     return len(captured)
+
+
+def _beat_next_run(task: PeriodicTask, now: datetime) -> datetime:
+    """When django-celery-beat itself would run ``task`` (its entry measures from the real clock, close to ``now``)."""
+    due, seconds = ModelEntry(task).is_due()
+    return now if due else now + timedelta(seconds=seconds)
 
 
 def _staff(django_user_model, name: str, *permissions: str):  # noqa: ANN001, ANN202
@@ -137,6 +144,64 @@ def test_the_next_run_of_a_task_that_ran_before_is_one_interval_after_it() -> No
 
     assert runs["interval"] == now + timedelta(hours=18)
     assert runs["crontab"] == datetime(2026, 3, 11, 3, 0, tzinfo=UTC)
+
+
+def test_a_never_run_task_counts_from_when_it_was_saved_as_beat_does() -> None:
+    now = timezone.now()
+    every_day = IntervalSchedule.objects.create(every=24, period=IntervalSchedule.HOURS)
+    task = PeriodicTask.objects.create(name="daily job", task="x", interval=every_day)
+    PeriodicTask.objects.filter(pk=task.pk).update(date_changed=now - timedelta(hours=20))
+    task.refresh_from_db()
+
+    runs = {run.name: run.next_run_at for run in selectors.scheduled_runs(now=now)}
+
+    beat = _beat_next_run(task, now)  # 24 hours after it was saved: in 4 hours, not in 24
+    assert abs((runs["daily job"] - beat).total_seconds()) < 5, (runs["daily job"], beat)
+
+
+def test_a_task_with_a_future_start_time_runs_next_at_its_start_time() -> None:
+    now = timezone.now()
+    hourly = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
+    task = PeriodicTask.objects.create(
+        name="starts later", task="x", interval=hourly, start_time=now + timedelta(days=5)
+    )
+
+    runs = {run.name: run.next_run_at for run in selectors.scheduled_runs(now=now)}
+
+    beat = _beat_next_run(task, now)
+    assert abs((runs["starts later"] - (now + timedelta(days=5))).total_seconds()) < 1, runs["starts later"]
+    assert abs((runs["starts later"] - beat).total_seconds()) < 5, (runs["starts later"], beat)
+
+
+def test_an_enabled_solar_schedule_shows_no_next_run_and_the_dashboard_renders(admin_client) -> None:  # noqa: ANN001
+    sunrise = SolarSchedule.objects.create(event="sunrise", latitude=52.5, longitude=13.4)
+    PeriodicTask.objects.create(name="morning digest", task="alerts.tasks.x", solar=sunrise)  # celery needs ephem
+
+    response = admin_client.get("/admin/dashboard/")
+
+    runs = {run.name: run.next_run_at for run in selectors.scheduled_runs()}
+    assert response.status_code == 200 and "morning digest" in response.content.decode()
+    assert runs["morning digest"] is None
+
+
+def test_scheduled_runs_cost_the_same_queries_for_3_or_30_tasks() -> None:
+    hourly = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
+    at_three = CrontabSchedule.objects.create(minute="0", hour="3", timezone="UTC")
+
+    def add(n: int, batch: str) -> None:
+        for i in range(n):
+            schedule = {"interval": hourly} if i % 2 else {"crontab": at_three}
+            PeriodicTask.objects.create(name=f"task {batch}{i}", task="x", **schedule)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            selectors.scheduled_runs()
+        return len(captured)
+
+    add(3, "a")
+    few = queries()
+    add(27, "b")
+    assert queries() == few
 
 
 def test_uplift_table_costs_the_same_queries_for_2_or_20_rules(admin_client) -> None:  # noqa: ANN001
