@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
+from django.views.decorators.cache import never_cache
 
 from churnsite.dashboard import charts, selectors
 
@@ -18,6 +19,7 @@ _METRICS = ("roc_auc", "pr_auc", "lift_at_10", "brier", "ece")
 DASHBOARD_PERMISSIONS = ("customers.view_customer", "alerts.view_alert", "predictions.view_modelversion")
 
 
+@never_cache  # it sums up customers' risk: never stored by browsers or shared caches, as admin pages are not
 @staff_member_required
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Every panel is read by a selector and drawn as inline SVG (matplotlib escapes the text it draws)."""

@@ -41,6 +41,14 @@ def test_dashboard_is_for_staff_who_may_view_customers_alerts_and_models(django_
         assert intern.get("/admin/dashboard/").status_code == 403, missing
 
 
+def test_the_dashboard_is_never_cached_as_the_admin_pages_are_not(staff_client: Client) -> None:
+    response = staff_client.get("/admin/dashboard/")
+
+    cache_control = response.headers.get("Cache-Control", "")
+    assert "no-store" in cache_control and "private" in cache_control, response.headers
+    assert staff_client.get("/admin/").headers.get("Cache-Control", "") == cache_control
+
+
 def test_admin_index_links_to_the_dashboard(staff_client: Client) -> None:
     assert 'href="/admin/dashboard/"' in staff_client.get("/admin/").content.decode()
 
