@@ -9,6 +9,7 @@ from celery.exceptions import ImproperlyConfigured
 from django.db.models import Avg, Count, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import PeriodicTask
 
 from alerts.models import Alert, AlertRule, Intervention, InterventionStatus, Outcome
@@ -201,8 +202,20 @@ def _next_run_at(task: PeriodicTask, *, now: datetime) -> datetime | None:
     return (next_run_at + timedelta(milliseconds=500)).replace(microsecond=0)
 
 
+def _local_date(cutoff: object) -> str:
+    """A stored cutoff (training writes UTC ISO timestamps) as its date in the current time zone, as the page shows
+    every date; a value that is not a timestamp is shown as it is."""
+    try:
+        moment = cutoff if isinstance(cutoff, datetime) else parse_datetime(str(cutoff))
+    except ValueError:  # well formed but no real time ("2026-02-30T00:00")
+        moment = None
+    if moment is None:
+        return str(cutoff)[:40]
+    return (timezone.localtime(moment) if timezone.is_aware(moment) else moment).date().isoformat()
+
+
 def _cutoff_dates(cutoffs: list[object]) -> str:
-    return ", ".join(str(cutoff)[:10] for cutoff in cutoffs) or "-"
+    return ", ".join(_local_date(cutoff) for cutoff in cutoffs) or "-"
 
 
 def _share(positives: object, n: object) -> str:
@@ -231,7 +244,7 @@ def model_card(version: ModelVersion) -> ModelCard:
         ("Churn definition", f"no {activity} within {version.horizon_days} days (lead {version.lead_days} days)"),
         ("Training cutoffs", _cutoff_dates(training_cutoffs)),
         ("Training snapshots", _share(training.get("positives"), training.get("n"))),
-        ("Holdout cutoff (backtest)", holdout_cutoff[:40] or "-"),
+        ("Holdout cutoff (backtest)", _local_date(holdout_cutoff) if holdout_cutoff else "-"),
         ("Holdout snapshots", _share(positives, n)),
     ]
     models = [

@@ -7,6 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 
@@ -52,7 +53,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             labels=[name for name, _ in funnel], values=[n for _, n in funnel], title="Retention funnel"
         ),
         "drift": charts.line_svg(
-            x=[event.checked_at for event in drift],
+            x=[timezone.localtime(event.checked_at) for event in drift],  # the page's time zone, not UTC
             series={
                 "largest PSI": [event.max_psi for event in drift],
                 "threshold": [event.threshold for event in drift],

@@ -1,8 +1,9 @@
-"""Admin actions need the change permission, the dashboard draws any segment name and counts in local time,
-and the schedule shows when each task runs next."""
+"""Admin actions need the change permission, the dashboard draws any segment name and counts and dates in local
+time, the schedule shows when beat runs each task next, and the panels cost the same queries for any number of rows."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from alerts.models import Alert, AlertStatus, AuditEntry, Intervention
 from churnsite.dashboard import selectors
 from customers.models import Customer
 from customers.services import customer_opt_out
+from predictions.models import DriftEvent, ModelVersion
 from predictions.selectors import champion_model_version
 from predictions.services import model_version_promote, model_version_register
 from tests.customers.test_admin import T0, _alert, _model_version, _rule, _score
@@ -225,6 +227,43 @@ def test_uplift_table_costs_the_same_queries_for_2_or_20_rules(admin_client) -> 
     few = _dashboard_queries(admin_client)
     add(18, "b")
     assert _dashboard_queries(admin_client) == few
+
+
+def test_drift_chart_time_axis_is_in_the_local_time_zone(admin_client, settings) -> None:  # noqa: ANN001
+    settings.TIME_ZONE = "Asia/Shanghai"
+    version = _model_version(status="champion")
+    for day in (9, 10, 11):  # 17:00 UTC is 01:00 the next day in Shanghai: checks on 10, 11 and 12 March local
+        event = DriftEvent.objects.create(
+            model_version=version, score_psi=0.1, max_psi=0.1, threshold=0.2, drifted=False
+        )
+        DriftEvent.objects.filter(pk=event.pk).update(checked_at=datetime(2026, 3, day, 17, 0, tzinfo=UTC))
+
+    page = admin_client.get("/admin/dashboard/").content.decode()
+    drift = page[page.index("Drift over time") : page.index("Next scheduled runs")]
+    ticks = re.findall(r"<!-- (\d\d-\d\d[^>]*?) -->", drift)  # matplotlib writes each tick label as a comment
+
+    assert ticks and not any(tick.startswith("03-09") for tick in ticks), f"UTC tick labels: {ticks}"
+
+
+def test_backtest_cutoffs_are_shown_as_local_dates(settings) -> None:  # noqa: ANN001
+    settings.TIME_ZONE = "Asia/Shanghai"
+    # Local midnights of 1 February, 1 March and 1 April 2026, stored as training writes them (run.as_of is UTC).
+    version = ModelVersion.objects.create(
+        name="champ",
+        model_type="lightgbm",
+        status="champion",
+        horizon_days=30,
+        training_cutoffs=["2026-03-31T16:00:00+00:00", "2026-02-28T16:00:00+00:00", "2026-01-31T16:00:00+00:00"],
+        metrics={"roc_auc": 0.8, "n": 100, "positive_rate": 0.2, "cutoff": "2026-03-31T16:00:00+00:00"},
+    )
+
+    with timezone.override("Asia/Shanghai"):
+        figures = dict(selectors.model_card(version).figures)
+
+    assert (figures["Training cutoffs"], figures["Holdout cutoff (backtest)"]) == (
+        "2026-03-01, 2026-02-01",
+        "2026-04-01",
+    ), figures
 
 
 @pytest.mark.parametrize("page", ["/admin/alerts/auditentry/", "/admin/predictions/driftevent/"])
