@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from customers.models import Customer
+from customers.models import Customer, CustomerProfileChange
 from customers.selectors import TimelineEntry
 
 __all__ = ["CustomerDetailSerializer", "CustomerSerializer", "TimelineEntrySerializer"]
@@ -51,14 +51,29 @@ class TimelineEntrySerializer(serializers.Serializer):
     text = serializers.CharField()
 
 
+class ProfileChangeSerializer(serializers.ModelSerializer):
+    previous = serializers.JSONField(help_text="The changed fields' values before the change.")
+
+    class Meta:
+        model = CustomerProfileChange
+        fields = ["changed_at", "previous", "source"]
+        read_only_fields = fields
+
+
 class CustomerDetailSerializer(CustomerSerializer):
-    """A customer with its free-form attributes and its timeline, newest first (set by the view)."""
+    """A customer with its free-form attributes, its profile history and its timeline, newest first (set by the
+    view)."""
 
     timeline = serializers.SerializerMethodField()
+    profile_history = serializers.SerializerMethodField()
 
     class Meta(CustomerSerializer.Meta):
-        fields = [*CustomerSerializer.Meta.fields, "attributes", "timeline"]
+        fields = [*CustomerSerializer.Meta.fields, "attributes", "profile_history", "timeline"]
         read_only_fields = fields
+
+    @extend_schema_field(ProfileChangeSerializer(many=True))
+    def get_profile_history(self, customer: Customer) -> list[dict[str, object]]:
+        return ProfileChangeSerializer(self.context.get("profile_history", []), many=True).data
 
     @extend_schema_field(TimelineEntrySerializer(many=True))
     def get_timeline(self, customer: Customer) -> list[dict[str, object]]:

@@ -26,7 +26,7 @@ from churnsite.permissions import IsStaffOrServiceClient
 from customers.exports import CUSTOMER_CSV_COLUMNS, customer_csv_row, iter_csv_lines
 from customers.importers import FORMATS, KINDS, ImportFileError, detect_format
 from customers.ingest import import_file, import_options_from_settings
-from customers.selectors import customer_timeline, customers_search
+from customers.selectors import customer_profile_changes, customer_timeline, customers_search
 from customers.serializers import CustomerDetailSerializer, CustomerSerializer
 
 __all__ = ["CustomerDetailView", "CustomerExportView", "CustomerListView", "IngestView"]
@@ -42,6 +42,7 @@ _BODY_FORMATS = {
 }
 _TIMELINE_DEFAULT, _TIMELINE_MAX = 100, 1000
 _SEARCH_MAX_LENGTH = 200
+_PROFILE_HISTORY_LIMIT = 100
 _MULTIPART_SLACK = 64 * 1024  # form fields and part headers around an uploaded file of the largest allowed size
 
 
@@ -92,7 +93,8 @@ class CustomerListView(generics.ListAPIView):
     parameters=[OpenApiParameter("timeline_limit", int, description="Timeline entries, newest first (0-1000).")]
 )
 class CustomerDetailView(generics.RetrieveAPIView):
-    """``GET /api/v1/customers/<id>/?timeline_limit=100``: the customer, its attributes and its timeline."""
+    """``GET /api/v1/customers/<id>/?timeline_limit=100``: the customer, its attributes, its profile history (the
+    newest 100 changes, with the values before each) and its timeline."""
 
     staff_permissions = {"GET": ("customers.view_customer",)}
 
@@ -107,7 +109,9 @@ class CustomerDetailView(generics.RetrieveAPIView):
         if not 0 <= limit <= _TIMELINE_MAX:
             raise ValidationError({"timeline_limit": [f"must be from 0 to {_TIMELINE_MAX}"]})
         timeline = customer_timeline(customer=customer, limit=limit)
-        serializer = self.get_serializer(customer, context={"request": request, "timeline": timeline})
+        history = customer_profile_changes(customer_id=customer.pk, limit=_PROFILE_HISTORY_LIMIT)
+        context = {"request": request, "timeline": timeline, "profile_history": history}
+        serializer = self.get_serializer(customer, context=context)
         return Response(serializer.data)
 
     def get_queryset(self):  # noqa: ANN201

@@ -6,6 +6,7 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
@@ -97,3 +98,20 @@ def test_the_admin_edit_form_records_the_change_and_shows_the_history(admin_clie
     assert change.source.startswith("user:")
     page = admin_client.get(url).content.decode()
     assert "Profile history" in page and "&quot;regular&quot;" in page
+
+
+def test_the_customer_api_gives_the_profile_history_newest_first() -> None:
+    from rest_framework.test import APIClient
+
+    from tests.staff import grant_app_permissions
+
+    import_customers(HEADER + "c1,regular,FR,basic,1\n")
+    import_customers(HEADER + "c1,vip,FR,basic,1\n")
+    import_customers(HEADER + "c1,vip,DE,basic,1\n")
+    client = APIClient()
+    user = get_user_model().objects.create_user("ops", password="pw-ops-x", is_staff=True)
+    client.force_login(grant_app_permissions(user))
+    customer = Customer.objects.get(external_id="c1")
+    body = client.get(f"/api/v1/customers/{customer.pk}/").json()
+    assert [change["previous"] for change in body["profile_history"]] == [{"country": "FR"}, {"segment": "regular"}]
+    assert body["segment"] == "vip"
