@@ -7,6 +7,8 @@ from django.db import connection
 
 from churnsite.celery import app as celery_app
 
+_PROBE_SECONDS = 2
+
 
 def database_state() -> str:
     try:
@@ -23,8 +25,10 @@ def broker_state() -> str:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return "eager"
     try:
-        with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+        # A probe must answer in seconds even when Redis accepts connections but no longer replies.
+        quick = {"socket_timeout": _PROBE_SECONDS, "socket_connect_timeout": _PROBE_SECONDS}
+        with celery_app.connection_for_write(transport_options=quick) as conn:
+            conn.ensure_connection(max_retries=1, timeout=_PROBE_SECONDS)
     except Exception:  # noqa: BLE001 - kombu raises transport-specific errors
         return "error"
     return "ok"
@@ -44,7 +48,11 @@ def worker_last_seen() -> dict[str, str | None]:
     from predictions.selectors import worker_heartbeats
 
     seen: dict[str, str | None] = dict.fromkeys(q.name for q in celery_app.conf.task_queues)
-    for heartbeat in worker_heartbeats():
+    try:
+        heartbeats = list(worker_heartbeats())
+    except Exception:  # noqa: BLE001 - a missing table (before migrate) must not turn the health page into a 500
+        return seen
+    for heartbeat in heartbeats:
         if seen.get(heartbeat.queue) is None:
             seen[heartbeat.queue] = heartbeat.seen_at.isoformat()
     return seen

@@ -1,4 +1,5 @@
-"""Requests whose path or query string holds a NUL character are refused before any view runs.
+"""Requests whose path or query string holds a NUL character are refused before any view runs (a cookie holding
+one is dropped).
 
 PostgreSQL cannot store or compare a text value with NUL (``\\x00``) in it: psycopg raises before the query is
 sent, so ``?q=a%00b`` or ``/customers/by-external-id/a%00b/score`` would end in a 500 on the production database
@@ -19,6 +20,13 @@ class RejectNulCharactersMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if any("\x00" in name or "\x00" in value for name, value in request.COOKIES.items()):
+            # Django unquotes a cookie's octal escapes ("\000" on the wire): a session key with a NUL would reach
+            # the session lookup on PostgreSQL (a 500). No cookie of ours holds one: such a cookie is dropped, as
+            # if it had not been sent.
+            request.COOKIES = {
+                name: value for name, value in request.COOKIES.items() if "\x00" not in name and "\x00" not in value
+            }
         where = _nul_in_request(request)
         if where is None:
             return self.get_response(request)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -101,9 +101,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before the session: it drops a cookie holding a NUL, which the session lookup would send to PostgreSQL.
+    "churnsite.middleware.RejectNulCharactersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "churnsite.middleware.RejectNulCharactersMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -198,29 +199,69 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="churnsite <retention
 # --- Celery ----------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 
+# Seconds to wait for Redis to accept a connection or to answer a command. Without them a Redis that stops answering
+# (frozen, failing over, a dropped NAT entry) would hold every process that talks to it, a web request sending a
+# task included, for ever. No command of ours waits on Redis longer (a worker's blocking pop waits 1 s).
+CHURN_REDIS_SOCKET_TIMEOUT = env.float("CHURN_REDIS_SOCKET_TIMEOUT", default=5.0)
+CHURN_REDIS_CONNECT_TIMEOUT = env.float("CHURN_REDIS_CONNECT_TIMEOUT", default=3.0)
+for _name, _value in (
+    ("CHURN_REDIS_SOCKET_TIMEOUT", CHURN_REDIS_SOCKET_TIMEOUT),
+    ("CHURN_REDIS_CONNECT_TIMEOUT", CHURN_REDIS_CONNECT_TIMEOUT),
+):
+    if not 0 < _value <= 600:
+        raise ImproperlyConfigured(f"{_name} must be more than 0 and at most 600 seconds, not {_value}")
+
+
+# A Redis server on a unix socket: kombu writes redis+socket:///path?virtual_host=N, redis-py unix:///path?db=N.
+_REDIS_SOCKET_SCHEMES = ("redis+socket", "unix")
+
 
 def _redis_database(name: str, url: str) -> tuple[str, int]:
-    """The server and database number of a redis:// URL (no number means 0)."""
+    """The server and database number of a redis:// URL, or of a unix-socket one (no number means 0)."""
     parts = urlsplit(url)
-    number = parts.path.strip("/") or "0"
+    if parts.scheme in _REDIS_SOCKET_SCHEMES:
+        query = parse_qs(parts.query)
+        number = (query.get("db") or query.get("virtual_host") or ["0"])[0]
+        server = f"unix://{parts.path}"
+    else:
+        number = parts.path.strip("/") or "0"
+        server = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
     if not number.isdigit():
         raise ImproperlyConfigured(f"{name}: the database must be a number, not {number!r}")
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}", int(number)
+    return server, int(number)
+
+
+def _redis_cache_url(broker_url: str) -> str:
+    """A Redis cache URL for the database next to the broker's: the one after it, or, for the last of Redis's
+    default 16 (15), the one before it."""
+    server, broker_db = _redis_database("REDIS_URL", broker_url)
+    cache_db = broker_db + 1 if broker_db < 15 else broker_db - 1
+    parts = urlsplit(broker_url)
+    if parts.scheme in _REDIS_SOCKET_SCHEMES:  # Django's cache reads the socket form of redis-py
+        return f"{server}?db={cache_db}"
+    return urlunsplit(parts._replace(path=f"/{cache_db}"))
 
 
 # The default cache holds the API throttling counters: shared by every process through Redis in production. It
 # never shares the broker's Redis database: Django's cache.clear() empties its whole database (FLUSHDB), which
-# would drop every queued task. By default it is the database after REDIS_URL's; CHURN_CACHE_URL chooses another.
+# would drop every queued task. By default it is the database after REDIS_URL's (before it for database 15);
+# CHURN_CACHE_URL chooses another.
 CHURN_CACHE_URL = env.str("CHURN_CACHE_URL", default="")
 if REDIS_URL and not CHURN_CACHE_URL:
-    _broker_db = _redis_database("REDIS_URL", REDIS_URL)[1]
-    CHURN_CACHE_URL = urlunsplit(urlsplit(REDIS_URL)._replace(path=f"/{_broker_db + 1}"))
+    CHURN_CACHE_URL = _redis_cache_url(REDIS_URL)
 if REDIS_URL and _redis_database("CHURN_CACHE_URL", CHURN_CACHE_URL) == _redis_database("REDIS_URL", REDIS_URL):
     raise ImproperlyConfigured(
         "CHURN_CACHE_URL must not be the broker's Redis database: clearing the cache would empty it"
     )
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CHURN_CACHE_URL}
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CHURN_CACHE_URL,
+        "OPTIONS": {
+            "socket_timeout": CHURN_REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": CHURN_REDIS_CONNECT_TIMEOUT,
+        },
+    }
     if CHURN_CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
@@ -241,6 +282,8 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_timeout": CHURN_REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": CHURN_REDIS_CONNECT_TIMEOUT,
         "visibility_timeout": 2 * CHURN_TRAIN_TIME_LIMIT,
         # kombu restores a dead worker's unacknowledged messages under a Redis lock that expires after 300 s by
         # default; a worker killed while holding it would hold up redelivery that long. The lock guards a scan
@@ -250,7 +293,14 @@ if REDIS_URL:
         # worker's message could wait 100 s beyond the visibility timeout; one cheap scan per tick instead.
         "unacked_restore_throttle": 1,
     }
-    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * CHURN_TRAIN_TIME_LIMIT}
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 2 * CHURN_TRAIN_TIME_LIMIT,
+        # Celery retries a lost result-backend connection 20 times by default, each try waiting for the socket
+        # timeout: give up after this many seconds in all instead.
+        "retry_policy": {"timeout": 2 * CHURN_REDIS_SOCKET_TIMEOUT},
+    }
+    CELERY_REDIS_SOCKET_TIMEOUT = CHURN_REDIS_SOCKET_TIMEOUT
+    CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = CHURN_REDIS_CONNECT_TIMEOUT
 else:
     for sub in ("broker", "results"):
         (CELERY_DIR / sub).mkdir(parents=True, exist_ok=True)
