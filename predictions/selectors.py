@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, TextField, Value
 from django.db.models.functions import Cast, Coalesce
+from django.utils import timezone
 
 from customers.models import Customer, CustomerProfileChange, Event, Message, Order
 from predictions.models import ChurnScore, ModelStatus, ModelVersion, ScoringRun, TrainingRun, WorkerHeartbeat
@@ -287,3 +289,15 @@ def customer_score_history(*, customer_id: int, limit: int = 365) -> list[ChurnS
         .order_by("-as_of", "-created_at", "-id")[:limit]
     )
     return list(reversed(newest))
+
+
+def training_in_progress() -> bool:
+    """A training run that is really under way: running with a live lease, or waiting for a worker for less than
+    the broker's visibility timeout (after that its message is lost, so it would block drift retraining forever)."""
+    now = timezone.now()
+    waiting_since = now - timedelta(seconds=2 * settings.CHURN_TRAIN_TIME_LIMIT)
+    return TrainingRun.objects.filter(
+        Q(status=TrainingRun.Status.RUNNING, lease_expires_at__gt=now)
+        | Q(status=TrainingRun.Status.RUNNING, lease_expires_at__isnull=True, created_at__gt=waiting_since)
+        | Q(status=TrainingRun.Status.PENDING, created_at__gt=waiting_since)
+    ).exists()

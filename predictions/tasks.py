@@ -27,7 +27,7 @@ from predictions.services.training import (
     training_run_execute,
     training_run_lease_seconds_left,
     training_run_mark_failed,
-    training_run_request,
+    training_run_request_unless_running,
     training_runs_resume_lost,
 )
 
@@ -141,14 +141,15 @@ def resume_lost_training_task() -> dict[str, list[int]]:
 
 
 @shared_task(name="predictions.retrain", queue="default", soft_time_limit=60, time_limit=120)
-def retrain_task(mode: str | None = None, horizon_days: int | None = None, actor: str = "schedule") -> int:
-    """Request a training run (the weekly schedule and drift); the training itself runs on the gpu queue."""
-    run = training_run_request(
+def retrain_task(mode: str | None = None, horizon_days: int | None = None, actor: str = "schedule") -> int | None:
+    """Request a training run (the weekly schedule), unless one is under way; the training itself runs on the gpu
+    queue. Returns the new run's id, or None when none was requested."""
+    run = training_run_request_unless_running(
         mode=mode or settings.CHURN_DEFAULT_MODE,
         horizon_days=horizon_days or settings.CHURN_HORIZON_DAYS,
         actor=actor,
     )
-    return run.pk
+    return run.pk if run is not None else None
 
 
 @shared_task(name="predictions.check_drift", queue="default", soft_time_limit=540, time_limit=600)

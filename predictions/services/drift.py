@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
-from django.utils import timezone
 
-from predictions.models import ChurnScore, DriftEvent, ScoringRun, TrainingRun
-from predictions.selectors import champion_model_version, customer_histories
+from predictions.models import ChurnScore, DriftEvent, ScoringRun
+from predictions.selectors import champion_model_version, customer_histories, training_in_progress
 from predictions.services.scoring import churn_model_load
 from predictions.services.training import training_run_request
 
@@ -55,7 +52,7 @@ def drift_check(*, actor: str = "drift check") -> DriftEvent | None:
         threshold=report["threshold"],
         drifted=report["drifted"],
     )
-    if event.drifted and not _training_in_progress():
+    if event.drifted and not training_in_progress():
         event.training_run = training_run_request(
             mode=champion.mode or settings.CHURN_DEFAULT_MODE,
             horizon_days=champion.horizon_days or settings.CHURN_HORIZON_DAYS,
@@ -64,15 +61,3 @@ def drift_check(*, actor: str = "drift check") -> DriftEvent | None:
         )
         event.save(update_fields=["training_run"])
     return event
-
-
-def _training_in_progress() -> bool:
-    """A training run that is really under way: running with a live lease, or waiting for a worker for less than
-    the broker's visibility timeout (after that its message is lost, so it would block drift retraining forever)."""
-    now = timezone.now()
-    waiting_since = now - timedelta(seconds=2 * settings.CHURN_TRAIN_TIME_LIMIT)
-    return TrainingRun.objects.filter(
-        Q(status=TrainingRun.Status.RUNNING, lease_expires_at__gt=now)
-        | Q(status=TrainingRun.Status.RUNNING, lease_expires_at__isnull=True, created_at__gt=waiting_since)
-        | Q(status=TrainingRun.Status.PENDING, created_at__gt=waiting_since)
-    ).exists()

@@ -25,6 +25,7 @@ from predictions.selectors import (
     customer_histories,
     model_artifact_problem,
     model_artifact_sha256,
+    training_in_progress,
 )
 from predictions.services.registry import model_version_consider_promotion, model_version_register
 from predictions.services.scoring import refuse_future_as_of
@@ -114,6 +115,15 @@ def training_run_request(
 
     transaction.on_commit(lambda: train_model_task.delay(run.pk))
     return run
+
+
+def training_run_request_unless_running(*, mode: str, horizon_days: int, actor: str) -> TrainingRun | None:
+    """A scheduled retraining: requested like any other, unless a training is already under way (a weekly schedule
+    and a drift check may fire on the same night); then nothing is requested and None returned."""
+    if training_in_progress():
+        logger.info("scheduled retraining skipped: a training run is already under way")
+        return None
+    return training_run_request(mode=mode, horizon_days=horizon_days, actor=actor)
 
 
 def training_run_acquire_lease(*, training_run_id: int, owner: str) -> bool:
