@@ -334,6 +334,8 @@ CELERY_BEAT_SCHEDULER = "churnsite.beat:SingleBeatScheduler"
 CELERY_BEAT_SYNC_EVERY = 1
 # Seconds after which a standby beat takes over from a leader that stopped renewing its lock.
 CHURN_BEAT_LOCK_TTL = env.int("CHURN_BEAT_LOCK_TTL", default=30)
+if CHURN_BEAT_LOCK_TTL < 3:  # renewed every third of it; at 0 no beat could ever hold the lock and nothing is sent
+    raise ImproperlyConfigured(f"CHURN_BEAT_LOCK_TTL must be at least 3 seconds, not {CHURN_BEAT_LOCK_TTL}")
 
 # --- REST framework --------------------------------------------------------------------------
 # Deny by default: every endpoint needs a staff user unless its view names a wider permission

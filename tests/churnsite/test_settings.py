@@ -132,6 +132,9 @@ def test_settings_that_cannot_work_stop_the_process_with_a_message_that_names_th
         ("CHURN_RISK_TIER_CUTS", "0.6,0.3"),
         ("CHURN_SCORING_CHUNK_SIZE", "0"),
         ("CHURN_DEFAULT_MODE", "xgboost"),
+        ("CHURN_BEAT_LOCK_TTL", "0"),
+        ("CHURN_REDIS_SOCKET_TIMEOUT", "0"),
+        ("CHURN_REDIS_CONNECT_TIMEOUT", "-1"),
     ):
         result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), name: value})
         assert result.returncode != 0, (name, value)
