@@ -241,7 +241,9 @@ def test_concurrent_posts_with_one_idempotency_key_create_one_rule() -> None:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
 
-    staff = get_user_model().objects.create_user("ann", password="pw-for-tests", is_staff=True)
+    from tests.staff import grant_app_permissions
+
+    staff = grant_app_permissions(get_user_model().objects.create_user("ann", password="pw-for-tests", is_staff=True))
     body = {"name": "from many clients", "trigger": "probability", "threshold": 0.7, "action": "none"}
 
     def post(_: int) -> tuple[int, object]:
