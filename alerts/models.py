@@ -129,8 +129,16 @@ class AlertRule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        """The JSON fields' shapes: a list of segment names, attribute values to match, thresholds in [0, 1]."""
+        """The JSON fields' shapes (a list of segment names, attribute values to match, thresholds in [0, 1]), and
+        what the trigger and the action need, each error under the field to fix: the check constraints back the
+        first ones, but their errors name no field."""
         errors: dict[str, str] = {}
+        if self.trigger == TriggerKind.TOP_N and (self.top_n is None or self.top_n < 1):
+            errors["top_n"] = "the top N trigger needs top_n, at least 1"
+        if self.trigger == TriggerKind.TOP_PERCENT and (self.top_percent is None or not 0 < self.top_percent <= 100):
+            errors["top_percent"] = "the top percent trigger needs top_percent, above 0 and at most 100"
+        if self.action == ActionKind.WEBHOOK and not self.webhook_url:
+            errors["webhook_url"] = "a webhook rule needs the URL to POST to"
         if not isinstance(self.segments, list) or not all(isinstance(s, str) for s in self.segments):
             errors["segments"] = 'a list of segment names, e.g. ["vip", "gold"]'
         filters = self.attribute_filters

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -70,11 +68,25 @@ def test_replayed_rule_post_with_the_same_key_creates_one_rule(api) -> None:  # 
     assert AuditEntry.objects.filter(action="rule_created").count() == 1
 
 
-def test_invalid_rule_is_refused_with_the_field_named(api) -> None:  # noqa: ANN001
-    response = api.post("/api/v1/alert-rules/", {**RULE, "threshold": 1.5}, format="json")
-    assert response.status_code == 400 and "threshold" in json.dumps(response.json())
-    response = api.post("/api/v1/alert-rules/", {**RULE, "trigger": "top_n"}, format="json")
-    assert response.status_code == 400 and "rule_top_n_needs_n" in json.dumps(response.json())
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"threshold": 1.5}, "threshold"),
+        # Those that break a check constraint name their field too, not only the constraint.
+        ({"trigger": "top_n"}, "top_n"),
+        ({"trigger": "top_n", "top_n": 0}, "top_n"),
+        ({"trigger": "top_percent"}, "top_percent"),
+        ({"action": "webhook", "webhook_secret": "s3cret"}, "webhook_url"),
+    ],
+)
+def test_invalid_rule_is_refused_with_the_field_named(api, change: dict, field: str) -> None:  # noqa: ANN001
+    created = api.post("/api/v1/alert-rules/", {**RULE, **change}, format="json")
+    rule = AlertRule.objects.create(name="valid", trigger=TriggerKind.PROBABILITY, threshold=0.7)
+    changed = api.patch(f"/api/v1/alert-rules/{rule.pk}/", change, format="json")
+
+    for response in (created, changed):
+        assert response.status_code == 400 and field in response.json()["error"]["fields"], response.json()
+    assert list(AlertRule.objects.values_list("name", flat=True)) == ["valid"]
 
 
 def test_replayed_send_coupon_post_gives_one_coupon_and_one_email(
