@@ -137,8 +137,14 @@ class AlertRule(models.Model):
             errors["top_n"] = "the top N trigger needs top_n, at least 1"
         if self.trigger == TriggerKind.TOP_PERCENT and (self.top_percent is None or not 0 < self.top_percent <= 100):
             errors["top_percent"] = "the top percent trigger needs top_percent, above 0 and at most 100"
-        if self.action == ActionKind.WEBHOOK and not self.webhook_url:
-            errors["webhook_url"] = "a webhook rule needs the URL to POST to"
+        if self.action == ActionKind.WEBHOOK:
+            if not self.webhook_url:
+                errors["webhook_url"] = "a webhook rule needs the URL to POST to"
+            elif not self.webhook_url.lower().startswith(("http://", "https://")):
+                errors["webhook_url"] = "a webhook URL starts with http:// or https://"
+            # An empty HMAC key signs with a key everybody knows: anyone could forge a "signed" webhook.
+            if not self.webhook_secret:
+                errors["webhook_secret"] = "a webhook rule needs a secret to sign its requests with"  # noqa: S105
         if not isinstance(self.segments, list) or not all(isinstance(s, str) for s in self.segments):
             errors["segments"] = 'a list of segment names, e.g. ["vip", "gold"]'
         filters = self.attribute_filters

@@ -1103,8 +1103,17 @@ def intervention_deliver_webhook(*, intervention_id: int, actor: str = "system:w
         if _attempts_exhausted(intervention, actor=actor):
             return intervention.status
         rule = intervention.alert.rule
-        if not rule.webhook_url.startswith(("http://", "https://")):
+        if not rule.webhook_url.lower().startswith(("http://", "https://")):
             _finish(intervention, status=InterventionStatus.FAILED, actor=actor, reason="webhook URL is not http(s)")
+            return intervention.status
+        if not rule.webhook_secret:
+            # A rule saved before a secret was required: an HMAC with an empty key is one anybody can forge.
+            _finish(
+                intervention,
+                status=InterventionStatus.FAILED,
+                actor=actor,
+                reason="the rule has no webhook secret: not sent unsigned (set one on the rule)",
+            )
             return intervention.status
         body = _webhook_payload(intervention)
         intervention.attempts += 1

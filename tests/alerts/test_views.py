@@ -89,6 +89,26 @@ def test_invalid_rule_is_refused_with_the_field_named(api, change: dict, field: 
     assert list(AlertRule.objects.values_list("name", flat=True)) == ["valid"]
 
 
+@pytest.mark.parametrize(
+    ("webhook", "field"),
+    [
+        # An empty HMAC key is a key everybody knows: anyone could forge the signature of a "signed" webhook.
+        ({"webhook_url": "https://crm.example.com/hook"}, "webhook_secret"),
+        ({"webhook_url": "https://crm.example.com/hook", "webhook_secret": ""}, "webhook_secret"),
+        # URLField takes ftp://, which a webhook can never be delivered to.
+        ({"webhook_url": "ftp://crm.example.com/hook", "webhook_secret": "s3cret"}, "webhook_url"),
+    ],
+)
+def test_a_webhook_rule_needs_a_secret_and_an_http_url(api, webhook: dict, field: str) -> None:  # noqa: ANN001
+    created = api.post("/api/v1/alert-rules/", {**RULE, "action": "webhook", **webhook}, format="json")
+    rule = AlertRule.objects.create(name="coupons", trigger=TriggerKind.PROBABILITY, threshold=0.7)
+    changed = api.patch(f"/api/v1/alert-rules/{rule.pk}/", {"action": "webhook", **webhook}, format="json")
+
+    for response in (created, changed):
+        assert response.status_code == 400 and field in response.json()["error"]["fields"], response.json()
+    assert not AlertRule.objects.filter(action=ActionKind.WEBHOOK).exists()
+
+
 def test_replayed_send_coupon_post_gives_one_coupon_and_one_email(
     api,
     alert,
@@ -180,14 +200,17 @@ def test_churn_alerts_command_sends_before_returning(capsys) -> None:  # noqa: A
     assert set(Intervention.objects.values_list("status", flat=True)) == {"sent"}
 
 
+ADMIN_RULE_FORM = {
+    "name": "admin rule", "description": "", "active": "on", "segments": "[]", "attribute_filters": "{}",
+    "value_window_days": "365", "trigger": "top_n", "threshold": "0.6", "segment_thresholds": "{}", "top_n": "10",
+    "cooldown_days": "30", "action": "coupon_email", "coupon_discount_percent": "15", "coupon_valid_days": "14",
+    "coupon_cost": "10", "webhook_url": "", "new_webhook_secret": "", "holdout_fraction": "0.1", "horizon_days": "60",
+}  # fmt: skip
+
+
 def test_rules_created_and_changed_in_the_admin_are_audited(client, staff) -> None:  # noqa: ANN001
     client.force_login(staff)
-    form = {
-        "name": "admin rule", "description": "", "active": "on", "segments": "[]", "attribute_filters": "{}",
-        "value_window_days": "365", "trigger": "top_n", "threshold": "0.6", "segment_thresholds": "{}", "top_n": "10",
-        "cooldown_days": "30", "action": "coupon_email", "coupon_discount_percent": "15", "coupon_valid_days": "14",
-        "coupon_cost": "10", "webhook_url": "", "webhook_secret": "", "holdout_fraction": "0.1", "horizon_days": "60",
-    }  # fmt: skip
+    form = ADMIN_RULE_FORM
     created = client.post("/admin/alerts/alertrule/add/", form)
     assert created.status_code == 302, created.content.decode()[:2000]
     rule = AlertRule.objects.get(name="admin rule")
@@ -199,6 +222,33 @@ def test_rules_created_and_changed_in_the_admin_are_audited(client, staff) -> No
         ("rule_created", "user:ann"),
         ("rule_updated", "user:ann"),
     ]
+
+
+def test_the_admin_refuses_a_webhook_rule_without_a_secret_or_an_http_url(client, staff) -> None:  # noqa: ANN001
+    client.force_login(staff)
+    webhook = {**ADMIN_RULE_FORM, "action": "webhook", "webhook_url": "https://crm.example.com/hook"}
+
+    no_secret = client.post("/admin/alerts/alertrule/add/", webhook)
+    ftp = client.post(
+        "/admin/alerts/alertrule/add/",
+        {**webhook, "webhook_url": "ftp://crm.example.com/hook", "new_webhook_secret": "k"},
+    )
+    assert no_secret.status_code == 200 and "new_webhook_secret" in no_secret.context["adminform"].form.errors
+    assert ftp.status_code == 200 and "webhook_url" in ftp.context["adminform"].form.errors
+    assert not AlertRule.objects.exists()
+
+    coupons = client.post("/admin/alerts/alertrule/add/", ADMIN_RULE_FORM)
+    assert coupons.status_code == 302
+    url = f"/admin/alerts/alertrule/{AlertRule.objects.get().pk}/change/"
+    assert "new_webhook_secret" in client.post(url, webhook).context["adminform"].form.errors
+    assert client.post(url, {**webhook, "new_webhook_secret": "s3cret"}).status_code == 302
+    assert client.post(url, {**webhook, "description": "a blank secret keeps the one set"}).status_code == 302
+    rule = AlertRule.objects.get()
+    assert (rule.action, rule.webhook_secret, rule.description) == (
+        "webhook",
+        "s3cret",
+        "a blank secret keeps the one set",
+    )
 
 
 def test_alerts_are_assigned_and_annotated_through_the_api(api, staff, alert) -> None:  # noqa: ANN001

@@ -61,12 +61,12 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         server.server_close()
 
 
-def apply_webhook_rule(url: str, django_capture_on_commit_callbacks) -> Intervention:  # noqa: ANN001
+def apply_webhook_rule(url: str, django_capture_on_commit_callbacks, *, secret: str = SECRET) -> Intervention:  # noqa: ANN001
     run = scoring_run_make(model_version_make(), at=as_of())
     score_make(customer_make(1), run, 0.9)
     rule = AlertRule.objects.create(
         name="hook", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.WEBHOOK, webhook_url=url,
-        webhook_secret=SECRET, holdout_fraction=0,
+        webhook_secret=secret, holdout_fraction=0,
     )  # fmt: skip
     with django_capture_on_commit_callbacks(execute=True):
         alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
@@ -141,3 +141,15 @@ def test_webhook_url_that_cannot_be_requested_fails_without_retry(
 
     assert (intervention.status, intervention.attempts) == ("failed", 1)
     assert intervention.reason.startswith(error), intervention.reason
+
+
+def test_a_rule_saved_without_a_secret_sends_no_forgeable_webhook(receiver, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    """Rules are refused without a secret now; one saved before (or written to the database directly) must not sign
+    with an empty HMAC key, which anybody can."""
+    state, url = receiver
+
+    intervention = apply_webhook_rule(url, django_capture_on_commit_callbacks, secret="")
+
+    assert state.requests == []
+    assert (intervention.status, intervention.attempts) == ("failed", 0)
+    assert "no webhook secret" in intervention.reason, intervention.reason
