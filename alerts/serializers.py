@@ -57,7 +57,10 @@ class AlertSerializer(serializers.ModelSerializer):
 
 class AlertUpdateSerializer(serializers.Serializer):
     assignee = serializers.SlugRelatedField(
-        slug_field="username", queryset=get_user_model().objects.filter(is_staff=True), allow_null=True, required=False
+        slug_field="username",
+        queryset=get_user_model().objects.filter(is_staff=True, is_active=True),  # as in the admin
+        allow_null=True,
+        required=False,
     )
     notes = serializers.CharField(required=False, allow_blank=True, max_length=ALERT_NOTES_MAX_LENGTH)
 

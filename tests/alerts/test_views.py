@@ -259,6 +259,13 @@ def test_alerts_are_assigned_and_annotated_through_the_api(api, staff, alert) ->
     assert AuditEntry.objects.filter(action="alert_updated", actor="user:ann").count() == 1
 
 
+def test_alerts_are_assigned_to_active_staff_only(api, alert) -> None:  # noqa: ANN001
+    get_user_model().objects.create_user("left-the-company", is_staff=True, is_active=False)
+    response = api.patch(f"/api/v1/alerts/{alert.pk}/", {"assignee": "left-the-company"}, format="json")
+    assert response.status_code == 400 and "assignee" in response.json()["error"]["fields"], response.json()
+    assert Alert.objects.get(pk=alert.pk).assignee is None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_churn_alerts_records_outcomes_and_prints_the_uplift_report(capsys) -> None:  # noqa: ANN001
     from tests.alerts.helpers import order_make
