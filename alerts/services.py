@@ -50,6 +50,7 @@ from django.utils import timezone
 
 from alerts import conf
 from alerts.models import (
+    ALERT_NOTES_MAX_LENGTH,
     ActionKind,
     Alert,
     AlertRule,
@@ -837,7 +838,14 @@ def _manual_alert(*, customer: Customer, now: datetime, actor: str) -> Alert:
 
 
 def alert_transition(*, alert: Alert, status: str, actor: str, note: str = "") -> Alert:
-    """Move an alert to ``status``. Idempotent: asking for the status it has changes nothing."""
+    """Move an alert to ``status``, appending ``note`` to its notes. Idempotent: asking for the status it has
+    changes nothing.
+
+    Raises:
+        AlertTransitionError: the alert cannot go from its status to ``status``.
+        ValidationError: (on ``note``) the note would take the notes past ``ALERT_NOTES_MAX_LENGTH``; nothing
+            changes, so that the notes stay savable through the API and the admin.
+    """
     if status not in AlertStatus.values:
         raise AlertTransitionError(f"unknown alert status {status!r}; choose from {AlertStatus.values}")
     with transaction.atomic():
@@ -849,7 +857,18 @@ def alert_transition(*, alert: Alert, status: str, actor: str, note: str = "") -
         before = locked.status
         locked.status = status
         if note:
-            locked.notes = f"{locked.notes}\n{note}".strip()
+            notes = f"{locked.notes}\n{note}".strip()
+            if len(notes) > ALERT_NOTES_MAX_LENGTH:
+                room = max(ALERT_NOTES_MAX_LENGTH - len(locked.notes) - 1, 0)
+                raise ValidationError(
+                    {
+                        "note": [
+                            f"the alert's notes would pass {ALERT_NOTES_MAX_LENGTH:,} characters: {room:,} left; "
+                            "shorten the note or the alert's notes"
+                        ]
+                    }
+                )
+            locked.notes = notes
         locked.save(update_fields=["status", "notes", "updated_at"])
         audit_record(
             actor=actor, action="alert_status", alert=locked, details={"from": before, "to": status, "note": note}

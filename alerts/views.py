@@ -173,7 +173,11 @@ class AlertTransitionView(APIView):
     @extend_schema(
         parameters=[IDEMPOTENCY_PARAMETER],
         request=AlertTransitionSerializer,
-        responses={200: AlertSerializer, 409: OpenApiResponse(description="Not allowed from the alert's status.")},
+        responses={
+            200: AlertSerializer,
+            400: OpenApiResponse(description="Invalid input, or the note would take the notes past their limit."),
+            409: OpenApiResponse(description="Not allowed from the alert's status."),
+        },
     )
     def post(self, request: Request, pk: int) -> Response:
         alert = get_object_or_404(alerts_queue(), pk=pk)
@@ -186,6 +190,8 @@ class AlertTransitionView(APIView):
                 changed = alert_transition(alert=alert, actor=_actor(request), **serializer.validated_data)
             except AlertTransitionError as error:
                 return 409, {"detail": str(error)}
+            except ValidationError as error:  # the note would take the notes past their limit
+                return 400, error.message_dict
             return 200, AlertSerializer(changed).data
 
         return idempotent_response(request, handler)

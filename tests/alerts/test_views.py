@@ -8,7 +8,16 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from alerts.models import ActionKind, Alert, AlertRule, AlertStatus, AuditEntry, Intervention, TriggerKind
+from alerts.models import (
+    ALERT_NOTES_MAX_LENGTH,
+    ActionKind,
+    Alert,
+    AlertRule,
+    AlertStatus,
+    AuditEntry,
+    Intervention,
+    TriggerKind,
+)
 from alerts.services import alert_rule_apply, unsubscribe_token
 from customers.models import Customer, Message
 from predictions.models import ChurnScore
@@ -264,6 +273,25 @@ def test_alerts_are_assigned_to_active_staff_only(api, alert) -> None:  # noqa: 
     response = api.patch(f"/api/v1/alerts/{alert.pk}/", {"assignee": "left-the-company"}, format="json")
     assert response.status_code == 400 and "assignee" in response.json()["error"]["fields"], response.json()
     assert Alert.objects.get(pk=alert.pk).assignee is None
+
+
+def test_a_transition_whose_note_would_take_the_notes_past_their_limit_is_refused(api, alert) -> None:  # noqa: ANN001
+    """Each transition appends its note (up to 2,000 characters): the notes would grow past ALERT_NOTES_MAX_LENGTH,
+    and then be refused when saved again through the API and the admin."""
+    url = f"/api/v1/alerts/{alert.pk}/transition/"
+    for status in ["acknowledged", "open"] * 2:
+        assert api.post(url, {"status": status, "note": "x" * 2000}, format="json").status_code == 200
+    notes = Alert.objects.get(pk=alert.pk).notes
+
+    refused = api.post(url, {"status": "acknowledged", "note": "y" * 2000}, format="json")
+    assert refused.status_code == 400 and "note" in refused.json()["error"]["fields"], refused.json()
+    alert.refresh_from_db()
+    assert (alert.status, alert.notes) == ("open", notes), "the transition did not happen"
+    room = ALERT_NOTES_MAX_LENGTH - len(notes) - 1  # the note goes on a line of its own
+    assert api.post(url, {"status": "acknowledged", "note": "y" * room}, format="json").status_code == 200
+    notes = Alert.objects.get(pk=alert.pk).notes
+    assert len(notes) == ALERT_NOTES_MAX_LENGTH
+    assert api.patch(f"/api/v1/alerts/{alert.pk}/", {"notes": notes}, format="json").status_code == 200
 
 
 @pytest.mark.django_db(transaction=True)
