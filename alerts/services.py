@@ -1022,6 +1022,21 @@ def _attempts_exhausted(intervention: Intervention, *, actor: str) -> bool:
     return True
 
 
+def _suppressed_as_alert_closed(intervention: Intervention, *, actor: str) -> bool:
+    """Suppress a pending intervention whose alert staff dismissed or resolved after it was dispatched (its send
+    waiting for a retry, say): staff closed the alert, so nothing goes out for it. The caller holds the alert's row
+    lock, so a dismissal committed before it is seen and one arriving later waits for the send."""
+    if intervention.alert.status not in (AlertStatus.DISMISSED, AlertStatus.RESOLVED):
+        return False
+    _finish(
+        intervention,
+        status=InterventionStatus.SUPPRESSED,
+        actor=actor,
+        reason=f"at send time: alert {intervention.alert.status}",
+    )
+    return True
+
+
 def intervention_send_email(*, intervention_id: int, actor: str = "system:email") -> str:
     """Send one coupon email at most once; returns the intervention's status afterwards.
 
@@ -1041,6 +1056,8 @@ def intervention_send_email(*, intervention_id: int, actor: str = "system:email"
             logger.info("intervention %s already %s: nothing to send", intervention_id, intervention.status)
             return intervention.status
         if _attempts_exhausted(intervention, actor=actor):
+            return intervention.status
+        if _suppressed_as_alert_closed(intervention, actor=actor):
             return intervention.status
         # Locked too: an opt-out committed before this line is seen; one arriving later waits for this send.
         customer = Customer.objects.select_for_update().get(pk=intervention.customer_id)
@@ -1110,7 +1127,7 @@ def intervention_deliver_webhook(*, intervention_id: int, actor: str = "system:w
     transient = False
     with transaction.atomic():
         intervention = (
-            Intervention.objects.select_for_update(of=("self",))
+            Intervention.objects.select_for_update(of=("self", "alert"))
             .select_related("alert__rule", "alert__customer")
             .filter(pk=intervention_id)
             .first()
@@ -1120,6 +1137,8 @@ def intervention_deliver_webhook(*, intervention_id: int, actor: str = "system:w
         if intervention.status != InterventionStatus.PENDING:
             return intervention.status
         if _attempts_exhausted(intervention, actor=actor):
+            return intervention.status
+        if _suppressed_as_alert_closed(intervention, actor=actor):
             return intervention.status
         rule = intervention.alert.rule
         if not rule.webhook_url.lower().startswith(("http://", "https://")):

@@ -224,6 +224,29 @@ def test_opted_out_customer_gets_nothing_even_when_opting_out_after_dispatch(
     }
 
 
+@pytest.mark.parametrize("closed", [AlertStatus.DISMISSED, AlertStatus.RESOLVED])
+def test_a_coupon_email_waiting_for_its_send_when_staff_close_the_alert_is_not_sent(
+    run,
+    closed: str,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    """A queued email (retrying with backoff, say) used to go out after staff dismissed the alert, which stayed
+    dismissed although its customer got a coupon."""
+    score_make(customer_make(1), run, 0.9)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        alert_rule_apply(rule=rule_make(), scores=ChurnScore.objects.all(), actor="test")
+    alert_transition(alert=Alert.objects.get(), status=closed, actor="user:ann")
+    for callback in queued:  # the send task runs after the alert was closed
+        callback()
+    send_coupon_email_task.apply(args=[Intervention.objects.get().pk])  # redelivered: nothing more happens
+
+    intervention = Intervention.objects.get()
+    assert emails() == []
+    assert (intervention.status, intervention.reason) == ("suppressed", f"at send time: alert {closed}")
+    assert AuditEntry.objects.filter(intervention=intervention, action="intervention_suppressed").count() == 1
+    assert Alert.objects.get().status == closed
+
+
 @pytest.fixture
 def scripted_backend(settings):  # noqa: ANN001, ANN201
     settings.EMAIL_BACKEND = "tests.alerts.helpers.ScriptedBackend"

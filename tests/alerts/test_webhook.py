@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from alerts.models import ActionKind, AlertRule, AuditEntry, Intervention, TriggerKind
-from alerts.services import alert_rule_apply
+from alerts.models import ActionKind, Alert, AlertRule, AlertStatus, AuditEntry, Intervention, TriggerKind
+from alerts.services import alert_rule_apply, alert_transition
+from alerts.tasks import deliver_webhook_task
 from predictions.models import ChurnScore
 from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
 
@@ -61,14 +62,16 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         server.server_close()
 
 
-def apply_webhook_rule(url: str, django_capture_on_commit_callbacks, *, secret: str = SECRET) -> Intervention:  # noqa: ANN001
+def apply_webhook_rule(
+    url: str, django_capture_on_commit_callbacks, *, secret: str = SECRET, send: bool = True
+) -> Intervention:  # noqa: ANN001
     run = scoring_run_make(model_version_make(), at=as_of())
     score_make(customer_make(1), run, 0.9)
     rule = AlertRule.objects.create(
         name="hook", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.WEBHOOK, webhook_url=url,
         webhook_secret=secret, holdout_fraction=0,
     )  # fmt: skip
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=send):
         alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
     return Intervention.objects.get()
 
@@ -153,3 +156,20 @@ def test_a_rule_saved_without_a_secret_sends_no_forgeable_webhook(receiver, djan
     assert state.requests == []
     assert (intervention.status, intervention.attempts) == ("failed", 0)
     assert "no webhook secret" in intervention.reason, intervention.reason
+
+
+@pytest.mark.parametrize("closed", [AlertStatus.DISMISSED, AlertStatus.RESOLVED])
+def test_a_webhook_waiting_for_its_send_when_staff_close_the_alert_is_not_sent(
+    receiver, closed: str, django_capture_on_commit_callbacks
+) -> None:  # noqa: ANN001
+    state, url = receiver
+    pending = apply_webhook_rule(url, django_capture_on_commit_callbacks, send=False)
+    alert_transition(alert=pending.alert, status=closed, actor="user:ann")
+    deliver_webhook_task.apply(args=[pending.pk])  # the queued send runs after staff closed the alert
+    deliver_webhook_task.apply(args=[pending.pk])  # redelivered: nothing more happens
+
+    intervention = Intervention.objects.get()
+    assert state.requests == []
+    assert (intervention.status, intervention.reason) == ("suppressed", f"at send time: alert {closed}")
+    assert AuditEntry.objects.filter(intervention=intervention, action="intervention_suppressed").count() == 1
+    assert Alert.objects.get().status == closed
