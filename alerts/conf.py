@@ -1,6 +1,6 @@
 """Settings of the alerts app, each read from django.conf.settings with an embedded default.
 
-ALERTS_DAILY_SEND_CAP          most retention emails reserved per day (UTC), all rules together (500)
+ALERTS_DAILY_SEND_CAP          most retention emails reserved per local day (TIME_ZONE), all rules together (500)
 ALERTS_CUSTOMER_COOLDOWN_DAYS  days after a coupon email during which a customer gets no other one (14)
 ALERTS_SITE_URL                absolute base of the unsubscribe link in emails (http://127.0.0.1:8000)
 ALERTS_SEND_MAX_RETRIES        retries of a transient SMTP or webhook error before failing (5)

@@ -354,7 +354,8 @@ def _triggered(rule: AlertRule, eligible: list[dict[str, object]]) -> list[dict[
 
 
 def _locked_counter(day: date) -> DailySendCounter:
-    """Today's send counter, locked until the transaction ends: every dispatch passes here first."""
+    """Today's send counter (``day``: the site's local date, as the dashboard counts days), locked until the
+    transaction ends: every dispatch passes here first."""
     DailySendCounter.objects.get_or_create(day=day)
     return DailySendCounter.objects.select_for_update().get(day=day)
 
@@ -380,7 +381,7 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
     chosen = _triggered(rule, eligible)
 
     with transaction.atomic():
-        counter = _locked_counter(timezone.now().date())
+        counter = _locked_counter(timezone.localdate())
         if chosen:
             oldest = min(row["as_of"] for row in chosen) - timedelta(days=rule.cooldown_days)
             last_alerted: dict[int, datetime] = {}
@@ -570,7 +571,7 @@ def _dispatch_locked(
     cap = conf.daily_send_cap()
     if kind == ActionKind.COUPON_EMAIL and todo:
         recently_contacted = _recently_contacted(set(customers))
-    valid_until = timezone.now().date() + timedelta(days=rule.coupon_valid_days)
+    valid_until = timezone.localdate() + timedelta(days=rule.coupon_valid_days)
     reserved_before = counter.reserved
     new: list[Intervention] = []
     # Highest expected loss first, so the cap cuts the least valuable. The control group passes the same gates
@@ -666,7 +667,7 @@ def alert_send_coupon(*, alert: Alert, actor: str) -> Intervention:
         CouponNotAllowed: the alert is dismissed, resolved or already actioned otherwise, and has no coupon yet.
     """
     with transaction.atomic():
-        counter = _locked_counter(timezone.now().date())
+        counter = _locked_counter(timezone.localdate())
         alert = Alert.objects.select_for_update(of=("self",)).select_related("rule").get(pk=alert.pk)
         existing = Intervention.objects.filter(alert=alert, kind=ActionKind.COUPON_EMAIL).first()
         if existing is not None:
@@ -783,7 +784,7 @@ def customer_send_coupon(
 
 def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
     with transaction.atomic():
-        counter = _locked_counter(timezone.now().date())
+        counter = _locked_counter(timezone.localdate())
         alert = customer_open_alert(customer_id=customer.pk)
         if alert is None:
             if (held := _control_group_customers([customer.pk]).get(customer.pk)) is not None:

@@ -7,12 +7,13 @@ import re
 import smtplib
 import socket
 import ssl
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from alerts.models import (
     ActionKind,
@@ -245,6 +246,26 @@ def test_a_coupon_email_waiting_for_its_send_when_staff_close_the_alert_is_not_s
     assert (intervention.status, intervention.reason) == ("suppressed", f"at send time: alert {closed}")
     assert AuditEntry.objects.filter(intervention=intervention, action="intervention_suppressed").count() == 1
     assert Alert.objects.get().status == closed
+
+
+def test_coupon_validity_and_the_daily_send_counter_count_the_sites_days(
+    run,
+    settings,
+    monkeypatch,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    """At 01:30 in Shanghai (17:30 UTC the day before) a 14-day coupon used to be valid for 13 local days, and the
+    daily cap's day turned at 08:00 local time."""
+    settings.TIME_ZONE = "Asia/Shanghai"
+    monkeypatch.setattr(timezone, "now", lambda: datetime(2026, 3, 9, 17, 30, tzinfo=UTC))
+    assert timezone.localdate() == date(2026, 3, 10)
+    score_make(customer_make(1), run, 0.9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(coupon_valid_days=14), scores=ChurnScore.objects.all(), actor="test")
+
+    assert Intervention.objects.get().coupon_valid_until == date(2026, 3, 24), "14 days from the site's date"
+    assert list(DailySendCounter.objects.values_list("day", "reserved")) == [(date(2026, 3, 10), 1)]
 
 
 @pytest.fixture
