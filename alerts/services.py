@@ -38,9 +38,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.message import sanitize_address
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet, Sum
@@ -951,10 +953,26 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:2000]
 
 
+def _unsendable(message: EmailMultiAlternatives) -> str:
+    """Why Django would refuse ``message`` before handing anything over (an address with a line break, one it
+    cannot parse, a header with a line break), or "" when it would not: the checks its backends make first."""
+    encoding = message.encoding or settings.DEFAULT_CHARSET
+    try:
+        for address in [message.from_email, *message.recipients()]:
+            sanitize_address(address, encoding)
+        message.message()
+    except ValueError as error:  # BadHeaderError is one
+        return _error_text(error)
+    return ""
+
+
 def _deliver_email(message: EmailMultiAlternatives) -> SendResult:
     """Hand one message to the mail backend in three steps, each with its own meaning for the errors it raises:
     connecting (nothing left: retry), handing the message over (a server reply decides; anything else leaves the
-    delivery unknown: fail, never send twice), closing (the message was accepted: sent)."""
+    delivery unknown: fail, never send twice), closing (the message was accepted: sent). A message Django would
+    refuse fails before the first step: it certainly did not leave, and a retry would not change it."""
+    if problem := _unsendable(message):
+        return SendResult("failed", f"not sent, the message cannot be sent as it is: {problem}")
     connection = get_connection(fail_silently=False)
     try:
         connection.open()

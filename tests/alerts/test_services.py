@@ -336,6 +336,26 @@ def test_an_error_while_handing_the_message_over_fails_it_and_never_sends_twice(
     assert scripted_backend.outbox == []
 
 
+def test_an_address_django_refuses_fails_the_send_without_leaving_its_delivery_unknown(
+    run,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    """Django refuses a line break in To before anything is handed over (BadHeaderError; ValueError from
+    sanitize_address over SMTP): the email certainly did not leave, so it is no contact for the customer cooldown."""
+    customer = customer_make(1, email="c1@example.com\r\nBcc: everyone@example.org")
+    score_make(customer, run, 0.9)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule_make(name="first"), scores=ChurnScore.objects.all(), actor="test")
+
+    intervention = Intervention.objects.get()
+    assert (intervention.status, emails()) == ("failed", [])
+    assert intervention.reason.startswith("not sent, the message cannot be sent"), intervention.reason
+    with django_capture_on_commit_callbacks(execute=False):
+        alert_rule_apply(rule=rule_make(name="second"), scores=ChurnScore.objects.all(), actor="test")
+    second = Intervention.objects.get(alert__rule__name="second")
+    assert second.reason != "customer contacted within the cooldown"
+
+
 def test_a_server_without_the_configured_starttls_fails_the_send_without_retrying(
     run,
     scripted_backend,
