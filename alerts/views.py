@@ -265,23 +265,28 @@ class InterventionDetailView(generics.RetrieveAPIView):
 # --- The customer's unsubscribe page ---------------------------------------------------------------
 
 
-def _token_language(token: str) -> tuple[int | None, str]:
+def _token_customer(token: str) -> tuple[int | None, str | None]:
+    """The customer id a token names (None: not a token of ours) and their language (None: the customer is gone)."""
     try:
         customer_id = int(signing.loads(token, salt="alerts.unsubscribe")["customer"])
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        return None, "en"
-    language = Customer.objects.filter(pk=customer_id).values_list("language", flat=True).first() or "en"
-    return customer_id, "zh" if language.lower().startswith("zh") else "en"
+        return None, None
+    language = Customer.objects.filter(pk=customer_id).values_list("language", flat=True).first()
+    return customer_id, language
 
 
 # The signed token is the credential (mail clients POST one-click unsubscribes without a CSRF cookie, RFC 8058).
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def unsubscribe_view(request: HttpRequest, token: str) -> HttpResponse:
-    """GET shows a confirmation page and changes nothing; POST opts the customer out."""
-    customer_id, language = _token_language(token)
+    """GET shows a confirmation page and changes nothing; POST opts the customer out. A link of a customer who is
+    gone is not valid (404), on GET as on POST."""
+    customer_id, customer_language = _token_customer(token)
+    language = "zh" if (customer_language or "").lower().startswith("zh") else "en"
     if customer_id is None:
         return render(request, "alerts/unsubscribe.html", {"invalid": True, "language": language}, status=400)
+    if customer_language is None:
+        return render(request, "alerts/unsubscribe.html", {"invalid": True, "language": language}, status=404)
     if request.method == "POST":
         try:
             unsubscribe_customer(token=token)

@@ -164,6 +164,13 @@ def test_unsubscribe_get_only_shows_the_page_and_post_opts_out(client, alert) ->
     assert AuditEntry.objects.filter(action="customer_opted_out").count() == 1
 
 
+def test_the_unsubscribe_page_of_a_customer_who_is_gone_says_the_link_is_not_valid(client) -> None:  # noqa: ANN001
+    url = f"/unsubscribe/{unsubscribe_token(customer_id=987654)}/"
+    assert client.post(url).status_code == 404
+    page = client.get(url)
+    assert page.status_code == 404 and b"<form" not in page.content and b"not valid" in page.content
+
+
 def test_unsubscribe_refuses_a_tampered_token(client, alert) -> None:  # noqa: ANN001
     token = unsubscribe_token(customer_id=alert.customer_id)
     forged = token.replace(token[-1], "A" if token[-1] != "A" else "B")
