@@ -136,6 +136,11 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Seconds to wait for PostgreSQL to accept a connection: a database host that drops packets would otherwise hold
+    # a web worker, a task or /healthz for the operating system's TCP timeout (minutes). ?connect_timeout= wins.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=10))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Worker, beat and web share one SQLite file in the demo: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})

@@ -192,3 +192,31 @@ def test_an_empty_variable_of_any_type_counts_as_unset_and_an_unreadable_one_is_
 
     unreadable = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), "API_PAGE_SIZE": "ten"})
     assert unreadable.returncode != 0 and "API_PAGE_SIZE='ten' cannot be read" in unreadable.stderr
+
+
+def test_a_database_server_that_never_answers_fails_the_connection_after_the_connect_timeout(tmp_path: Path) -> None:
+    """A PostgreSQL host that accepts TCP but never speaks (a hung server, a half-dead proxy) must not hold a
+    process for ever: DATABASE_CONNECT_TIMEOUT (default 10 s) bounds the connection."""
+    import socket
+    import threading
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
+    url = f"postgres://nobody@127.0.0.1:{silent.getsockname()[1]}/nothing"
+    code = "from django.db import connection\nconnection.ensure_connection()"
+    started = time.monotonic()
+    try:
+        result = _manage(
+            "shell", "-v0", "-c", code, env={"CHURN_VAR_DIR": str(tmp_path), "DATABASE_URL": url,
+                                              "DATABASE_CONNECT_TIMEOUT": "1"}, timeout=60,
+        )  # fmt: skip
+    finally:
+        silent.close()
+        for connection in accepted:
+            connection.close()
+    assert result.returncode != 0 and "timeout" in result.stderr.lower(), result.stderr[-800:]
+    assert time.monotonic() - started < 30
