@@ -77,15 +77,18 @@ def audit_entries(*, alert_id: int | None = None) -> QuerySet[AuditEntry]:
     return entries.filter(alert_id=alert_id) if alert_id else entries
 
 
-def treated_customer_ids(*, since: datetime | None = None) -> QuerySet[Intervention]:
-    """Ids of customers who received a retention action (a sent coupon email or webhook), distinct.
+def treated_customer_ids(*, since: datetime | None = None, until: datetime | None = None) -> QuerySet[Intervention]:
+    """Ids of customers who received a retention action (a sent coupon email or webhook) from ``since`` up to
+    ``until`` (either open), distinct.
 
-    Training uses it so that a model never learns that coupon recipients stay: exclude these customers from
-    the training cutoffs after ``since`` (or flag them with a feature). Holdout customers are not treated.
+    Training uses it so that a model never learns that coupon recipients stay: it leaves out the customers
+    treated by its as_of (``until``). Holdout customers are not treated.
     """
     sent = Intervention.objects.filter(status=InterventionStatus.SENT)
     if since is not None:
         sent = sent.filter(sent_at__gte=since)
+    if until is not None:
+        sent = sent.filter(sent_at__lte=until)
     return sent.order_by("customer_id").values_list("customer_id", flat=True).distinct()
 
 

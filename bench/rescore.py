@@ -49,7 +49,7 @@ from _scratch import scratch_django  # noqa: E402 - bench/ is on sys.path when a
 _LAST_TRAINING_ID = 0
 
 
-def customers_left_out_of_training() -> object:
+def customers_left_out_of_training(*, until: object = None) -> object:
     """With --train-customers: everybody after the first N customers (CHURN_TRAINING_EXCLUDED_CUSTOMERS)."""
     from customers.models import Customer
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,9 @@ from ml.snapshot import (
 __all__ = ["ARTIFACT_KIND", "ChurnModel", "ChurnModelConfig", "HoldoutData"]
 
 ARTIFACT_KIND = "churn_model"
+# How far an as_of may lie after the newest activity in the data: the label windows of a training end at its as_of,
+# and days never recorded would read as inactivity (churn). A day covers the time an import takes to arrive.
+DATA_END_TOLERANCE = timedelta(days=1)
 LABEL_SOURCES = ("activity", "flag")
 ProgressCallback = Callable[[float, str], None]
 
@@ -236,17 +239,19 @@ class ChurnModel:
                 raise ValueError("no customer carries a churn flag (churned true or false): nothing to train on")
             report(0.0, f"one snapshot per flagged customer at {as_of:%Y-%m-%d}")
             return self._fit_rows(rows, [as_of], as_of=as_of, report=report)
-        first_times = [t[0] for h in histories if (t := qualifying_activity_times(h, config.activity))]
-        if not first_times:
+        activity_times = [t for h in histories if (t := qualifying_activity_times(h, config.activity))]
+        if not activity_times:
             raise ValueError("no customer has any qualifying activity: nothing to train on")
-        cutoffs = rolling_cutoffs(
-            as_of=as_of,
-            horizon_days=config.horizon_days,
-            lead_days=config.lead_days,
-            earliest=min(first_times),
-            min_history_days=config.min_history_days,
-            max_cutoffs=config.max_training_cutoffs,
-        )
+        first_times = [times[0] for times in activity_times]
+        data_end = max(times[-1] for times in activity_times)
+        if as_of - data_end > DATA_END_TOLERANCE:
+            raise ValueError(
+                f"as_of {as_of:%Y-%m-%d %H:%M} is {(as_of - data_end).days} days after the data ends (the newest "
+                f"{'order' if config.activity == 'orders' else 'order or event'}: {data_end:%Y-%m-%d %H:%M}): the "
+                "days never recorded would count as inactivity and make churn up; train at an as_of up to the end "
+                "of the data, or import what is missing"
+            )
+        cutoffs = self._cutoffs(as_of, earliest=min(first_times))
         if not cutoffs:
             raise ValueError(
                 f"no training cutoff fits between the first activity ({min(first_times):%Y-%m-%d}) and "
@@ -254,8 +259,29 @@ class ChurnModel:
                 "train at a later as-of date or with a shorter horizon"
             )
         report(0.0, f"building snapshots at {len(cutoffs)} cutoffs")
-        rows = labelled_snapshots(histories, cutoffs, config=config.labels, rule=config.eligibility, label_until=as_of)
+        rows = labelled_snapshots(
+            histories, cutoffs[:1], config=config.labels, rule=config.eligibility, label_until=as_of
+        )
+        rows += labelled_snapshots(
+            histories, cutoffs[1:], config=config.labels, rule=config.eligibility, label_until=cutoffs[0]
+        )
         return self._fit_rows(rows, cutoffs, as_of=as_of, report=report)
+
+    def _cutoffs(self, as_of: datetime, *, earliest: datetime) -> list[datetime]:
+        """The holdout cutoff (the newest, whose label window ends at ``as_of``), then the training cutoffs, whose
+        label windows end by the holdout cutoff: they step back from it as from an as_of of their own, so with a
+        lead time no training label reads the days after the holdout cutoff (the holdout is the training's future).
+        """
+        config = self.config
+        window = {"horizon_days": config.horizon_days, "lead_days": config.lead_days, "earliest": earliest}
+        holdout = rolling_cutoffs(as_of=as_of, min_history_days=config.min_history_days, max_cutoffs=1, **window)
+        if not holdout:
+            return []
+        limit = None if config.max_training_cutoffs is None else config.max_training_cutoffs - 1
+        training = rolling_cutoffs(
+            as_of=holdout[0], min_history_days=config.min_history_days, max_cutoffs=limit, **window
+        )
+        return [*holdout, *training]
 
     def _fit_rows(
         self, rows: list[LabelledSnapshot], cutoffs: list[datetime], *, as_of: datetime, report: ProgressCallback
@@ -426,6 +452,19 @@ class ChurnModel:
         """What ``metadata.json`` holds (see the module docstring)."""
         self._check_fitted()
         return dict(self._metadata)
+
+    def training_labels_end(self) -> datetime:
+        """The end of the latest label window the model learned from: no label it trained on read activity after
+        this time. For a model trained on churn flags, its as_of."""
+        metadata = self.metadata
+        cutoffs = [datetime.fromisoformat(str(c)) for c in metadata["cutoffs"]]  # type: ignore[union-attr]
+        if self.config.labels_from == "flag":
+            return datetime.fromisoformat(str(metadata["as_of"]))
+        holdout = str(metadata["holdout_cutoff"])
+        # A whole cutoff held out is not learned from; a sample of customers held out leaves the others learned.
+        learned = [c for c in cutoffs if c.isoformat() != holdout] or cutoffs
+        window = timedelta(days=self.config.lead_days + self.config.horizon_days)
+        return max(learned) + window
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> Path:

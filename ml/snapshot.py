@@ -13,13 +13,16 @@ The rules, in one place:
     0 when ``churned_at > end``, no label (``None``) when the churn falls in ``(as_of, start]``
     (it happened inside the lead time, too early to act on);
   - derived from inactivity otherwise: 1 when there is no qualifying activity in ``(start, end]``,
-    else 0. Qualifying activity is ``"orders"`` or ``"orders_and_events"`` (:class:`LabelConfig`).
+    else 0. Qualifying activity is ``"orders"`` or ``"orders_and_events"`` (:class:`LabelConfig`). A churn
+    flag without a time says only that the customer has left by now, not when: at a cutoff they are labelled
+    by their activity like anyone else (leaving them out would choose the training customers by their outcome).
 
-  Profile data whose churn flag has no time is labelled directly by the flag (see ``ml.features``).
+  Profile data whose churn flag has no time is labelled directly by the flag (:func:`flagged_snapshots`).
 * Eligibility at a cutoff (:class:`EligibilityRule`, default): signed up (when known) and first
-  qualifying activity on or before ``as_of``, and the customer is not already marked churned (``churned_at <= as_of``, or a
-  churn flag without a time, which cannot be placed on the time line). Optionally, customers with no
-  qualifying activity in the last ``max_days_inactive`` days are left out as already lapsed.
+  qualifying activity on or before ``as_of``, and the customer is not already marked churned
+  (``churned_at <= as_of``). Optionally, customers with no qualifying activity in the last
+  ``max_days_inactive`` days are left out as already lapsed. (Scoring now leaves out every customer flagged
+  churned: ``predictions.selectors.customers_to_score``.)
 * Training cutoffs (:func:`rolling_cutoffs`): ``as_of - lead - horizon``, then one ``horizon`` further
   back each, while history allows; each label window then ends at or before the evaluation cutoff, and
   :func:`churn_label` refuses (``LookAheadError``) a window that ends after ``label_until``.
@@ -185,8 +188,6 @@ def churn_label(
         if customer.churned_at <= start:
             return None
         return 1 if customer.churned_at <= end else 0
-    if customer.churned:
-        return None
     active = any(start < t <= end for t in qualifying_activity_times(history, config.activity))
     return 0 if active else 1
 
@@ -197,8 +198,8 @@ class EligibilityRule:
 
     Attributes:
         require_prior_activity: the first qualifying activity must be on or before the cutoff.
-        exclude_marked_churned: leave out customers already marked churned at the cutoff
-            (``churned_at <= as_of``, or a churn flag without a time).
+        exclude_marked_churned: leave out customers already marked churned at the cutoff (``churned_at <= as_of``;
+            a flag without a time cannot be placed before or after a cutoff, and does not leave a customer out).
         max_days_inactive: when set, leave out customers with no qualifying activity in the last
             ``max_days_inactive`` days before the cutoff (they lapsed already); None keeps them.
     """
@@ -215,8 +216,6 @@ def is_eligible(history: CustomerHistory, as_of: datetime, *, rule: EligibilityR
         return False
     if rule.exclude_marked_churned:
         if customer.churned_at is not None and customer.churned_at <= as_of:
-            return False
-        if customer.churned and customer.churned_at is None:
             return False
     past = [t for t in qualifying_activity_times(history, activity) if t <= as_of]
     if rule.require_prior_activity and not past:
@@ -263,13 +262,31 @@ class LabelledSnapshot:
 def flagged_snapshots(histories: Iterable[CustomerHistory], as_of: datetime) -> list[LabelledSnapshot]:
     """Profile data (a churn flag, no activity to define churn by): one snapshot per customer at ``as_of``,
     labelled by the customer's explicit ``churned`` flag. Customers without a flag, or signed up after ``as_of``,
-    are left out. The flag is the label only: no feature reads it."""
+    are left out. The flag is the label only: no feature reads it. A churner whose churn has a time before
+    ``as_of`` is taken as they were just before they left, so that no feature reads their silence after it
+    (scoring only ever sees customers still here)."""
     return [
-        LabelledSnapshot(snapshot=snapshot_at(history, as_of), label=int(bool(history.customer.churned)), cutoff=as_of)
+        LabelledSnapshot(
+            snapshot=snapshot_at(history, _before_churn(history, as_of)),
+            label=int(bool(history.customer.churned)),
+            cutoff=as_of,
+        )
         for history in histories
         if history.customer.churned is not None
         and (history.customer.signed_up_at is None or history.customer.signed_up_at <= as_of)
     ]
+
+
+def _before_churn(history: CustomerHistory, as_of: datetime) -> datetime:
+    """``as_of``, or for a churner whose churn has a time before it, the moment just before the churn (the churn
+    itself, such as a cancellation at that time, is not a feature of it)."""
+    customer = history.customer
+    if not customer.churned or customer.churned_at is None or customer.churned_at >= as_of:
+        return as_of
+    just_before = customer.churned_at - timedelta(microseconds=1)
+    if customer.signed_up_at is not None and just_before < customer.signed_up_at:
+        return customer.churned_at
+    return just_before
 
 
 def scored_by_flag_model(history: CustomerHistory, as_of: datetime) -> bool:

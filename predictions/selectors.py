@@ -301,3 +301,15 @@ def training_in_progress() -> bool:
         | Q(status=TrainingRun.Status.RUNNING, lease_expires_at__isnull=True, created_at__gt=waiting_since)
         | Q(status=TrainingRun.Status.PENDING, created_at__gt=waiting_since)
     ).exists()
+
+
+def latest_activity_at(*, activity: str = "orders") -> datetime | None:
+    """The time of the newest qualifying activity in the data (orders, or orders and events): where the data
+    ends, as far as churn labels can tell. None when there is none."""
+    from django.db.models import Max
+
+    latest = Order.objects.aggregate(at=Max("placed_at"))["at"]
+    if activity == "orders_and_events":
+        event = Event.objects.aggregate(at=Max("occurred_at"))["at"]
+        latest = max((t for t in (latest, event) if t is not None), default=None)
+    return latest

@@ -23,6 +23,7 @@ from predictions.models import ModelVersion, TrainingRun
 from predictions.selectors import (
     champion_model_version,
     customer_histories,
+    latest_activity_at,
     model_artifact_problem,
     model_artifact_sha256,
     training_in_progress,
@@ -103,10 +104,14 @@ def training_run_request(
         value = (options or {}).get(name)
         if value is not None and int(value) < 2:  # type: ignore[call-overload]
             raise ValueError(f"{name} must be at least 2 ({why}), not {value}")
+    if as_of is None:
+        as_of = _default_as_of(
+            churn_model_config(mode=mode, horizon_days=horizon_days, lead_days=lead_days, options=options or {})
+        )
     run = TrainingRun.objects.create(
         mode=mode,
         config=options or {},
-        as_of=as_of or timezone.now(),
+        as_of=as_of,
         horizon_days=horizon_days,
         lead_days=lead_days,
         started_by=actor,
@@ -115,6 +120,16 @@ def training_run_request(
 
     transaction.on_commit(lambda: train_model_task.delay(run.pk))
     return run
+
+
+def _default_as_of(config: ChurnModelConfig) -> datetime:
+    """Now, or where the data ends when that is earlier (an import that has not arrived yet): the label windows of a
+    training end at its as_of, and days never recorded would count as inactivity."""
+    now = timezone.now()
+    if config.labels_from == "flag":
+        return now
+    latest = latest_activity_at(activity=config.activity)
+    return min(now, latest) if latest is not None else now
 
 
 def training_run_request_unless_running(*, mode: str, horizon_days: int, actor: str) -> TrainingRun | None:
@@ -201,6 +216,16 @@ def _champion_metrics_on(
     except (ArtifactError, OSError) as exc:  # a damaged champion must not stop its successor from registering
         logger.warning("champion %s cannot be re-measured, comparing stored metrics: %s", champion.name, exc)
         return None
+    if champion_model.training_labels_end() > cutoff:
+        # The champion learned labels that read the time after this holdout cutoff (a challenger trained at an
+        # earlier as_of): measured here it would be graded on what it was taught. Compare stored metrics instead.
+        logger.info(
+            "champion %s learned labels up to %s, after the challenger's holdout cutoff %s: comparing stored metrics",
+            champion.name,
+            champion_model.training_labels_end().isoformat(),
+            cutoff.isoformat(),
+        )
+        return None
     metrics = churn_metrics(labels, champion_model.predict_proba([r.snapshot for r in rows]))
     return {**metrics, "model_version_id": champion.pk}
 
@@ -226,7 +251,7 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
             mode=run.mode, horizon_days=run.horizon_days, lead_days=run.lead_days, options=run.config
         )
         progress(0.0, "reading customer histories")
-        histories = customer_histories(until=run.as_of, exclude_customer_ids=_excluded_from_training())
+        histories = customer_histories(until=run.as_of, exclude_customer_ids=_excluded_from_training(until=run.as_of))
         model = ChurnModel(config).fit(histories, as_of=run.as_of, progress=progress)
         name = f"{run.mode}-{run.as_of:%Y%m%d}-run{run.pk}"
         artifact = Path(settings.CHURN_ARTIFACT_DIR) / name
@@ -293,12 +318,14 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
     return version
 
 
-def _excluded_from_training() -> object | None:
-    """Customers who received a retention action: their staying says nothing about their churn risk, so the
-    model must not learn from them (CHURN_TRAINING_EXCLUDED_CUSTOMERS names the selector)."""
+def _excluded_from_training(*, until: datetime) -> object | None:
+    """Customers who received a retention action by ``until`` (the training's as_of): their staying says nothing
+    about their churn risk, so the model must not learn from them. An action after the as_of touches no label
+    window of that training, and leaving its customer out would choose the training customers by what happened
+    later (CHURN_TRAINING_EXCLUDED_CUSTOMERS names the selector; it is called with ``until``)."""
     if not settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS:
         return None
-    return import_string(settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS)()
+    return import_string(settings.CHURN_TRAINING_EXCLUDED_CUSTOMERS)(until=until)
 
 
 def _model_card(model: ChurnModel) -> dict[str, object]:

@@ -108,7 +108,11 @@ def test_eligibility_defaults_and_options() -> None:
     assert is_eligible(history([10]), day(10), rule=rule, activity="orders"), "first activity exactly at the cutoff"
     assert not is_eligible(history([0], churned=True, churned_at=day(5)), day(10), rule=rule, activity="orders")
     assert is_eligible(history([0], churned=True, churned_at=day(15)), day(10), rule=rule, activity="orders")
-    assert not is_eligible(history([0], churned=True), day(10), rule=rule, activity="orders"), "flag without time"
+    # A flag without a time says they have left by now, not when: at a past cutoff it leaves no one out (that
+    # would choose the training customers by their outcome); they are labelled by their activity.
+    assert is_eligible(history([0], churned=True), day(10), rule=rule, activity="orders"), "flag without time"
+    assert churn_label(history([0, 20], churned=True), day(10), LabelConfig(horizon_days=30)) == 0
+    assert churn_label(history([0], churned=True), day(10), LabelConfig(horizon_days=30)) == 1
     lapsed = EligibilityRule(max_days_inactive=30)
     assert not is_eligible(history([0]), day(40), rule=lapsed, activity="orders")
     assert is_eligible(history([0, 20]), day(40), rule=lapsed, activity="orders")

@@ -198,7 +198,7 @@ def test_a_newly_promoted_champion_rescores_everybody_at_once(store: None, setti
     assert run.model_version == version and run.status == ScoringRun.Status.SUCCEEDED and run.customers_scored > 0
 
 
-def first_forty_customers() -> list[int]:
+def first_forty_customers(*, until: object = None) -> list[int]:
     """Stands in for the treated customers (CHURN_TRAINING_EXCLUDED_CUSTOMERS in the test below)."""
     from customers.models import Customer
 

@@ -46,7 +46,8 @@ class Command(BaseCommand):
             day = datetime.strptime(str(options["as_of"]), "%Y-%m-%d").date()
         except ValueError as exc:
             raise CommandError(f"--as-of must be a date like 2025-01-31, got {options['as_of']!r}") from exc
-        as_of = datetime.combine(day, time.max, tzinfo=UTC).replace(microsecond=0)
+        # The whole day, to its last microsecond: a row at 23:59:59.5 belongs to the day, not to the label window.
+        as_of = datetime.combine(day, time.max, tzinfo=UTC)
         models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
         # Checked now, not after a cross-validation that may take many minutes.
         json_path = output_file(str(options["json_path"]), option="--json") if options["json_path"] else None
