@@ -7,6 +7,8 @@ ALERTS_SEND_MAX_RETRIES        retries of a transient SMTP or webhook error befo
 ALERTS_RETRY_BACKOFF_SECONDS   first retry delay; doubles each retry, at most 10 minutes (30)
 ALERTS_EAGER_RETRY_DELAY_CAP   longest pause before an in-process retry when Celery runs eagerly (2)
 ALERTS_WEBHOOK_TIMEOUT         seconds a webhook endpoint may take to answer (10)
+ALERTS_MAX_SCORE_AGE_DAYS      a scoring run whose as_of is more days before it ran is a backfill and raises no
+                               alert (2; None applies the rules to every run)
 ALERTS_TEST_SEND_DELAY         test-only: seconds a send pauses, holding its claim, before sending (0); also
                                read from the environment so a test can start a worker that pauses mid-send
 ALERTS_TEST_SEND_DELAY_AFTER   test-only: seconds a send task pauses after the send is committed (0)
@@ -48,6 +50,11 @@ def retry_backoff_seconds() -> int:
 
 def eager_retry_delay_cap() -> float:
     return float(getattr(settings, "ALERTS_EAGER_RETRY_DELAY_CAP", 2))
+
+
+def max_score_age_days() -> float | None:
+    value = getattr(settings, "ALERTS_MAX_SCORE_AGE_DAYS", 2)
+    return None if value is None else float(value)
 
 
 def webhook_timeout() -> float:

@@ -493,6 +493,9 @@ def alerts_apply_rules(
 ) -> list[RuleApplication]:
     """Apply the active rules (or the one named) to a scoring run's scores, or to each customer's latest score.
 
+    A scoring run of a past date (its as_of more than ``ALERTS_MAX_SCORE_AGE_DAYS`` before it ran: a backfill) raises
+    no alert: its scores say how customers looked then, not what to do today (an audit entry says so).
+
     A rule whose settings do not validate (saved before validation existed, or written to the database directly)
     is skipped with an audit entry naming the field, and the other rules still run; a rule asked for by name
     raises the ``ValidationError`` instead.
@@ -508,6 +511,17 @@ def alerts_apply_rules(
         # The run's scores are every score of its model at its as_of, also those an earlier run at the same as_of
         # stored (a rerun after a failed run skips the customers already scored, so they are not linked to it).
         run = ScoringRun.objects.get(pk=scoring_run_id)
+        max_age = conf.max_score_age_days()
+        if max_age is not None and run.created_at - run.as_of > timedelta(days=max_age):
+            # A backfill (scores of a past date): history, not today's risk; acting on it would send coupons
+            # today for how customers looked then.
+            logger.info("scoring run %s is a backfill at %s: no alert rule applies", run.pk, run.as_of)
+            audit_record(
+                actor=actor,
+                action="rules_not_applied",
+                details={"scoring_run": run.pk, "as_of": run.as_of.isoformat(), "max_score_age_days": max_age},
+            )
+            return []
         scores = ChurnScore.objects.filter(model_version_id=run.model_version_id, as_of=run.as_of)
     else:
         scores = latest_scores()

@@ -425,6 +425,8 @@ ALERTS_SITE_URL = env.str("ALERTS_SITE_URL", default="http://127.0.0.1:8000")
 ALERTS_SEND_MAX_RETRIES = env.int("ALERTS_SEND_MAX_RETRIES", default=5)
 ALERTS_RETRY_BACKOFF_SECONDS = env.int("ALERTS_RETRY_BACKOFF_SECONDS", default=30)
 ALERTS_WEBHOOK_TIMEOUT = env.float("ALERTS_WEBHOOK_TIMEOUT", default=10)
+# A scoring run of a date more than this many days before it ran (a backfill) raises no alert.
+ALERTS_MAX_SCORE_AGE_DAYS = env.float("ALERTS_MAX_SCORE_AGE_DAYS", default=2)
 
 # --- Model artifacts and the encoder ---------------------------------------------------------
 CHURN_ARTIFACT_DIR = _directory("CHURN_ARTIFACT_DIR", VAR_DIR / "models")

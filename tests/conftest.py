@@ -60,6 +60,13 @@ def _var_dir_emails(settings, tmp_path):  # noqa: ANN001 - pytest-django fixture
 
 
 @pytest.fixture(autouse=True)
+def _scores_of_fixed_dates_raise_alerts(settings):  # noqa: ANN001 - pytest-django fixture
+    """Test stores sit at fixed past dates, which the backfill guard (a scoring run of a date well before it ran
+    raises no alert) would treat as backfills; its own tests set ALERTS_MAX_SCORE_AGE_DAYS back."""
+    settings.ALERTS_MAX_SCORE_AGE_DAYS = None
+
+
+@pytest.fixture(autouse=True)
 def _private_cache(settings, request):  # noqa: ANN001 - pytest-django fixture
     """Each test gets an empty in-process cache (throttling counters), never the shared Redis one."""
     settings.CACHES = {

@@ -39,6 +39,8 @@ class WorkerProcess:
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
         env = {**os.environ, "DATABASE_URL": worker_database_url(), "CELERY_TASK_ALWAYS_EAGER": "false"}
+        # Test stores sit at fixed past dates: their scoring runs are not backfills here (as in tests/conftest.py).
+        env["ALERTS_MAX_SCORE_AGE_DAYS"] = "36500"
         env.update(extra_env or {})
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(

@@ -156,6 +156,32 @@ def test_many_scoring_runs_in_one_period_give_one_alert_and_one_email(
     assert len(emails()) == 1
 
 
+def test_a_backfill_scoring_run_raises_no_alert_and_a_current_one_does(
+    settings,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    from alerts.models import AuditEntry
+    from predictions.models import ScoringRun
+
+    settings.ALERTS_MAX_SCORE_AGE_DAYS = 2
+    customer = customer_make(1)
+    model_version = model_version_make()
+    rule = rule_make()
+    backfill = scoring_run_make(model_version, at=as_of())  # a past date, scored now
+    score_make(customer, backfill, 0.9)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alerts_apply_rules(scoring_run_id=backfill.pk, actor="test") == []
+    assert not Alert.objects.exists() and not emails()
+    assert AuditEntry.objects.filter(action="rules_not_applied").count() == 1
+
+    current = scoring_run_make(model_version, at=as_of(+1))
+    ScoringRun.objects.filter(pk=current.pk).update(created_at=as_of(+1) + timedelta(hours=3))  # scored that day
+    score_make(customer, current, 0.9)
+    with django_capture_on_commit_callbacks(execute=True):
+        (applied,) = alerts_apply_rules(scoring_run_id=current.pk, actor="test")
+    assert applied.alerts_created == 1 and Alert.objects.get().rule == rule and len(emails()) == 1
+
+
 def test_coupon_email_has_escaped_name_offer_code_and_unsubscribe_link(
     run,
     django_capture_on_commit_callbacks,  # noqa: ANN001
