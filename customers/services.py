@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,24 +213,30 @@ def _insert_demo_records(model: type[Model], records: Sequence[object], pk_of: d
 
 
 def _write_demo_truth(path: Path, truths: list[CustomerTruth]) -> None:
-    """The simulator's hidden variables, one row per customer, written atomically (temporary file + rename)."""
+    """The simulator's hidden variables, one row per customer, written atomically (temporary file + rename); on
+    failure nothing is left behind, neither the file nor the temporary one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["external_id", "propensity", "service_frustration", "price_sensitivity", "engagement",
-                         "churn_at", "conversation_topics", "churn_cause"])  # fmt: skip
-        for truth in truths:
-            writer.writerow(
-                [
-                    truth.external_id,
-                    f"{truth.propensity:.4f}",
-                    f"{truth.service_frustration:.4f}",
-                    f"{truth.price_sensitivity:.4f}",
-                    f"{truth.engagement:.4f}",
-                    truth.churn_at.isoformat() if truth.churn_at else "",
-                    ";".join(f"{at.isoformat()}={topic}" for at, topic in truth.conversation_topics),
-                    truth.churn_cause,
-                ]
-            )
-    partial.replace(path)
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["external_id", "propensity", "service_frustration", "price_sensitivity", "engagement",
+                             "churn_at", "conversation_topics", "churn_cause"])  # fmt: skip
+            for truth in truths:
+                writer.writerow(
+                    [
+                        truth.external_id,
+                        f"{truth.propensity:.4f}",
+                        f"{truth.service_frustration:.4f}",
+                        f"{truth.price_sensitivity:.4f}",
+                        f"{truth.engagement:.4f}",
+                        truth.churn_at.isoformat() if truth.churn_at else "",
+                        ";".join(f"{at.isoformat()}={topic}" for at, topic in truth.conversation_topics),
+                        truth.churn_cause,
+                    ]
+                )
+        partial.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never created, or its folder is not one: the original error tells
+            partial.unlink()
+        raise

@@ -313,3 +313,30 @@ def test_generate_command_rejects_bad_options_clearly(arguments: list[str], mess
     with pytest.raises(CommandError, match=message):
         call_command("churn_generate", *arguments)
     assert not Customer.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_truth_file_that_cannot_be_written_is_refused_before_generating(tmp_path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+
+    for truth, message in ((folder, "is a directory"), (blocker / "truth.csv", "is not a directory")):
+        with pytest.raises(CommandError, match=f"--truth-file .*{message}"):
+            call_command("churn_generate", "--customers", "20", "--days", "60", "--truth-file", str(truth))
+
+    assert not Customer.objects.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file.txt", "out"], "no .out.partial left behind"
+
+
+@pytest.mark.django_db
+def test_a_truth_file_that_fails_to_be_written_leaves_neither_data_nor_a_partial_file(tmp_path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+
+    with pytest.raises(IsADirectoryError):
+        demo_store_generate(customers=20, days=60, seed=3, end=END, truth_path=folder)
+
+    assert not Customer.objects.exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["out"], "the temporary file is removed"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from churnsite.cli import output_file
 from customers.generator import SUPPORTED_LANGUAGES
 from customers.services import DemoDataExistsError, demo_store_generate
 
@@ -64,6 +64,8 @@ class Command(BaseCommand):
             raise CommandError(f"--days {days} reaches back to before 1971 from the end of the history; choose fewer")
         if int(options["seed"]) < 0:  # type: ignore[call-overload]
             raise CommandError(f"--seed must be 0 or more, got {options['seed']}")
+        # Checked now, not after generating the whole store.
+        truth_path = output_file(str(options["truth_file"]), option="--truth-file") if options["truth_file"] else None
         started = time.perf_counter()
         try:
             summary = demo_store_generate(
@@ -73,11 +75,16 @@ class Command(BaseCommand):
                 languages=languages,
                 end=end,
                 replace=bool(options["replace"]),
-                truth_path=Path(str(options["truth_file"])) if options["truth_file"] else None,
+                truth_path=truth_path,
                 incident_churn=bool(options["incident_churn"]),
             )
         except DemoDataExistsError as error:
             raise CommandError(str(error)) from error
+        except OSError as error:
+            if truth_path is None:
+                raise
+            # The truth file is written last, inside the transaction: nothing was stored.
+            raise CommandError(f"--truth-file {truth_path}: {error.strerror or error}") from error
         elapsed = time.perf_counter() - started
         # The demo acts on its scores: one active example alert rule (customers does not depend on alerts).
         from alerts.services import alert_rule_ensure_example
