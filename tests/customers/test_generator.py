@@ -307,6 +307,9 @@ def test_generate_command_adds_incident_churners_when_asked(tmp_path) -> None:
         (["--seed", "-1"], "--seed must be 0 or more"),
         (["--days", "3000000"], "reaches back to before 1971"),
         (["--customers", "1", "--days", "30", "--end", "0001-01-05"], "reaches back to before 1971"),
+        # A store in the future has no activity up to now: training or scoring at now would find nothing.
+        (["--customers", "20", "--days", "60", "--end", "2099-01-01"], "--end 2099-01-01 is in the future"),
+        (["--customers", "20", "--days", "60", "--end", "9999-12-31"], "--end 9999-12-31 is in the future"),
     ],
 )
 def test_generate_command_rejects_bad_options_clearly(arguments: list[str], message: str) -> None:

@@ -6,10 +6,12 @@ import time
 from datetime import UTC, date, datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from churnsite.cli import output_file
 from customers.generator import SUPPORTED_LANGUAGES
 from customers.services import DemoDataExistsError, demo_store_generate
+from predictions.services.scoring import AS_OF_TOLERANCE
 
 
 def _end_date(value: str) -> datetime:
@@ -17,7 +19,12 @@ def _end_date(value: str) -> datetime:
         day = date.fromisoformat(value)
     except ValueError as error:
         raise CommandError(f"--end must be a date YYYY-MM-DD, got {value!r}") from error
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    end = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    # A store in the future has no activity up to now: training and scoring, which read data up to their as_of,
+    # would find nothing (and the simulation, which runs past the end, would leave the calendar near year 9999).
+    if end > timezone.now() + AS_OF_TOLERANCE:
+        raise CommandError(f"--end {value} is in the future: the history ends at --end (default today)")
+    return end
 
 
 class Command(BaseCommand):
