@@ -92,6 +92,12 @@ def treated_customer_ids(*, since: datetime | None = None, until: datetime | Non
     return sent.order_by("customer_id").values_list("customer_id", flat=True).distinct()
 
 
+def interventions_sent_to(*, customers: QuerySet[Customer]) -> QuerySet[Intervention]:
+    """The retention actions sent to these customers (coupon emails, webhooks): the audit trail of what was done
+    to whom, which uplift reports and training (``treated_customer_ids``) read."""
+    return Intervention.objects.filter(status=InterventionStatus.SENT, customer__in=customers)
+
+
 @dataclass(frozen=True)
 class UpliftReport:
     """Retention of treated against control customers for one rule, with a 95% confidence interval

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
+from customers.generator import ID_PREFIX
 from customers.models import Customer, CustomerProfileChange, Event, Message, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "customers_for_staff",
     "customers_search",
     "customers_with_order_stats",
+    "demo_customers",
 ]
 
 
@@ -149,6 +151,11 @@ def customers_search(
             Q(external_id__startswith=text) | Q(name__icontains=text) | Q(email__icontains=text)
         )
     return customers.order_by("id")
+
+
+def demo_customers() -> QuerySet[Customer]:
+    """The customers of the generated demo store (external ids starting with ``demo-``)."""
+    return Customer.objects.filter(external_id__startswith=ID_PREFIX)
 
 
 def customers_for_staff() -> QuerySet[Customer]:

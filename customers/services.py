@@ -26,6 +26,7 @@ from customers.models import (
     Message,
     Order,
 )
+from customers.selectors import demo_customers
 
 
 @transaction.atomic
@@ -111,7 +112,7 @@ def demo_store_generate(
         languages=tuple(languages),
         incident_churn=incident_churn,
     )
-    existing = Customer.objects.filter(external_id__startswith=ID_PREFIX)
+    existing = demo_customers()
     replaced = 0
     if existing.exists():
         if not replace:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import io
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from django.core import mail
 from django.core.management import CommandError, call_command
 
+from alerts.models import Intervention
 from customers.generator import StoreOptions, simulate_store, text
 from customers.generator.text import COMPLAINT_TOPICS
 from customers.models import Customer, Event, Message, Order
@@ -343,3 +346,81 @@ def test_a_truth_file_that_fails_to_be_written_leaves_neither_data_nor_a_partial
 
     assert not Customer.objects.exists()
     assert [path.name for path in tmp_path.iterdir()] == ["out"], "the temporary file is removed"
+
+
+@pytest.mark.django_db
+def test_if_absent_generates_once_and_then_keeps_the_stored_store() -> None:
+    first, again = io.StringIO(), io.StringIO()
+    options = ["--customers", "20", "--days", "60", "--end", "2026-01-01", "--if-absent"]
+
+    call_command("churn_generate", *options, stdout=first)
+    stored = set(Customer.objects.values_list("pk", flat=True))
+    call_command("churn_generate", *options, "--seed", "9", stdout=again)
+
+    assert "generated 20 customers" in first.getvalue()
+    assert "20 demo customers are already stored: nothing generated" in again.getvalue()
+    assert set(Customer.objects.values_list("pk", flat=True)) == stored
+
+
+def _coupon_sent_to(customer: Customer) -> Intervention:
+    from alerts.models import ActionKind, Alert, AlertRule, InterventionStatus
+
+    rule = AlertRule.objects.create(name="r", action=ActionKind.COUPON_EMAIL)
+    alert = Alert.objects.create(
+        customer=customer, rule=rule, period_start=END.date(), as_of=END, probability=0.9, risk_tier="high"
+    )
+    return Intervention.objects.create(
+        alert=alert, customer=customer, kind=ActionKind.COUPON_EMAIL, status=InterventionStatus.SENT, sent_at=END
+    )
+
+
+@pytest.mark.django_db
+def test_replace_refuses_to_delete_sent_retention_actions_unless_told_to() -> None:
+    options = ["churn_generate", "--customers", "20", "--days", "60", "--end", "2026-01-01"]
+    call_command(*options, stdout=io.StringIO())
+    _coupon_sent_to(Customer.objects.order_by("pk").first())
+
+    with pytest.raises(CommandError, match="--replace would delete 1 retention actions .* --delete-sent-interventions"):
+        call_command(*options, "--replace")
+    assert Intervention.objects.count() == 1
+    with pytest.raises(CommandError, match="--delete-sent-interventions goes with --replace"):
+        call_command(*options, "--delete-sent-interventions")
+
+    call_command(*options, "--replace", "--delete-sent-interventions", stdout=io.StringIO())
+
+    assert not Intervention.objects.exists() and Customer.objects.count() == 20
+
+
+def _demo_pipeline() -> None:
+    """bin/demo-pipeline's steps on a small store, with the same options."""
+    quiet = {"stdout": io.StringIO(), "stderr": io.StringIO()}
+    call_command(
+        "churn_generate", "--customers", "300", "--days", "365", "--seed", "7", "--end", "2026-06-01", "--if-absent",
+        **quiet,
+    )  # fmt: skip
+    call_command(
+        "churn_train", "--mode", "lightgbm", "--horizon-days", "30", "--as-of", "2026-06-01",
+        "--max-cutoffs", "3", "--inner-folds", "2", **quiet,
+    )  # fmt: skip
+    call_command("churn_score", "--as-of", "2026-06-01", **quiet)
+
+
+def _coupon_recipients() -> Counter[str]:
+    """Coupon emails sent so far (pytest-django's locmem outbox), by recipient."""
+    return Counter(address for message in mail.outbox for address in message.to)
+
+
+@pytest.mark.django_db(transaction=True)  # commits: the tasks run on commit (eager Celery)
+def test_rerunning_the_demo_pipeline_sends_no_second_coupon_email(settings, tmp_path) -> None:  # noqa: ANN001
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_CACHE_DIR = tmp_path / "cache"
+    _demo_pipeline()
+    first = _coupon_recipients()
+    assert first, "the first pipeline run sends coupon emails"
+
+    _demo_pipeline()  # bin/demo-pipeline again on the same var dir
+
+    twice = sorted(address for address, count in _coupon_recipients().items() if count > 1)
+    assert not twice, f"{len(twice)} customers got a second coupon email, e.g. {twice[:3]}"
+    assert Intervention.objects.filter(status="sent").count() >= len(first), "the first run's sends are kept"

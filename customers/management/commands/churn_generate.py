@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from churnsite.cli import output_file
 from customers.generator import SUPPORTED_LANGUAGES
+from customers.selectors import demo_customers
 from customers.services import DemoDataExistsError, demo_store_generate
 from predictions.services.scoring import AS_OF_TOLERANCE
 
@@ -43,7 +44,22 @@ class Command(BaseCommand):
             default="en",
             help=f"comma-separated languages customers write in, from {','.join(SUPPORTED_LANGUAGES)} (default en)",
         )
-        parser.add_argument("--replace", action="store_true", help="delete earlier demo data first")
+        existing = parser.add_mutually_exclusive_group()
+        existing.add_argument(
+            "--replace",
+            action="store_true",
+            help="delete earlier demo data first (refused while retention actions were sent to demo customers)",
+        )
+        existing.add_argument(
+            "--if-absent",
+            action="store_true",
+            help="generate only when no demo customers are stored; otherwise say so and do nothing",
+        )
+        parser.add_argument(
+            "--delete-sent-interventions",
+            action="store_true",
+            help="with --replace: also delete the alerts and retention actions sent to demo customers",
+        )
         parser.add_argument(
             "--truth-file",
             default="",
@@ -73,6 +89,13 @@ class Command(BaseCommand):
             raise CommandError(f"--seed must be 0 or more, got {options['seed']}")
         # Checked now, not after generating the whole store.
         truth_path = output_file(str(options["truth_file"]), option="--truth-file") if options["truth_file"] else None
+        if options["delete_sent_interventions"] and not options["replace"]:
+            raise CommandError("--delete-sent-interventions goes with --replace")
+        if options["if_absent"] and (stored := demo_customers().count()):
+            self.stdout.write(f"{stored} demo customers are already stored: nothing generated (--if-absent)")
+            return
+        if options["replace"] and not options["delete_sent_interventions"]:
+            self._refuse_replacing_sent_interventions()
         started = time.perf_counter()
         try:
             summary = demo_store_generate(
@@ -106,3 +129,17 @@ class Command(BaseCommand):
                 f"(seed {summary.seed}) in {elapsed:.1f}s{replaced}"
             )
         )
+
+    def _refuse_replacing_sent_interventions(self) -> None:
+        """Replacing deletes the demo customers and, with them, their alerts and retention actions: the audit trail
+        of the coupons sent, whose addresses the new store reuses (so a rescoring would email them again)."""
+        from alerts.selectors import interventions_sent_to
+
+        sent = interventions_sent_to(customers=demo_customers())
+        if sent.exists():
+            raise CommandError(
+                f"--replace would delete {sent.count()} retention actions sent to "
+                f"{sent.values('customer_id').distinct().count()} demo customers (their audit trail), and the "
+                "regenerated customers would be contacted again; add --delete-sent-interventions to delete them "
+                "anyway, or use --if-absent to keep the stored store"
+            )
