@@ -132,13 +132,24 @@ def _default_as_of(config: ChurnModelConfig) -> datetime:
     return min(now, latest) if latest is not None else now
 
 
-def training_run_request_unless_running(*, mode: str, horizon_days: int, actor: str) -> TrainingRun | None:
-    """A scheduled retraining: requested like any other, unless a training is already under way (a weekly schedule
-    and a drift check may fire on the same night); then nothing is requested and None returned."""
+def training_run_request_unless_running(
+    *,
+    mode: str,
+    horizon_days: int,
+    actor: str,
+    as_of: datetime | None = None,
+    lead_days: int = 0,
+    options: dict[str, object] | None = None,
+) -> TrainingRun | None:
+    """A training requested like any other (``training_run_request``), unless one is already under way (a weekly
+    schedule and a drift check may fire on the same night; the demo pipeline, run again, queues its challenger
+    once); then nothing is requested and None returned."""
     if training_in_progress():
-        logger.info("scheduled retraining skipped: a training run is already under way")
+        logger.info("training not requested by %s: a training run is already under way", actor)
         return None
-    return training_run_request(mode=mode, horizon_days=horizon_days, actor=actor)
+    return training_run_request(
+        mode=mode, horizon_days=horizon_days, actor=actor, as_of=as_of, lead_days=lead_days, options=options
+    )
 
 
 def training_run_acquire_lease(*, training_run_id: int, owner: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -691,3 +692,24 @@ def test_churn_train_refuses_bad_options_and_a_failed_training_in_plain_words() 
     # An empty store: the training runs in-process (no broker configured) and fails; the command says why.
     with pytest.raises(CommandError, match="failed: no customer has any qualifying activity"):
         call_command(*base)
+
+
+def test_churn_train_if_idle_requests_nothing_while_a_training_is_pending(monkeypatch) -> None:  # noqa: ANN001
+    from django.core.management import call_command
+
+    from churnsite.celery import app as celery_app
+    from predictions import tasks
+
+    celery_app.conf.task_always_eager = False  # CELERY_TASK_ALWAYS_EAGER=false, as bin/demo-pipeline's last step
+    monkeypatch.setattr(tasks.train_model_task, "delay", lambda *args, **kwargs: None)  # no worker yet (make serve)
+    outputs = []
+    for _pipeline_run in range(2):
+        out = io.StringIO()
+        call_command(
+            "churn_train", "--mode=frozen", "--horizon-days=60", "--max-cutoffs=3", "--inner-folds=3", "--if-idle",
+            stdout=out,
+        )  # fmt: skip
+        outputs.append(out.getvalue())
+
+    assert TrainingRun.objects.filter(status="pending", mode="frozen").count() == 1
+    assert "already pending or running: nothing requested (--if-idle)" in outputs[1], outputs

@@ -9,7 +9,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from predictions.models import TrainingRun
-from predictions.services.training import TRAINING_MODES, TrainingError, training_run_request
+from predictions.services.training import (
+    TRAINING_MODES,
+    TrainingError,
+    training_run_request,
+    training_run_request_unless_running,
+)
 
 
 def parse_as_of(value: str | None) -> datetime | None:
@@ -49,10 +54,16 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument("--wait", action="store_true", help="wait for a worker to finish and show progress")
+        parser.add_argument(
+            "--if-idle",
+            action="store_true",
+            help="request nothing (and say so) when a training run is already pending or running",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
+        request = training_run_request_unless_running if options["if_idle"] else training_run_request
         try:
-            run = training_run_request(
+            run = request(
                 mode=str(options["mode"]),
                 as_of=parse_as_of(options["as_of"]),  # type: ignore[arg-type]
                 horizon_days=int(options["horizon_days"]),  # type: ignore[arg-type]
@@ -71,6 +82,9 @@ class Command(BaseCommand):
             )
         except (ValueError, TrainingError) as exc:  # TrainingError: run in-process (eager) and failed
             raise CommandError(str(exc)) from exc
+        if run is None:
+            self.stdout.write("a training run is already pending or running: nothing requested (--if-idle)")
+            return
         run.refresh_from_db()
         if options["wait"]:
             run = self._wait(run)
