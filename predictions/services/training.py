@@ -431,7 +431,8 @@ def training_runs_resume_lost(*, waiting_seconds: int) -> dict[str, list[int]]:
 
 
 def training_run_mark_failed(*, training_run_id: int, reason: str) -> None:
-    """Record that a run will not finish (its task was parked after repeated worker crashes)."""
+    """Record that a run will not finish (its task was parked after repeated worker crashes, or the command that
+    trained it in-process was interrupted); its lease is released. A run that succeeded is left alone."""
     TrainingRun.objects.filter(pk=training_run_id).exclude(status=TrainingRun.Status.SUCCEEDED).update(
         status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now(), lease_expires_at=None
     )

@@ -694,6 +694,24 @@ def test_churn_train_refuses_bad_options_and_a_failed_training_in_plain_words() 
         call_command(*base)
 
 
+def test_ctrl_c_during_churn_train_fails_the_run_it_was_training(store: None, monkeypatch) -> None:  # noqa: ANN001
+    from django.core.management import call_command
+
+    from ml.churn_model import ChurnModel
+    from predictions.selectors import training_in_progress
+
+    def interrupted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise KeyboardInterrupt  # the operator presses Ctrl-C while the model trains in the command
+
+    monkeypatch.setattr(ChurnModel, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        call_command("churn_train", "--mode=lightgbm", "--horizon-days=30", "--as-of=2026-06-01", stdout=io.StringIO())
+
+    run = TrainingRun.objects.get()
+    assert (run.status, run.lease_expires_at) == (TrainingRun.Status.FAILED, None) and "interrupted" in run.error
+    assert not training_in_progress(), "scheduled and drift retraining would be skipped while it looks under way"
+
+
 def test_churn_train_if_idle_requests_nothing_while_a_training_is_pending(monkeypatch) -> None:  # noqa: ANN001
     from django.core.management import call_command
 

@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from predictions.models import TrainingRun
 from predictions.services.training import (
     TRAINING_MODES,
     TrainingError,
+    training_run_mark_failed,
     training_run_request,
     training_run_request_unless_running,
 )
@@ -62,26 +64,37 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         request = training_run_request_unless_running if options["if_idle"] else training_run_request
+        run = None
         try:
-            run = request(
-                mode=str(options["mode"]),
-                as_of=parse_as_of(options["as_of"]),  # type: ignore[arg-type]
-                horizon_days=int(options["horizon_days"]),  # type: ignore[arg-type]
-                lead_days=int(options["lead_days"]),  # type: ignore[arg-type]
-                options={
-                    key: value
-                    for key, value in (
-                        ("max_training_cutoffs", options["max_cutoffs"]),
-                        ("inner_folds", options["inner_folds"]),
-                        ("keep_text", options["keep_text"] or None),
-                        ("labels_from", options["labels_from"]),
-                    )
-                    if value is not None
-                },
-                actor="churn_train command",
-            )
+            # The task is enqueued when the request commits: with the embedded default it trains right there, at
+            # the end of this block, and the run is known by then.
+            with transaction.atomic():
+                run = request(
+                    mode=str(options["mode"]),
+                    as_of=parse_as_of(options["as_of"]),  # type: ignore[arg-type]
+                    horizon_days=int(options["horizon_days"]),  # type: ignore[arg-type]
+                    lead_days=int(options["lead_days"]),  # type: ignore[arg-type]
+                    options={
+                        key: value
+                        for key, value in (
+                            ("max_training_cutoffs", options["max_cutoffs"]),
+                            ("inner_folds", options["inner_folds"]),
+                            ("keep_text", options["keep_text"] or None),
+                            ("labels_from", options["labels_from"]),
+                        )
+                        if value is not None
+                    },
+                    actor="churn_train command",
+                )
         except (ValueError, TrainingError) as exc:  # TrainingError: run in-process (eager) and failed
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            # Ctrl-C while the run trains in this process: no worker holds it, so nobody would ever finish it, and
+            # it would block scheduled and drift retraining while it looks under way. Only KeyboardInterrupt: a
+            # worker shutting down must leave its run to the broker's redelivery.
+            if run is not None:
+                training_run_mark_failed(training_run_id=run.pk, reason="interrupted (Ctrl-C in churn_train)")
+            raise
         if run is None:
             self.stdout.write("a training run is already pending or running: nothing requested (--if-idle)")
             return
