@@ -731,3 +731,23 @@ def test_churn_train_if_idle_requests_nothing_while_a_training_is_pending(monkey
 
     assert TrainingRun.objects.filter(status="pending", mode="frozen").count() == 1
     assert "already pending or running: nothing requested (--if-idle)" in outputs[1], outputs
+
+
+@pytest.mark.django_db  # refused before anything is stored
+@pytest.mark.parametrize(
+    ("as_of", "message"),
+    [
+        # 01:00 at +05:00 on the first day of year 1 is before year 1 in UTC: storing it overflowed.
+        ("0001-01-01T01:00:00+05:00", "is outside the calendar once in UTC"),
+        ("9999-12-31T23:00:00-05:00", "is outside the calendar once in UTC"),
+        ("1970-12-31T23:00:00+05:00", "is before 1971"),
+    ],
+)
+def test_train_and_score_refuse_an_as_of_outside_the_calendar_in_utc(as_of: str, message: str) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    for command in ("churn_train", "churn_score"):
+        with pytest.raises(CommandError, match=f"--as-of .*{message}"):
+            call_command(command, f"--as-of={as_of}")
+    assert not TrainingRun.objects.exists() and not ScoringRun.objects.exists()

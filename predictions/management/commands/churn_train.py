@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from predictions.models import TrainingRun
+from predictions.serializers import EARLIEST_AS_OF
 from predictions.services.training import (
     TRAINING_MODES,
     TrainingError,
@@ -20,14 +21,21 @@ from predictions.services.training import (
 
 
 def parse_as_of(value: str | None) -> datetime | None:
-    """``YYYY-MM-DD`` (midnight UTC) or an ISO 8601 time; None stays None (now)."""
+    """``YYYY-MM-DD`` (midnight UTC) or an ISO 8601 time; None stays None (now). Refused before 1971 in UTC, as
+    the API refuses it (the database stores times in UTC: an offset can push year 1 past the calendar)."""
     if not value:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise CommandError(f"--as-of {value!r} is not a date (YYYY-MM-DD) or ISO 8601 time") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        in_utc = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError as exc:
+        raise CommandError(f"--as-of {value!r} is outside the calendar once in UTC") from exc
+    if in_utc.year < EARLIEST_AS_OF:
+        raise CommandError(f"--as-of {value!r} is before {EARLIEST_AS_OF}: there is no data that old")
+    return parsed if parsed.tzinfo else in_utc
 
 
 class Command(BaseCommand):
