@@ -126,6 +126,10 @@ def scoring_run_start(
     )
     size = chunk_size or settings.CHURN_SCORING_CHUNK_SIZE
     chunks = [customer_ids[i : i + size] for i in range(0, len(customer_ids), size)]
+    # A rerun at the same as_of (after a failed run, or by hand): the scores of the champion at that as_of are
+    # unique per customer, so the run's customers scored already count as scored; its chunks add those they store.
+    scored_before = ChurnScore.objects.filter(model_version=champion, as_of=as_of).values_list("customer_id", flat=True)
+    already_scored = len(set(customer_ids).intersection(scored_before.iterator()))
     with transaction.atomic():
         run = ScoringRun.objects.create(
             model_version=champion,
@@ -133,6 +137,7 @@ def scoring_run_start(
             trigger=trigger,
             status=ScoringRun.Status.RUNNING,
             customers_total=len(customer_ids),
+            customers_scored=already_scored,
             full=full,
         )
         transaction.on_commit(lambda: _enqueue_chunks(run.pk, chunks))
@@ -199,13 +204,23 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
             )
             for customer_id, probability, customer_factors in zip(todo, probabilities, factors, strict=True)
         ]
-        stored = len(ChurnScore.objects.bulk_create(scores, ignore_conflicts=True))
-        ScoringRun.objects.filter(pk=run.pk).update(
-            texts_encoded=F("texts_encoded") + encoded, texts_reused=F("texts_reused") + reused
-        )
-    scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).count()
-    ScoringRun.objects.filter(pk=run.pk).update(customers_scored=scored)
-    if scored >= run.customers_total or (vanished and not _unscored_remain(run)):
+        with transaction.atomic():
+            # The run's row is locked while its count moves, so two deliveries of one chunk count its scores once.
+            ScoringRun.objects.select_for_update().values_list("pk", flat=True).get(pk=run.pk)
+            mine = ChurnScore.objects.filter(scoring_run=run, customer_id__in=todo)
+            before = mine.count()
+            ChurnScore.objects.bulk_create(scores, ignore_conflicts=True)
+            stored = mine.count() - before
+            ScoringRun.objects.filter(pk=run.pk).update(
+                customers_scored=F("customers_scored") + stored,
+                texts_encoded=F("texts_encoded") + encoded,
+                texts_reused=F("texts_reused") + reused,
+            )
+    # Only this run's customers count (its total, those scored already when it started, those its chunks store),
+    # never other scores of the model at that as_of, so the run is done when its own chunks are.
+    scored = ScoringRun.objects.values_list("customers_scored", flat=True).get(pk=run.pk)
+    left_to_others = len(todo) - stored  # gone, or scored meanwhile by another run at the same as_of
+    if scored >= run.customers_total or ((vanished or left_to_others) and not _unscored_remain(run)):
         scoring_run_finish(scoring_run_id=run.pk)
     return stored
 

@@ -3,6 +3,7 @@ customer deleted during a run does not sink its chunk, and an as_of in the futur
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from unittest import mock
 
@@ -42,6 +43,47 @@ def test_a_rerun_at_the_same_as_of_after_a_failed_run_alerts_on_every_customer(s
     assert second.status == ScoringRun.Status.SUCCEEDED and second.customers_scored == len(eligible)
     assert ChurnScore.objects.filter(scoring_run=second).count() < len(eligible)
     assert Alert.objects.count() == len(eligible), "every customer scored at that as_of is seen by the rules"
+
+
+def test_a_rerun_of_churn_score_at_an_as_of_counts_only_its_own_customers(store: None) -> None:
+    train()
+    call_command("churn_score", f"--as-of={END:%Y-%m-%d}", stdout=io.StringIO())
+    # Staff mark three scored customers churned; the operator scores that day again.
+    marked = list(ChurnScore.objects.values_list("customer_id", flat=True)[:3])
+    Customer.objects.filter(id__in=marked).update(churned=True)
+    out = io.StringIO()
+
+    call_command("churn_score", f"--as-of={END:%Y-%m-%d}", stdout=out)
+
+    rerun = ScoringRun.objects.order_by("-id").first()
+    eligible = customers_to_score(as_of=END).count()
+    assert (rerun.status, rerun.customers_scored, rerun.customers_total) == ("succeeded", eligible, eligible), out
+    assert f"{eligible} of {eligible} customers scored" in out.getvalue()
+
+
+def test_a_run_is_finished_by_its_own_chunks_not_by_an_earlier_runs_scores(store: None) -> None:
+    train()
+    scoring_run_start(trigger="first", as_of=END)  # scores everybody eligible
+    # Then three scored customers are marked churned, and a customer who ordered by then is imported.
+    marked = list(ChurnScore.objects.values_list("customer_id", flat=True)[:3])
+    Customer.objects.filter(id__in=marked).update(churned=True)
+    newcomer = Customer.objects.create(external_id="new", signed_up_at=END - timedelta(days=30))
+    newcomer.orders.create(external_id="new-o1", placed_at=END - timedelta(days=3), amount="20.00")
+    scored_before = [pk for pk in customers_to_score(as_of=END).values_list("id", flat=True) if pk != newcomer.pk]
+    with mock.patch.object(scoring, "_enqueue_chunks"):
+        rerun = scoring_run_start(trigger="rerun", as_of=END)
+
+    scoring_run_score_chunk(scoring_run_id=rerun.pk, customer_ids=scored_before)  # the newcomer's chunk is to come
+
+    rerun.refresh_from_db()
+    assert (rerun.status, rerun.customers_scored, rerun.customers_total) == (
+        ScoringRun.Status.RUNNING,
+        len(scored_before),
+        len(scored_before) + 1,
+    ), "the scores of the customers marked churned do not count for the rerun"
+    scoring_run_score_chunk(scoring_run_id=rerun.pk, customer_ids=[newcomer.pk])
+    rerun.refresh_from_db()
+    assert (rerun.status, rerun.customers_scored) == (ScoringRun.Status.SUCCEEDED, len(scored_before) + 1)
 
 
 def test_a_customer_deleted_during_a_run_leaves_the_rest_of_the_chunk_scored_and_the_run_finished(
