@@ -301,6 +301,17 @@ def test_a_transition_whose_note_would_take_the_notes_past_their_limit_is_refuse
     assert api.patch(f"/api/v1/alerts/{alert.pk}/", {"notes": notes}, format="json").status_code == 200
 
 
+def test_churn_alerts_rule_option_on_an_invalid_rule_is_a_command_error_naming_rule_and_field() -> None:
+    from django.core.management.base import CommandError
+
+    AlertRule.objects.create(name="old", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE)
+    # Saved before validation existed: applying all rules skips it (with an audit entry); asked for, it is refused.
+    AlertRule.objects.filter(name="old").update(attribute_filters=["plan"])
+
+    with pytest.raises(CommandError, match=r"--rule 'old': the rule's settings are not valid \(attribute_filters: "):
+        call_command("churn_alerts", "--rule", "old")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_churn_alerts_records_outcomes_and_prints_the_uplift_report(capsys) -> None:  # noqa: ANN001
     from tests.alerts.helpers import order_make

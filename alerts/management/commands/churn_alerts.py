@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from alerts.selectors import alert_rule_uplift, alert_rules
@@ -24,6 +25,15 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         try:
             results = alerts_apply_rules(actor="system:churn_alerts", rule_name=options["rule"] or None)
+        except ValidationError as error:  # the rule named by --rule has stored settings that do not validate
+            problems = (
+                "; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())
+                if hasattr(error, "error_dict")
+                else " ".join(error.messages)
+            )
+            raise CommandError(
+                f"--rule {options['rule']!r}: the rule's settings are not valid ({problems}); fix them in the admin"
+            ) from error
         except ValueError as error:
             raise CommandError(str(error)) from error
         if not results:
