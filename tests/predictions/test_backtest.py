@@ -104,6 +104,17 @@ def test_churn_backtest_refuses_an_as_of_too_close_to_the_end_of_the_data() -> N
         call_command("churn_backtest", "--as-of=2025-10-01", "--horizon-days=60", "--max-cutoffs=0", "--no-progress")
 
 
+def test_churn_backtest_refuses_a_max_days_inactive_below_one_naming_it() -> None:
+    build_store()
+    # Not "0 customers of a single class" after reading every history.
+    for days in ("-1", "0"):
+        with pytest.raises(CommandError, match=f"--max-days-inactive must be at least 1, got {days}"):
+            call_command(
+                "churn_backtest", "--as-of=2025-10-01", "--horizon-days=30", f"--max-days-inactive={days}",
+                "--models=logreg", "--no-progress",
+            )  # fmt: skip
+
+
 def test_churn_evaluate_command_on_a_small_csv(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = ["id,plan,tenure,Churn"]

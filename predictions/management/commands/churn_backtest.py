@@ -53,6 +53,8 @@ class Command(BaseCommand):
         json_path = output_file(str(options["json_path"]), option="--json") if options["json_path"] else None
         if options["max_cutoffs"] is not None and int(options["max_cutoffs"]) < 1:  # type: ignore[arg-type]
             raise CommandError("--max-cutoffs must be at least 1")
+        if options["max_days_inactive"] is not None and int(options["max_days_inactive"]) < 1:  # type: ignore[arg-type]
+            raise CommandError(f"--max-days-inactive must be at least 1, got {options['max_days_inactive']}")
         try:
             setup = BacktestSetup(
                 as_of=as_of,
