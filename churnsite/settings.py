@@ -242,8 +242,8 @@ def _redis_cache_url(broker_url: str) -> str:
     server, broker_db = _redis_database("REDIS_URL", broker_url)
     cache_db = broker_db + 1 if broker_db < 15 else broker_db - 1
     parts = urlsplit(broker_url)
-    if parts.scheme in _REDIS_SOCKET_SCHEMES:  # Django's cache reads the socket form of redis-py
-        return f"{server}?db={cache_db}"
+    if parts.scheme in _REDIS_SOCKET_SCHEMES:  # Django's cache reads redis-py's socket form; credentials kept
+        return f"unix://{parts.netloc}{parts.path}?db={cache_db}"
     return urlunsplit(parts._replace(path=f"/{cache_db}"))
 
 

@@ -321,7 +321,6 @@ class CustomerAdmin(admin.ModelAdmin):
     def opted_out(self, customer: Customer) -> bool:
         return customer.opted_out_at is not None
 
-    @admin.display(description="timeline")
     @admin.display(description="changes, newest first")
     def profile_history(self, customer: Customer) -> SafeString | str:
         if customer.pk is None:
@@ -349,6 +348,7 @@ class CustomerAdmin(admin.ModelAdmin):
             rows,
         )
 
+    @admin.display(description="timeline")
     def timeline(self, customer: Customer) -> SafeString | str:
         if customer.pk is None:
             return "-"

@@ -262,7 +262,7 @@ class LabelledSnapshot:
 def flagged_snapshots(histories: Iterable[CustomerHistory], as_of: datetime) -> list[LabelledSnapshot]:
     """Profile data (a churn flag, no activity to define churn by): one snapshot per customer at ``as_of``,
     labelled by the customer's explicit ``churned`` flag. Customers without a flag, or signed up after ``as_of``,
-    are left out. The flag is the label only: no feature reads it. A churner whose churn has a time before
+    are left out. The flag is the label only: no feature reads it. A churner whose churn has a time at or before
     ``as_of`` is taken as they were just before they left, so that no feature reads their silence after it
     (scoring only ever sees customers still here)."""
     return [
@@ -281,7 +281,7 @@ def _before_churn(history: CustomerHistory, as_of: datetime) -> datetime:
     """``as_of``, or for a churner whose churn has a time before it, the moment just before the churn (the churn
     itself, such as a cancellation at that time, is not a feature of it)."""
     customer = history.customer
-    if not customer.churned or customer.churned_at is None or customer.churned_at >= as_of:
+    if not customer.churned or customer.churned_at is None or customer.churned_at > as_of:
         return as_of
     just_before = customer.churned_at - timedelta(microseconds=1)
     if customer.signed_up_at is not None and just_before < customer.signed_up_at:

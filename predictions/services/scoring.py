@@ -22,6 +22,7 @@ from predictions.selectors import (
     champion_model_version,
     customer_histories,
     customers_to_score,
+    latest_activity_at,
     model_artifact_problem,
     model_artifact_sha256,
 )
@@ -98,14 +99,17 @@ def refuse_future_as_of(as_of: datetime) -> None:
 def scoring_run_start(
     *, trigger: str, as_of: datetime | None = None, full: bool = False, chunk_size: int | None = None
 ) -> ScoringRun:
-    """Score every eligible customer with the champion at ``as_of`` (default now), in chunk tasks.
+    """Score every eligible customer with the champion at ``as_of`` in chunk tasks. Without ``as_of``: now, or
+    where the data ends when that is more than a day earlier (an import that stopped, a demo store generated long
+    ago): days never recorded would read as inactivity and raise every score.
 
     Raises:
         ChampionUnavailable: no champion, or its artifact is missing or damaged (a failed run is recorded).
     """
-    as_of = as_of or timezone.now()
-    refuse_future_as_of(as_of)
     champion = champion_model_version()
+    if as_of is None:
+        as_of = _default_as_of(champion)
+    refuse_future_as_of(as_of)
     if champion is None:
         raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
     problem = model_artifact_problem(champion)
@@ -145,6 +149,16 @@ def scoring_run_start(
     return run
 
 
+def _default_as_of(champion: ModelVersion | None) -> datetime:
+    from ml.churn_model import DATA_END_TOLERANCE
+
+    now = timezone.now()
+    if champion is None or str(champion.config.get("labels_from", "activity")) == "flag":
+        return now
+    latest = latest_activity_at(activity=str(champion.config.get("activity", "orders")))
+    return latest if latest is not None and now - latest > DATA_END_TOLERANCE else now
+
+
 def _enqueue_chunks(scoring_run_id: int, chunks: list[list[int]]) -> None:
     from predictions.tasks import score_chunk_task
 
@@ -167,6 +181,14 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
         ).values_list("customer_id", flat=True)
     )
     todo = sorted(set(customer_ids) - already)
+    # Customers of the chunk scored by another run at this as_of (before this one started, when they were counted
+    # at its start, or since, when they were not): a sign to check below whether the run is done.
+    scored_elsewhere = (
+        bool(already)
+        and ChurnScore.objects.filter(customer_id__in=already, model_version=run.model_version, as_of=run.as_of)
+        .exclude(scoring_run=run)
+        .exists()
+    )
     stored = vanished = 0
     if todo:
         try:
@@ -220,9 +242,23 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
     # never other scores of the model at that as_of, so the run is done when its own chunks are.
     scored = ScoringRun.objects.values_list("customers_scored", flat=True).get(pk=run.pk)
     left_to_others = len(todo) - stored  # gone, or scored meanwhile by another run at the same as_of
-    if scored >= run.customers_total or ((vanished or left_to_others) and not _unscored_remain(run)):
+    if scored >= run.customers_total:
+        scoring_run_finish(scoring_run_id=run.pk)
+    elif (vanished or left_to_others or scored_elsewhere) and not _unscored_remain(run):
+        # Every customer eligible at the run's as_of has a score, some from another run at the same as_of (or
+        # gone): the run is done, and its count says how many of its customers have a score.
+        eligible_scored = _eligible_scored(run)
+        ScoringRun.objects.filter(pk=run.pk).update(customers_scored=min(run.customers_total, eligible_scored))
         scoring_run_finish(scoring_run_id=run.pk)
     return stored
+
+
+def _eligible_scored(run: ScoringRun) -> int:
+    """How many customers eligible at the run's as_of have a score of its model there."""
+    activity = str(run.model_version.config.get("activity", "orders"))
+    labels_from = str(run.model_version.config.get("labels_from", "activity"))
+    scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).values("customer_id")
+    return customers_to_score(as_of=run.as_of, activity=activity, labels_from=labels_from).filter(id__in=scored).count()
 
 
 def _unscored_remain(run: ScoringRun) -> bool:

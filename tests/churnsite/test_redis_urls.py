@@ -8,12 +8,13 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
 from django.conf import settings
 
+from churnsite import settings as site_settings
 from tests.services import PROJECT_ROOT
 
 CONFIG_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CHURN_CACHE_URL", "CHURN_VAR_DIR", "DJANGO_DEBUG")
@@ -70,3 +71,17 @@ def test_a_cache_on_the_brokers_socket_database_is_refused(tmp_path: Path) -> No
         },
     )
     assert result.returncode != 0 and "CHURN_CACHE_URL must not be the broker's Redis database" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "broker",
+    [
+        "unix://:s3cret@/run/redis/redis.sock?db=0",  # redis-py's form
+        "redis+socket://:s3cret@/run/redis/redis.sock?virtual_host=0",  # kombu's form
+    ],
+)
+def test_the_derived_socket_cache_url_keeps_the_brokers_password(broker: str) -> None:
+    cache = site_settings._redis_cache_url(broker)
+    parts = urlsplit(cache)
+    assert parts.password == "s3cret" or parse_qs(parts.query).get("password") == ["s3cret"], cache
+    assert parts.path == "/run/redis/redis.sock" and parse_qs(parts.query)["db"] == ["1"]

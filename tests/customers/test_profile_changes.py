@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
+from customers.admin import CustomerAdmin
 from customers.ingest import import_file, import_options_from_settings
 from customers.models import Customer, CustomerProfileChange
 from customers.services import customer_save
@@ -115,3 +116,8 @@ def test_the_customer_api_gives_the_profile_history_newest_first() -> None:
     body = client.get(f"/api/v1/customers/{customer.pk}/").json()
     assert [change["previous"] for change in body["profile_history"]] == [{"country": "FR"}, {"segment": "regular"}]
     assert body["segment"] == "vip"
+
+
+def test_profile_history_and_timeline_keep_their_own_labels() -> None:
+    assert CustomerAdmin.profile_history.short_description == "changes, newest first"
+    assert getattr(CustomerAdmin.timeline, "short_description", None) == "timeline"

@@ -10,7 +10,7 @@ import pytest
 
 from ml.baselines import LightGBMOptions
 from ml.churn_model import ChurnModel, ChurnModelConfig
-from ml.data import CustomerHistory, CustomerRecord, OrderRecord
+from ml.data import CustomerHistory, CustomerRecord, EventRecord, OrderRecord
 from ml.hybrid import HybridConfig
 from ml.snapshot import EligibilityRule, LabelConfig, flagged_snapshots, is_eligible, labelled_snapshots
 from tests.ml.churn_histories import START, churn_histories
@@ -124,3 +124,23 @@ def test_a_timeless_churn_flag_does_not_decide_eligibility_at_a_past_cutoff() ->
     ), "a churn flag set later (no time) excluded a customer active at the cutoff"
     rows = labelled_snapshots([flagged, plain], [cutoff], config=LabelConfig(horizon_days=30))
     assert {r.snapshot.customer.id for r in rows} == {"f", "p"}
+
+
+def _churner_with_a_cancellation(churned_at: datetime) -> CustomerHistory:
+    return CustomerHistory(
+        customer=CustomerRecord(
+            id="c1", signed_up_at=datetime(2025, 1, 1, tzinfo=UTC), churned=True, churned_at=churned_at
+        ),
+        events=(
+            EventRecord("page_view", datetime(2025, 3, 1, tzinfo=UTC), {}),
+            EventRecord("cancel_subscription", churned_at, {}),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "churned_at", [datetime(2025, 5, 31, 23, 59, 59, tzinfo=UTC), datetime(2025, 6, 1, tzinfo=UTC)]
+)
+def test_the_churn_itself_is_not_a_feature_of_a_flag_label_even_at_the_as_of(churned_at: datetime) -> None:
+    (row,) = flagged_snapshots([_churner_with_a_cancellation(churned_at)], datetime(2025, 6, 1, tzinfo=UTC))
+    assert [e.kind for e in row.snapshot.events] == ["page_view"], "the churn event leaks into the features"

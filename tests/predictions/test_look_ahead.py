@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db.models import Max
 
 from customers.models import Customer, Order
-from predictions.models import ModelStatus, ModelVersion
+from predictions.models import ModelStatus, ModelVersion, ScoringRun
 from predictions.selectors import customer_histories
-from tests.predictions.conftest import STORE_END, train
+from tests.predictions.conftest import FAST_TRAINING, STORE_END, train
 
 # --- champion re-measured on a holdout its own training labels covered -------------------------------------
 
@@ -108,7 +110,6 @@ def test_a_training_run_past_the_end_of_the_data_does_not_make_up_churn_labels(s
 
 @pytest.mark.django_db
 def test_a_training_request_without_as_of_trains_where_the_data_ends_when_that_is_before_now(store: None) -> None:
-    from django.db.models import Max
 
     from predictions.services.training import training_run_request
 
@@ -137,3 +138,18 @@ def test_training_leaves_out_only_customers_treated_by_its_as_of() -> None:
         )  # fmt: skip
     assert set(treated_customer_ids(until=datetime(2026, 2, 1, tzinfo=UTC))) == {early.pk}
     assert set(treated_customer_ids()) == {early.pk, late.pk}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scoring_without_as_of_scores_where_the_data_ends_when_that_is_long_before_now(store: None) -> None:
+    """A demo store generated long ago, or an import that stopped: scoring at now would read every day since as
+    inactivity; without --as-of it scores where the data ends (and, a backfill then, raises no alert)."""
+    from predictions.services.training import training_run_request
+
+    data_end = Order.objects.aggregate(at=Max("placed_at"))["at"]
+    run = training_run_request(mode="lightgbm", horizon_days=30, actor="test", options=FAST_TRAINING)
+    run.refresh_from_db()
+    assert run.as_of == data_end
+    call_command("churn_score", stdout=io.StringIO())
+    scoring = ScoringRun.objects.order_by("-id").first()
+    assert scoring.as_of == data_end and scoring.status == ScoringRun.Status.SUCCEEDED

@@ -114,3 +114,25 @@ def test_an_as_of_in_the_future_is_refused_for_scoring_and_training(store: None)
         call_command("churn_score", f"--as-of={later:%Y-%m-%d}")
     assert ScoringRun.objects.count() == runs_before and TrainingRun.objects.count() == 1
     scoring_run_start(trigger="t", as_of=timezone.now() + timedelta(hours=12))  # the end of today: allowed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_one_as_of_both_finish_when_every_customer_is_scored(store: None) -> None:
+    from predictions.models import ScoringRun
+    from predictions.selectors import customers_to_score
+    from predictions.services.scoring import scoring_run_score_chunk, scoring_run_start
+    from tests.predictions.conftest import STORE_END, train
+
+    train()
+    with mock.patch.object(scoring, "_enqueue_chunks"):  # chunks delivered by hand below
+        first = scoring_run_start(trigger="nightly", as_of=STORE_END)
+        second = scoring_run_start(trigger="operator rerun", as_of=STORE_END)
+    ids = list(customers_to_score(as_of=STORE_END).values_list("id", flat=True))
+    half = len(ids) // 2
+    scoring_run_score_chunk(scoring_run_id=first.pk, customer_ids=ids[:half])
+    scoring_run_score_chunk(scoring_run_id=second.pk, customer_ids=ids)  # scores the other half
+    scoring_run_score_chunk(scoring_run_id=first.pk, customer_ids=ids[half:])  # nothing left for it
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == (ScoringRun.Status.SUCCEEDED, ScoringRun.Status.SUCCEEDED)
+    assert first.customers_scored == second.customers_scored == len(ids)
