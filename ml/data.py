@@ -96,7 +96,9 @@ def profile_at(customer: CustomerRecord, changes: tuple[ProfileChange, ...], as_
     if not later:
         return customer
     values: dict[str, object] = {}
-    for change in sorted(later, key=lambda change: change.changed_at, reverse=True):
+    # Newest first, the older ones overwriting: each field ends with the value before its first later change (two
+    # changes at one time are undone in the reverse of their order in ``changes``).
+    for change in reversed(sorted(later, key=lambda change: change.changed_at)):
         values.update(change.previous)
     if "attributes" in values:
         values["attributes"] = dict(values["attributes"] or {})  # type: ignore[call-overload]

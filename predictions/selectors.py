@@ -166,7 +166,7 @@ def customer_histories(
     ):
         messages[cid].append(MessageRecord(sent_at, text, channel, role, conversation))
     changes: dict[int, list[ProfileChange]] = defaultdict(list)
-    change_rows = CustomerProfileChange.objects.filter(customer_id__in=selected).order_by()
+    change_rows = CustomerProfileChange.objects.filter(customer_id__in=selected).order_by("changed_at", "id")
     for cid, changed_at, previous in change_rows.values_list("customer_id", "changed_at", "previous"):
         changes[cid].append(ProfileChange(changed_at, previous))
     histories = []

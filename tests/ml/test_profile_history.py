@@ -49,6 +49,12 @@ def test_two_later_changes_of_one_field_give_its_oldest_value() -> None:
     assert [profile_at(record, changes, day(n)).segment for n in (5, 10, 15, 20, 25)] == ["a", "b", "b", "c", "c"]
 
 
+def test_two_changes_at_one_time_are_undone_back_to_the_first_value() -> None:
+    at = day(10)
+    changes = (ProfileChange(at, {"segment": "a"}), ProfileChange(at, {"segment": "b"}))  # a -> b, then b -> c
+    assert profile_at(CustomerRecord(id="c", segment="c"), changes, day(5)).segment == "a"
+
+
 def test_a_change_of_an_unknown_field_is_refused() -> None:
     with pytest.raises(ValueError, match="churned"):
         ProfileChange(day(1), {"churned": True})
