@@ -168,12 +168,14 @@ class IngestView(APIView):
     content_negotiation_class = _FormatIsAnImportOption
 
     def get_staff_permissions(self, request: Request) -> tuple[str, ...]:
-        """Staff add rows of the kind imported; a customers import also changes existing customers."""
+        """Staff add rows of the kind imported, and customers: a customers import adds and changes them, and an
+        import of orders, events or messages adds a placeholder customer for an unknown one."""
         model = {"customers": "customer", "orders": "order", "events": "event", "messages": "message"}.get(
             str(self.kwargs.get("kind")), "customer"
         )
-        changes = ("customers.change_customer",) if model == "customer" else ()
-        return (f"customers.add_{model}", *changes)
+        if model == "customer":
+            return ("customers.add_customer", "customers.change_customer")
+        return (f"customers.add_{model}", "customers.add_customer")
 
     @extend_schema(
         parameters=[

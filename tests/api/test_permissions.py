@@ -131,3 +131,7 @@ def test_staff_reach_what_their_permissions_allow_and_nothing_more(django_user_m
     assert client.get("/api/v1/alerts/").status_code == 403
     orders = client.post("/api/v1/ingest/orders", [], format="json")
     assert orders.status_code == 403 and "customers.add_order" in orders.json()["error"]["message"]
+    user.user_permissions.add(Permission.objects.get(codename="add_order"))
+    client.force_login(type(user).objects.get(pk=user.pk))
+    placeholders = client.post("/api/v1/ingest/orders", [], format="json")  # unknown customers get placeholders
+    assert placeholders.status_code == 403 and "customers.add_customer" in placeholders.json()["error"]["message"]
