@@ -91,7 +91,9 @@ class AlertRule(models.Model):
     holdout_fraction = models.FloatField(
         default=0.10, validators=[MinValueValidator(0), MaxValueValidator(0.99)], help_text="Control group share."
     )
-    horizon_days = models.PositiveIntegerField(default=60, help_text="Outcome window after the score's as_of.")
+    horizon_days = models.PositiveIntegerField(
+        default=60, help_text="Outcome window in days, counted from the dispatch of the action."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

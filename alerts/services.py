@@ -494,7 +494,8 @@ def alerts_apply_rules(
     """Apply the active rules (or the one named) to a scoring run's scores, or to each customer's latest score.
 
     A scoring run of a past date (its as_of more than ``ALERTS_MAX_SCORE_AGE_DAYS`` before it ran: a backfill) raises
-    no alert: its scores say how customers looked then, not what to do today (an audit entry says so).
+    no alert: its scores say how customers looked then, not what to do today (an audit entry says so); for the same
+    reason latest scores older than that are left out.
 
     A rule whose settings do not validate (saved before validation existed, or written to the database directly)
     is skipped with an audit entry naming the field, and the other rules still run; a rule asked for by name
@@ -525,6 +526,9 @@ def alerts_apply_rules(
         scores = ChurnScore.objects.filter(model_version_id=run.model_version_id, as_of=run.as_of)
     else:
         scores = latest_scores()
+        max_age = conf.max_score_age_days()
+        if max_age is not None:  # a customer's newest score from long ago is history, not today's risk
+            scores = scores.filter(as_of__gte=timezone.now() - timedelta(days=max_age))
     applied = []
     for rule in rules:
         try:

@@ -452,7 +452,7 @@ CHURN_HORIZON_DAYS = env.int("CHURN_HORIZON_DAYS", default=60)
 # Tasks started (with the scoring run's id) when a scoring run has finished.
 CHURN_AFTER_SCORING_TASKS: list[str] = ["alerts.tasks.alerts_after_scoring_task"]
 # Customers whose data must not teach the model (they received a retention action, so their staying says
-# nothing about churn risk): a selector returning their ids, called with the training cutoff's earliest date.
+# nothing about churn risk): a selector returning their ids, called with until=<the training's as_of>.
 CHURN_TRAINING_EXCLUDED_CUSTOMERS = "alerts.selectors.treated_customer_ids"
 # Drift: a population stability index above this (scores or a top feature) records drift and retrains;
 # the features are profiled on a sample of this many customers.

@@ -185,7 +185,9 @@ class IngestView(APIView):
             OpenApiParameter("label_col", str),
             OpenApiParameter("positive", str),
             OpenApiParameter("drop_col", str, many=True),
-            OpenApiParameter("time_zone", str, description="IANA zone of times without an offset (default UTC)."),
+            OpenApiParameter(
+                "time_zone", str, description="IANA zone of times without an offset (default: CHURN_IMPORT_TIME_ZONE)."
+            ),
             OpenApiParameter("sheet", str, description="The sheet of an xlsx upload to read (default: the first)."),
             OpenApiParameter("delimiter", str, description="CSV delimiter, one character (default: detected)."),
         ],

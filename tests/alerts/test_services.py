@@ -182,6 +182,20 @@ def test_a_backfill_scoring_run_raises_no_alert_and_a_current_one_does(
     assert applied.alerts_created == 1 and Alert.objects.get().rule == rule and len(emails()) == 1
 
 
+def test_rules_applied_to_latest_scores_leave_out_scores_older_than_the_max_age(settings) -> None:  # noqa: ANN001
+    from django.utils import timezone
+
+    settings.ALERTS_MAX_SCORE_AGE_DAYS = 2
+    model_version = model_version_make()
+    rule = rule_make(action=ActionKind.NONE)
+    old, fresh = customer_make(1), customer_make(2)
+    score_make(old, scoring_run_make(model_version, at=timezone.now() - timedelta(days=30)), 0.9)
+    score_make(fresh, scoring_run_make(model_version, at=timezone.now() - timedelta(hours=5)), 0.9)
+    (applied,) = alerts_apply_rules(actor="test")
+    assert applied.alerts_created == 1 and list(Alert.objects.values_list("customer_id", flat=True)) == [fresh.pk]
+    assert rule.alerts.count() == 1
+
+
 def test_coupon_email_has_escaped_name_offer_code_and_unsubscribe_link(
     run,
     django_capture_on_commit_callbacks,  # noqa: ANN001
