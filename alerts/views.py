@@ -53,7 +53,6 @@ class AlertRuleListView(generics.ListAPIView):
     """GET: the rules (filter: active). POST: create a rule (Idempotency-Key honoured)."""
 
     staff_permissions = {"GET": ("alerts.view_alertrule",), "POST": ("alerts.add_alertrule",)}
-
     permission_classes = [IsStaff]
     serializer_class = AlertRuleSerializer
     ordering_fields = ["name", "created_at", "updated_at"]
@@ -80,7 +79,6 @@ class AlertRuleDetailView(generics.RetrieveAPIView):
     """GET one rule; PATCH changes it (audited)."""
 
     staff_permissions = {"GET": ("alerts.view_alertrule",), "PATCH": ("alerts.change_alertrule",)}
-
     permission_classes = [IsStaff]
     serializer_class = AlertRuleSerializer
 
@@ -102,7 +100,6 @@ class AlertRuleUpliftView(APIView):
     """GET the uplift report of a rule (treated against control retention, 95% CI, cost, number needed to treat)."""
 
     staff_permissions = {"GET": ("alerts.view_alertrule",)}
-
     permission_classes = [IsStaff]
 
     @extend_schema(responses=UpliftReportSerializer)
@@ -124,7 +121,6 @@ class AlertListView(generics.ListAPIView):
     """The alert queue; filters: status, risk_tier, segment, rule, customer."""
 
     staff_permissions = {"GET": ("alerts.view_alert",)}
-
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = AlertSerializer
     ordering_fields = ["created_at", "probability", "expected_loss", "customer_value", "as_of"]
@@ -144,7 +140,6 @@ class AlertDetailView(generics.RetrieveAPIView):
     """GET one alert; PATCH {assignee (a staff username or null), notes} (audited)."""
 
     staff_permissions = {"GET": ("alerts.view_alert",), "PATCH": ("alerts.change_alert",)}
-
     permission_classes = [IsStaffOrServiceClientReadOnly]
     serializer_class = AlertSerializer
 
@@ -167,7 +162,6 @@ class AlertTransitionView(APIView):
     """POST {status, note}: acknowledge, dismiss, resolve, ... an alert (Idempotency-Key honoured)."""
 
     staff_permissions = {"POST": ("alerts.change_alert",)}
-
     permission_classes = [IsStaff]
 
     @extend_schema(
@@ -201,7 +195,6 @@ class AlertSendCouponView(APIView):
     """POST: send the alert's customer a coupon email (one per alert, whatever the number of requests)."""
 
     staff_permissions = {"POST": ("alerts.change_alert",)}
-
     permission_classes = [IsStaff]
 
     @extend_schema(
@@ -237,7 +230,6 @@ class InterventionListView(generics.ListAPIView):
     """Retention actions; filters: status, kind, alert, customer."""
 
     staff_permissions = {"GET": ("alerts.view_intervention",)}
-
     permission_classes = [IsStaff]
     serializer_class = InterventionSerializer
     ordering_fields = ["created_at", "sent_at", "status", "outcome_at"]

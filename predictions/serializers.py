@@ -6,9 +6,7 @@ from rest_framework import serializers
 
 from predictions.models import ChurnScore, ModelAuditEntry, ModelVersion, ScoringRun, TrainingRun
 from predictions.services.scoring import refuse_future_as_of
-from predictions.services.training import MAX_WINDOW_DAYS, TRAINING_MODES
-
-EARLIEST_AS_OF, LATEST_AS_OF = 1971, 2999
+from predictions.services.training import EARLIEST_AS_OF, LATEST_AS_OF, MAX_WINDOW_DAYS, TRAINING_MODES
 
 
 class FactorSerializer(serializers.Serializer):
@@ -135,7 +133,12 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = [f for f in fields if f not in ("mode", "as_of", "horizon_days", "lead_days", "labels_from")]
-        extra_kwargs = {"as_of": {"required": False, "help_text": "Data up to this time (default: now)."}}
+        extra_kwargs = {
+            "as_of": {
+                "required": False,
+                "help_text": "Data up to this time (default: now, or where the data ends when earlier).",
+            }
+        }
 
 
 class ScoringRunSerializer(serializers.ModelSerializer):

@@ -53,7 +53,6 @@ class LatestScoreListView(generics.ListAPIView):
     customer's every score, newest first. Filters: risk_tier, min_probability."""
 
     staff_permissions = {"GET": ("predictions.view_churnscore",)}
-
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = ChurnScoreSerializer
     ordering_fields = ["probability", "as_of", "created_at", "customer"]
@@ -76,7 +75,6 @@ class RealtimeScoreView(APIView):
     """Score one customer on their data up to now with the champion (nothing is stored)."""
 
     staff_permissions = {"POST": ("predictions.add_churnscore",)}
-
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = RealtimeScoreSerializer
     throttle_scope = "realtime-score"
@@ -100,7 +98,6 @@ class RealtimeScoreByExternalIdView(APIView):
     """
 
     staff_permissions = {"POST": ("predictions.add_churnscore",)}
-
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = RealtimeScoreSerializer
     throttle_scope = "realtime-score"
@@ -142,7 +139,6 @@ class ModelVersionListView(generics.ListAPIView):
     """The model registry, newest first; ``?status=champion`` finds the model that scores now."""
 
     staff_permissions = {"GET": ("predictions.view_modelversion",)}
-
     permission_classes = [IsStaff]
     serializer_class = ModelVersionSerializer
     ordering_fields = ["created_at", "trained_at", "promoted_at", "name", "status"]
@@ -158,7 +154,6 @@ class ModelVersionDetailView(generics.RetrieveAPIView):
     """One model version with its model card (holdout curves, lift and baselines; empty for older models)."""
 
     staff_permissions = {"GET": ("predictions.view_modelversion",)}
-
     permission_classes = [IsStaff]
     serializer_class = ModelVersionDetailSerializer
 
@@ -170,7 +165,6 @@ class ModelVersionPromoteView(APIView):
     """Make this model the champion (staff decision, audited); the next scoring uses it."""
 
     staff_permissions = {"POST": ("predictions.change_modelversion",)}
-
     permission_classes = [IsStaff]
     serializer_class = ModelVersionSerializer
 
@@ -196,7 +190,6 @@ class ModelVersionRollbackView(APIView):
     """Give the champion role back to the previous champion (audited); the next scoring uses it."""
 
     staff_permissions = {"POST": ("predictions.change_modelversion",)}
-
     permission_classes = [IsStaff]
     serializer_class = ModelVersionSerializer
 
@@ -227,7 +220,6 @@ class TrainingRunListView(generics.ListCreateAPIView):
     """List training runs, or request one (it is trained by a gpu worker; poll its progress here)."""
 
     staff_permissions = {"GET": ("predictions.view_trainingrun",), "POST": ("predictions.add_trainingrun",)}
-
     permission_classes = [IsStaff]
     serializer_class = TrainingRunSerializer
     ordering_fields = ["created_at", "finished_at", "status"]

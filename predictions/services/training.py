@@ -77,6 +77,8 @@ def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options:
 
 # Longest label horizon or lead time in days (ten years; the API's serializers allow the same).
 MAX_WINDOW_DAYS = 3650
+# The years an as_of may fall in (the API and the commands refuse others; the database stores times in UTC).
+EARLIEST_AS_OF, LATEST_AS_OF = 1971, 2999
 
 
 def training_run_request(

@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from predictions.models import TrainingRun
-from predictions.serializers import EARLIEST_AS_OF
 from predictions.services.training import (
+    EARLIEST_AS_OF,
     TRAINING_MODES,
     TrainingError,
     training_run_mark_failed,
