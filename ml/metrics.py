@@ -58,8 +58,9 @@ def pr_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
 def lift_at(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, fraction: float = 0.1) -> float:
     """Churn rate among the ``fraction`` highest scores divided by the base rate.
 
-    The top group has ``ceil(fraction * n)`` customers; ties at the boundary are broken by a stable
-    sort on the score (earlier rows first), so the figure is deterministic.
+    The top group has ``ceil(fraction * n)`` customers. Customers tied at its boundary score share its last
+    seats: they count with their group's churn rate (the expected lift when ties are broken at random), so the
+    figure never depends on the order of the rows, and a score that tells nobody apart has a lift of 1.
     """
     y, s = _arrays(y_true, scores)
     if not 0 < fraction <= 1:
@@ -68,8 +69,10 @@ def lift_at(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.nda
     if base == 0:
         return math.nan
     k = max(1, math.ceil(fraction * len(y)))
-    top = np.argsort(-s, kind="stable")[:k]
-    return float(y[top].mean() / base)
+    boundary = np.sort(s)[::-1][k - 1]
+    above, tied = s > boundary, s == boundary
+    churners = y[above].sum() + (k - above.sum()) * y[tied].mean()
+    return float(churners / k / base)
 
 
 def brier_score(y_true: Sequence[int] | np.ndarray, probabilities: Sequence[float] | np.ndarray) -> float:

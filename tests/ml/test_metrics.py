@@ -36,8 +36,23 @@ def test_pr_auc_is_average_precision() -> None:
 def test_lift_in_the_top_decile_and_top_fifth() -> None:
     y = [1] + [0] * 9 + [1] * 2 + [0] * 8  # 20 customers, 3 churners, base rate 0.15
     scores = [1.0] + [0.9] * 9 + [0.1] * 10
-    assert lift_at(y, scores, 0.1) == pytest.approx((1 / 2) / 0.15)  # top 2: rows 0 and 1 (stable ties)
+    assert lift_at(y, scores, 0.1) == pytest.approx((1 / 2) / 0.15)  # top 2: row 0 and one of nine without churn
     assert lift_at(Y, P, 0.2) == pytest.approx(1 / 0.4)
+
+
+def test_customers_tied_at_the_boundary_share_its_seats_whatever_the_row_order() -> None:
+    y = np.array([1] * 10 + [0] * 90)
+    assert lift_at(y, np.full(100, 0.3)) == pytest.approx(1.0)  # a score that tells nobody apart
+    assert lift_at(y[::-1], np.full(100, 0.3)) == pytest.approx(1.0)
+    # Two seats left for four tied customers, one of them a churner: half a churner expected.
+    y = np.array([1, 0, 1, 0, 0, 0] + [0] * 14)
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.9] + [0.1] * 14)
+    assert lift_at(y, scores, 0.2) == pytest.approx((1 + 2 * 1 / 4) / 4 / 0.1)
+    rng = np.random.default_rng(0)
+    days = rng.integers(0, 5, 200).astype(float)  # whole days: many ties at the boundary
+    churn = (rng.random(200) < 0.2).astype(int)
+    lifts = {round(lift_at(churn[order], days[order]), 9) for order in (rng.permutation(200) for _ in range(20))}
+    assert len(lifts) == 1, lifts
 
 
 def test_brier_score() -> None:
