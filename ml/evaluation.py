@@ -294,6 +294,14 @@ def cross_validate_profile(
         splits = list(splitter.split(np.zeros(len(data.y)), data.y))
     else:
         splits = stratified_folds(data.y, folds, seed=random_state, groups=groups)
+        for fold, (_, test_rows) in enumerate(splits):
+            counts = np.bincount(data.y[test_rows], minlength=2)
+            if counts.min() == 0:
+                raise ValueError(
+                    f"with near-duplicate groups kept whole, test fold {fold + 1} of {folds} has "
+                    f"{counts[1]} churners and {counts[0]} non-churners: nothing to measure there; "
+                    f"use fewer folds, or do not group near-duplicates"
+                )
     with _progress(len(splits) * len(specs), f"cross-validating {data.name}", progress) as bar:
         for name, spec in specs.items():
             for train_rows, test_rows in splits:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ml.evaluation import MODEL_REGISTRY, FoldData, cross_validate_profile, register_model
-from ml.features import prepare_profile
+from ml.features import ProfileData, prepare_profile
 from ml.leakage import MAX_MASKED_COLUMN_SETS, NearDuplicateSearchError, near_duplicates
 
 
@@ -219,3 +219,17 @@ def test_empty_tables_and_repeated_column_names_are_searched_without_error() -> 
     repeated = pd.DataFrame([[1, 2, 3], [1, 2, 4], [5, 2, 4]], columns=["a", "a", "b"])
     assert _groups_of(near_duplicates(repeated, max_differences=1).groups) == [{0, 1, 2}]
     assert _groups_of(near_duplicates(repeated, max_differences=0).groups) == []
+
+
+def test_grouped_folds_that_leave_a_test_fold_without_churners_are_refused_not_averaged_away() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({c: rng.normal(size=100) for c in "abcd"})
+    y = np.zeros(100, dtype=int)
+    for group, rows in enumerate([range(0, 5), range(5, 10)]):  # all ten churners in two near-duplicate groups
+        frame.loc[list(rows), ["a", "b", "c"]] = [10 + group, 20 + group, 30 + group]
+        y[list(rows)] = 1
+    data = ProfileData(name="x", frame=frame, y=y, ids=[str(i) for i in range(100)], notes=())
+
+    with pytest.raises(ValueError, match=r"test fold \d of 5 has 0 churners and \d+ non-churners: nothing to measure"):
+        cross_validate_profile(data, models=["logreg"], progress=False, group_near_duplicates=True)
+    assert cross_validate_profile(data, models=["logreg"], progress=False).per_fold["logreg"][0]["roc_auc"] >= 0
