@@ -28,7 +28,16 @@ import pandas as pd
 from ml.features import describe_feature
 from ml.hybrid import TEXT_DIM_PREFIX, TEXT_SCORE_COLUMN, HybridChurnModel
 
-__all__ = ["MESSAGES_HEADER", "Factor", "explain_hybrid", "feature_contributions", "split_sentences", "text_parts"]
+__all__ = [
+    "MESSAGES_HEADER",
+    "Factor",
+    "explain_hybrid",
+    "feature_contributions",
+    "sentence_spans",
+    "split_sentences",
+    "text_parts",
+    "without_sentence",
+]
 
 Factor = dict[str, object]
 MESSAGES_HEADER = "messages, newest first:"
@@ -42,10 +51,31 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence of a message (split after ``. ! ?`` and their CJK forms, surrounding
+    spaces left out); the whole text when it has no sentence."""
+    spans: list[tuple[int, int]] = []
+    starts = [0, *(m.end() for m in _SENTENCE_END.finditer(text))]
+    ends = [*(m.start() for m in _SENTENCE_END.finditer(text)), len(text)]
+    for start, end in zip(starts, ends, strict=True):
+        piece = text[start:end]
+        if piece.strip():
+            first = start + len(piece) - len(piece.lstrip())
+            spans.append((first, first + len(piece.strip())))
+    return spans or [(0, len(text))]
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences of a message (split after ``. ! ?`` and their CJK forms); the text itself when it has one."""
-    parts = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-    return parts or [text]
+    return [text[start:end] for start, end in sentence_spans(text)]
+
+
+def without_sentence(line: str, span: tuple[int, int]) -> str:
+    """A message line with the sentence at ``span`` of its body cut out (by position: the same words elsewhere in
+    the line stay)."""
+    match = _MESSAGE_LINE.match(line)
+    offset = match.start("body") if match is not None else 0
+    return line[: offset + span[0]] + line[offset + span[1] :]
 
 
 def text_parts(text: str) -> list[tuple[int, str]]:
@@ -113,6 +143,8 @@ def explain_hybrid(
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
+    if len(frame) == 0:
+        return []
     frame = frame.reset_index(drop=True)
     if stacked is None:
         stacked = hybrid.stacked_frame(frame, texts)
@@ -216,18 +248,18 @@ def _add_text_factors(
     sentence_texts: list[str] = []
     for row, (_, position) in best_message.items():
         _, factor, body = text_factors[position]
-        sentences = split_sentences(body or "")
-        if len(sentences) < 2:
+        spans = sentence_spans(body or "")
+        if len(spans) < 2:
             continue
         index = factor_lines[position]
         line = texts[row].split("\n")[index]
-        quoted.append((row, factor, sentences))
-        sentence_rows += [row] * len(sentences)
-        sentence_texts += [_with_line(texts[row], index, line.replace(sentence, "", 1)) for sentence in sentences]
-    without_sentence = _log_odds(hybrid, frame, sentence_rows, sentence_texts)
+        quoted.append((row, factor, [(body or "")[start:end] for start, end in spans]))
+        sentence_rows += [row] * len(spans)
+        sentence_texts += [_with_line(texts[row], index, without_sentence(line, span)) for span in spans]
+    sentence_log_odds = _log_odds(hybrid, frame, sentence_rows, sentence_texts)
     start = 0
     for row, factor, sentences in quoted:
-        shifts = full[row] - without_sentence[start : start + len(sentences)]
+        shifts = full[row] - sentence_log_odds[start : start + len(sentences)]
         start += len(sentences)
         sign = 1.0 if float(factor["weight"]) > 0 else -1.0  # type: ignore[arg-type]
         factor["evidence"] = sentences[int(np.argmax(sign * shifts))]

@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 
 from ml.baselines import LightGBMOptions
-from ml.explain import _add_text_factors, explain_hybrid, feature_contributions, split_sentences, text_parts
+from ml.explain import (
+    _add_text_factors,
+    explain_hybrid,
+    feature_contributions,
+    sentence_spans,
+    split_sentences,
+    text_parts,
+    without_sentence,
+)
 from ml.hybrid import HybridChurnModel, HybridConfig
 
 FAST_LIGHTGBM = LightGBMOptions(
@@ -113,6 +121,22 @@ def test_sentences_and_parts_are_split_in_english_and_chinese() -> None:
     assert split_sentences("快递又晚了。我要退款！谢谢") == ["快递又晚了。", "我要退款！", "谢谢"]
     parts = text_parts("segment: gold\nmessages, newest first:\n[2024-05-01 chat] hi")
     assert parts == [(0, "segment: gold"), (2, "[2024-05-01 chat] hi")]
+
+
+def test_a_sentence_is_left_out_by_its_position_not_by_its_first_occurrence() -> None:
+    line = "[2024-05-01 chat] I will not cancel. cancel. chat"
+    body = line.split("] ", 1)[1]
+    spans = sentence_spans(body)
+    assert [body[a:b] for a, b in spans] == ["I will not cancel.", "cancel.", "chat"]
+    assert without_sentence(line, spans[1]) == "[2024-05-01 chat] I will not cancel.  chat"
+    assert without_sentence(line, spans[2]) == "[2024-05-01 chat] I will not cancel. cancel. "
+    assert sentence_spans("  ") == [(0, 2)] and split_sentences("no end") == ["no end"]
+
+
+def test_explaining_no_rows_gives_no_explanations(fitted) -> None:  # noqa: ANN001
+    model, frame, _, _ = fitted
+    assert explain_hybrid(model, frame.iloc[:0], [], top_n=3) == []
+    assert explain_hybrid(model, frame.iloc[:0], [], top_n=3, text_factors=False) == []
 
 
 def test_text_factors_can_be_left_out_for_cheap_explanations(fitted) -> None:  # noqa: ANN001
