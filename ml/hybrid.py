@@ -16,6 +16,15 @@ So no training row's stacked text score ever comes from a text model that saw th
 (:attr:`HybridChurnModel.oof_fold_` and :attr:`HybridChurnModel.text_fold_train_rows_` record it, and the tests
 check it), and the calibration is fitted on held-out scores only.
 
+A second-order path is closed too (``HybridConfig.nested_stacking``, on by default with 3 or more folds): the
+LightGBM fitted on the folds other than k, whose out-of-fold scores choose the leaves and the text columns and fit
+the calibration, learns from the text scores of those folds' rows. Scored by the first-level text models, which
+were trained on fold k, they would carry fold k's labels to fold k's own scores at second hand. So the training
+rows of fold k's second level are scored by text models fitted without fold k as well (one per pair of folds,
+``K(K-1)/2`` more text fits), and a row's out-of-fold score does not depend on its own label at all
+(:attr:`HybridChurnModel.second_level_text_train_rows_` records it; a test flips labels and checks that the rows'
+scores stay the same).
+
 Text models (``HybridConfig.text_mode``):
 
 * ``"none"``: features only (LightGBM + calibration): the ablation without text;
@@ -101,6 +110,10 @@ class HybridConfig:
         select_text_by_cv: let LightGBM without the text columns (and, with ``embedding_dims``, with the text score
             but without the dimensions) compete on the same out-of-fold ROC AUC, and keep text columns only when they
             win (:attr:`HybridChurnModel.text_selected_` says which won).
+        nested_stacking: cross-fit the second level too (module docstring): the LightGBM fitted on the folds other
+            than k learns from text scores of text models fitted without fold k as well, so no row's out-of-fold
+            score depends on its own label (``K(K-1)/2`` more text fits). ``None`` (default): on when
+            ``inner_folds`` is 3 or more (with 2 a pair of folds leaves no row to train on); True needs 3 or more.
         calibration: how the calibration method is chosen (on out-of-fold scores).
         cache_dir: folder of the on-disk encoding cache (``None``: in-process memo only).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the encoder.
@@ -120,6 +133,7 @@ class HybridConfig:
     lightgbm: LightGBMOptions = field(default_factory=lambda: LightGBMOptions(num_leaves_grid=(3, 7, 15, 31)))
     select_leaves_by_cv: bool = True
     select_text_by_cv: bool = True
+    nested_stacking: bool | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cache_dir: str | None = None
     device: str = "auto"
@@ -132,6 +146,11 @@ class HybridConfig:
             raise ValueError(f"inner_folds must be at least 2, got {self.inner_folds}")
         if self.embedding_dims < 0:
             raise ValueError(f"embedding_dims must not be negative, got {self.embedding_dims}")
+        if self.nested_stacking is True and self.inner_folds < 3:
+            raise ValueError(
+                f"nested_stacking needs inner_folds of at least 3 (its text models leave two folds out), "
+                f"got {self.inner_folds}"
+            )
         if self.embedding_dims and self.text_mode != "frozen":
             raise ValueError("embedding_dims needs text_mode='frozen' (the dimensions come from the frozen vectors)")
         if self.quantize not in QUANTIZATIONS:
@@ -139,12 +158,18 @@ class HybridConfig:
         if self.quantize != "none" and self.text_mode != "frozen":
             raise ValueError(f"quantize={self.quantize!r} needs text_mode='frozen' (fine-tuned encoders run in float)")
 
+    @property
+    def nests_stacking(self) -> bool:
+        """Whether the second level is cross-fitted (``nested_stacking``, or by default with 3 or more folds)."""
+        return self.inner_folds >= 3 if self.nested_stacking is None else self.nested_stacking
+
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, state: Mapping[str, object]) -> HybridConfig:
         values = dict(state)
+        values.setdefault("nested_stacking", False)  # written before it existed: fitted without it
         finetune = dict(values.pop("finetune"))  # type: ignore[arg-type]
         if finetune.get("lora_target_modules") is not None:
             finetune["lora_target_modules"] = tuple(finetune["lora_target_modules"])
@@ -511,6 +536,16 @@ class HybridChurnModel:
                     f"{config.inner_folds} folds; outside fold {fold + 1} there are "
                     f"{np.bincount(labels[train_rows], minlength=2).tolist()}: train on more customers"
                 )
+        nested = self.uses_text and config.nests_stacking
+        pairs = [(k, m) for k in range(len(splits)) for m in range(k + 1, len(splits))] if nested else []
+        for k, m in pairs:
+            outside = np.setdiff1d(splits[k][0], splits[m][1])
+            if np.bincount(labels[outside], minlength=2).min() < 2:
+                raise ValueError(
+                    f"the nested stacking needs at least 2 churners and 2 non-churners outside each pair of its "
+                    f"{config.inner_folds} folds; outside folds {k + 1} and {m + 1} there are "
+                    f"{np.bincount(labels[outside], minlength=2).tolist()}: train on more customers"
+                )
         self.columns_ = [str(c) for c in frame.columns]
         self.unk_rate_: float | None = None
         if self.uses_text and config.text_mode == "frozen" and self.text_model_factory is None:
@@ -524,10 +559,13 @@ class HybridChurnModel:
         self.oof_text_score_ = np.full(n, np.nan)
         self.oof_fold_ = np.full(n, -1, dtype=int)
         self.text_fold_train_rows_: list[np.ndarray] = []
+        # Per fold k: the training rows of every text model whose scores the fold's second-level LightGBM learns
+        # from (its training rows' text scores); with nested stacking none of them holds a row of fold k.
+        self.second_level_text_train_rows_: list[list[np.ndarray]] = []
         self.leaves_cv_roc_auc_: dict[str, float] = {}
         competing = (1 + (config.embedding_dims > 0) + 1) if self.uses_text and config.select_text_by_cv else 1
         variants = len(config.lightgbm.num_leaves_grid) * competing
-        steps = (len(splits) + 1 if self.uses_text else 0) + variants + 1
+        steps = (len(splits) + 1 + len(pairs) if self.uses_text else 0) + variants + 1
         done = 0
         if self.uses_text and config.text_mode == "frozen" and self.text_model_factory is None:
             # Encoding every text once is most of a frozen fit: report it, then the folds in the rest.
@@ -546,6 +584,30 @@ class HybridChurnModel:
                 self.text_fold_train_rows_.append(np.sort(train_rows))
                 done += 1
                 report(done / steps, f"text model: fold {fold + 1} of {len(splits)}")
+            # Text score of each row as the second-level LightGBM of fold k sees it (NaN: fold k's own rows, which
+            # it scores with their out-of-fold text score).
+            second_level = np.full((len(splits), n), np.nan)
+            pair_rows: dict[tuple[int, int], np.ndarray] = {}
+            for k, m in pairs:
+                outside = np.setdiff1d(splits[k][0], splits[m][1])
+                model = self._new_text_model().fit(
+                    [texts[i] for i in outside], labels[outside], groups=_take(groups, outside)
+                )
+                both = np.concatenate([splits[k][1], splits[m][1]])
+                scores = model.predict_proba([texts[i] for i in both])[:, 1]
+                second_level[m, splits[k][1]] = scores[: len(splits[k][1])]
+                second_level[k, splits[m][1]] = scores[len(splits[k][1]) :]
+                pair_rows[(k, m)] = pair_rows[(m, k)] = outside
+                done += 1
+                report(done / steps, f"text model: folds {k + 1} and {m + 1} left out (nested stacking)")
+            for k in range(len(splits)):
+                if nested:
+                    self.second_level_text_train_rows_.append([pair_rows[(k, m)] for m in range(len(splits)) if m != k])
+                else:  # the first-level scores: each of those models saw fold k
+                    second_level[k] = self.oof_text_score_
+                    others = [self.text_fold_train_rows_[m] for m in range(len(splits)) if m != k]
+                    self.second_level_text_train_rows_.append(others)
+                second_level[k, splits[k][1]] = self.oof_text_score_[splits[k][1]]
             self.text_model_ = self._new_text_model().fit(texts, labels, groups=groups)
             if self.unk_rate_ is None and getattr(self.text_model_, "unk_rate_", None) is not None:
                 self.unk_rate_ = float(self.text_model_.unk_rate_)  # a fine-tuned encoder measured (and warned)
@@ -557,6 +619,9 @@ class HybridChurnModel:
             for fold, (_, held_out) in enumerate(splits):
                 self.oof_fold_[held_out] = fold
         stacked = self._stack(frame, self.oof_text_score_, texts)
+        fold_inputs = [stacked] * len(splits)
+        if nested:
+            fold_inputs = [stacked.assign(**{TEXT_SCORE_COLUMN: second_level[k]}) for k in range(len(splits))]
         # Leaf counts are compared by out-of-fold ROC AUC over the K folds (steadier than one inner split);
         # the winner's out-of-fold scores are the held-out data the calibration is chosen and fitted on.
         grid = config.lightgbm.num_leaves_grid if config.select_leaves_by_cv else (None,)
@@ -571,11 +636,11 @@ class HybridChurnModel:
             candidates.append((", no text", text_columns))
         best: tuple[float, LightGBMOptions, list[str], np.ndarray] | None = None
         for label, dropped in candidates:
-            inputs = stacked.drop(columns=dropped)
+            per_fold = [fold_frame.drop(columns=dropped) for fold_frame in fold_inputs]
             for leaves in grid:
                 options = replace(config.lightgbm, num_leaves_grid=(leaves,)) if leaves else config.lightgbm
                 raw_oof = np.zeros(n)
-                for train_rows, held_out in splits:
+                for (train_rows, held_out), inputs in zip(splits, per_fold, strict=True):
                     booster = LightGBMChurn(options).fit(
                         inputs.iloc[train_rows], labels[train_rows], groups=_take(groups, train_rows)
                     )
@@ -588,6 +653,7 @@ class HybridChurnModel:
                 report(done / steps, f"LightGBM: out-of-fold scores with {leaves or 'chosen'} leaves")
         assert best is not None
         _, self.lightgbm_options_, dropped, raw_oof = best
+        self.oof_raw_score_ = raw_oof
         self.text_selected_ = self.uses_text and TEXT_SCORE_COLUMN not in dropped
         self.calibrator_ = Calibrator(config.calibration).fit(raw_oof, labels, groups=groups)
         # Measured on calibrated scores that are themselves held out (each from a calibration fitted on the

@@ -42,6 +42,8 @@ class TextEvaluationOptions:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         inner_folds: K of the hybrid's out-of-fold stacking.
         embedding_dims: PCA dimensions of the frozen vectors added to the hybrid's features.
+        nested_stacking: the hybrid's second level cross-fitted too (``HybridConfig.nested_stacking``; ``None``:
+            with 3 or more inner folds).
         max_length: tokens kept per text.
         quantize: ``"none"`` or ``"int8"``: the frozen encoder's linear layers in int8 on the CPU
             (``frozen`` mode only; see :mod:`ml.quantize`).
@@ -53,6 +55,7 @@ class TextEvaluationOptions:
     device: str = "auto"
     inner_folds: int = 5
     embedding_dims: int = 0
+    nested_stacking: bool | None = None
     max_length: int = 256
     quantize: str = "none"
 
@@ -118,6 +121,7 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
         quantize=options.quantize,
         inner_folds=options.inner_folds,
         embedding_dims=options.embedding_dims if mode == "frozen" else 0,
+        nested_stacking=options.nested_stacking,
         cache_dir=options.cache_dir,
         device=options.device,
     )
@@ -170,6 +174,7 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
             + (f" ({options.quantize} linear layers)" if options.quantize != "none" else "")
             + (" (encodings computed once and shared by all folds)" if mode == "frozen" else "")
             + f"; hybrid: {options.inner_folds}-fold out-of-fold text score"
+            + (" (second level cross-fitted too)" if base.nests_stacking else " (second level not nested)")
             + (f" + {options.embedding_dims} PCA dims" if base.embedding_dims else "")
             + ", calibration chosen on out-of-fold scores"
         ),

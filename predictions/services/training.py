@@ -67,6 +67,8 @@ def churn_model_config(*, mode: str, horizon_days: int, lead_days: int, options:
         hybrid = replace(hybrid, inner_folds=int(options["inner_folds"]))  # type: ignore[arg-type]
     if options.get("keep_text"):
         hybrid = replace(hybrid, select_text_by_cv=False)
+    if options.get("nested_stacking") is not None:
+        hybrid = replace(hybrid, nested_stacking=bool(options["nested_stacking"]))
     config = ChurnModelConfig(horizon_days=horizon_days, lead_days=lead_days, hybrid=hybrid)
     if "max_training_cutoffs" in options:
         config = replace(config, max_training_cutoffs=options["max_training_cutoffs"])  # type: ignore[arg-type]
@@ -106,6 +108,8 @@ def training_run_request(
         value = (options or {}).get(name)
         if value is not None and int(value) < 2:  # type: ignore[call-overload]
             raise ValueError(f"{name} must be at least 2 ({why}), not {value}")
+    if (options or {}).get("nested_stacking") is True and int((options or {}).get("inner_folds") or 5) < 3:  # type: ignore[call-overload]
+        raise ValueError("nested_stacking needs inner_folds of at least 3 (its text models leave two folds out)")
     if as_of is None:
         as_of = _default_as_of(
             churn_model_config(mode=mode, horizon_days=horizon_days, lead_days=lead_days, options=options or {})

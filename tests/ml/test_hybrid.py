@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,71 @@ def test_a_customers_rows_at_several_cutoffs_stay_in_one_fold(tiny_bert_dir: Pat
     assert roc_auc_score(y, by_row.oof_text_score_) > 0.95  # what the grouping prevents
     with pytest.raises(ValueError, match="2 customers cannot fill 3 folds"):
         HybridChurnModel(config).fit(frame[:6], texts[:6], y[:6] * 0 + np.array([0, 1] * 3), groups=["a", "b"] * 3)
+
+
+def _fixed_folds(monkeypatch: pytest.MonkeyPatch, labels: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Make the hybrid's folds those of ``labels`` whatever labels it is given (to flip one label, folds fixed)."""
+    import ml.hybrid
+
+    folds = ml.hybrid.stratified_folds(labels, k, seed=0)
+    monkeypatch.setattr(ml.hybrid, "stratified_folds", lambda *args, **kwargs: folds)
+    return folds
+
+
+def test_with_nested_stacking_no_text_model_behind_a_folds_second_level_saw_that_fold(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data()
+    nested = HybridChurnModel(_config("tfidf", tiny_bert_dir, nested_stacking=True)).fit(frame, texts, y)
+    plain = HybridChurnModel(_config("tfidf", tiny_bert_dir, nested_stacking=False)).fit(frame, texts, y)
+
+    for model, leaks in ((nested, False), (plain, True)):
+        assert len(model.second_level_text_train_rows_) == 3
+        for fold, train_rows_of_models in enumerate(model.second_level_text_train_rows_):
+            fold_rows = set(np.flatnonzero(model.oof_fold_ == fold))
+            seen = [fold_rows & set(rows) for rows in train_rows_of_models]
+            assert any(seen) is leaks, f"fold {fold}: text models behind its second level saw {len(seen)} of its rows"
+    assert np.array_equal(nested.oof_text_score_, plain.oof_text_score_)  # the first level is the same
+
+
+def test_with_nested_stacking_a_rows_out_of_fold_score_does_not_depend_on_its_own_label(
+    tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame, texts, y = _data(90)
+    folds = _fixed_folds(monkeypatch, y, 3)
+    flipped_rows = folds[0][1][:4]
+    flipped = y.copy()
+    flipped[flipped_rows] = 1 - flipped[flipped_rows]
+    # One leaf count and the text column always kept: nothing is chosen over all rows, so only the stacking could
+    # carry a row's label into its out-of-fold score.
+    fixed = {"lightgbm": replace(FAST_LIGHTGBM, num_leaves_grid=(7,)), "select_text_by_cv": False}
+
+    def oof(labels: np.ndarray, nested: bool) -> np.ndarray:
+        config = _config("tfidf", tiny_bert_dir, nested_stacking=nested, **fixed)
+        return HybridChurnModel(config).fit(frame, texts, labels).oof_raw_score_
+
+    assert np.array_equal(oof(y, True)[flipped_rows], oof(flipped, True)[flipped_rows])
+    # Without it the other folds' text scores come from text models that saw the flipped labels.
+    assert not np.array_equal(oof(y, False)[flipped_rows], oof(flipped, False)[flipped_rows])
+
+
+def test_nested_stacking_is_the_default_with_three_or_more_folds_and_not_for_models_saved_before_it() -> None:
+    assert HybridConfig().nests_stacking and HybridConfig(inner_folds=3).nests_stacking
+    assert not HybridConfig(inner_folds=2).nests_stacking and not HybridConfig(nested_stacking=False).nests_stacking
+    saved_before = HybridConfig().to_json()
+    del saved_before["nested_stacking"]
+    assert HybridConfig.from_json(saved_before).nests_stacking is False
+    assert HybridConfig.from_json(HybridConfig().to_json()).nests_stacking is True
+
+
+def test_nested_stacking_needs_three_folds_and_enough_churners_outside_each_pair(tiny_bert_dir: Path) -> None:
+    with pytest.raises(ValueError, match="nested_stacking needs inner_folds of at least 3"):
+        _config("tfidf", tiny_bert_dir, nested_stacking=True, inner_folds=2)
+    frame, texts, y = _data(40)
+    y = np.zeros(40, dtype=int)
+    y[:5] = 1  # 2, 2 and 1 churners in the three folds: enough outside each fold, not outside each pair
+    with pytest.raises(
+        ValueError, match=r"outside each pair of its 3 folds; outside folds \d and \d there are \[\d+, 1\]"
+    ):
+        HybridChurnModel(_config("tfidf", tiny_bert_dir, nested_stacking=True)).fit(frame, texts, y)
 
 
 def test_the_out_of_fold_metrics_measure_a_calibration_that_did_not_see_those_scores(tiny_bert_dir: Path) -> None:

@@ -229,6 +229,33 @@ def test_churn_evaluate_runs_the_frozen_encoder_in_int8_when_asked_and_refuses_i
         )
 
 
+def test_churn_evaluate_nests_the_hybrids_stacking_unless_told_not_to(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    from tests.tiny_bert import LETTERS, write_tiny_bert
+
+    settings.CHURN_CACHE_DIR = tmp_path / "cache"
+    encoder = write_tiny_bert(
+        tmp_path / "bert", tokens=[*":,-", *LETTERS, *map(str, range(10))], word_pieces=LETTERS,
+        max_position_embeddings=128,
+    )  # fmt: skip
+    path, out = _profile_csv(tmp_path), tmp_path / "eval.json"
+    common = [str(path), "--label-col=Churn", "--positive=Yes", "--id-col=id", "--folds=3", f"--encoder={encoder}"]
+
+    notes = {}
+    for flag in ("", "--no-nested-stacking"):
+        call_command(
+            "churn_evaluate", *common, "--models=hybrid", "--inner-folds=3", *([flag] if flag else []),
+            f"--json={out}", "--no-progress", stdout=open(tmp_path / "o.txt", "w"),  # noqa: SIM115
+        )  # fmt: skip
+        report = json.loads(out.read_text())
+        assert 0 <= report["models"]["hybrid"]["roc_auc"] <= 1
+        notes[flag] = " ".join(report["notes"])
+
+    assert "out-of-fold text score (second level cross-fitted too)" in notes[""]
+    assert "out-of-fold text score (second level not nested)" in notes["--no-nested-stacking"]
+    with pytest.raises(CommandError, match="--nested-stacking needs --inner-folds of at least 3"):
+        call_command("churn_evaluate", *common, "--models=hybrid", "--inner-folds=2", "--nested-stacking")
+
+
 def test_the_quantisation_setting_reaches_frozen_training_only(settings) -> None:  # noqa: ANN001
     from predictions.services.training import churn_model_config
 
@@ -237,6 +264,9 @@ def test_the_quantisation_setting_reaches_frozen_training_only(settings) -> None
     lora = churn_model_config(mode="lora", horizon_days=60, lead_days=0, options={})
 
     assert frozen.hybrid.quantize == "int8" and lora.hybrid.quantize == "none"
+    assert frozen.hybrid.nested_stacking is None and frozen.hybrid.nests_stacking  # on by default with 5 folds
+    plain = churn_model_config(mode="frozen", horizon_days=60, lead_days=0, options={"nested_stacking": False})
+    assert not plain.hybrid.nests_stacking
 
 
 def test_churn_evaluate_refuses_a_repeated_header_an_unreadable_workbook_and_a_json_folder_up_front(

@@ -685,9 +685,10 @@ def test_churn_train_refuses_bad_options_and_a_failed_training_in_plain_words() 
         ("--horizon-days=10000000", "horizon_days must be from 1 to 3650, not 10000000"),
         ("--max-cutoffs=1", "max_training_cutoffs must be at least 2"),
         ("--inner-folds=1", "inner_folds must be at least 2"),
+        ("--nested-stacking --inner-folds=2", "nested_stacking needs inner_folds of at least 3"),
     ):
         with pytest.raises(CommandError, match=message):
-            call_command(*base, extra)
+            call_command(*base, *extra.split())
     assert not TrainingRun.objects.exists()
     # An empty store: the training runs in-process (no broker configured) and fails; the command says why.
     with pytest.raises(CommandError, match="failed: no customer has any qualifying activity"):

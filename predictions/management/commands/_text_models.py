@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from argparse import BooleanOptionalAction
 from collections.abc import Mapping
 
 from django.core.management.base import CommandError, CommandParser
@@ -24,6 +25,13 @@ def add_text_model_arguments(parser: CommandParser) -> None:
     )
     parser.add_argument("--inner-folds", type=int, default=5, help="out-of-fold stacking folds of the hybrid")
     parser.add_argument("--embedding-dims", type=int, default=0, help="PCA dims of frozen vectors in the hybrid")
+    parser.add_argument(
+        "--nested-stacking",
+        action=BooleanOptionalAction,
+        default=None,
+        help="cross-fit the hybrid's second level too, so no out-of-fold score depends on its own row's label "
+        "(inner-folds x (inner-folds - 1) / 2 more text fits; default: on with 3 or more inner folds)",
+    )
 
 
 TEXT_MODEL_NAMES = frozenset({"tfidf", "transformer", "hybrid", "hybrid_no_messages", "hybrid_no_text"})
@@ -42,6 +50,8 @@ def register_text_models_from_options(options: Mapping[str, object], models: lis
         raise CommandError("--inner-folds must be at least 2")
     if int(options["embedding_dims"]) < 0:  # type: ignore[arg-type]
         raise CommandError("--embedding-dims must not be negative")
+    if options.get("nested_stacking") is True and int(options["inner_folds"]) < 3:  # type: ignore[arg-type]
+        raise CommandError("--nested-stacking needs --inner-folds of at least 3")
     from ml.encoder import EncoderNotFoundError, resolve_encoder_path
 
     encoder = str(options["encoder"] or settings.CHURN_ENCODER or "") or None
@@ -67,6 +77,7 @@ def register_text_models_from_options(options: Mapping[str, object], models: lis
             cache_dir=str(settings.CHURN_CACHE_DIR),
             inner_folds=int(options["inner_folds"]),  # type: ignore[arg-type]
             embedding_dims=int(options["embedding_dims"]),  # type: ignore[arg-type]
+            nested_stacking=options.get("nested_stacking"),  # type: ignore[arg-type]
             quantize=str(quantize),
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from argparse import BooleanOptionalAction
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -56,6 +57,13 @@ class Command(BaseCommand):
             help="keep the text score in the model even where the features alone score better out of fold",
         )
         parser.add_argument(
+            "--nested-stacking",
+            action=BooleanOptionalAction,
+            default=None,
+            help="cross-fit the hybrid's second level too, so no out-of-fold score depends on its own row's label "
+            "(inner-folds x (inner-folds - 1) / 2 more text fits; default: on with 3 or more inner folds)",
+        )
+        parser.add_argument(
             "--labels-from",
             choices=("activity", "flag"),
             help=(
@@ -88,6 +96,7 @@ class Command(BaseCommand):
                             ("max_training_cutoffs", options["max_cutoffs"]),
                             ("inner_folds", options["inner_folds"]),
                             ("keep_text", options["keep_text"] or None),
+                            ("nested_stacking", options["nested_stacking"]),
                             ("labels_from", options["labels_from"]),
                         )
                         if value is not None
