@@ -22,7 +22,7 @@ the calibration, learns from the text scores of those folds' rows. Scored by the
 were trained on fold k, they would carry fold k's labels to fold k's own scores at second hand. So the training
 rows of fold k's second level are scored by text models fitted without fold k as well (one per pair of folds,
 ``K(K-1)/2`` more text fits), and a row's out-of-fold score does not depend on its own label at all
-(:attr:`HybridChurnModel.second_level_text_train_rows_` records it; a test flips labels and checks that the rows'
+(:attr:`HybridChurnModel.second_level_left_out_` records it; a test flips labels and checks that the rows'
 scores stay the same).
 
 Text models (``HybridConfig.text_mode``):
@@ -559,9 +559,9 @@ class HybridChurnModel:
         self.oof_text_score_ = np.full(n, np.nan)
         self.oof_fold_ = np.full(n, -1, dtype=int)
         self.text_fold_train_rows_: list[np.ndarray] = []
-        # Per fold k: the training rows of every text model whose scores the fold's second-level LightGBM learns
-        # from (its training rows' text scores); with nested stacking none of them holds a row of fold k.
-        self.second_level_text_train_rows_: list[list[np.ndarray]] = []
+        # Per fold k: the folds left out of each text model whose scores the fold's second-level LightGBM learns
+        # from (its training rows' text scores); with nested stacking every one of them left fold k out.
+        self.second_level_left_out_: list[list[tuple[int, ...]]] = []
         self.leaves_cv_roc_auc_: dict[str, float] = {}
         competing = (1 + (config.embedding_dims > 0) + 1) if self.uses_text and config.select_text_by_cv else 1
         variants = len(config.lightgbm.num_leaves_grid) * competing
@@ -584,10 +584,9 @@ class HybridChurnModel:
                 self.text_fold_train_rows_.append(np.sort(train_rows))
                 done += 1
                 report(done / steps, f"text model: fold {fold + 1} of {len(splits)}")
-            # Text score of each row as the second-level LightGBM of fold k sees it (NaN: fold k's own rows, which
-            # it scores with their out-of-fold text score).
-            second_level = np.full((len(splits), n), np.nan)
-            pair_rows: dict[tuple[int, int], np.ndarray] = {}
+            # Nested: the text score of each row as the second-level LightGBM of fold k sees it (fold k's own rows
+            # keep their out-of-fold text score).
+            second_level = np.full((len(splits), n), np.nan) if nested else np.zeros((0, n))
             for k, m in pairs:
                 outside = np.setdiff1d(splits[k][0], splits[m][1])
                 model = self._new_text_model().fit(
@@ -597,17 +596,15 @@ class HybridChurnModel:
                 scores = model.predict_proba([texts[i] for i in both])[:, 1]
                 second_level[m, splits[k][1]] = scores[: len(splits[k][1])]
                 second_level[k, splits[m][1]] = scores[len(splits[k][1]) :]
-                pair_rows[(k, m)] = pair_rows[(m, k)] = outside
                 done += 1
                 report(done / steps, f"text model: folds {k + 1} and {m + 1} left out (nested stacking)")
             for k in range(len(splits)):
+                others = [m for m in range(len(splits)) if m != k]
+                # Without nesting: the first-level models, each of which left out only its own fold and saw fold k.
+                left_out = [tuple(sorted((k, m))) for m in others] if nested else [(m,) for m in others]
+                self.second_level_left_out_.append(left_out)
                 if nested:
-                    self.second_level_text_train_rows_.append([pair_rows[(k, m)] for m in range(len(splits)) if m != k])
-                else:  # the first-level scores: each of those models saw fold k
-                    second_level[k] = self.oof_text_score_
-                    others = [self.text_fold_train_rows_[m] for m in range(len(splits)) if m != k]
-                    self.second_level_text_train_rows_.append(others)
-                second_level[k, splits[k][1]] = self.oof_text_score_[splits[k][1]]
+                    second_level[k, splits[k][1]] = self.oof_text_score_[splits[k][1]]
             self.text_model_ = self._new_text_model().fit(texts, labels, groups=groups)
             if self.unk_rate_ is None and getattr(self.text_model_, "unk_rate_", None) is not None:
                 self.unk_rate_ = float(self.text_model_.unk_rate_)  # a fine-tuned encoder measured (and warned)

@@ -125,11 +125,11 @@ def test_with_nested_stacking_no_text_model_behind_a_folds_second_level_saw_that
     plain = HybridChurnModel(_config("tfidf", tiny_bert_dir, nested_stacking=False)).fit(frame, texts, y)
 
     for model, leaks in ((nested, False), (plain, True)):
-        assert len(model.second_level_text_train_rows_) == 3
-        for fold, train_rows_of_models in enumerate(model.second_level_text_train_rows_):
-            fold_rows = set(np.flatnonzero(model.oof_fold_ == fold))
-            seen = [fold_rows & set(rows) for rows in train_rows_of_models]
-            assert any(seen) is leaks, f"fold {fold}: text models behind its second level saw {len(seen)} of its rows"
+        assert len(model.second_level_left_out_) == 3
+        for fold, left_out_of_models in enumerate(model.second_level_left_out_):
+            assert len(left_out_of_models) == 2  # one text model per other fold, or per pair with the other folds
+            saw_fold = [fold not in left_out for left_out in left_out_of_models]
+            assert all(saw_fold) if leaks else not any(saw_fold), (fold, left_out_of_models)
     assert np.array_equal(nested.oof_text_score_, plain.oof_text_score_)  # the first level is the same
 
 
