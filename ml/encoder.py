@@ -33,7 +33,9 @@ __all__ = [
     "EncoderNotFoundError",
     "QUANTIZATIONS",
     "TextEncoder",
+    "check_config",
     "check_tokenizer",
+    "config_fingerprint",
     "default_max_tokens",
     "encoder_fingerprint",
     "encoder_identity",
@@ -109,6 +111,10 @@ def load_encoder(spec: str | None, *, allow_download: bool = False) -> tuple[Pre
 
     path = resolve_encoder_path(spec, allow_download=allow_download)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    # Whatever the saved tokenizer says: the texts put what matters first (truncation keeps the start), and BERT
+    # numbers positions from the left (left padding would move every token).
+    tokenizer.truncation_side = "right"
+    tokenizer.padding_side = "right"
     # float32 whatever the checkpoint's dtype: heads are float32, and half precision on a CPU is slow and coarse.
     model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     model.eval()
@@ -143,6 +149,45 @@ def check_tokenizer(path: object, recorded: Mapping[str, object], found: str) ->
             f"model artifact {path} was trained with a tokenizer of fingerprint {str(expected)[:12]}..., but the "
             f"encoder found has a tokenizer of fingerprint {found[:12]}... (same weights, another vocabulary or "
             "lower-casing?); point CHURN_ENCODER at the encoder directory the model was trained with"
+        )
+
+
+# Settings of config.json that change an encoder's vectors without showing in its weights' names or shapes.
+FORWARD_CONFIG_KEYS: tuple[str, ...] = (
+    "model_type",
+    "hidden_act",
+    "activation",
+    "layer_norm_eps",
+    "position_embedding_type",
+    "num_attention_heads",
+    "n_heads",
+    "sinusoidal_pos_embds",
+)
+
+
+def config_fingerprint(config: object) -> str:
+    """sha256 of the settings of a model's configuration that change its vectors but not its weights
+    (:data:`FORWARD_CONFIG_KEYS`: activation, layer-norm epsilon, attention heads, position embedding type)."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)  # type: ignore[call-overload]
+    chosen = {key: values[key] for key in FORWARD_CONFIG_KEYS if key in values}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def check_config(path: object, recorded: Mapping[str, object], found: str) -> None:
+    """Refuse a model artifact whose recorded encoder configuration differs from the one found (artifacts written
+    before it was recorded record none).
+
+    Raises:
+        ml.artifacts.ArtifactError: the fingerprints differ.
+    """
+    from ml.artifacts import ArtifactError
+
+    expected = recorded.get("config_fingerprint")
+    if expected is not None and expected != found:
+        raise ArtifactError(
+            f"model artifact {path} was trained with an encoder configuration of fingerprint {str(expected)[:12]}..., "
+            f"but the encoder found has {found[:12]}... (same weights, another activation, layer-norm epsilon or "
+            "number of attention heads in config.json?); point CHURN_ENCODER at the encoder the model was trained with"
         )
 
 
@@ -228,7 +273,18 @@ class TokenizedTexts:
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_length: int) -> TokenizedTexts:
-    """Tokenize all texts in one fast-tokenizer call, truncated to ``max_length``, without padding."""
+    """Tokenize all texts in one fast-tokenizer call, truncated to ``max_length``, without padding.
+
+    Raises:
+        ValueError: ``max_length`` leaves no room for a token of text besides the special tokens (the tokenizer
+            would then truncate nothing at all, and long texts would run past the position embeddings).
+    """
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    if max_length <= special:
+        raise ValueError(
+            f"max_length {max_length} leaves no room for text: the tokenizer adds {special} special tokens; "
+            f"use at least {special + 1}"
+        )
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
     return TokenizedTexts(input_ids=[list(ids) for ids in encoded["input_ids"]])
 
@@ -355,11 +411,19 @@ class TextEncoder:
         return self._tokenizer_fingerprint
 
     @property
+    def config_fingerprint(self) -> str:
+        """The fingerprint of the configuration settings that change the vectors: :func:`config_fingerprint`."""
+        return config_fingerprint(self.model.config)
+
+    @property
     def cache_namespace(self) -> str:
-        """What the vectors depend on besides the text: weights, tokenizer, pooling, normalisation, truncation and
-        quantisation."""
+        """What the vectors depend on besides the text: weights, configuration, tokenizer, pooling, normalisation,
+        truncation and quantisation."""
         pooling = f"mean:{'l2' if self.normalize else 'raw'}:{self.max_length}"
-        namespace = f"{self.fingerprint}:tokenizer-{self.tokenizer_fingerprint[:16]}:{pooling}"
+        namespace = (
+            f"{self.fingerprint}:config-{self.config_fingerprint[:16]}:tokenizer-{self.tokenizer_fingerprint[:16]}:"
+            f"{pooling}"
+        )
         return namespace if self.quantize == "none" else f"{namespace}:{self.quantize}"
 
     @property

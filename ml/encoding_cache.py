@@ -1,8 +1,8 @@
 """On-disk cache of text embeddings keyed by (encoder fingerprint, sha256 of the text).
 
 A single SQLite file (standard library, no pickle): each row holds the float32 bytes of one vector.
-The namespace is :attr:`ml.encoder.TextEncoder.cache_namespace`, which contains the encoder's weight
-fingerprint plus the pooling, normalisation and truncation settings, so vectors of different encoders
+The namespace is :attr:`ml.encoder.TextEncoder.cache_namespace`, which contains the encoder's weight, configuration
+and tokenizer fingerprints plus the pooling, normalisation, truncation and quantisation settings, so vectors of different encoders
 (or of a fine-tuned copy) never mix. Unchanged text is never encoded twice, including duplicates within
 one call.
 """
@@ -10,8 +10,10 @@ one call.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +36,7 @@ CREATE TABLE IF NOT EXISTS vectors (
 ) WITHOUT ROWID
 """
 _LOOKUP_CHUNK = 500  # stays under SQLite's limit on bound parameters
+logger = logging.getLogger(__name__)
 
 
 def text_sha256(text: str) -> str:
@@ -51,6 +54,10 @@ class CachedEncoding(NamedTuple):
 class EncodingCache:
     """A SQLite file of float32 vectors; safe to share between processes (SQLite locks the file).
 
+    The cache only saves time, so it never stops an encoding: a damaged file is set aside (renamed
+    ``<name>.damaged-<unix time>``) and a new one started, a row whose bytes are not a whole vector is skipped, and
+    a read or write that fails later is logged and skipped (the texts are encoded instead).
+
     Args:
         path: the cache file (for example ``$CHURN_CACHE_DIR/encodings.sqlite3``); its folder is created.
     """
@@ -58,6 +65,20 @@ class EncodingCache:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._create()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            logger.warning(
+                "encoding cache %s cannot be read (%s): set aside as %s, starting a new one", path, exc, aside
+            )
+            for suffix in ("", "-wal", "-shm"):
+                damaged = Path(f"{self.path}{suffix}")
+                if damaged.exists():
+                    damaged.replace(Path(f"{aside}{suffix}"))
+            self._create()
+
+    def _create(self) -> None:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(_SCHEMA)
@@ -75,19 +96,22 @@ class EncodingCache:
         """Vectors already stored for ``keys`` (sha256 hex digests) in ``namespace``."""
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
-        with self._connect() as connection:
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start : start + _LOOKUP_CHUNK]
-                placeholders = ",".join("?" * len(chunk))
-                rows = connection.execute(
-                    f"SELECT text_sha256, dimension, vector FROM vectors WHERE namespace = ? "  # noqa: S608
-                    f"AND text_sha256 IN ({placeholders})",
-                    [namespace, *chunk],
-                )
-                for key, dimension, blob in rows:
-                    vector = np.frombuffer(blob, dtype=np.float32)
-                    if vector.shape == (dimension,):
-                        found[key] = vector
+        try:
+            with self._connect() as connection:
+                for start in range(0, len(unique), _LOOKUP_CHUNK):
+                    chunk = unique[start : start + _LOOKUP_CHUNK]
+                    placeholders = ",".join("?" * len(chunk))
+                    rows = connection.execute(
+                        f"SELECT text_sha256, dimension, vector FROM vectors WHERE namespace = ? "  # noqa: S608
+                        f"AND text_sha256 IN ({placeholders})",
+                        [namespace, *chunk],
+                    )
+                    for key, dimension, blob in rows:
+                        if isinstance(blob, bytes) and dimension > 0 and len(blob) == 4 * dimension:
+                            found[key] = np.frombuffer(blob, dtype=np.float32)
+        except sqlite3.DatabaseError as exc:
+            logger.warning("encoding cache %s could not be read (%s): encoding those texts instead", self.path, exc)
+            return {}
         return found
 
     def put_many(self, namespace: str, vectors: dict[str, np.ndarray]) -> None:
@@ -96,8 +120,11 @@ class EncodingCache:
             (namespace, key, int(vector.shape[0]), np.ascontiguousarray(vector, dtype=np.float32).tobytes())
             for key, vector in vectors.items()
         ]
-        with self._connect() as connection:
-            connection.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+        try:
+            with self._connect() as connection:
+                connection.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.DatabaseError as exc:
+            logger.warning("encoding cache %s could not store %d vectors (%s)", self.path, len(rows), exc)
 
     def count(self, namespace: str | None = None) -> int:
         with self._connect() as connection:

@@ -38,7 +38,9 @@ from ml.encoder import (
     ProgressCallback,
     TextEncoder,
     TokenizedTexts,
+    check_config,
     check_tokenizer,
+    config_fingerprint,
     default_max_tokens,
     encoder_fingerprint,
     encoder_identity,
@@ -263,6 +265,7 @@ class TransformerChurnClassifier:
 
         config = self.config
         previous_deterministic = torch.are_deterministic_algorithms_enabled()
+        previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         if device == "cpu":
@@ -273,6 +276,7 @@ class TransformerChurnClassifier:
             self.encoder_path_ = resolve_encoder_path(self.encoder)
             self.encoder_fingerprint_ = encoder_fingerprint(model)
             self.tokenizer_fingerprint_ = tokenizer_fingerprint(tokenizer)
+            self.config_fingerprint_ = config_fingerprint(model.config)
             self.unk_rate_ = unknown_token_rate(tokenizer, train_texts)
             self._warn_unknown_tokens()
             self.training_data_sha256_ = _data_hash(texts, labels)
@@ -285,7 +289,7 @@ class TransformerChurnClassifier:
             else:
                 self._fit_trainable(tokenizer, model, train_texts, train_labels, val_texts, val_labels, progress)
         finally:
-            torch.use_deterministic_algorithms(previous_deterministic)
+            torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
         return self
 
     def _warn_unknown_tokens(self) -> None:
@@ -517,6 +521,7 @@ class TransformerChurnClassifier:
                 "id": self.encoder_id_,
                 "fingerprint": self.encoder_fingerprint_,
                 "tokenizer_fingerprint": self.tokenizer_fingerprint_,
+                "config_fingerprint": getattr(self, "config_fingerprint_", None),
                 "path_at_training": self.encoder_path_,
             },
             "unk_rate": self.unk_rate_,
@@ -572,11 +577,14 @@ class TransformerChurnClassifier:
             )
         tokenizer_found = tokenizer_fingerprint(tokenizer)
         check_tokenizer(path, recorded, tokenizer_found)
+        config_found = config_fingerprint(model.config)
+        check_config(path, recorded, config_found)
         instance = cls(config, encoder=spec, cache_dir=cache_dir)
         instance.encoder_id_ = recorded["id"]
         instance.encoder_path_ = recorded.get("path_at_training", "")
         instance.encoder_fingerprint_ = fingerprint
         instance.tokenizer_fingerprint_ = tokenizer_found
+        instance.config_fingerprint_ = config_found
         instance.unk_rate_ = float(metadata["unk_rate"])
         instance.training_data_sha256_ = metadata["training_data_sha256"]
         instance.n_train_ = int(metadata["n_train"])

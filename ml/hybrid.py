@@ -54,7 +54,7 @@ import pandas as pd
 from ml.artifacts import ArtifactError, artifact_loader, load_artifact, save_artifact
 from ml.baselines import LightGBMChurn, LightGBMOptions, with_string_columns
 from ml.calibration import CalibrationConfig, Calibrator
-from ml.encoder import QUANTIZATIONS, check_tokenizer
+from ml.encoder import QUANTIZATIONS, check_config, check_tokenizer
 from ml.finetune import FineTuneConfig
 from ml.folds import stratified_folds, stratified_holdout
 from ml.metrics import churn_metrics, roc_auc
@@ -260,6 +260,7 @@ class SharedEmbedder:
             "id": encoder.encoder_id,
             "fingerprint": encoder.fingerprint,
             "tokenizer_fingerprint": encoder.tokenizer_fingerprint,
+            "config_fingerprint": encoder.config_fingerprint,
             "max_length": self.max_length,
             "quantize": self.quantize,
         }
@@ -394,6 +395,7 @@ class FrozenEmbeddingHead:
                 f"{str(found['fingerprint'])[:12]}...; point CHURN_ENCODER at the same encoder weights"
             )
         check_tokenizer(path, recorded, str(found["tokenizer_fingerprint"]))
+        check_config(path, recorded, str(found["config_fingerprint"]))
         if int(recorded["max_length"]) != embedder.max_length:  # type: ignore[arg-type]
             raise ArtifactError(f"model artifact {path} was trained with max_length {recorded['max_length']}")
         # Artifacts written before quantisation existed were float32.

@@ -58,6 +58,17 @@ def cased_copy(tiny_bert_dir: Path, directory: Path) -> Path:
     return directory
 
 
+def relu_copy(tiny_bert_dir: Path, directory: Path) -> Path:
+    """The same weights and tokenizer with another activation and layer-norm epsilon in config.json."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_bert_dir, directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "hidden_act": "relu", "layer_norm_eps": 1e-3}))
+    return directory
+
+
 def test_the_tokenizer_has_its_own_fingerprint_and_cache_namespace(tiny_bert_dir: Path, tmp_path: Path) -> None:
     tokenizer, model = load_encoder(str(tiny_bert_dir))
     cased_tokenizer, cased_model = load_encoder(str(cased_copy(tiny_bert_dir, tmp_path / "cased")))

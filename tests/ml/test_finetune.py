@@ -13,7 +13,7 @@ from ml.artifacts import ArtifactError
 from ml.finetune import FineTuneConfig, TransformerChurnClassifier, UnknownTokenWarning
 
 from .conftest import keyword_texts
-from .test_encoder import cased_copy
+from .test_encoder import cased_copy, relu_copy
 
 # Settings that let a 2-layer random BERT learn a keyword in a few epochs on 40 texts.
 FAST = {
@@ -195,6 +195,41 @@ def test_loading_with_another_tokenizer_on_the_same_weights_is_refused(
         40,
         2,
     )
+
+
+def test_loading_onto_the_same_weights_with_another_configuration_is_refused(
+    tiny_bert_dir: Path, tmp_path: Path, keyword_data
+) -> None:
+    texts, labels = keyword_data
+    TransformerChurnClassifier(FAST["frozen"], encoder=str(tiny_bert_dir)).fit(texts, labels).save(tmp_path / "m")
+
+    with pytest.raises(ArtifactError, match="encoder configuration of fingerprint"):
+        TransformerChurnClassifier.load(tmp_path / "m", encoder=str(relu_copy(tiny_bert_dir, tmp_path / "relu")))
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert len(metadata["encoder"]["config_fingerprint"]) == 64
+
+
+def test_fit_gives_back_the_callers_determinism_settings_warn_only_included(tiny_bert_dir: Path, keyword_data) -> None:
+    import torch
+
+    texts, labels = keyword_data
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        TransformerChurnClassifier(FAST["frozen"], encoder=str(tiny_bert_dir)).fit(texts, labels)
+        after = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    assert after == (True, True)
+
+
+def test_a_max_length_with_no_room_for_text_is_refused(tiny_bert_dir: Path, keyword_data) -> None:
+    texts, labels = keyword_data
+    config = replace(FAST["frozen"], max_length=2)  # [CLS] and [SEP] only: nothing would be truncated
+    with pytest.raises(ValueError, match="max_length 2 leaves no room for text: the tokenizer adds 2 special tokens"):
+        TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels)
+    model = TransformerChurnClassifier(replace(config, max_length=3), encoder=str(tiny_bert_dir)).fit(texts, labels)
+    assert model.predict_proba(["cancel my order " * 100]).shape == (1, 2)  # longer than the 128 positions
 
 
 def test_mostly_unknown_training_text_warns_and_records_the_rate(tiny_bert_dir: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from ml.hybrid import TEXT_SCORE_COLUMN, HybridChurnModel, HybridConfig, SharedE
 from ml.metrics import churn_metrics
 
 from .conftest import keyword_texts
-from .test_encoder import cased_copy
+from .test_encoder import cased_copy, relu_copy
 
 FAST_LIGHTGBM = LightGBMOptions(
     num_leaves_grid=(7,), max_rounds=60, early_stopping_rounds=15, min_child_samples=5, n_jobs=1
@@ -223,6 +223,8 @@ def test_frozen_hybrid_with_embedding_dimensions_reloads_to_identical_probabilit
     assert model.calibrator_.method_ in {"platt", "isotonic"} and 0 <= model.oof_metrics_["brier"] <= 1
     with pytest.raises(ArtifactError, match="tokenizer of fingerprint"):  # same weights, a cased tokenizer
         HybridChurnModel.load(tmp_path / "hybrid", encoder=str(cased_copy(tiny_bert_dir, tmp_path / "cased")))
+    with pytest.raises(ArtifactError, match="encoder configuration of fingerprint"):  # same weights, another GELU
+        HybridChurnModel.load(tmp_path / "hybrid", encoder=str(relu_copy(tiny_bert_dir, tmp_path / "relu")))
 
 
 def test_embedding_dimensions_are_kept_only_when_they_win_on_out_of_fold_roc_auc(tiny_bert_dir: Path) -> None:
