@@ -156,9 +156,15 @@ class FineTuneConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        for name in ("top_k", "lora_r", "epochs", "batch_size", "grad_accum_steps", "max_length", "encode_batch_size"):
+        for name in (
+            "top_k", "lora_r", "epochs", "batch_size", "grad_accum_steps", "max_length", "encode_batch_size", "patience"
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(
+                f"max_grad_norm must be above 0 (0 would clip every gradient to nothing), not {self.max_grad_norm}"
+            )
         if self.prefix_cache_mb < 0:
             raise ValueError(f"prefix_cache_mb must be 0 or more, not {self.prefix_cache_mb}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -284,6 +290,7 @@ class TransformerChurnClassifier:
             self.n_validation_ = len(val_texts)
             self.device_ = device
             self.history_: list[EpochRecord] = []
+            self.prefix_seconds_: float | None = None  # set again only where this fit runs the frozen layers once
             if config.mode == "frozen":
                 self._fit_frozen(tokenizer, model, train_texts, train_labels, val_texts, val_labels, progress)
             else:

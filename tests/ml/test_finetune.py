@@ -348,3 +348,21 @@ def test_top_k_keeps_the_frozen_layers_in_eval_mode_while_training(tiny_bert_dir
     assert not any(m.training for m in network.encoder.modules())
     with pytest.raises(ValueError, match="prefix_cache_mb must be 0 or more"):
         FineTuneConfig(mode="top-k", prefix_cache_mb=-1)
+
+
+def test_settings_that_would_stop_learning_are_refused() -> None:
+    with pytest.raises(ValueError, match="patience must be at least 1, not 0"):
+        FineTuneConfig(mode="lora", patience=0)
+    with pytest.raises(ValueError, match="max_grad_norm must be above 0"):
+        FineTuneConfig(mode="lora", max_grad_norm=0.0)
+
+
+def test_a_refit_that_does_not_run_the_frozen_layers_once_records_no_time_for_them(
+    tiny_bert_dir: Path, keyword_data
+) -> None:
+    texts, labels = keyword_data
+    config = FineTuneConfig(mode="top-k", top_k=1, epochs=1, batch_size=8, device="cpu", show_progress=False)
+    model = TransformerChurnClassifier(config, encoder=str(tiny_bert_dir)).fit(texts, labels)
+    assert model.prefix_seconds_ is not None and model.prefix_seconds_ > 0
+    model.config = replace(config, prefix_cache_mb=0)  # no room to keep them: they run in every step
+    assert model.fit(texts, labels).prefix_seconds_ is None
