@@ -63,7 +63,7 @@ RESERVED_FILES = frozenset({TENSORS_FILE, METADATA_FILE, MANIFEST_FILE})
 FORBIDDEN_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".ckpt", ".npz", ".npy")
 LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "numpy", "lightgbm", "safetensors")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # whole names only: fullmatch (``$`` passes a final newline)
 
 
 class ArtifactError(ValueError):
@@ -167,9 +167,30 @@ def save_artifact(
     return target
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows (save writes strict JSON)")
+
+
+def recover_interrupted_save(target: Path) -> None:
+    """Put back the model a save had moved aside when the process died before it renamed the new one into place.
+
+    A save moves the old directory to ``.<name>.old-*`` and then the new one to ``<name>``; a crash between the two
+    renames leaves ``<name>`` missing. The save did not finish, so its old model is the right one to have there.
+    """
+    if target.exists() or target.is_symlink():
+        return
+    moved_aside = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if moved_aside:
+        try:
+            moved_aside[-1].rename(target)
+        except OSError:  # another process put it back (or saved) first
+            return
+
+
 def _replace_directory(staging: Path, target: Path) -> None:
     """Move ``staging`` to ``target``; an existing ``target`` is replaced, or stays if the move fails."""
     previous = None
+    recover_interrupted_save(target)
     try:
         if target.exists() or target.is_symlink():
             previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -182,7 +203,10 @@ def _replace_directory(staging: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+        if previous.is_symlink() or previous.is_file():
+            previous.unlink()
+        else:
+            shutil.rmtree(previous, ignore_errors=True)
 
 
 def load_artifact(path: str | os.PathLike[str], *, expected_sha256: Mapping[str, str] | None = None) -> LoadedArtifact:
@@ -204,6 +228,7 @@ def load_artifact(path: str | os.PathLike[str], *, expected_sha256: Mapping[str,
         ArtifactError: with a message naming the directory and the offending file.
     """
     directory = Path(path)
+    recover_interrupted_save(directory)
     if not directory.is_dir():
         raise ArtifactError(f"model artifact {directory} does not exist or is not a directory")
     try:
@@ -268,8 +293,8 @@ def load_artifact(path: str | os.PathLike[str], *, expected_sha256: Mapping[str,
             raise ArtifactError(f"model artifact {directory} is incomplete: its manifest does not list {required}")
 
     try:
-        metadata = json.loads(contents.pop(METADATA_FILE).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        metadata = json.loads(contents.pop(METADATA_FILE).decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, or NaN / Infinity refused
         raise ArtifactError(f"model artifact {directory}: {METADATA_FILE} is not valid JSON ({exc})") from exc
     if not isinstance(metadata, dict):
         raise ArtifactError(f"model artifact {directory}: {METADATA_FILE} must hold a JSON object")
@@ -322,7 +347,7 @@ def _read_manifest(directory: Path, data: bytes) -> dict[str, dict[str, dict[str
 
 def _check_file_name(name: str, *, reserved_ok: bool = False, directory: Path | None = None) -> None:
     where = f"model artifact {directory}: " if directory is not None else ""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in {".", ".."}:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name in {".", ".."}:
         raise ArtifactError(f"{where}file name {name!r} is not a plain file name (letters, digits, '._-')")
     if name.lower().endswith(FORBIDDEN_SUFFIXES):
         raise ArtifactError(f"{where}file {name!r} has a pickle-based suffix; use safetensors or JSON")

@@ -63,7 +63,11 @@ def _logit(scores: np.ndarray) -> np.ndarray:
 def _fit_platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     from sklearn.linear_model import LogisticRegression
 
-    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(scores)[:, None], labels)
+    logits = _logit(scores)
+    if np.ptp(logits) == 0:  # no spread: the slope is undetermined (the solver stops anywhere); the base rate only
+        rate = float(np.clip(labels.mean(), _EPS, 1.0 - _EPS))
+        return 0.0, float(np.log(rate / (1.0 - rate)))
+    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(logits[:, None], labels)
     return float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
 
 
@@ -189,11 +193,17 @@ class Calibrator:
             method = str(state["method"])
             if method == "platt":
                 calibrator.platt_ = (float(state["a"]), float(state["b"]))  # type: ignore[arg-type]
+                if not np.isfinite(calibrator.platt_).all():
+                    raise ValueError(f"Platt parameters are not finite numbers: {calibrator.platt_}")
             elif method == "isotonic":
-                calibrator.isotonic_x_ = np.asarray(state["thresholds_x"], dtype=float)
-                calibrator.isotonic_y_ = np.asarray(state["thresholds_y"], dtype=float)
-                if len(calibrator.isotonic_x_) == 0 or len(calibrator.isotonic_x_) != len(calibrator.isotonic_y_):
+                x = calibrator.isotonic_x_ = np.asarray(state["thresholds_x"], dtype=float)
+                y = calibrator.isotonic_y_ = np.asarray(state["thresholds_y"], dtype=float)
+                if len(x) == 0 or len(x) != len(y) or x.ndim != 1 or y.ndim != 1:
                     raise ValueError("isotonic thresholds are empty or of different lengths")
+                if not (np.isfinite(x).all() and np.isfinite(y).all()):
+                    raise ValueError("isotonic thresholds are not all finite numbers")
+                if (np.diff(x) < 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
+                    raise ValueError("isotonic thresholds do not rise from 0 to 1 at most (not a calibration)")
             elif method != "none":
                 raise ValueError(f"unknown calibration method {method!r}")
         except (KeyError, TypeError) as exc:

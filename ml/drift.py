@@ -32,6 +32,7 @@ def profile(values: Sequence[object] | np.ndarray | pd.Series, *, bins: int = 10
     numeric = pd.to_numeric(series, errors="coerce")
     if len(series) and numeric.notna().sum() >= 0.9 * series.notna().sum() and series.notna().any():
         finite = numeric.dropna().to_numpy(dtype=float)
+        finite = finite[np.isfinite(finite)]  # an infinite value falls in an outer bin; as an edge it would be NaN
         edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if len(finite) else np.array([])
         return {
             "kind": "numeric",

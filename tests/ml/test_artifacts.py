@@ -214,3 +214,61 @@ def test_a_safetensors_file_whose_first_bytes_look_like_a_pickle_opcode_still_lo
     tensors, _, _ = load_artifact(tmp_path / "m")
 
     assert list(tensors) == [name]
+
+
+def test_a_save_killed_between_its_two_renames_leaves_the_old_model_at_the_path(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    target = tmp_path / "model"
+    save_artifact(target, tensors={"w": np.ones(3)}, metadata={"v": 1})
+    # A second save over it, killed (SIGKILL, out of memory, power loss) right after the old model was moved aside.
+    script = textwrap.dedent(
+        f"""
+        import os, pathlib
+        import numpy as np
+        from ml.artifacts import save_artifact
+        real, calls = pathlib.Path.rename, []
+        def rename(self, other):
+            calls.append(self)
+            if len(calls) == 2:
+                os._exit(9)
+            return real(self, other)
+        pathlib.Path.rename = rename
+        save_artifact({str(target)!r}, tensors={{"w": np.zeros(3)}}, metadata={{"v": 2}})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], check=False)
+    assert done.returncode == 9 and not target.exists()
+
+    _, metadata, _ = load_artifact(target)  # the save never finished: its old model is put back
+
+    assert metadata["v"] == 1 and not list(tmp_path.glob(".model.old-*"))
+    save_artifact(target, tensors={"w": np.zeros(3)}, metadata={"v": 3})
+    assert load_artifact(target).metadata["v"] == 3
+
+
+@pytest.mark.parametrize("name", ["evil.pkl\n", "notes.txt\n"])
+def test_a_file_name_with_a_final_newline_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ArtifactError):
+        save_artifact(tmp_path / "m", tensors={"w": np.ones(1)}, metadata={}, extra_files={name: b"not a pickle"})
+
+
+def test_saving_over_a_symlinked_model_path_leaves_no_stray_entry(tmp_path: Path) -> None:
+    real = tmp_path / "v1"
+    save_artifact(real, tensors={"w": np.ones(1)}, metadata={"v": 1})
+    (tmp_path / "current").symlink_to(real)
+
+    save_artifact(tmp_path / "current", tensors={"w": np.zeros(1)}, metadata={"v": 2})
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "v1"]
+    assert load_artifact(tmp_path / "current").metadata["v"] == 2 and load_artifact(real).metadata["v"] == 1
+
+
+def test_metadata_with_nan_or_infinity_is_refused_as_not_strict_json(tmp_path: Path) -> None:
+    save_artifact(tmp_path / "m", tensors={"w": np.ones(1)}, metadata={"score": 0.5})
+    data = (tmp_path / "m" / "metadata.json").read_bytes().replace(b"0.5", b"NaN")
+    rewrite_and_resign(tmp_path / "m", "metadata.json", data)
+    with pytest.raises(ArtifactError, match="metadata.json is not valid JSON.*NaN is not a number JSON allows"):
+        load_artifact(tmp_path / "m")

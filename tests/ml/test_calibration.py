@@ -106,3 +106,32 @@ def test_bad_input_is_refused_with_the_row_named() -> None:
         CalibrationConfig(method="magic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="incomplete"):
         Calibrator.from_json({"config": {}, "method": "platt"})
+
+
+@pytest.mark.parametrize("method", ["auto", "platt"])
+def test_held_out_scores_without_spread_give_the_base_rate_not_a_reversed_map(method: str) -> None:
+    # Out-of-fold scores are constant when no fold's LightGBM makes a split; the final model may still split.
+    y = np.random.default_rng(0).integers(0, 2, 300)
+    calibrator = Calibrator(CalibrationConfig(method=method)).fit(np.full(300, 0.3), y)
+
+    out = calibrator.transform([0.1, 0.3, 0.5, 0.9])
+
+    assert np.all(np.diff(out) >= 0), (calibrator.method_, out)
+    if calibrator.method_ == "platt":
+        assert calibrator.platt_[0] == 0.0 and np.allclose(out, y.mean())
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"method": "platt", "a": float("nan"), "b": 0.0},
+        {"method": "platt", "a": 1.0, "b": float("inf")},
+        {"method": "isotonic", "thresholds_x": [0.9, 0.1, 0.5], "thresholds_y": [0.2, 0.8, 0.1]},
+        {"method": "isotonic", "thresholds_x": [0.1, 0.9], "thresholds_y": [float("nan"), 0.5]},
+        {"method": "isotonic", "thresholds_x": [0.1, 0.9], "thresholds_y": [0.2, 1.5]},
+    ],
+)
+def test_a_saved_state_that_is_not_a_calibration_is_refused(state: dict) -> None:
+    full = {"config": {"method": "auto", "folds": 5, "min_isotonic_rows": 100, "random_state": 0}, **state}
+    with pytest.raises(ValueError, match="finite|rise"):
+        Calibrator.from_json(full)

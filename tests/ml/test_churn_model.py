@@ -262,3 +262,29 @@ def test_every_encoder_mode_warns_about_and_records_the_unknown_token_rate(
     assert any(issubclass(w.category, UnknownTokenWarning) for w in caught), [str(w.message) for w in caught]
     assert 0.05 < model.metadata["unk_rate"] <= 1
     assert ChurnModel.load(model.save(tmp_path / "m")).metadata["unk_rate"] == model.metadata["unk_rate"]
+
+
+def test_a_model_whose_saved_calibration_is_not_finite_is_refused(tmp_path: Path) -> None:
+    import warnings
+
+    config = ChurnModelConfig(
+        horizon_days=60,
+        max_training_cutoffs=3,
+        hybrid=HybridConfig(
+            text_mode="none",
+            inner_folds=2,
+            lightgbm=LightGBMOptions(
+                num_leaves_grid=(7,), max_rounds=60, early_stopping_rounds=15, min_child_samples=5, n_jobs=1
+            ),
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ChurnModel(config).fit(churn_histories(90), as_of=START + timedelta(days=270)).save(tmp_path / "m")
+
+    edit_metadata_and_resign(
+        tmp_path / "m", lambda metadata: metadata["hybrid"]["calibration"].update(method="platt", a=1.0, b=1e999)
+    )  # json.dumps writes Infinity
+
+    with pytest.raises(ArtifactError, match="not valid JSON.*Infinity is not a number JSON allows"):
+        ChurnModel.load(tmp_path / "m")

@@ -36,3 +36,15 @@ def test_drift_report_flags_any_part_over_the_threshold() -> None:
         reference, rng.uniform(0, 1, 2000), pd.DataFrame({"orders_30d": rng.poisson(9, 2000)}), threshold=0.2
     )
     assert not stable["drifted"] and shifted["drifted"] and shifted["feature_psi"]["orders_30d"] > 0.2
+
+
+def test_an_infinite_value_falls_in_an_outer_bin_and_the_profile_stays_strict_json() -> None:
+    import json
+    import math
+
+    values = [0.1, 0.2, 0.3, 0.4, math.inf, math.inf]
+    reference = profile(values)
+
+    assert all(math.isfinite(edge) for edge in reference["edges"]), reference["edges"]
+    json.dumps(reference, allow_nan=False)
+    assert psi(reference, values) == 0.0
