@@ -68,8 +68,8 @@ def test_int8_vectors_are_close_to_float_ones_deterministic_and_cached_apart(tin
     # The weights are the same, the vectors are not: same fingerprint, another cache namespace.
     assert int8.fingerprint == exact.fingerprint
     assert int8.cache_namespace == f"{exact.cache_namespace}:int8"
-    tokenizer_part = f"tokenizer-{exact.tokenizer_fingerprint[:16]}"
-    assert exact.cache_namespace == f"{exact.fingerprint}:{tokenizer_part}:mean:l2:128"  # the tiny BERT: 128 positions
+    parts = f"config-{exact.config_fingerprint[:16]}:tokenizer-{exact.tokenizer_fingerprint[:16]}"
+    assert exact.cache_namespace == f"{exact.fingerprint}:{parts}:mean:l2:128"  # the tiny BERT: 128 positions
 
 
 def test_int8_batches_in_parallel_match_one_batch_at_a_time(tiny_bert_dir: Path) -> None:
