@@ -135,21 +135,26 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(json.dumps(definition, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+def _check_recorded(path: object, recorded: Mapping[str, object], key: str, found: str, what: str, hint: str) -> None:
+    """Refuse a model artifact whose recorded ``key`` differs from ``found`` (older artifacts record none)."""
+    from ml.artifacts import ArtifactError
+
+    expected = recorded.get(key)
+    if expected is not None and expected != found:
+        raise ArtifactError(
+            f"model artifact {path} was trained with {what} of fingerprint {str(expected)[:12]}..., but the encoder "
+            f"found has {what} of fingerprint {found[:12]}... (same weights, {hint}?); point CHURN_ENCODER at the "
+            "encoder directory the model was trained with"
+        )
+
+
 def check_tokenizer(path: object, recorded: Mapping[str, object], found: str) -> None:
     """Refuse a model artifact whose recorded tokenizer differs from the one found (older artifacts record none).
 
     Raises:
         ml.artifacts.ArtifactError: the fingerprints differ.
     """
-    from ml.artifacts import ArtifactError
-
-    expected = recorded.get("tokenizer_fingerprint")
-    if expected is not None and expected != found:
-        raise ArtifactError(
-            f"model artifact {path} was trained with a tokenizer of fingerprint {str(expected)[:12]}..., but the "
-            f"encoder found has a tokenizer of fingerprint {found[:12]}... (same weights, another vocabulary or "
-            "lower-casing?); point CHURN_ENCODER at the encoder directory the model was trained with"
-        )
+    _check_recorded(path, recorded, "tokenizer_fingerprint", found, "a tokenizer", "another vocabulary or lower-casing")
 
 
 # Settings of config.json that change an encoder's vectors without showing in its weights' names or shapes.
@@ -180,15 +185,8 @@ def check_config(path: object, recorded: Mapping[str, object], found: str) -> No
     Raises:
         ml.artifacts.ArtifactError: the fingerprints differ.
     """
-    from ml.artifacts import ArtifactError
-
-    expected = recorded.get("config_fingerprint")
-    if expected is not None and expected != found:
-        raise ArtifactError(
-            f"model artifact {path} was trained with an encoder configuration of fingerprint {str(expected)[:12]}..., "
-            f"but the encoder found has {found[:12]}... (same weights, another activation, layer-norm epsilon or "
-            "number of attention heads in config.json?); point CHURN_ENCODER at the encoder the model was trained with"
-        )
+    hint = "another activation, layer-norm epsilon or number of attention heads in config.json"
+    _check_recorded(path, recorded, "config_fingerprint", found, "an encoder configuration", hint)
 
 
 def encoder_fingerprint(model: torch.nn.Module) -> str:

@@ -25,6 +25,11 @@ def add_text_model_arguments(parser: CommandParser) -> None:
     )
     parser.add_argument("--inner-folds", type=int, default=5, help="out-of-fold stacking folds of the hybrid")
     parser.add_argument("--embedding-dims", type=int, default=0, help="PCA dims of frozen vectors in the hybrid")
+    add_nested_stacking_argument(parser)
+
+
+def add_nested_stacking_argument(parser: CommandParser) -> None:
+    """``--nested-stacking`` / ``--no-nested-stacking`` (default None: on with 3 or more inner folds)."""
     parser.add_argument(
         "--nested-stacking",
         action=BooleanOptionalAction,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from argparse import BooleanOptionalAction
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from predictions.management.commands._text_models import add_nested_stacking_argument
 from predictions.models import TrainingRun
 from predictions.services.training import (
     EARLIEST_AS_OF,
@@ -56,13 +56,7 @@ class Command(BaseCommand):
             action="store_true",
             help="keep the text score in the model even where the features alone score better out of fold",
         )
-        parser.add_argument(
-            "--nested-stacking",
-            action=BooleanOptionalAction,
-            default=None,
-            help="cross-fit the hybrid's second level too, so no out-of-fold score depends on its own row's label "
-            "(inner-folds x (inner-folds - 1) / 2 more text fits; default: on with 3 or more inner folds)",
-        )
+        add_nested_stacking_argument(parser)
         parser.add_argument(
             "--labels-from",
             choices=("activity", "flag"),
