@@ -126,6 +126,23 @@ class SingleBeatScheduler(DatabaseScheduler):
             return STANDBY_SLEEP_SECONDS
         return min(super().tick(*args, **kwargs), settings.CHURN_BEAT_LOCK_TTL / 3)
 
+    def reserve(self, entry):  # noqa: ANN001, ANN201 - celery's ScheduleEntry in, its successor out
+        """Record a send on the entry of the current schedule too.
+
+        The heap may hold entries of an earlier read of the schedule (a change re-reads it; two beats starting
+        together change it twice). The send then advanced only the heap's copy, and the next heap rebuilt from the
+        current schedule found the task due again and sent it twice; the periodic save also wrote back the stale
+        time. Copying the send's bookkeeping onto the current entry prevents both.
+        """
+        sent = super().reserve(entry)
+        current = self._schedule.get(sent.name) if self._schedule else None
+        if current is not None and current.model is not sent.model:
+            for field in ("last_run_at", "total_run_count", "no_changes"):
+                setattr(current.model, field, getattr(sent.model, field))
+            current.last_run_at = sent.last_run_at
+            current.total_run_count = sent.total_run_count
+        return sent
+
     def close(self) -> None:
         super().close()
         if self._leading:

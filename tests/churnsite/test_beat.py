@@ -28,6 +28,26 @@ def test_file_leader_lock_admits_one_holder_until_released(tmp_path: Path) -> No
     assert second.acquire_or_renew()
 
 
+@pytest.mark.django_db(transaction=True)  # the scheduler closes old connections, as a beat process does
+def test_a_send_from_an_entry_of_an_earlier_read_of_the_schedule_counts_on_the_current_one(settings) -> None:  # noqa: ANN001
+    from churnsite.beat import SingleBeatScheduler
+    from churnsite.celery import app
+
+    settings.REDIS_URL = ""  # a file lock: nothing here needs a broker
+    queue = _only_schedule_a_heartbeat(every_seconds=60)
+    scheduler = SingleBeatScheduler(app=app)
+    earlier = scheduler.schedule[queue]
+    scheduler._schedule = scheduler.all_as_schedule()  # the schedule changed and was read again (new objects)
+
+    sent = scheduler.reserve(earlier)  # the heap still held the earlier read's entry, and sent it
+
+    current = scheduler._schedule[queue]
+    assert current is not earlier and current.model is not sent.model
+    assert (current.last_run_at, current.model.total_run_count) == (sent.last_run_at, 1), "the send was not counted"
+    scheduler.sync()
+    assert PeriodicTask.objects.get(name=queue).total_run_count == 1
+
+
 def _start_beat(log_dir: Path, name: str, ttl: int = 30) -> tuple[subprocess.Popen[bytes], Path]:
     env = {
         **os.environ,
