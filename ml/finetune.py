@@ -528,7 +528,7 @@ class TransformerChurnClassifier:
                 "id": self.encoder_id_,
                 "fingerprint": self.encoder_fingerprint_,
                 "tokenizer_fingerprint": self.tokenizer_fingerprint_,
-                "config_fingerprint": getattr(self, "config_fingerprint_", None),
+                "config_fingerprint": self.config_fingerprint_,
                 "path_at_training": self.encoder_path_,
             },
             "unk_rate": self.unk_rate_,

@@ -586,9 +586,9 @@ class HybridChurnModel:
                 self.text_fold_train_rows_.append(np.sort(train_rows))
                 done += 1
                 report(done / steps, f"text model: fold {fold + 1} of {len(splits)}")
-            # Nested: the text score of each row as the second-level LightGBM of fold k sees it (fold k's own rows
-            # keep their out-of-fold text score).
-            second_level = np.full((len(splits), n), np.nan) if nested else np.zeros((0, n))
+            # Row k: the text scores fold k's second-level LightGBM reads. Fold k's own rows keep their out-of-fold
+            # score; nested, every other row gets the score of a text model that left out fold k as well.
+            second_level = np.tile(self.oof_text_score_, (len(splits), 1))
             for k, m in pairs:
                 outside = np.setdiff1d(splits[k][0], splits[m][1])
                 model = self._new_text_model().fit(
@@ -600,13 +600,11 @@ class HybridChurnModel:
                 second_level[k, splits[m][1]] = scores[len(splits[k][1]) :]
                 done += 1
                 report(done / steps, f"text model: folds {k + 1} and {m + 1} left out (nested stacking)")
-            for k in range(len(splits)):
-                others = [m for m in range(len(splits)) if m != k]
-                # Without nesting: the first-level models, each of which left out only its own fold and saw fold k.
-                left_out = [tuple(sorted((k, m))) for m in others] if nested else [(m,) for m in others]
-                self.second_level_left_out_.append(left_out)
-                if nested:
-                    second_level[k, splits[k][1]] = self.oof_text_score_[splits[k][1]]
+            # Without nesting: the first-level models, each of which left out only its own fold and saw fold k.
+            self.second_level_left_out_ = [
+                [tuple(sorted((k, m))) if nested else (m,) for m in range(len(splits)) if m != k]
+                for k in range(len(splits))
+            ]
             self.text_model_ = self._new_text_model().fit(texts, labels, groups=groups)
             if self.unk_rate_ is None and getattr(self.text_model_, "unk_rate_", None) is not None:
                 self.unk_rate_ = float(self.text_model_.unk_rate_)  # a fine-tuned encoder measured (and warned)

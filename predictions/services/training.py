@@ -108,12 +108,10 @@ def training_run_request(
         value = (options or {}).get(name)
         if value is not None and int(value) < 2:  # type: ignore[call-overload]
             raise ValueError(f"{name} must be at least 2 ({why}), not {value}")
-    if (options or {}).get("nested_stacking") is True and int((options or {}).get("inner_folds") or 5) < 3:  # type: ignore[call-overload]
-        raise ValueError("nested_stacking needs inner_folds of at least 3 (its text models leave two folds out)")
+    # Built now so that options the model refuses (nested stacking with 2 folds, say) are refused before the request.
+    config = churn_model_config(mode=mode, horizon_days=horizon_days, lead_days=lead_days, options=options or {})
     if as_of is None:
-        as_of = _default_as_of(
-            churn_model_config(mode=mode, horizon_days=horizon_days, lead_days=lead_days, options=options or {})
-        )
+        as_of = _default_as_of(config)
     run = TrainingRun.objects.create(
         mode=mode,
         config=options or {},
