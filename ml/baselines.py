@@ -319,6 +319,18 @@ class LogisticRegressionOptions:
     random_state: int = 0
 
 
+def _inner_holdout(
+    labels: np.ndarray, fraction: float, *, seed: int, groups: Sequence[object] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inner split that chooses a model's settings: customers kept whole (:func:`ml.folds.stratified_holdout`),
+    and the rows of a single customer split as rows, the only split they have."""
+    from ml.folds import stratified_holdout
+
+    if groups is not None and len({str(g) for g in groups}) < 2:
+        groups = None
+    return stratified_holdout(labels, fraction, seed=seed, groups=groups)
+
+
 class LogisticRegressionChurn:
     kind = "logreg"
 
@@ -337,10 +349,9 @@ class LogisticRegressionChurn:
         o = self.options
         self.C_ = o.C
         if o.C_grid:
-            from ml.folds import stratified_holdout
             from ml.metrics import roc_auc
 
-            inner_train, inner_valid = stratified_holdout(
+            inner_train, inner_valid = _inner_holdout(
                 labels, o.inner_valid_fraction, seed=o.random_state, groups=groups
             )
             scores = {}
@@ -433,6 +444,37 @@ class LightGBMOptions:
     random_state: int = 0
     n_jobs: int = 1
 
+    def __post_init__(self) -> None:
+        if not self.num_leaves_grid or any(int(leaves) < 2 for leaves in self.num_leaves_grid):
+            raise ValueError(f"num_leaves_grid must hold leaf counts of at least 2, got {self.num_leaves_grid!r}")
+        if not 0.0 < self.inner_valid_fraction < 1.0:
+            raise ValueError(f"inner_valid_fraction must be in (0, 1), got {self.inner_valid_fraction}")
+        if self.max_rounds < 1 or self.early_stopping_rounds < 1:
+            raise ValueError(
+                f"max_rounds and early_stopping_rounds must be at least 1, got {self.max_rounds} and "
+                f"{self.early_stopping_rounds}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+def _lightgbm_names(columns: Sequence[str]) -> list[str]:
+    """The columns' names as LightGBM takes them: it refuses JSON's special characters in a feature name (a profile
+    file's ``Charges [USD]``, an attribute ``plan: type``) and would put underscores for whitespace itself. Each
+    such character becomes an underscore, and a name that then repeats an earlier one is numbered. LightGBM reads
+    columns by position, so only the booster's own file shows these names."""
+    names: list[str] = []
+    used: set[str] = set()
+    for column in columns:
+        name = candidate = re.sub(r'[",:\[\]{}\s]', "_", str(column))
+        number = 1
+        while candidate in used:
+            number += 1
+            candidate = f"{name}__{number}"
+        used.add(candidate)
+        names.append(candidate)
+    return names
+
 
 class LightGBMChurn:
     kind = "lightgbm"
@@ -476,7 +518,9 @@ class LightGBMChurn:
                 out[column] = frame[column].map(lambda v, codes=codes: codes.get(str(v), math.nan)).astype(float)
             else:
                 out[column] = frame[column].astype(float)
-        return pd.DataFrame(out, index=frame.index)
+        matrix = pd.DataFrame(out, index=frame.index, columns=self.columns_)
+        matrix.columns = _lightgbm_names(self.columns_)
+        return matrix
 
     def fit(
         self, frame: pd.DataFrame, y: Sequence[int] | np.ndarray, *, groups: Sequence[object] | None = None
@@ -485,7 +529,6 @@ class LightGBMChurn:
         leaves and the number of trees."""
         import lightgbm as lgb
 
-        from ml.folds import stratified_holdout
         from ml.metrics import roc_auc
 
         labels = _as_binary(y)
@@ -508,10 +551,8 @@ class LightGBMChurn:
                 f"{o.inner_valid_fraction:.0%} out to choose its trees); got {counts.tolist()} (non-churners, churners)"
             )
         x = self._matrix(frame)
-        categorical = [c for c in self.columns_ if c in self.categories_]
-        inner_train, inner_valid = stratified_holdout(
-            labels, o.inner_valid_fraction, seed=o.random_state, groups=groups
-        )
+        categorical = [name for c, name in zip(self.columns_, x.columns, strict=True) if c in self.categories_]
+        inner_train, inner_valid = _inner_holdout(labels, o.inner_valid_fraction, seed=o.random_state, groups=groups)
         best: tuple[float, int, int] | None = None
         for leaves in o.num_leaves_grid:
             train_set = lgb.Dataset(
@@ -529,7 +570,7 @@ class LightGBMChurn:
             score = roc_auc(labels[inner_valid], booster.predict(x.iloc[inner_valid], num_iteration=rounds))
             if best is None or score > best[0]:
                 best = (score, leaves, rounds)
-        assert best is not None
+        assert best is not None  # the options refuse an empty grid
         _, leaves, rounds = best
         # Refit on the whole training data with the chosen leaves and a tree count scaled to its larger size.
         self.best_rounds_ = max(1, round(rounds / (1 - o.inner_valid_fraction)))
@@ -540,6 +581,8 @@ class LightGBMChurn:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         _check_fitted(self, "booster_")
+        if len(frame) == 0:
+            return np.zeros((0, 2))
         return _two_columns(self.booster_.predict(self._matrix(frame)))  # type: ignore[union-attr]
 
     def feature_importances(self) -> dict[str, float]:

@@ -137,6 +137,7 @@ class ChurnModelConfig:
         values = dict(state)
         features = dict(values.pop("features"))  # type: ignore[arg-type]
         features = {k: tuple(v) if isinstance(v, list) else v for k, v in features.items()}
+        features.setdefault("attribute_names", "ascii")  # saved before attribute names were kept verbatim
         return cls(
             hybrid=HybridConfig.from_json(dict(values.pop("hybrid"))),  # type: ignore[arg-type]
             features=FeatureConfig(**features),  # type: ignore[arg-type]

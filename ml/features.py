@@ -94,12 +94,22 @@ class FeatureConfig:
         event_kinds: event kinds counted on their own (over 30 days); others count only in totals.
         support_windows_days: windows for support contacts.
         include_attributes: add ``attr_<name>`` columns from ``Customer.attributes``.
+        attribute_names: ``"verbatim"``: a column is ``attr_`` and the attribute's name as it is, so two attributes
+            never share a column and staff read ``契約`` or ``plan type`` in explanations. ``"ascii"``: every run
+            of characters other than ASCII letters, digits and ``_`` became one ``_`` (``plan type`` and
+            ``plan-type`` shared ``attr_plan_type``, and names in other scripts ``attr_unnamed``): the naming of
+            models trained before the option existed, which their saved configuration keeps.
     """
 
     windows_days: tuple[int, ...] = (7, 30, 90, 365)
     event_kinds: tuple[str, ...] = ("page_view", "search", "add_to_cart", "login", "wishlist")
     support_windows_days: tuple[int, ...] = (30, 90, 365)
     include_attributes: bool = True
+    attribute_names: str = "verbatim"
+
+    def __post_init__(self) -> None:
+        if self.attribute_names not in ("verbatim", "ascii"):
+            raise ValueError(f"attribute_names must be 'verbatim' or 'ascii', not {self.attribute_names!r}")
 
 
 @dataclass
@@ -243,7 +253,7 @@ class FeatureBuilder:
         row["country"] = snapshot.customer.country or None
         if c.include_attributes:
             for name, value in sorted(snapshot.customer.attributes.items()):
-                row[f"attr_{_safe_name(name)}"] = value
+                row[f"attr_{name if c.attribute_names == 'verbatim' else _ascii_name(name)}"] = value
         return row
 
 
@@ -251,8 +261,8 @@ def _two_windows(ages: np.ndarray, days: int) -> tuple[np.ndarray, np.ndarray]:
     return (ages <= days).astype(float), ((ages > days) & (ages <= 2 * days)).astype(float)
 
 
-def _safe_name(name: str) -> str:
-    # LightGBM refuses JSON special characters in feature names; keep names readable otherwise.
+def _ascii_name(name: str) -> str:
+    """The attribute naming of models trained before ``FeatureConfig.attribute_names`` (kept for them)."""
     return re.sub(r"[^0-9A-Za-z_]+", "_", str(name)).strip("_") or "unnamed"
 
 

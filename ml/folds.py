@@ -45,13 +45,20 @@ def stratified_holdout(
     labels: np.ndarray, fraction: float, *, seed: int, groups: Sequence[object] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(train_rows, held_out_rows)``: a stratified share of about ``fraction`` held out, customers kept whole
-    when grouped (one fold of ``round(1 / fraction)`` grouped folds); without repeated customers, exactly
-    scikit-learn's ``train_test_split(stratify=labels)``."""
+    when grouped (one fold of ``round(1 / fraction)`` grouped folds, or of one fold per customer when there are
+    fewer customers than that: a larger share held out rather than a customer split); without repeated customers,
+    exactly scikit-learn's ``train_test_split(stratify=labels)``.
+
+    Raises:
+        ValueError: grouped rows of a single customer (they cannot be split and kept whole).
+    """
     from sklearn.model_selection import train_test_split
 
     labels = np.asarray(labels)
-    if groups is not None and len({str(g) for g in groups}) < len(labels):
-        folds = stratified_folds(labels, max(2, round(1 / fraction)), seed=seed, groups=groups)
+    if groups is not None and (customers := len({str(g) for g in groups})) < len(labels):
+        if customers < 2:
+            raise ValueError("the rows of a single customer cannot be split into training and held-out customers")
+        folds = stratified_folds(labels, min(customers, max(2, round(1 / fraction))), seed=seed, groups=groups)
         return folds[0]
     train, held_out = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
     return train, held_out

@@ -623,14 +623,15 @@ class HybridChurnModel:
         # the winner's out-of-fold scores are the held-out data the calibration is chosen and fitted on.
         grid = config.lightgbm.num_leaves_grid if config.select_leaves_by_cv else (None,)
         # With select_text_by_cv the features-only variant (and, with embedding dimensions, the text score without
-        # them) competes too: text columns stay only where they help.
+        # them) competes too: text columns stay only where they help. The variants with fewer columns are tried
+        # first and a later one must score higher, so a tie (a text score LightGBM cannot use) keeps fewer columns.
         text_columns = [c for c in stacked.columns if c == TEXT_SCORE_COLUMN or str(c).startswith(TEXT_DIM_PREFIX)]
         dim_columns = [c for c in text_columns if c != TEXT_SCORE_COLUMN]
         candidates: list[tuple[str, list[str]]] = [("", [])]  # (label, columns dropped)
         if self.uses_text and config.select_text_by_cv:
             if dim_columns:
-                candidates.append((", text score without embedding dims", dim_columns))
-            candidates.append((", no text", text_columns))
+                candidates.insert(0, (", text score without embedding dims", dim_columns))
+            candidates.insert(0, (", no text", text_columns))
         best: tuple[float, LightGBMOptions, list[str], np.ndarray] | None = None
         for label, dropped in candidates:
             per_fold = [fold_frame.drop(columns=dropped) for fold_frame in fold_inputs]

@@ -92,9 +92,13 @@ class NearDuplicateReport:
             return f"near-duplicates: no row equals another in all but {self.max_differences} column{plural}"
         text = (
             f"near-duplicates: {self.rows_in_groups} of {self.n_rows} rows ({self.share_in_groups:.0%}) equal another "
-            f"row in all but at most {self.max_differences} of {self.n_columns} columns ({self.multi_row_groups} groups); "
-            f"{self.label_pure_share:.1%} of them share their group's label (chance: {self.chance_pure_share:.1%})"
+            f"row in all but at most {self.max_differences} of {self.n_columns} columns ({self.multi_row_groups} groups)"
         )
+        if math.isfinite(self.label_pure_share):  # not measured without labels
+            text += (
+                f"; {self.label_pure_share:.1%} of them share their group's label (chance: "
+                f"{self.chance_pure_share:.1%})"
+            )
         if self.suspicious:
             text += (
                 ". They look like altered copies: folds that split them measure memory, not prediction; "

@@ -32,15 +32,16 @@ METRIC_NAMES: tuple[str, ...] = ("roc_auc", "pr_auc", "lift_at_10", "brier", "ec
 
 
 def _arrays(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true, dtype=int).ravel()
+    labels = np.asarray(y_true).ravel()
     s = np.asarray(scores, dtype=float).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"{len(y)} labels but {len(s)} scores")
-    if len(y) == 0:
+    if labels.shape != s.shape:
+        raise ValueError(f"{len(labels)} labels but {len(s)} scores")
+    if len(labels) == 0:
         raise ValueError("no examples to score")
-    if not np.isin(y, (0, 1)).all():
+    # Checked before the cast to int, which would read 0.4 as 0 and 1.7 as 1 (scores passed as labels, say).
+    if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 or 1")
-    return y, s
+    return labels.astype(int), s
 
 
 def roc_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
@@ -89,6 +90,8 @@ def expected_calibration_error(
     Sum over bins of (share of examples in the bin) x |mean probability - churn rate in the bin|.
     A probability of exactly 1 falls in the last bin.
     """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     y, p = _arrays(y_true, probabilities)
     if ((p < 0) | (p > 1)).any():
         raise ValueError("probabilities must lie in [0, 1]")

@@ -119,3 +119,53 @@ def test_models_take_frames_whose_column_names_are_not_strings() -> None:
     assert hybrid.columns_ == ["0", "1"] and hybrid.predict_proba(frame).shape == (60, 2)
     with pytest.raises(ValueError, match="clash once written as text"):
         LightGBMChurn(lightgbm).fit(pd.concat([frame, named], axis=1), y)
+
+
+def _signal(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    return pd.DataFrame({"x": rng.normal(size=n) + y, "z": rng.normal(size=n)}), y
+
+
+def test_lightgbm_fits_columns_whose_names_hold_json_characters() -> None:
+    # A profile file keeps its headers; LightGBM refuses '"', ',', ':', '[', ']', '{' and '}' in a feature name.
+    frame, y = _signal(80)
+    frame = frame.rename(columns={"x": "Charges [USD]", "z": "Plan: type"}).assign(**{"Plan_ type": ["a", "b"] * 40})
+    model = LightGBMChurn(FAST_LGBM).fit(frame, y)
+    assert model.columns_ == ["Charges [USD]", "Plan: type", "Plan_ type"]
+    assert model.booster_.feature_name() == ["Charges__USD_", "Plan__type", "Plan__type__2"]
+    assert roc_auc(y, model.predict_proba(frame)[:, 1]) > 0.7
+    assert list(model.feature_importances()) == model.columns_
+
+
+def test_lightgbm_and_logistic_regression_fit_the_grouped_rows_of_fewer_customers_than_inner_folds(
+    tmp_path: Path,
+) -> None:
+    frame, y = _signal(40)
+    customers = [f"c{i // 10}" for i in range(40)]  # 4 customers, 10 rows each: 5 grouped folds cannot be filled
+    LightGBMChurn(FAST_LGBM).fit(frame, y, groups=customers)
+    LogisticRegressionChurn(LogisticRegressionOptions(C_grid=(0.1, 1.0))).fit(frame, y, groups=customers)
+    # One customer's rows have no split that keeps the customer whole: they are split as rows.
+    LightGBMChurn(FAST_LGBM).fit(frame, y, groups=["c0"] * 40)
+
+
+def test_lightgbm_scores_an_empty_batch_to_an_empty_result() -> None:
+    frame, y = _signal(60)
+    assert LightGBMChurn(FAST_LGBM).fit(frame, y).predict_proba(frame.iloc[:0]).shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_leaves_grid": ()},
+        {"num_leaves_grid": (7, 1)},
+        {"inner_valid_fraction": 0.0},
+        {"inner_valid_fraction": 1.0},
+        {"max_rounds": 0},
+        {"early_stopping_rounds": 0},
+        {"learning_rate": 0.0},
+    ],
+)
+def test_lightgbm_options_refuse_settings_that_cannot_train(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        LightGBMOptions(**options)  # an empty grid ended in a bare AssertionError at fit

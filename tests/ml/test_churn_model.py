@@ -288,3 +288,10 @@ def test_a_model_whose_saved_calibration_is_not_finite_is_refused(tmp_path: Path
 
     with pytest.raises(ArtifactError, match="not valid JSON.*Infinity is not a number JSON allows"):
         ChurnModel.load(tmp_path / "m")
+
+
+def test_a_configuration_saved_before_verbatim_attribute_names_keeps_the_ascii_naming() -> None:
+    state = json.loads(json.dumps(ChurnModelConfig().to_json()))
+    assert ChurnModelConfig.from_json(state).features.attribute_names == "verbatim"
+    del state["features"]["attribute_names"]  # as models trained before the option saved it
+    assert ChurnModelConfig.from_json(state).features.attribute_names == "ascii"

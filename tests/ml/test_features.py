@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord
-from ml.features import FeatureBuilder, ProfileError, describe_feature, prepare_profile
+from ml.features import FeatureBuilder, FeatureConfig, ProfileError, describe_feature, prepare_profile
 from ml.snapshot import snapshot_at
 
 AS_OF = datetime(2025, 6, 30, tzinfo=UTC)
@@ -150,3 +150,25 @@ def test_attribute_kinds_recorded_at_training_make_each_row_independent_of_its_b
     assert list(empty.columns[-2:]) == ["attr_plan", "attr_vip"]
     assert empty["attr_plan"].iloc[0] is None and math.isnan(empty["attr_vip"].iloc[0])
     assert FeatureBuilder().build(_with_attributes({"vip": " 2.5 "}), attribute_kinds=kinds)["attr_vip"].iloc[0] == 2.5
+
+
+def test_attribute_columns_keep_the_attribute_names_so_that_none_share_a_column() -> None:
+    as_of = datetime(2025, 6, 30, tzinfo=UTC)
+    history = CustomerHistory(
+        customer=CustomerRecord(
+            id="c1",
+            signed_up_at=as_of - timedelta(days=100),
+            attributes={"契約": "annual", "プラン": "gold", "plan type": "x", "plan-type": "y"},
+        ),
+        orders=(OrderRecord(placed_at=as_of - timedelta(days=3), amount=10.0),),
+    )
+    snapshot = snapshot_at(history, as_of)
+    frame = FeatureBuilder().build([snapshot])
+    attributes = {c: frame.loc["c1", c] for c in frame.columns if c.startswith("attr_")}
+    assert attributes == {"attr_plan type": "x", "attr_plan-type": "y", "attr_プラン": "gold", "attr_契約": "annual"}
+    assert describe_feature("attr_契約") == "customer attribute '契約'"
+    # Models trained before keep their naming (two of the four values then share a column, as they did).
+    old = FeatureBuilder(FeatureConfig(attribute_names="ascii")).build([snapshot])
+    assert sorted(c for c in old.columns if c.startswith("attr_")) == ["attr_plan_type", "attr_unnamed"]
+    with pytest.raises(ValueError, match="attribute_names"):
+        FeatureConfig(attribute_names="latin")

@@ -38,3 +38,13 @@ def test_a_grouped_holdout_takes_whole_customers_and_about_the_share_asked() -> 
     assert len(train) + len(held) == 60 and 9 <= len(held) <= 15
     with pytest.raises(ValueError, match="3 customers cannot fill 4 folds"):
         stratified_folds(LABELS[:9], 4, seed=0, groups=CUSTOMERS[:9])
+
+
+def test_a_grouped_holdout_with_fewer_customers_than_folds_holds_out_whole_customers() -> None:
+    labels = np.tile([0, 1], 20)
+    customers = [f"c{i // 10}" for i in range(40)]  # 4 customers: round(1 / 0.2) = 5 folds cannot be filled
+    train, held_out = stratified_holdout(labels, 0.2, seed=0, groups=customers)
+    assert len(train) + len(held_out) == 40 and len(held_out) == 10  # one customer of four
+    assert not {customers[i] for i in train} & {customers[i] for i in held_out}
+    with pytest.raises(ValueError, match="single customer"):
+        stratified_holdout(labels, 0.2, seed=0, groups=["c0"] * 40)

@@ -318,3 +318,35 @@ def test_quantisation_is_refused_outside_the_frozen_mode_or_by_an_unknown_name()
         HybridConfig(text_mode="frozen", quantize="fp8")
     with pytest.raises(ValueError, match="quantize must be one of none, int8"):
         SharedEmbedder(None, quantize="int4")
+
+
+class ConstantTextModel:
+    """A text model that tells nobody apart: every text scores 0.5."""
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, *, groups: Sequence[object] | None = None) -> ConstantTextModel:
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return np.full((len(list(texts)), 2), 0.5)
+
+    def save(self, path: str | Path) -> Path:
+        raise NotImplementedError
+
+
+def test_a_text_score_that_only_ties_with_the_features_is_left_out() -> None:
+    frame, texts, y = _data(90)
+    config = HybridConfig(text_mode="tfidf", inner_folds=3, lightgbm=FAST_LIGHTGBM)
+    model = HybridChurnModel(config, text_model_factory=ConstantTextModel).fit(frame, texts, y)
+    assert model.leaves_cv_roc_auc_["7 leaves"] == model.leaves_cv_roc_auc_["7 leaves, no text"]
+    assert not model.text_selected_  # it was kept: the variant with text was tried first and a tie did not replace it
+    assert TEXT_SCORE_COLUMN not in model.lightgbm_.columns_
+
+
+def test_a_hybrid_of_few_customers_fits_and_scores_an_empty_batch() -> None:
+    frame, _, y = _data(60)
+    customers = [f"c{i // 10}" for i in range(60)]  # 6 customers: each fold's LightGBM trains on 4
+    model = HybridChurnModel(HybridConfig(text_mode="none", inner_folds=3, lightgbm=FAST_LIGHTGBM)).fit(
+        frame, None, y, groups=customers
+    )  # LightGBM's inner split asked for 5 grouped folds, which 4 customers cannot fill
+    assert model.predict_proba(frame).shape == (60, 2)
+    assert model.predict_proba(frame.iloc[:0]).shape == (0, 2)

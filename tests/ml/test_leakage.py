@@ -233,3 +233,11 @@ def test_grouped_folds_that_leave_a_test_fold_without_churners_are_refused_not_a
     with pytest.raises(ValueError, match=r"test fold \d of 5 has 0 churners and \d+ non-churners: nothing to measure"):
         cross_validate_profile(data, models=["logreg"], progress=False, group_near_duplicates=True)
     assert cross_validate_profile(data, models=["logreg"], progress=False).per_fold["logreg"][0]["roc_auc"] >= 0
+
+
+def test_the_note_without_labels_leaves_the_label_share_out() -> None:
+    frame = pd.DataFrame({"a": [1, 1, 2], "b": [1, 1, 1], "c": [2, 2, 2]})
+    report = near_duplicates(frame, None, max_differences=0)
+    assert report.rows_in_groups == 2
+    assert "nan" not in report.note() and "label" not in report.note()
+    assert "2 of 3 rows" in report.note()

@@ -115,3 +115,19 @@ def test_calibration_bins_leave_out_empty_bins_and_put_one_in_the_last() -> None
     bins = calibration_bins([0, 1, 1], [0.05, 1.0, 0.95], n_bins=10)
     assert [b.count for b in bins] == [1, 2] and [b.lower for b in bins] == pytest.approx([0.0, 0.9])
     assert [b.observed_rate for b in bins] == [0.0, 1.0] and bins[1].mean_predicted == pytest.approx(0.975)
+
+
+def test_labels_other_than_0_and_1_are_refused_before_they_are_read_as_integers() -> None:
+    # A cast first read 0.4 as 0 and 1.7 as 1: scores passed as labels gave a plausible Brier score or ROC AUC.
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        brier_score([0.4, 0.9], [0.4, 0.9])
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        roc_auc([0.3, 0.6, 1.0], [0.1, 0.2, 0.3])
+    assert brier_score(np.array([True, False]), [1.0, 0.0]) == 0.0
+    assert roc_auc([0.0, 1.0], [0.2, 0.7]) == 1.0
+
+
+def test_expected_calibration_error_refuses_a_bin_count_below_1() -> None:
+    for n_bins in (0, -3):
+        with pytest.raises(ValueError, match="n_bins must be at least 1"):
+            expected_calibration_error([0, 1], [0.2, 0.7], n_bins=n_bins)
