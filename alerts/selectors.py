@@ -24,6 +24,8 @@ from customers.models import Customer, Message
 
 # Two-sided 95% normal quantile.
 Z_95 = 1.959963984540054
+# The reason of a coupon email that failed while being handed over: it may have arrived, so it counts as a contact.
+DELIVERY_UNKNOWN = "delivery unknown"
 
 
 def alert_rules(*, active: bool | None = None) -> QuerySet[AlertRule]:
@@ -92,10 +94,19 @@ def treated_customer_ids(*, since: datetime | None = None, until: datetime | Non
     return sent.order_by("customer_id").values_list("customer_id", flat=True).distinct()
 
 
-def interventions_sent_to(*, customers: QuerySet[Customer]) -> QuerySet[Intervention]:
-    """The retention actions sent to these customers (coupon emails, webhooks): the audit trail of what was done
-    to whom, which uplift reports and training (``treated_customer_ids``) read."""
-    return Intervention.objects.filter(status=InterventionStatus.SENT, customer__in=customers)
+def interventions_that_may_have_reached(*, customers: QuerySet[Customer]) -> QuerySet[Intervention]:
+    """The retention actions (coupon emails, webhooks) sent to these customers, or that may have been: pending ones
+    and failures whose delivery is unknown count too, as they do for the customer cooldown. Deleting them would
+    delete the audit trail of what was done to whom, and the cooldown that keeps a customer from a second coupon."""
+    return Intervention.objects.filter(may_have_reached_the_customer(), customer__in=customers)
+
+
+def may_have_reached_the_customer() -> Q:
+    """The interventions that reached their customer or may have: pending, sent, or failed while being handed over
+    (delivery unknown: the server may have taken it)."""
+    return Q(status__in=(InterventionStatus.PENDING, InterventionStatus.SENT)) | Q(
+        status=InterventionStatus.FAILED, reason__startswith=DELIVERY_UNKNOWN
+    )
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import sanitize_address
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -65,7 +65,13 @@ from alerts.models import (
     Outcome,
     TriggerKind,
 )
-from alerts.selectors import MEASURED_CONTROL, MEASURED_TREATED, customer_open_alert
+from alerts.selectors import (
+    DELIVERY_UNKNOWN,
+    MEASURED_CONTROL,
+    MEASURED_TREATED,
+    customer_open_alert,
+    may_have_reached_the_customer,
+)
 from customers.models import Customer, Order, OrderStatus
 from customers.services import customer_opt_out
 from predictions.models import ChurnScore, ScoringRun
@@ -77,8 +83,6 @@ logger = logging.getLogger(__name__)
 
 EXAMPLE_RULE_NAME = "Top 5% by expected loss: coupon email"
 UNSUBSCRIBE_SALT = "alerts.unsubscribe"
-# The reason of a coupon email that failed while being handed over: it may have arrived, so it counts as a contact.
-DELIVERY_UNKNOWN = "delivery unknown"
 # Errors while connecting to the mail server worth another try later: nothing was handed over yet. OSError covers
 # refused and reset connections, timeouts, DNS failures and TLS errors.
 TRANSIENT_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
@@ -553,8 +557,7 @@ def _recently_contacted(customer_ids: set[int]) -> set[int]:
         return set()
     cutoff = timezone.now() - timedelta(days=conf.customer_cooldown_days())
     recent = Intervention.objects.filter(
-        Q(status__in=(InterventionStatus.PENDING, InterventionStatus.SENT))
-        | Q(status=InterventionStatus.FAILED, reason__startswith=DELIVERY_UNKNOWN),
+        may_have_reached_the_customer(),
         kind=ActionKind.COUPON_EMAIL,
         customer_id__in=list(customer_ids),
         created_at__gte=cutoff,

@@ -139,7 +139,7 @@ class CappedPageNumberPagination(PageNumberPagination):
         (not a whole number, or below 1) is a 400 naming it. Above the maximum it is the maximum, as documented."""
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None or raw == "":
-            return self.page_size
+            return min(self.page_size, self.max_page_size)  # the settings check it; a test may change one of them
         try:
             size = int(raw.strip())
         except ValueError:

@@ -378,6 +378,13 @@ REST_FRAMEWORK = {
 }
 # Largest ?page_size= a client may ask for.
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
+# DRF reads a page size of 0 as "no pagination" (every row in one bare list), and a default above the maximum would
+# give more rows than any client may ask for.
+if not 1 <= REST_FRAMEWORK["PAGE_SIZE"] <= API_MAX_PAGE_SIZE:
+    raise ImproperlyConfigured(
+        f"API_PAGE_SIZE must be at least 1 and at most API_MAX_PAGE_SIZE ({API_MAX_PAGE_SIZE}), "
+        f"not {REST_FRAMEWORK['PAGE_SIZE']}"
+    )
 # Largest request body outside the ingestion endpoint (which has CHURN_INGEST_MAX_BYTES): JSON bodies above it get 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 

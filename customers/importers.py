@@ -1017,11 +1017,13 @@ class RowParser:
         for field_name, column in options.field_map.items():
             if column not in columns:
                 raise ImportFileError(
-                    f"--map {field_name}={column}: the file has no column {column!r}; columns: {', '.join(columns)}"
+                    f"--map {field_name}={column}: the file has no column {column!r}; columns: {', '.join(columns)}",
+                    option="map",
                 )
         if options.label_column and options.label_column not in columns:
             raise ImportFileError(
-                f"--label-col {options.label_column}: the file has no such column; columns: {', '.join(columns)}"
+                f"--label-col {options.label_column}: the file has no such column; columns: {', '.join(columns)}",
+                option="label_col",
             )
         plan = self.plan(columns)
         if plan.missing:
@@ -1031,7 +1033,7 @@ class RowParser:
                 hint = " The header was read as a single column: wrong delimiter? Pass --delimiter."
             raise ImportFileError(
                 f"missing required column for {self.kind} field {spec.name!r} (looked for "
-                f"{', '.join(spec.aliases)}); name the column with --map {spec.name}=COLUMN. "
+                f"{', '.join(spec.aliases)}); name the column with --map {spec.name}=COLUMN (the API's map parameter). "
                 f"The file's columns: {', '.join(columns)}.{hint}"
             )
         return plan

@@ -315,6 +315,9 @@ class _BatchImporter:
             before = {name: getattr(customer, name) for name in PROFILE_FIELDS}
             changed: list[str] = []
             for name, value in row.values.items():
+                if name == "opted_out_at" and customer.opted_out_at is not None:
+                    # An opt-out always wins and its first time is kept (customers.services.customer_opt_out).
+                    value = customer.opted_out_at if value is None else min(customer.opted_out_at, value)
                 if getattr(customer, name) != value:
                     setattr(customer, name, value)
                     changed.append(name)

@@ -263,6 +263,9 @@ class IngestView(APIView):
                 source = "api"
             if fmt not in FORMATS:
                 raise ValidationError({"format": [f"must be one of {', '.join(FORMATS)}"]})
+            if params.get("positive") is not None and not params.get("label_col"):
+                # Without it the labels would be imported as a plain attribute, and a misspelt label_col lose them.
+                raise ValidationError({"positive": ["names a value of the label column: give label_col too"]})
             spool.seek(0)
             try:
                 options = import_options_from_settings(

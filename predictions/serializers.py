@@ -92,8 +92,15 @@ class ModelVersionDetailSerializer(ModelVersionSerializer):
 class TrainingRunSerializer(serializers.ModelSerializer):
     # Bounded here so that a request that can never train is a 400, not a queued run that fails: the label
     # window is counted back from ``as_of`` (3650 days, as alert rules allow, and a year after 1970).
-    mode = serializers.ChoiceField(choices=TRAINING_MODES)
-    horizon_days = serializers.IntegerField(min_value=1, max_value=MAX_WINDOW_DAYS)
+    mode = serializers.ChoiceField(
+        choices=TRAINING_MODES, required=False, help_text="Default: CHURN_DEFAULT_MODE, as for churn_train."
+    )
+    horizon_days = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_WINDOW_DAYS,
+        required=False,
+        help_text="Days after each cutoff that decide churn. Default: CHURN_HORIZON_DAYS, as for churn_train.",
+    )
     lead_days = serializers.IntegerField(min_value=0, max_value=MAX_WINDOW_DAYS, required=False)
     labels_from = serializers.ChoiceField(
         choices=("activity", "flag"),

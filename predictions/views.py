@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -240,9 +241,9 @@ class TrainingRunListView(generics.ListCreateAPIView):
             data = serializer.validated_data
             try:
                 run = training_run_request(
-                    mode=data["mode"],
+                    mode=data.get("mode", settings.CHURN_DEFAULT_MODE),
                     as_of=data.get("as_of"),
-                    horizon_days=data["horizon_days"],
+                    horizon_days=data.get("horizon_days", settings.CHURN_HORIZON_DAYS),
                     lead_days=data.get("lead_days", 0),
                     actor=request.user.get_username(),
                     options={"labels_from": data["labels_from"]} if "labels_from" in data else None,

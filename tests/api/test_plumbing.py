@@ -23,6 +23,9 @@ def test_page_size_is_honoured_up_to_the_cap(staff: APIClient, five_customers: l
     assert len(staff.get("/api/v1/customers/?page_size=2").json()["results"]) == 2
     capped = staff.get("/api/v1/customers/?page_size=1000").json()
     assert (len(capped["results"]), capped["count"]) == (3, 5)
+    settings.API_MAX_PAGE_SIZE = 2  # the default page (50) is capped too
+    default = staff.get("/api/v1/customers/").json()
+    assert (len(default["results"]), default["count"]) == (2, 5)
 
 
 def test_ordering_by_a_listed_field_and_unknown_fields_are_ignored(staff: APIClient, five_customers) -> None:  # noqa: ANN001

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from churnsite.celery import QUEUE_NAMES
 from churnsite.celery import app as celery_app
 
@@ -192,6 +194,19 @@ def test_an_empty_variable_of_any_type_counts_as_unset_and_an_unreadable_one_is_
 
     unreadable = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), "API_PAGE_SIZE": "ten"})
     assert unreadable.returncode != 0 and "API_PAGE_SIZE='ten' cannot be read" in unreadable.stderr
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [{"API_PAGE_SIZE": "0"}, {"API_MAX_PAGE_SIZE": "0"}, {"API_PAGE_SIZE": "-3"}, {"API_PAGE_SIZE": "600"}],
+)
+def test_page_sizes_that_would_turn_pagination_off_or_exceed_the_maximum_stop_the_process(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    # DRF reads a page size of 0 as "no pagination": every row in one bare list.
+    result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), **environment})
+    assert result.returncode != 0
+    assert "API_PAGE_SIZE must be at least 1 and at most API_MAX_PAGE_SIZE" in result.stderr
 
 
 def test_a_database_server_that_never_answers_fails_the_connection_after_the_connect_timeout(tmp_path: Path) -> None:

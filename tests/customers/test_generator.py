@@ -362,23 +362,33 @@ def test_if_absent_generates_once_and_then_keeps_the_stored_store() -> None:
     assert set(Customer.objects.values_list("pk", flat=True)) == stored
 
 
-def _coupon_sent_to(customer: Customer) -> Intervention:
-    from alerts.models import ActionKind, Alert, AlertRule, InterventionStatus
+def _coupon_to(customer: Customer, *, status: str, reason: str = "") -> Intervention:
+    from alerts.models import ActionKind, Alert, AlertRule
 
     rule = AlertRule.objects.create(name="r", action=ActionKind.COUPON_EMAIL)
     alert = Alert.objects.create(
         customer=customer, rule=rule, period_start=END.date(), as_of=END, probability=0.9, risk_tier="high"
     )
     return Intervention.objects.create(
-        alert=alert, customer=customer, kind=ActionKind.COUPON_EMAIL, status=InterventionStatus.SENT, sent_at=END
+        alert=alert, customer=customer, kind=ActionKind.COUPON_EMAIL, status=status, reason=reason, sent_at=END
     )
 
 
 @pytest.mark.django_db
-def test_replace_refuses_to_delete_sent_retention_actions_unless_told_to() -> None:
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("sent", ""),
+        ("pending", ""),  # queued: the cooldown counts it as a contact
+        ("failed", "delivery unknown, not retried so as never to send twice: connection lost"),  # it may have arrived
+    ],
+)
+def test_replace_refuses_to_delete_retention_actions_that_may_have_reached_customers_unless_told_to(
+    status: str, reason: str
+) -> None:
     options = ["churn_generate", "--customers", "20", "--days", "60", "--end", "2026-01-01"]
     call_command(*options, stdout=io.StringIO())
-    _coupon_sent_to(Customer.objects.order_by("pk").first())
+    _coupon_to(Customer.objects.order_by("pk").first(), status=status, reason=reason)
 
     with pytest.raises(CommandError, match="--replace would delete 1 retention actions .* --delete-sent-interventions"):
         call_command(*options, "--replace")
@@ -387,6 +397,17 @@ def test_replace_refuses_to_delete_sent_retention_actions_unless_told_to() -> No
         call_command(*options, "--delete-sent-interventions")
 
     call_command(*options, "--replace", "--delete-sent-interventions", stdout=io.StringIO())
+
+    assert not Intervention.objects.exists() and Customer.objects.count() == 20
+
+
+@pytest.mark.django_db
+def test_replace_deletes_retention_actions_that_never_reached_customers() -> None:
+    options = ["churn_generate", "--customers", "20", "--days", "60", "--end", "2026-01-01"]
+    call_command(*options, stdout=io.StringIO())
+    _coupon_to(Customer.objects.order_by("pk").first(), status="failed", reason="the mail server refused it: 550")
+
+    call_command(*options, "--replace", stdout=io.StringIO())
 
     assert not Intervention.objects.exists() and Customer.objects.count() == 20
 

@@ -146,3 +146,20 @@ def test_an_upload_takes_its_options_from_the_query_string_and_from_form_fields(
     assert query.status_code == form.status_code == 200, (query.content, form.content)
     assert dict(Customer.objects.values_list("external_id", "churned")) == {"t1": True, "t2": False}
     assert all("Churn" not in customer.attributes for customer in Customer.objects.all())
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "words"),
+    [
+        ("positive=yes", "positive", "give label_col too"),  # the labels were imported as an attribute, 200
+        ("label_col=Nope", "label_col", "no such column"),
+        ("map=email=Mail", "map", "no column 'Mail'"),
+    ],
+)
+def test_options_that_do_not_fit_the_file_are_refused_by_name(
+    staff: APIClient, query: str, field: str, words: str
+) -> None:
+    response = staff.post(f"/api/v1/ingest/customers?{query}", "external_id,Churn\nz1,yes\n", content_type="text/csv")
+    assert response.status_code == 400, response.content
+    assert words in " ".join(response.json()["error"]["fields"][field])
+    assert not Customer.objects.exists() and not ImportRun.objects.filter(rows_imported__gt=0).exists()

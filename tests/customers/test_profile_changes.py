@@ -121,3 +121,20 @@ def test_the_customer_api_gives_the_profile_history_newest_first() -> None:
 def test_profile_history_and_timeline_keep_their_own_labels() -> None:
     assert CustomerAdmin.profile_history.short_description == "changes, newest first"
     assert getattr(CustomerAdmin.timeline, "short_description", None) == "timeline"
+
+
+def test_an_import_never_moves_an_opt_out_later_nor_clears_it() -> None:
+    from customers.services import customer_opt_out
+
+    customer = Customer.objects.create(external_id="o1", email="o1@example.com", marketing_consent=True)
+    first = customer_opt_out(customer=customer, at=datetime(2026, 1, 5, tzinfo=UTC)).opted_out_at
+    header = "customer_id,marketing_consent,opted_out_at\n"
+    import_customers(header + "o1,true,2026-02-01T00:00:00Z\n")  # it moved the opt-out to February
+    customer.refresh_from_db()
+    assert customer.opted_out_at == first and not customer.can_be_contacted
+    import_customers(header + "o1,true,\n")
+    customer.refresh_from_db()
+    assert customer.opted_out_at == first
+    import_customers(header + "o1,true,2025-12-24T00:00:00Z\n")  # an earlier opt-out known to the CRM
+    customer.refresh_from_db()
+    assert customer.opted_out_at == datetime(2025, 12, 24, tzinfo=UTC)

@@ -62,7 +62,7 @@ def test_a_retried_training_request_creates_one_run(staff: APIClient) -> None:
     assert [a.status_code for a in answers] == [202, 202], answers[0].json()
     assert answers[0].json()["id"] == answers[1].json()["id"] and answers[1]["Idempotent-Replayed"] == "true"
     assert TrainingRun.objects.count() == 1
-    assert invalid.status_code == 400 and set(invalid.json()["error"]["fields"]) == {"mode", "horizon_days"}
+    assert invalid.status_code == 400 and set(invalid.json()["error"]["fields"]) == {"mode"}
 
 
 def test_the_schema_documents_the_key_and_its_422_on_every_post_that_takes_it(staff: APIClient) -> None:
@@ -96,3 +96,14 @@ def test_a_training_that_fails_in_the_request_answers_with_the_failed_run_not_a_
     body = response.json()
     assert body["status"] == "failed" and "no customer has any qualifying activity" in body["error"]
     assert body["as_of"] is not None, "as_of defaults to now, as for churn_train"
+
+
+def test_a_training_request_without_mode_or_horizon_takes_the_defaults_of_churn_train(
+    staff: APIClient,
+    settings,  # noqa: ANN001
+) -> None:
+    settings.CHURN_DEFAULT_MODE, settings.CHURN_HORIZON_DAYS = "lightgbm", 45
+    response = staff.post("/api/v1/training-runs/", {"as_of": "2026-06-01T00:00:00Z"}, format="json")
+    assert response.status_code == 202, response.content  # it was a 400: "horizon_days: This field is required"
+    run = TrainingRun.objects.get()
+    assert (run.mode, run.horizon_days, response.json()["mode"]) == ("lightgbm", 45, "lightgbm")

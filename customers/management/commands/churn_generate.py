@@ -133,12 +133,12 @@ class Command(BaseCommand):
     def _refuse_replacing_sent_interventions(self) -> None:
         """Replacing deletes the demo customers and, with them, their alerts and retention actions: the audit trail
         of the coupons sent, whose addresses the new store reuses (so a rescoring would email them again)."""
-        from alerts.selectors import interventions_sent_to
+        from alerts.selectors import interventions_that_may_have_reached
 
-        sent = interventions_sent_to(customers=demo_customers())
+        sent = interventions_that_may_have_reached(customers=demo_customers())
         if sent.exists():
             raise CommandError(
-                f"--replace would delete {sent.count()} retention actions sent to "
+                f"--replace would delete {sent.count()} retention actions sent (or pending, or of unknown delivery) to "
                 f"{sent.values('customer_id').distinct().count()} demo customers (their audit trail), and the "
                 "regenerated customers would be contacted again; add --delete-sent-interventions to delete them "
                 "anyway, or use --if-absent to keep the stored store"
