@@ -194,6 +194,7 @@ class ChurnModel:
     def __init__(self, config: ChurnModelConfig | None = None, *, embedder: SharedEmbedder | None = None) -> None:
         self.config = config or ChurnModelConfig()
         self._embedder = embedder
+        self._tokenizer: object | None = None
         self.hybrid_: HybridChurnModel | None = None
         self.holdout_metrics: dict[str, object] = {}
         self.holdout_: HoldoutData | None = None  # set by fit() only; a loaded model has none
@@ -206,7 +207,20 @@ class ChurnModel:
     def _texts(self, snapshots: Sequence[Snapshot]) -> list[str] | None:
         if self.config.hybrid.text_mode == "none":
             return None
-        return [serialize_snapshot(s, config=self.config.serialize) for s in snapshots]
+        check = self._encoder_tokenizer()
+        return [serialize_snapshot(s, config=self.config.serialize, check_tokens=check) for s in snapshots]
+
+    def _encoder_tokenizer(self) -> object | None:
+        """The tokenizer of the encoder that reads the texts (None for TF-IDF, which reads them whole): each text
+        is fitted to the token budget with a fast approximate count and checked with it, because the encoder cuts
+        whatever goes beyond its max_length, and the approximation falls short for some languages."""
+        if self.config.hybrid.text_mode in ("none", "tfidf"):
+            return None
+        if self._tokenizer is None:
+            from ml.encoder import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.config.hybrid.encoder)
+        return self._tokenizer
 
     def _frame(self, snapshots: Sequence[Snapshot]) -> pd.DataFrame:
         if not hasattr(self, "column_kinds_"):

@@ -122,7 +122,15 @@ class CustomerHistory:
         # Sorting here means every consumer can rely on time order without re-sorting.
         object.__setattr__(self, "orders", tuple(sorted(self.orders, key=lambda o: o.placed_at)))
         object.__setattr__(self, "events", tuple(sorted(self.events, key=lambda e: e.occurred_at)))
-        object.__setattr__(self, "messages", tuple(sorted(self.messages, key=lambda m: m.sent_at)))
+        # Messages sent at the same time (a date-only import puts a whole day at midnight) in an order of their own,
+        # not the database's: the text, its cache key and which of them the token budget keeps depend on it.
+        object.__setattr__(
+            self,
+            "messages",
+            tuple(
+                sorted(self.messages, key=lambda m: (m.sent_at, m.conversation_id, m.channel, m.author_role, m.text))
+            ),
+        )
         object.__setattr__(
             self, "profile_changes", tuple(sorted(self.profile_changes, key=lambda change: change.changed_at))
         )

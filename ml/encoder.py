@@ -107,18 +107,26 @@ def encoder_identity(spec: str | None) -> str:
 def load_encoder(spec: str | None, *, allow_download: bool = False) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Load ``(tokenizer, model)`` with ``AutoTokenizer``/``AutoModel`` from the directory ``spec`` resolves to."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     path = resolve_encoder_path(spec, allow_download=allow_download)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    # Whatever the saved tokenizer says: the texts put what matters first (truncation keeps the start), and BERT
-    # numbers positions from the left (left padding would move every token).
-    tokenizer.truncation_side = "right"
-    tokenizer.padding_side = "right"
+    tokenizer = load_tokenizer(path)
     # float32 whatever the checkpoint's dtype: heads are float32, and half precision on a CPU is slow and coarse.
     model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     model.eval()
     return tokenizer, model
+
+
+def load_tokenizer(spec: str | None) -> PreTrainedTokenizerBase:
+    """The tokenizer of the encoder ``spec`` resolves to (local files only), without the model's weights."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder_path(spec), local_files_only=True)
+    # Whatever the saved tokenizer says: the texts put what matters first (truncation keeps the start), and BERT
+    # numbers positions from the left (left padding would move every token).
+    tokenizer.truncation_side = "right"
+    tokenizer.padding_side = "right"
+    return tokenizer
 
 
 # Text that shows how a tokenizer treats case, accents, digits, punctuation, Chinese and emoji.

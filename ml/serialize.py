@@ -59,7 +59,9 @@ TokenCounter = Callable[[str], int]
 _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff00-\uffef])")
 _PIECES = re.compile(r"[^\W_]+|\S")
 _DROP_BLOCKS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
+# A tag starts with a letter (or "/" and a letter, or "!" for a doctype) after "<": "<3" and "took > 2 weeks" in a
+# plain-text message are words, not markup.
+_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>|<![A-Za-z][^<>]*>", re.DOTALL)
 _BREAK_TAG = re.compile(r"<\s*(br|/p|/div|/li|p|div|li)\b[^>]*>", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 RETURN_STATUSES = frozenset({"returned", "refunded"})
@@ -123,7 +125,11 @@ class SerializeConfig:
 
 
 def serialize_snapshot(
-    snapshot: Snapshot, *, config: SerializeConfig | None = None, count_tokens: TokenCounter | object = None
+    snapshot: Snapshot,
+    *,
+    config: SerializeConfig | None = None,
+    count_tokens: TokenCounter | object = None,
+    check_tokens: TokenCounter | object = None,
 ) -> str:
     """The text of a customer at a snapshot (see the module docstring for the layout).
 
@@ -132,6 +138,9 @@ def serialize_snapshot(
         config: budget and layout options.
         count_tokens: a ``str -> int`` token counter or a Hugging Face tokenizer (``encode`` is used);
             None approximates WordPiece (:func:`approx_wordpiece_count`).
+        check_tokens: the encoder's tokenizer (or counter), when the text is fitted with a faster approximate
+            count: the finished text is counted with it once, and fitted again with it if the approximation fell
+            short (text in other languages than English, which the encoder would otherwise cut from the end).
     """
     config = config or SerializeConfig()
     count = token_counter(count_tokens) if count_tokens is not None else approx_wordpiece_count
@@ -148,24 +157,42 @@ def serialize_snapshot(
     lines += _order_lines(snapshot, config)
     lines += _browsing_lines(snapshot, config)
     lines += _support_lines(snapshot)
+    # Messages with no text once the HTML is gone (an image-only email) take none of the max_messages places.
     messages = [
-        (m.sent_at, m.channel, html_to_text(m.text))
+        (f"[{m.sent_at:%Y-%m-%d} {m.channel}] ", text)
         for m in reversed(snapshot.messages)
-        if m.author_role == "customer" and m.text.strip()
+        if m.author_role == "customer" and (text := html_to_text(m.text))
     ][: config.max_messages]
-    return _fit_budget(
-        lines, [f"[{at:%Y-%m-%d} {channel}] {text}" for at, channel, text in messages if text], config, count
-    )
+    return _fit_checked(lines, messages, config, count, check_tokens)
 
 
 def serialize_profile(
-    values: Mapping[str, object], *, config: SerializeConfig | None = None, count_tokens: TokenCounter | object = None
+    values: Mapping[str, object],
+    *,
+    config: SerializeConfig | None = None,
+    count_tokens: TokenCounter | object = None,
+    check_tokens: TokenCounter | object = None,
 ) -> str:
-    """The text of a profile row: ``name: value`` per column in the given order, missing values as ``unknown``."""
+    """The text of a profile row: ``name: value`` per column in the given order, missing values as ``unknown``.
+    ``count_tokens`` and ``check_tokens`` as for :func:`serialize_snapshot`."""
     config = config or SerializeConfig()
     lines = [f"{_clean_value(name)}: {_format_value(value)}" for name, value in values.items()]
     count = token_counter(count_tokens) if count_tokens is not None else approx_wordpiece_count
-    return _fit_budget(lines, [], config, count)
+    return _fit_checked(lines, [], config, count, check_tokens)
+
+
+def _fit_checked(
+    lines: Sequence[str],
+    messages: Sequence[tuple[str, str]],
+    config: SerializeConfig,
+    count: TokenCounter,
+    check_tokens: TokenCounter | object,
+) -> str:
+    text = _fit_budget(lines, messages, config, count)
+    if check_tokens is None:
+        return text
+    exact = token_counter(check_tokens)
+    return text if exact(text) <= config.token_budget else _fit_budget(lines, messages, config, exact)
 
 
 def _order_lines(snapshot: Snapshot, config: SerializeConfig) -> list[str]:
@@ -253,8 +280,9 @@ class _Budget:
         self.used += cost
         return True
 
-    def add_truncated(self, line: str) -> bool:
-        """Add the longest prefix of ``line`` that fits (cut at a space when possible, with an ellipsis)."""
+    def add_truncated(self, line: str, keep: int = 0) -> bool:
+        """Add the longest prefix of ``line`` longer than ``keep`` characters that fits (cut at a space when
+        possible, with an ellipsis); False when none fits."""
         low, high = 0, len(line)
         while low < high:
             middle = (low + high + 1) // 2
@@ -262,11 +290,11 @@ class _Budget:
                 low = middle
             else:
                 high = middle - 1
-        if low == 0:
+        if low <= keep:
             return False
         prefix = line[:low]
         space = prefix.rfind(" ")
-        if space > low // 2:
+        if space > max(low // 2, keep):
             prefix = prefix[:space]
         return self.add(prefix.rstrip() + " …")
 
@@ -276,7 +304,10 @@ class _Budget:
         return "\n".join(self.lines)
 
 
-def _fit_budget(lines: Sequence[str], messages: Sequence[str], config: SerializeConfig, count: TokenCounter) -> str:
+def _fit_budget(
+    lines: Sequence[str], messages: Sequence[tuple[str, str]], config: SerializeConfig, count: TokenCounter
+) -> str:
+    """``lines``, then ``messages`` (``(header, text)``, newest first) under the header, within the budget."""
     budget = _Budget(count, config.token_budget)
     for line in lines:
         if not budget.add(line):
@@ -285,11 +316,13 @@ def _fit_budget(lines: Sequence[str], messages: Sequence[str], config: Serialize
     header = "messages, newest first:"
     if messages and budget.fits(header, reserve=config.min_message_tokens):
         budget.add(header)
-        for message in messages:
-            if budget.add(message):
+        for message_header, text in messages:
+            if budget.add(message_header + text):
                 continue
-            if budget.fits("", reserve=config.min_message_tokens):
-                budget.add_truncated(message)
+            # Cut only where the message's date and channel fit with min_message_tokens of its text, and never
+            # inside the header (a line "[2025-06-09 …" says nothing and reads as no message at all).
+            if budget.fits(message_header.rstrip(), reserve=config.min_message_tokens):
+                budget.add_truncated(message_header + text, keep=len(message_header))
             break
     return budget.text()
 

@@ -137,3 +137,80 @@ def test_a_real_tokenizer_keeps_the_text_within_its_budget(tiny_bert_dir) -> Non
     )
     assert 450 < len(tokenizer(text)["input_ids"]) <= 500
     assert "messages, newest first:" in text
+
+
+def test_a_text_fitted_with_the_approximate_count_is_checked_with_the_encoders_tokenizer(tiny_bert_dir) -> None:  # noqa: ANN001
+    from transformers import AutoTokenizer
+
+    from ml.churn_model import ChurnModel, ChurnModelConfig
+    from ml.hybrid import HybridConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))  # words split into letters: the estimate falls short
+    snapshot = snapshot_at(customer_history(["the parcel is late again and nobody answers"] * 12), AS_OF)
+    config = SerializeConfig(token_budget=400)
+    approximate = serialize_snapshot(snapshot, config=config)
+    assert len(tokenizer(approximate)["input_ids"]) > 400  # the encoder would cut the oldest messages off
+    checked = serialize_snapshot(snapshot, config=config, check_tokens=tokenizer)
+    assert len(tokenizer(checked)["input_ids"]) <= 400 and "messages, newest first:" in checked
+    assert checked == serialize_snapshot(snapshot, config=config, count_tokens=tokenizer)
+    short = SerializeConfig(token_budget=5000)  # within the budget either way: the check changes nothing
+    assert serialize_snapshot(snapshot, config=short, check_tokens=tokenizer) == serialize_snapshot(
+        snapshot, config=short
+    )
+    # The churn model checks its texts with its encoder's tokenizer (TF-IDF reads them whole).
+    model_config = ChurnModelConfig(
+        serialize=config, hybrid=HybridConfig(text_mode="frozen", encoder=str(tiny_bert_dir))
+    )
+    assert ChurnModel(model_config)._texts([snapshot]) == [checked]
+    tfidf_config = ChurnModelConfig(serialize=config, hybrid=HybridConfig(text_mode="tfidf"))
+    assert ChurnModel(tfidf_config)._texts([snapshot]) == [approximate]
+
+
+@pytest.mark.parametrize("budget", range(60, 140))
+def test_a_message_is_cut_only_with_its_date_channel_and_some_text(budget: int) -> None:
+    from ml.explain import _MESSAGE_LINE
+
+    history = CustomerHistory(
+        customer=CustomerRecord(id="c", segment="gold", country="DE"),
+        orders=(OrderRecord(placed_at=ago(40), amount=100.0),),
+        messages=tuple(
+            MessageRecord(sent_at=ago(30 - i), text="The parcel is late again and nobody answers my emails. " * 3)
+            for i in range(10)
+        ),
+    )
+    text = serialize_snapshot(snapshot_at(history, AS_OF), config=SerializeConfig(token_budget=budget))
+    lines = text.split("\n")
+    for line in lines[lines.index("messages, newest first:") + 1 :] if "messages, newest first:" in lines else []:
+        match = _MESSAGE_LINE.match(line)  # a line "[2025-06-09 …" was left at some budgets
+        assert match is not None and match.group("body").strip(" …"), line
+
+
+def test_html_to_text_keeps_angle_brackets_that_are_not_markup() -> None:
+    assert html_to_text("I love it <3 but delivery took > 2 weeks") == "I love it <3 but delivery took > 2 weeks"
+    assert html_to_text("<p>a</p><!-- a > b --><!DOCTYPE html>b <i>c</i>") == "a b c"
+
+
+def test_messages_without_text_once_the_html_is_gone_take_no_place() -> None:
+    texts = [f"real message number {i}" for i in range(20)] + ["<img src='cid:photo.jpg'>", "&nbsp;"] * 3
+    history = CustomerHistory(
+        customer=CustomerRecord(id="c"),
+        messages=tuple(
+            MessageRecord(sent_at=ago(100 - i), text=t, conversation_id=str(i)) for i, t in enumerate(texts)
+        ),
+    )
+    text = serialize_snapshot(snapshot_at(history, AS_OF), config=SerializeConfig(token_budget=5000, max_messages=20))
+    assert len(text.split("messages, newest first:\n")[1].split("\n")) == 20  # it was 14 of the 20
+
+
+def test_messages_sent_at_the_same_time_give_the_same_text_in_any_input_order() -> None:
+    day = datetime(2025, 6, 20, tzinfo=UTC)  # a date-only import: the whole day at midnight
+    rows = [
+        MessageRecord(sent_at=day, text="I want to cancel my account.", conversation_id="a"),
+        MessageRecord(sent_at=day, text="Thanks, all sorted now!", conversation_id="b"),
+    ]
+    customer = CustomerRecord(id="c")
+    texts = {
+        serialize_snapshot(snapshot_at(CustomerHistory(customer=customer, messages=tuple(order)), AS_OF))
+        for order in (rows, rows[::-1])
+    }
+    assert len(texts) == 1

@@ -251,10 +251,11 @@ def test_a_model_card_that_cannot_be_computed_leaves_a_note_not_a_failed_run(sto
 
 
 def _demo_words() -> list[str]:
-    """The English words of the demo store's messages, so the tiny encoder below sees words, not letters."""
+    """The English words of the demo store's messages and profiles, so the tiny encoder below sees words, not
+    letters."""
     import re
 
-    from customers.generator import text
+    from customers.generator import names, text
 
     found: set[str] = set()
 
@@ -268,9 +269,10 @@ def _demo_words() -> list[str]:
             for item in value:
                 walk(item)
 
-    for name in dir(text):
-        if name.isupper():
-            walk(getattr(text, name))
+    for module in (text, names):
+        for name in dir(module):
+            if name.isupper():
+                walk(getattr(module, name))
     return sorted(found)
 
 
@@ -281,9 +283,18 @@ def tiny_encoder(settings, tmp_path: Path) -> Iterator[Path]:  # noqa: ANN001
     import torch
 
     digits = [str(d) for d in range(10)]
+    # Numbers and the serialiser's own words as whole tokens, as a real vocabulary has them: with letters and digits
+    # alone a customer's profile and behaviour lines took more than the 256 tokens (and their messages no room).
+    numbers = [str(n) for n in [*range(1000), *range(1990, 2040)]] + [f"{n:02d}" for n in range(10)]
+    layout = (
+        "acquisition channel device loyalty tier newsletter preferred category yes no "
+        "segment country language customer since orders spend average returned with discount by month last order "
+        "ago weeks week months month days year over none browsing events page view add cart search login wishlist "
+        "support conversations messages from newest first chat email phone k unknown"
+    ).split()
     directory = write_tiny_bert(
         tmp_path / "tiny-bert",
-        tokens=[*".,!?:;()-$", *LETTERS, *digits, *_demo_words()],
+        tokens=[*".,!?:;()-$_[]#'", *LETTERS, *digits, *numbers, *layout, *_demo_words()],
         word_pieces=[*LETTERS, *digits],
         max_position_embeddings=512,
     )
