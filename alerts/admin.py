@@ -80,6 +80,13 @@ class AlertRuleAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # The list accepts filters on any field in its URL: ?webhook_secret__startswith=a, then ab, ... would read
+        # the write-only secret one character at a time (Django's user admin refuses password lookups alike).
+        if lookup.startswith("webhook_secret"):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
     @admin.display(description="Webhook secret")
     def webhook_secret_state(self, obj: AlertRule) -> str:
         return "set (not shown)" if obj.webhook_secret else "not set"

@@ -1,19 +1,36 @@
-"""Project-wide writes: API service clients and their tokens."""
+"""Project-wide writes: API service clients and their tokens; failed staff logins counted against guessing."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from churnsite.permissions import SERVICE_CLIENTS_GROUP
 
-__all__ = ["ApiClientCredentials", "ApiClientError", "api_client_create", "api_client_revoke"]
+__all__ = [
+    "ApiClientCredentials",
+    "ApiClientError",
+    "api_client_create",
+    "api_client_revoke",
+    "login_failure_record",
+    "login_failures_clear",
+    "login_locked_out",
+]
+
+logger = logging.getLogger(__name__)
+# A login may fail this many times as often from everywhere together as from one address, before the account
+# itself is locked for the window: guessing from many addresses is slowed too, and one address cannot lock it.
+ACCOUNT_FAILURE_FACTOR = 5
 
 
 class ApiClientError(ValueError):
@@ -82,3 +99,52 @@ def api_client_revoke(*, name: str) -> bool:
     user.is_active = False
     user.save(update_fields=["is_active"])
     return True
+
+
+# --- Failed staff logins --------------------------------------------------------------------------------------------
+
+
+def _login_keys(username: str, address: str) -> tuple[str, str]:
+    user = hashlib.sha256(username.strip().casefold().encode("utf-8")).hexdigest()[:32]
+    return f"login-failures:{user}:{address}", f"login-failures:{user}"
+
+
+def _limits() -> tuple[int, int]:
+    limit = settings.ADMIN_LOGIN_MAX_FAILURES
+    return limit, limit * ACCOUNT_FAILURE_FACTOR
+
+
+def login_locked_out(*, username: str, address: str) -> bool:
+    """Whether logins as ``username`` are refused for now: ``ADMIN_LOGIN_MAX_FAILURES`` failures from ``address``
+    within ``ADMIN_LOGIN_LOCKOUT_SECONDS``, or five times as many from anywhere. Counters live in the default cache
+    (Redis in production, shared by every process); if it cannot be read, logins are not refused."""
+    pair, account = _login_keys(username, address)
+    try:
+        counts = cache.get_many([pair, account])
+    except Exception:  # noqa: BLE001 - a cache outage must not lock staff out
+        logger.warning("login failures could not be read from the cache; not limiting logins", exc_info=True)
+        return False
+    limit, account_limit = _limits()
+    return counts.get(pair, 0) >= limit or counts.get(account, 0) >= account_limit
+
+
+def login_failure_record(*, username: str, address: str) -> None:
+    """Count a failed login as ``username`` from ``address``; each count expires after the lockout window."""
+    timeout = settings.ADMIN_LOGIN_LOCKOUT_SECONDS
+    for key in _login_keys(username, address):
+        try:
+            if not cache.add(key, 1, timeout):
+                cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout)
+        except Exception:  # noqa: BLE001
+            logger.warning("a failed login could not be counted in the cache", exc_info=True)
+            return
+
+
+def login_failures_clear(*, username: str, address: str) -> None:
+    """Forget the failures from ``address`` after a successful login (those from elsewhere still count)."""
+    try:
+        cache.delete(_login_keys(username, address)[0])
+    except Exception:  # noqa: BLE001
+        logger.warning("login failures could not be cleared in the cache", exc_info=True)

@@ -376,6 +376,15 @@ REST_FRAMEWORK = {
         "ingest": env.str("API_THROTTLE_INGEST", default="60/minute"),
     },
 }
+# Failed admin logins for one account from one address before further attempts are refused (429) for the window;
+# five times as many from all addresses together lock the account for the window.
+ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=10)
+ADMIN_LOGIN_LOCKOUT_SECONDS = env.int("ADMIN_LOGIN_LOCKOUT_SECONDS", default=900)
+if ADMIN_LOGIN_MAX_FAILURES < 1 or ADMIN_LOGIN_LOCKOUT_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"ADMIN_LOGIN_MAX_FAILURES and ADMIN_LOGIN_LOCKOUT_SECONDS must be at least 1, not {ADMIN_LOGIN_MAX_FAILURES} "
+        f"and {ADMIN_LOGIN_LOCKOUT_SECONDS}"
+    )
 # Largest ?page_size= a client may ask for.
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
 # DRF reads a page size of 0 as "no pagination" (every row in one bare list), and a default above the maximum would

@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from churnsite.dashboard.views import dashboard_view
-from churnsite.views import healthz
+from churnsite.views import admin_login, healthz
 
 admin.site.site_header = "churnsite: churn early warning"
 admin.site.site_title = "churnsite"
@@ -19,6 +19,7 @@ handler500 = "churnsite.api.server_error_handler"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/dashboard/", dashboard_view, name="churn-dashboard"),
+    path("admin/login/", admin_login, name="churn-admin-login"),  # the admin's own, with failed logins limited
     path("admin/", admin.site.urls),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -396,6 +396,10 @@ class CustomerAdmin(admin.ModelAdmin):
             context["send_coupon_key"] = uuid.uuid4().hex
             context["rescore_key"] = uuid.uuid4().hex
             context["can_send_coupon"] = request.user.has_perm(SEND_COUPON_PERMISSION)
+            # As everywhere else (their admin pages, the API): alerts and interventions, whose coupon codes are
+            # discounts anyone holding them can redeem, only for staff allowed to view them.
+            context["can_view_alerts"] = request.user.has_perm("alerts.view_alert")
+            context["can_view_interventions"] = request.user.has_perm("alerts.view_intervention")
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     @staticmethod

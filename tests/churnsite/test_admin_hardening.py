@@ -195,3 +195,58 @@ def test_saving_the_read_only_model_version_page_writes_nothing(admin_client) ->
     assert response.status_code == 302 and not save.called
     version.refresh_from_db()
     assert version.status == "retired"
+
+
+def test_the_rule_list_refuses_filters_on_the_webhook_secret(client, django_user_model) -> None:  # noqa: ANN001
+    # ?webhook_secret__startswith=s, then s3, ... read the secret one character at a time from the result count.
+    _rule(webhook_url="https://crm.example.com/hook", webhook_secret="s3cr3t-hmac-key")
+    client.force_login(_staff(django_user_model, "viewer", "view_alertrule"))
+    url = reverse("admin:alerts_alertrule_changelist")
+    assert client.get(url).context["cl"].result_count == 1
+    for lookup in ("webhook_secret__startswith", "webhook_secret", "webhook_secret__regex"):
+        response = client.get(url, {lookup: "s3"})
+        assert response.status_code != 200 or response.context["cl"].result_count != 1, lookup
+        assert client.get(url, {lookup: "zz"}).status_code == response.status_code  # a guess tells nothing
+
+
+def test_the_customer_page_shows_alerts_and_coupon_codes_only_to_staff_who_may_view_them(
+    client, django_user_model
+) -> None:  # noqa: ANN001
+    customer = Customer.objects.create(external_id="c-1", name="Eve", email="eve@example.com", marketing_consent=True)
+    alert = _alert(customer, _rule())
+    Intervention.objects.create(
+        alert=alert, customer=customer, kind="coupon_email", status="pending", coupon_code="ABCD-EFGH-JKLM-NPQR",
+        coupon_discount_percent=15, idempotency_key="k-1",
+    )  # fmt: skip
+    page = reverse("admin:customers_customer_change", args=[customer.pk])
+    client.force_login(_staff(django_user_model, "support", "view_customer"))
+    content = client.get(page).content.decode()
+    assert "ABCD-EFGH-JKLM-NPQR" not in content and f"#{alert.pk}</a>" not in content
+    assert "Not shown: viewing interventions" in content and "Not shown: viewing alerts" in content
+    client.force_login(_staff(django_user_model, "crm", "view_customer", "view_alert", "view_intervention"))
+    content = client.get(page).content.decode()
+    assert "ABCD-EFGH-JKLM-NPQR" in content and f"#{alert.pk}</a>" in content
+
+
+def test_failed_admin_logins_are_limited_per_account_and_address(client, django_user_model, settings) -> None:  # noqa: ANN001
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.ADMIN_LOGIN_MAX_FAILURES = 3
+    django_user_model.objects.create_user("ops", password="Correct-horse-42", is_staff=True)
+    url = reverse("admin:login")
+
+    def attempt(password: str, address: str = "10.0.0.1", username: str = "ops") -> int:
+        return client.post(url, {"username": username, "password": password}, REMOTE_ADDR=address).status_code
+
+    assert [attempt(f"guess-{n}") for n in range(3)] == [200, 200, 200]  # the form again, with its error
+    assert attempt("guess-3") == 429 and attempt("Correct-horse-42") == 429  # locked, even the right password
+    assert attempt("Correct-horse-42", address="10.0.0.2") == 302  # from elsewhere the account still works
+    client.logout()
+    assert attempt("whatever", username="someone-else") == 200  # other accounts are not locked from there
+    # From all addresses together, five times the limit locks the account everywhere for the window.
+    for n in range(15):
+        attempt(f"guess-{n}", address=f"10.1.0.{n}")
+    assert attempt("Correct-horse-42", address="10.2.0.1") == 429
+    cache.clear()  # the window passed
+    assert attempt("Correct-horse-42", address="10.0.0.1") == 302
