@@ -222,6 +222,7 @@ def cross_validate_profile(
     random_state: int = 0,
     recency_column: str | None = None,
     count_tokens: TokenCounter | None = None,
+    check_tokens: TokenCounter | object = None,
     progress: bool = True,
     near_duplicate_columns: int | None = 2,
     group_near_duplicates: bool = False,
@@ -234,6 +235,8 @@ def cross_validate_profile(
         folds, random_state: the split (``StratifiedKFold(folds, shuffle=True, random_state)``).
         recency_column: days-since-last-activity column for the recency rule (found by name when None).
         count_tokens: token counter for the texts of text models.
+        check_tokens: the encoder's tokenizer, to check each text against the budget as the churn model does
+            (:func:`ml.serialize.serialize_snapshot`).
         progress: show a tqdm bar.
         near_duplicate_columns: look for rows equal to another in all but this many columns
             (:func:`ml.leakage.near_duplicates`) and say in the notes what was found; ``None``: do not look.
@@ -262,7 +265,7 @@ def cross_validate_profile(
     texts = None
     if any(spec.needs_text for spec in specs.values()):
         records = data.frame.to_dict(orient="records")
-        texts = [serialize_profile(record, count_tokens=count_tokens) for record in records]
+        texts = [serialize_profile(record, count_tokens=count_tokens, check_tokens=check_tokens) for record in records]
     report = EvaluationReport(
         dataset=data.name,
         protocol=f"stratified {folds}-fold CV, shuffle=True, random_state={random_state}",
@@ -364,6 +367,7 @@ def backtest_data(
     *,
     with_texts: bool = False,
     count_tokens: TokenCounter | None = None,
+    check_tokens: TokenCounter | object = None,
     feature_builder: FeatureBuilder | None = None,
     progress: bool = False,
 ) -> BacktestData:
@@ -408,7 +412,11 @@ def backtest_data(
         snapshots = [r.snapshot for r in rows]
         description = f"features of the {side} snapshots" if progress else None
         frame = builder.build(snapshots, progress=description, attribute_kinds=kinds).reset_index(drop=True)
-        texts = [serialize_snapshot(s, count_tokens=count_tokens) for s in snapshots] if with_texts else None
+        texts = (
+            [serialize_snapshot(s, count_tokens=count_tokens, check_tokens=check_tokens) for s in snapshots]
+            if with_texts
+            else None
+        )
         ids = [f"{r.snapshot.customer.id}@{r.cutoff:%Y-%m-%d}" for r in rows]
         return FoldData(
             frame=frame,
@@ -434,6 +442,7 @@ def backtest(
     dataset: str = "database",
     bootstrap: int = 200,
     count_tokens: TokenCounter | None = None,
+    check_tokens: TokenCounter | object = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """Train on the rolling cutoffs before ``setup.as_of`` and test at ``setup.as_of``."""
@@ -444,6 +453,7 @@ def backtest(
         setup,
         with_texts=any(s.needs_text for s in specs.values()),
         count_tokens=count_tokens,
+        check_tokens=check_tokens,
         progress=progress,
     )
     for side, fold in (("training", data.train), ("test", data.test)):

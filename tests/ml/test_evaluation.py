@@ -143,3 +143,31 @@ def test_training_data_is_unchanged_when_everything_after_as_of_is_deleted() -> 
     without_future = backtest_data([*cut, late], setup).train
     pd.testing.assert_frame_equal(with_future.frame, without_future.frame)
     assert with_future.y.tolist() == without_future.y.tolist() and with_future.ids == without_future.ids
+
+
+def test_evaluation_texts_are_checked_with_the_encoders_tokenizer_as_the_churn_model_does() -> None:
+    def count_heavily(text: str) -> int:  # a tokenizer that counts far more than the approximation
+        return 20 * len(text)
+
+    setup = BacktestSetup(as_of=START + timedelta(days=390), labels=LabelConfig(horizon_days=60, lead_days=7))
+    approximate = backtest_data(store(40), setup, with_texts=True)
+    checked = backtest_data(store(40), setup, with_texts=True, check_tokens=count_heavily)
+    assert max(map(count_heavily, checked.train.texts)) <= 256 < max(map(count_heavily, approximate.train.texts))
+    longest: dict[str, int] = {}
+    for name, check in (("approximate", None), ("checked", count_heavily)):
+        register_model("text_length", lambda fold, name=name: _Longest(longest, name, fold), needs_text=True)
+        try:
+            cross_validate_profile(profile(), models=["text_length"], folds=3, check_tokens=check, progress=False)
+        finally:
+            MODEL_REGISTRY.pop("text_length")
+    assert 20 * longest["checked"] <= 256 < 20 * longest["approximate"]
+
+
+class _Longest:
+    """A text model that records the length of the longest text it was given."""
+
+    def __init__(self, longest: dict[str, int], name: str, fold: FoldData) -> None:
+        longest[name] = max(longest.get(name, 0), *map(len, fold.texts or []))
+
+    def predict_proba(self, fold: FoldData) -> np.ndarray:
+        return np.full((len(fold.y), 2), 0.5)

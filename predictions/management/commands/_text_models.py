@@ -87,3 +87,15 @@ def register_text_models_from_options(options: Mapping[str, object], models: lis
         )
     )
     return result["note"] if uses_encoder else None
+
+
+def encoder_tokenizer_from_options(options: Mapping[str, object], models: list[str]) -> object | None:
+    """The tokenizer of the encoder the requested models read (None when none reads one): the evaluation checks
+    each text against the token budget with it, as a trained churn model does."""
+    from django.conf import settings
+
+    from ml.encoder import load_tokenizer
+
+    if not ENCODER_MODEL_NAMES.intersection(models):
+        return None
+    return load_tokenizer(str(options["encoder"] or settings.CHURN_ENCODER or "") or None)

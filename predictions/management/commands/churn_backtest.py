@@ -40,7 +40,7 @@ class Command(BaseCommand):
         from ml.snapshot import EligibilityRule, LabelConfig
         from predictions.selectors import customer_histories
 
-        from ._text_models import register_text_models_from_options
+        from ._text_models import encoder_tokenizer_from_options, register_text_models_from_options
 
         try:
             day = datetime.strptime(str(options["as_of"]), "%Y-%m-%d").date()
@@ -71,7 +71,12 @@ class Command(BaseCommand):
                 raise CommandError("the database holds no customers: import or generate some first")
             text_note = register_text_models_from_options(options, models)
             report = backtest(
-                histories, setup, models=models, dataset=str(options["name"]), progress=not options["no_progress"]
+                histories,
+                setup,
+                models=models,
+                dataset=str(options["name"]),
+                check_tokens=encoder_tokenizer_from_options(options, models),
+                progress=not options["no_progress"],
             )
         except (ValueError, OverflowError) as exc:  # OverflowError: dates past year 9999 (--as-of plus a horizon)
             raise CommandError(str(exc)) from exc

@@ -52,7 +52,7 @@ class Command(BaseCommand):
         from ml.evaluation import cross_validate_profile, format_report
         from ml.features import ProfileError, load_profile_file, prepare_profile
 
-        from ._text_models import register_text_models_from_options
+        from ._text_models import encoder_tokenizer_from_options, register_text_models_from_options
 
         path = Path(str(options["path"]))
         models = [m.strip() for m in str(options["models"]).split(",") if m.strip()]
@@ -84,6 +84,7 @@ class Command(BaseCommand):
                 models=models,
                 folds=int(options["folds"]),  # type: ignore[arg-type]
                 recency_column=options["recency_col"],  # type: ignore[arg-type]
+                check_tokens=encoder_tokenizer_from_options(options, models),
                 progress=not options["no_progress"],
                 near_duplicate_columns=near_duplicate_columns,
                 group_near_duplicates=bool(options["group_near_duplicates"]),
