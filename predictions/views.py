@@ -84,7 +84,10 @@ class RealtimeScoreView(APIView):
         request=None,
         responses={
             200: RealtimeScoreSerializer,
-            409: OpenApiResponse(description="The customer has not signed up yet: nothing to score."),
+            409: OpenApiResponse(
+                description="The customer has not signed up yet, or is not one the champion scores (marked churned, "
+                "or without a qualifying order for a model trained on activity): as scoring runs leave them out."
+            ),
             503: OpenApiResponse(description="No champion model to score with."),
         },
     )
@@ -107,7 +110,10 @@ class RealtimeScoreByExternalIdView(APIView):
         request=None,
         responses={
             200: RealtimeScoreSerializer,
-            409: OpenApiResponse(description="The customer has not signed up yet: nothing to score."),
+            409: OpenApiResponse(
+                description="The customer has not signed up yet, or is not one the champion scores (marked churned, "
+                "or without a qualifying order for a model trained on activity): as scoring runs leave them out."
+            ),
             503: OpenApiResponse(description="No champion model to score with."),
         },
     )
@@ -127,7 +133,7 @@ def _score_now(customer: Customer) -> Response:
             else "The champion model cannot be loaded; the reason is in the server log."
         )
         return Response({"detail": message}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-    except ValueError as exc:  # not signed up yet
+    except ValueError as exc:  # not signed up yet, or not one the champion scores
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return Response(RealtimeScoreSerializer(result).data)
 

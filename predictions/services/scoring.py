@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -29,6 +29,7 @@ from predictions.selectors import (
 
 if TYPE_CHECKING:
     from ml.churn_model import ChurnModel
+    from ml.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,7 @@ def scoring_run_start(
             finished_at=timezone.now(),
         )
         raise ChampionUnavailable(f"the champion {champion.name} cannot score: {problem}")
-    activity = str(champion.config.get("activity", "orders"))
-    labels_from = str(champion.config.get("labels_from", "activity"))
-    customer_ids = list(
-        customers_to_score(as_of=as_of, activity=activity, labels_from=labels_from).values_list("id", flat=True)
-    )
+    customer_ids = list(_scored_by(champion, as_of=as_of).values_list("id", flat=True))
     size = chunk_size or settings.CHURN_SCORING_CHUNK_SIZE
     chunks = [customer_ids[i : i + size] for i in range(0, len(customer_ids), size)]
     # A rerun at the same as_of (after a failed run, or by hand): the scores of the champion at that as_of are
@@ -253,23 +250,24 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
     return stored
 
 
+def _scored_by(model_version: ModelVersion, *, as_of: datetime) -> QuerySet[Customer]:
+    """The customers ``model_version`` scores at ``as_of``: eligible by the activity and labels it was trained on."""
+    activity = str(model_version.config.get("activity", "orders"))
+    labels_from = str(model_version.config.get("labels_from", "activity"))
+    return customers_to_score(as_of=as_of, activity=activity, labels_from=labels_from)
+
+
 def _eligible_scored(run: ScoringRun) -> int:
     """How many customers eligible at the run's as_of have a score of its model there."""
-    activity = str(run.model_version.config.get("activity", "orders"))
-    labels_from = str(run.model_version.config.get("labels_from", "activity"))
     scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).values("customer_id")
-    return customers_to_score(as_of=run.as_of, activity=activity, labels_from=labels_from).filter(id__in=scored).count()
+    return _scored_by(run.model_version, as_of=run.as_of).filter(id__in=scored).count()
 
 
 def _unscored_remain(run: ScoringRun) -> bool:
     """Whether a customer eligible at the run's as_of still lacks its score (the total counted at the start
     includes customers deleted since, who will never get one)."""
-    activity = str(run.model_version.config.get("activity", "orders"))
-    labels_from = str(run.model_version.config.get("labels_from", "activity"))
     scored = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of).values("customer_id")
-    return (
-        customers_to_score(as_of=run.as_of, activity=activity, labels_from=labels_from).exclude(id__in=scored).exists()
-    )
+    return _scored_by(run.model_version, as_of=run.as_of).exclude(id__in=scored).exists()
 
 
 def scoring_run_mark_failed(*, scoring_run_id: int, reason: str) -> None:
@@ -305,11 +303,7 @@ def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
         last = scores.order_by("-created_at").values_list("created_at", flat=True).first()
         if last is not None and last >= cutoff:
             continue
-        activity = str(run.model_version.config.get("activity", "orders"))
-        labels_from = str(run.model_version.config.get("labels_from", "activity"))
-        eligible = customers_to_score(as_of=run.as_of, activity=activity, labels_from=labels_from).values_list(
-            "id", flat=True
-        )
+        eligible = _scored_by(run.model_version, as_of=run.as_of).values_list("id", flat=True)
         missing = sorted(set(eligible) - set(scores.values_list("customer_id", flat=True)))
         if not missing:
             scoring_run_finish(scoring_run_id=run.pk)
@@ -376,19 +370,14 @@ def customer_score_now(*, customer: Customer) -> dict[str, object]:
 
     Raises:
         ChampionUnavailable: no champion, or it cannot be loaded.
-        ValueError: the customer has not signed up yet, so there is nothing to score.
+        ValueError: the customer has not signed up yet, or is not one the champion scores (:func:`_snapshot_now`).
     """
-    from ml.snapshot import snapshot_at
-
     champion = champion_model_version()
     if champion is None:
         raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
     model = churn_model_load(champion)
     now = timezone.now()
-    histories = customer_histories(customer_ids=[customer.pk], until=now)
-    if not histories:
-        raise ValueError(f"customer {customer.external_id} has not signed up yet: there is nothing to score")
-    snapshot = snapshot_at(histories[0], now)
+    snapshot = _snapshot_now(customer, champion, now)
     probability = float(model.predict_proba([snapshot])[0])
     return {
         "customer": customer.external_id,
@@ -400,6 +389,23 @@ def customer_score_now(*, customer: Customer) -> dict[str, object]:
     }
 
 
+def _snapshot_now(customer: Customer, champion: ModelVersion, now: datetime) -> Snapshot:
+    """The customer at ``now``, if the champion scores them: the customers a scoring run would score (signed up,
+    not marked churned, and, for a model trained on activity, a qualifying order or event by now), so that a
+    score on demand never comes from a customer the model never saw the like of."""
+    from ml.snapshot import snapshot_at
+
+    histories = customer_histories(customer_ids=[customer.pk], until=now)
+    if not histories:
+        raise ValueError(f"customer {customer.external_id} has not signed up yet: there is nothing to score")
+    if not _scored_by(champion, as_of=now).filter(pk=customer.pk).exists():
+        raise ValueError(
+            f"customer {customer.external_id} is not one the champion {champion.name} scores: marked churned, or "
+            "(a model trained on activity) without a qualifying order by now; scoring runs leave them out too"
+        )
+    return snapshot_at(histories[0], now)
+
+
 def customer_rescore_now(*, customer: Customer) -> ChurnScore:
     """Score one customer on their data up to now with the champion and store the score at ``as_of`` = now.
 
@@ -408,10 +414,8 @@ def customer_rescore_now(*, customer: Customer) -> ChurnScore:
 
     Raises:
         ChampionUnavailable: no champion, or its artifact is missing or damaged; nothing is stored.
-        ValueError: the customer has not signed up yet, so there is nothing to score.
+        ValueError: the customer has not signed up yet, or is not one the champion scores (:func:`_snapshot_now`).
     """
-    from ml.snapshot import snapshot_at
-
     champion = champion_model_version()
     if champion is None:
         raise ChampionUnavailable("there is no champion model yet: train one with `manage.py churn_train`")
@@ -420,10 +424,7 @@ def customer_rescore_now(*, customer: Customer) -> ChurnScore:
         raise ChampionUnavailable(f"the champion {champion.name} cannot score: {problem}")
     model = churn_model_load(champion)
     now = timezone.now()
-    histories = customer_histories(customer_ids=[customer.pk], until=now)
-    if not histories:
-        raise ValueError(f"customer {customer.external_id} has not signed up yet: there is nothing to score")
-    snapshot = snapshot_at(histories[0], now)
+    snapshot = _snapshot_now(customer, champion, now)
     probability = float(model.predict_proba([snapshot])[0])
     factors = model.explain([snapshot], top_n=settings.CHURN_TOP_FACTORS)[0]
     return ChurnScore.objects.create(

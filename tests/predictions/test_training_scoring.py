@@ -685,6 +685,41 @@ def test_real_time_scoring_of_a_customer_not_signed_up_yet_is_a_409_naming_why(s
     assert "signs-up-later has not signed up yet" in response.json()["error"]["message"]
 
 
+def test_a_score_on_demand_refuses_customers_a_scoring_run_leaves_out(store: None) -> None:
+    # A customer without an order (the model, trained on order activity, never saw the like of them) and one marked
+    # churned: the scoring runs leave them out, and the real-time score and "Rescore now" scored them anyway.
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+    from rest_framework.test import APIClient
+
+    from customers.models import Customer
+    from predictions.services.scoring import customer_rescore_now
+
+    _train()
+    signed_up = timezone.now() - timedelta(days=30)
+    quiet = Customer.objects.create(external_id="no-orders-yet", signed_up_at=signed_up)
+    gone = Customer.objects.filter(orders__isnull=False).exclude(churned=True).order_by("pk").first()
+    Customer.objects.filter(pk=gone.pk).update(churned=True)
+    client = APIClient()
+    client.force_login(
+        grant_app_permissions(get_user_model().objects.create_user("ops", password="pw-ops-for-tests", is_staff=True))
+    )
+    for customer in (quiet, gone):
+        response = client.post(f"/api/v1/customers/{customer.pk}/score")
+        assert response.status_code == 409, response.content
+        assert "is not one the champion" in response.json()["error"]["message"]
+        customer.refresh_from_db()
+        with pytest.raises(ValueError, match="scoring runs leave them out too"):
+            customer_rescore_now(customer=customer)
+    assert not ChurnScore.objects.filter(customer__in=[quiet, gone], scoring_run__isnull=True).exists()
+    from predictions.selectors import customers_to_score
+
+    scorable = customers_to_score(as_of=timezone.now()).first()
+    assert client.post(f"/api/v1/customers/{scorable.pk}/score").status_code == 200
+
+
 @pytest.mark.django_db(transaction=True)  # commits for real: the training task runs inside the command
 def test_churn_train_refuses_bad_options_and_a_failed_training_in_plain_words() -> None:
     from django.core.management import call_command
