@@ -34,6 +34,7 @@ from alerts.services import (
     alert_transition,
     alert_update,
 )
+from churnsite.admin_tools import EstimatedCountPaginator, recent_values_filter
 
 
 def _actor(request: HttpRequest) -> str:
@@ -118,17 +119,9 @@ class AlertRuleAdmin(admin.ModelAdmin):
         return False  # rules are deactivated, never deleted: alerts and the audit log point at them
 
 
-class SegmentFilter(admin.SimpleListFilter):
-    title = "segment"
-    parameter_name = "segment"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        segments = Alert.objects.order_by().values_list("customer__segment", flat=True).distinct()
-        return [(segment, segment or "(none)") for segment in sorted(set(segments))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Alert]) -> QuerySet[Alert]:
-        value = self.value()
-        return queryset if value is None else queryset.filter(customer__segment=value)
+# The choices of these filters come from the newest alerts, not from a DISTINCT over every alert on each page.
+SegmentFilter = recent_values_filter("customer__segment", title="segment", parameter="segment")
+RiskTierFilter = recent_values_filter("risk_tier", title="risk tier", known=("low", "medium", "high"))
 
 
 class InterventionInline(admin.TabularInline):
@@ -149,10 +142,12 @@ class AlertAdmin(admin.ModelAdmin):
         "id", "customer_link", "segment", "rule", "risk_tier", "probability_percent", "expected_loss", "status",
         "holdout", "assignee", "created_at",
     ]  # fmt: skip
-    list_filter = ["status", "risk_tier", SegmentFilter, "rule", "holdout"]
+    list_filter = ["status", RiskTierFilter, SegmentFilter, "rule", "holdout"]
     list_select_related = ["customer", "rule", "assignee"]
     search_fields = ["customer__external_id", "customer__name", "customer__email"]
     ordering = ALERT_QUEUE_ORDER
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     actions = ["acknowledge", "dismiss", "send_coupon"]
     inlines = [InterventionInline]
     fields = [
@@ -299,8 +294,10 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     list_display = ["at", "actor", "action", "rule", "alert", "intervention"]
     list_select_related = ["rule", "alert", "intervention"]  # nullable links: not joined otherwise
-    list_filter = ["action"]
+    list_filter = [recent_values_filter("action")]  # the log only grows: no DISTINCT over all of it per page
     search_fields = ["actor", "action"]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

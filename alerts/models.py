@@ -204,7 +204,15 @@ class Alert(models.Model):
                 fields=["customer", "rule", "period_start"], name="one_alert_per_customer_rule_period"
             )
         ]
-        indexes = [models.Index(fields=["rule", "customer", "-as_of"], name="alert_rule_customer_as_of")]
+        indexes = [
+            models.Index(fields=["rule", "customer", "-as_of"], name="alert_rule_customer_as_of"),
+            # Each rule application: the rule's alerts in the cooldown and in the current periods.
+            models.Index(fields=["rule", "as_of"], name="alert_rule_as_of"),
+            models.Index(fields=["rule", "period_start"], name="alert_rule_period"),
+            # The queue's order, a page at a time (admin and API), and the dashboard's alerts per day.
+            models.Index(fields=["-as_of", "-expected_loss", "-id"], name="alert_queue_order"),
+            models.Index(fields=["created_at"], name="alert_created_at"),
+        ]
 
     def __str__(self) -> str:
         return f"alert {self.pk}: customer {self.customer_id} by {self.rule_id} ({self.status})"
@@ -260,7 +268,10 @@ class Intervention(models.Model):
                 condition=~Q(status="sent") | Q(sent_at__isnull=False), name="sent_intervention_has_sent_at"
             ),
         ]
-        indexes = [models.Index(fields=["customer", "kind", "-created_at"], name="intervention_customer_recent")]
+        indexes = [
+            models.Index(fields=["customer", "kind", "-created_at"], name="intervention_customer_recent"),
+            models.Index(fields=["-created_at"], name="intervention_recent"),  # the list's order, a page at a time
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} for customer {self.customer_id} ({self.status})"

@@ -1263,11 +1263,16 @@ def intervention_mark_failed(*, intervention_id: int, reason: str, actor: str = 
 # --- Outcomes ------------------------------------------------------------------------------------
 
 
-def intervention_outcomes_record(*, now: datetime | None = None, actor: str = "system:outcomes") -> dict[str, int]:
+def intervention_outcomes_record(
+    *, now: datetime | None = None, actor: str = "system:outcomes", chunk_size: int = 1000
+) -> dict[str, int]:
     """Mark treated and control customers (``MEASURED_TREATED``, ``MEASURED_CONTROL``) retained or churned once
     the rule's horizon has passed since the action was dispatched: retained when they placed a completed order in
     (dispatch, dispatch + horizon]. Both groups are dispatched at the same moment, so an order placed before the
-    coupon went out never counts for it. Idempotent."""
+    coupon went out never counts for it. Idempotent.
+
+    A fixed number of queries per ``chunk_size`` interventions (their customers' orders read at once, outcomes
+    written with two updates and one insert of audit entries), not a few per intervention."""
     now = now or timezone.now()
     counts = {Outcome.RETAINED: 0, Outcome.CHURNED: 0}
     due = (
@@ -1275,33 +1280,59 @@ def intervention_outcomes_record(*, now: datetime | None = None, actor: str = "s
         .select_related("alert__rule")
         .order_by("pk")
     )
-    for intervention in due.iterator(chunk_size=1000):
-        alert = intervention.alert
-        dispatched = intervention.created_at
-        horizon_end = dispatched + timedelta(days=alert.rule.horizon_days)
-        if horizon_end > now:
-            continue
-        ordered = Order.objects.filter(
-            customer_id=intervention.customer_id,
-            status=OrderStatus.COMPLETED,
-            placed_at__gt=dispatched,
-            placed_at__lte=horizon_end,
-        ).exists()
-        outcome = Outcome.RETAINED if ordered else Outcome.CHURNED
-        with transaction.atomic():
-            updated = Intervention.objects.filter(pk=intervention.pk, outcome=Outcome.UNKNOWN).update(
-                outcome=outcome, outcome_at=now, updated_at=timezone.now()
-            )
-            if updated:
-                counts[outcome] += 1
-                audit_record(
-                    actor=actor,
-                    action="intervention_outcome",
-                    alert=alert,
-                    intervention=intervention,
-                    details={"outcome": outcome, "horizon_end": horizon_end.isoformat()},
-                )
+    chunk: list[tuple[Intervention, datetime]] = []
+    for intervention in due.iterator(chunk_size=chunk_size):
+        horizon_end = intervention.created_at + timedelta(days=intervention.alert.rule.horizon_days)
+        if horizon_end <= now:
+            chunk.append((intervention, horizon_end))
+        if len(chunk) == chunk_size:
+            _record_outcomes(chunk, now=now, actor=actor, counts=counts)
+            chunk = []
+    if chunk:
+        _record_outcomes(chunk, now=now, actor=actor, counts=counts)
     return {str(k): v for k, v in counts.items()}
+
+
+def _record_outcomes(
+    chunk: list[tuple[Intervention, datetime]], *, now: datetime, actor: str, counts: dict[str, int]
+) -> None:
+    orders: dict[int, list[datetime]] = {}
+    completed = Order.objects.filter(
+        customer_id__in={intervention.customer_id for intervention, _ in chunk},
+        status=OrderStatus.COMPLETED,
+        placed_at__gt=min(intervention.created_at for intervention, _ in chunk),
+        placed_at__lte=max(horizon_end for _, horizon_end in chunk),
+    )
+    for customer_id, placed_at in completed.values_list("customer_id", "placed_at"):
+        orders.setdefault(customer_id, []).append(placed_at)
+    outcomes = {
+        intervention.pk: Outcome.RETAINED
+        if any(intervention.created_at < t <= horizon_end for t in orders.get(intervention.customer_id, ()))
+        else Outcome.CHURNED
+        for intervention, horizon_end in chunk
+    }
+    with transaction.atomic():
+        # Only those still unknown now (another run may have recorded some): they are locked until the commit.
+        open_ids = set(
+            Intervention.objects.select_for_update()
+            .filter(pk__in=list(outcomes), outcome=Outcome.UNKNOWN)
+            .values_list("pk", flat=True)
+        )
+        for outcome in (Outcome.RETAINED, Outcome.CHURNED):
+            ids = [pk for pk in open_ids if outcomes[pk] == outcome]
+            Intervention.objects.filter(pk__in=ids).update(outcome=outcome, outcome_at=now, updated_at=timezone.now())
+            counts[outcome] += len(ids)
+        AuditEntry.objects.bulk_create(
+            AuditEntry(
+                actor=actor,
+                action="intervention_outcome",
+                alert=intervention.alert,
+                intervention=intervention,
+                details={"outcome": outcomes[intervention.pk], "horizon_end": horizon_end.isoformat()},
+            )
+            for intervention, horizon_end in chunk
+            if intervention.pk in open_ids
+        )
 
 
 # --- Idempotency-Key on POST ---------------------------------------------------------------------

@@ -21,21 +21,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
-from django.db import connections
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.formats import date_format
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from alerts.models import Intervention, InterventionStatus
 from alerts.services import CouponNotAllowed, IdempotencyKeyReused, customer_send_coupon, idempotent_request
+from churnsite.admin_tools import EstimatedCountPaginator, recent_values_filter
 from churnsite.dashboard.charts import line_svg
 from customers.exports import write_customers_csv, write_rows_csv
 from customers.models import Customer, Event, ImportRun, Message, Order
@@ -60,32 +58,6 @@ REQUEST_KEY = re.compile(r"^[0-9a-f]{32}$")
 # Sending a coupon from the customer page needs what the alert admin's "send coupon" action needs.
 SEND_COUPON_PERMISSION = "alerts.change_alert"
 PROFILE_HISTORY_LIMIT = 50
-
-
-class EstimatedCountPaginator(Paginator):
-    """Counts exactly, except an unfiltered large PostgreSQL table, where the planner's estimate is used.
-
-    ``SELECT count(*)`` over tens of millions of events takes seconds on every page view; the page
-    links only need an approximate total.
-    """
-
-    exact_below = 100_000
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.object_list
-        if isinstance(queryset, QuerySet) and not queryset.query.where:
-            connection = connections[queryset.db]
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                        [queryset.model._meta.db_table],
-                    )
-                    row = cursor.fetchone()
-                if row and row[0] is not None and row[0] >= self.exact_below:
-                    return int(row[0])
-        return super().count
 
 
 class OptedOutFilter(admin.SimpleListFilter):
@@ -567,11 +539,16 @@ class OrderAdmin(admin.ModelAdmin):
         "status",
         "discount_amount",
     )
-    list_filter = ("status", "currency")
-    date_hierarchy = "placed_at"
+    # No filter or date drill-down that reads every row (currency's distinct values, the dates' range): the order
+    # table is the largest one staff page through, with the events.
+    list_filter = ("status",)
     search_fields = ("=external_id", "=customer__external_id", "customer__email")
     list_select_related = ("customer",)
     raw_id_fields = ("customer",)
+    # The primary key is indexed and follows insertion order; sorting millions of rows by time is not.
+    ordering = ("-pk",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     actions = (
         export_rows_csv_action(
             "external_id", "customer__external_id", "placed_at", "amount", "currency", "item_count", "status",
@@ -580,20 +557,7 @@ class OrderAdmin(admin.ModelAdmin):
     )  # fmt: skip
 
 
-class EventKindFilter(admin.SimpleListFilter):
-    """Kinds seen among the latest events plus the usual ones: no DISTINCT over the whole event table."""
-
-    title = "kind"
-    parameter_name = "kind"
-    sample_size = 10_000
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        recent = Event.objects.order_by("-pk").values_list("kind", flat=True)[: self.sample_size]
-        kinds = sorted(set(COMMON_EVENT_KINDS) | set(recent))
-        return [(kind, kind) for kind in kinds]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Event]) -> QuerySet[Event]:
-        return queryset.filter(kind=self.value()) if self.value() else queryset
+EventKindFilter = recent_values_filter("kind", known=COMMON_EVENT_KINDS)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -630,7 +594,9 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ("text", "=conversation_id", "=customer__external_id")
     list_select_related = ("customer",)
     raw_id_fields = ("customer",)
-    date_hierarchy = "sent_at"
+    ordering = ("-pk",)  # as the orders and events: no sort of the whole table per page, no date drill-down
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     actions = (
         export_rows_csv_action(
             "external_id", "customer__external_id", "conversation_id", "channel", "author_role", "sent_at", "text"

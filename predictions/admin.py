@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from churnsite.admin_tools import EstimatedCountPaginator
 from predictions.models import (
     ChurnScore,
     DriftEvent,
@@ -164,6 +165,7 @@ class ChurnScoreAdmin(ReadOnlyAdmin):
     list_select_related = ("customer", "model_version")
     readonly_fields = [f.name for f in ChurnScore._meta.fields]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator  # one row per customer and scoring run: never counted whole
 
 
 @admin.register(TaskDelivery)

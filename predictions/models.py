@@ -204,7 +204,13 @@ class ChurnScore(models.Model):
 
     class Meta:
         ordering = ["-as_of", "-probability"]
-        indexes = [models.Index(fields=["customer", "-as_of"], name="score_customer_latest")]
+        indexes = [
+            models.Index(fields=["customer", "-as_of"], name="score_customer_latest"),
+            # One model's scores at one as_of: scoring runs, their alert rules, the drift check.
+            models.Index(fields=["model_version", "as_of"], name="score_model_as_of"),
+            # The score list's default order, read a page at a time.
+            models.Index(fields=["-as_of", "-probability"], name="score_as_of_probability"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["customer", "model_version", "as_of"], name="one_score_per_customer_model_as_of"

@@ -234,9 +234,16 @@ def customers_to_score(
 
 def latest_scores() -> QuerySet[ChurnScore]:
     """The newest score of each customer (by as_of, then creation), with customer and model joined."""
-    newest = ChurnScore.objects.filter(customer=OuterRef("customer")).order_by("-as_of", "-created_at", "-id")
+    # From the customers, one index lookup each (score_customer_latest), not a correlated subquery for every score
+    # ever stored: the cost follows the customers, not customers x scoring runs.
+    newest = ChurnScore.objects.filter(customer=OuterRef("pk")).order_by("-as_of", "-created_at", "-id")
+    latest_ids = (
+        Customer.objects.annotate(latest_score_id=Subquery(newest.values("pk")[:1]))
+        .filter(latest_score_id__isnull=False)
+        .values("latest_score_id")
+    )
     return (
-        ChurnScore.objects.filter(pk=Subquery(newest.values("pk")[:1]))
+        ChurnScore.objects.filter(pk__in=latest_ids)
         .select_related("customer", "model_version")
         .order_by("-probability", "-id")
     )
