@@ -24,15 +24,18 @@ from urllib.parse import urlparse
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from _scratch import without_services  # noqa: E402 - bench/ is on sys.path when a bench runs
+
 AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _prepare_database(scratch: Path) -> str:
     os.environ["CHURN_VAR_DIR"] = str(scratch)
-    os.environ.pop("REDIS_URL", None)  # eager Celery: the sends happen in this process
+    os.environ["REDIS_URL"] = os.environ["CHURN_CACHE_URL"] = ""  # eager Celery (blank: a .env cannot set it again)
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
-        os.environ.pop("DATABASE_URL", None)
+        without_services(os.environ)  # blank, so that a developer's .env cannot bring its database back
         return f"SQLite file in {scratch}"
     name = urlparse(url).path.lstrip("/")
     if not name.startswith("bench"):

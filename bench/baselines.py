@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _scratch import var_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 BANK_LEAKS = [
@@ -42,7 +44,9 @@ DEMO = {"customers": "2000", "days": "365", "seed": "7", "end": "2026-01-01", "a
 
 
 def manage(*args: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **(env or {})}, check=True)
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **(env or {})})
+    if done.returncode:  # the command has said why
+        raise SystemExit(f"manage.py {args[0]} failed (exit status {done.returncode}); see its message above")
 
 
 def main() -> None:
@@ -50,7 +54,7 @@ def main() -> None:
     parser.add_argument("--models", default="recency,logreg,lightgbm")
     parser.add_argument("--skip-demo", action="store_true")
     args = parser.parse_args()
-    out = ROOT / "var" / "bench" / "baselines"
+    out = var_dir() / "bench" / "baselines"
     out.mkdir(parents=True, exist_ok=True)
     reports = {}
     for name, command in PROFILES.items():
@@ -58,8 +62,8 @@ def main() -> None:
         manage("churn_evaluate", *command, f"--models={args.models}", f"--name={name}", f"--json={target}")
         reports[name] = json.loads(target.read_text())
     if not args.skip_demo:
-        with tempfile.TemporaryDirectory(prefix="churn-bench-") as var_dir:
-            env = {"CHURN_VAR_DIR": var_dir, "DATABASE_URL": f"sqlite:///{var_dir}/demo.sqlite3"}
+        with tempfile.TemporaryDirectory(prefix="churn-bench-") as scratch:
+            env = {"CHURN_VAR_DIR": scratch, "DATABASE_URL": f"sqlite:///{scratch}/demo.sqlite3"}
             manage("migrate", "-v", "0", env=env)
             manage(
                 "churn_generate", f"--customers={DEMO['customers']}", f"--days={DEMO['days']}",

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _scratch import at_least  # noqa: E402 - bench/ is on sys.path when a bench runs
 
 from ml.encoder import TextEncoder, length_sorted_batches, load_encoder, mean_pool, tokenize  # noqa: E402
 from ml.quantize import int8_matmul_probe  # noqa: E402
@@ -196,7 +197,7 @@ def profile_float32(tokenizer, model, texts: list[str], batching: dict, *, round
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--texts", type=int, default=64, help="number of customer texts")
+    parser.add_argument("--texts", type=at_least(1), default=64, help="number of customer texts")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=None, help="tokens per batch (default: per device)")

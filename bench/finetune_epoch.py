@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _scratch import at_least  # noqa: E402 - bench/ is on sys.path when a bench runs
 from encode import CLOSERS, MIDDLES, OPENERS  # noqa: E402
 
 from ml.encoder import load_encoder, resolve_device, tokenize  # noqa: E402
@@ -92,7 +93,7 @@ def demo_store_texts(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--texts", type=int, default=2000, help="with --demo-store, 0: the whole training set")
+    parser.add_argument("--texts", type=at_least(0), default=2000, help="with --demo-store, 0: the whole training set")
     parser.add_argument("--tokens", type=int, default=200, help="approximate tokens per text")
     parser.add_argument("--modes", nargs="+", default=["frozen", "top-k", "lora", "full"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--cost-epochs", type=int, default=3, help="epochs of the top-k cache's total-cost ratio")
     parser.add_argument("--no-prefix-baseline", action="store_true", help="top-k: skip the run without the cache")
     args = parser.parse_args()
+    if args.texts == 0 and not args.demo_store:
+        parser.error("--texts 0 (the whole training set) needs --demo-store")
 
     torch.set_num_threads(args.threads)
     whole = None

@@ -22,6 +22,9 @@ from urllib.parse import urlparse
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from _scratch import without_services  # noqa: E402 - bench/ is on sys.path when a bench runs
+
 END = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -29,7 +32,7 @@ def _prepare_database(scratch: Path) -> str:
     os.environ["CHURN_VAR_DIR"] = str(scratch)
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
-        os.environ.pop("DATABASE_URL", None)
+        without_services(os.environ)  # blank, so that a developer's .env cannot bring its database back
         return f"SQLite file in {scratch}"
     name = urlparse(url).path.lstrip("/")
     if not name.startswith("bench"):

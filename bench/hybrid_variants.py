@@ -24,6 +24,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from _scratch import cache_dir  # noqa: E402 - bench/ is on sys.path when a bench runs
+
 DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
@@ -72,7 +75,7 @@ def main() -> None:
         from ml.serialize import serialize_profile
 
         texts = [serialize_profile(record) for record in x.to_dict(orient="records")]
-        embedder = SharedEmbedder(None, cache_dir=PROJECT_ROOT / "var" / "cache", device="cpu")
+        embedder = SharedEmbedder(None, cache_dir=cache_dir(), device="cpu")
         embedder.embed(texts)
         print(f"texts encoded now: {embedder.n_encoded} (the rest came from the cache)", flush=True)
 
@@ -133,4 +136,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ml.features import ProfileError
+
+    try:
+        main()
+    except ProfileError as error:  # the shared data missing or unreadable: say so, without a traceback
+        raise SystemExit(f"{error} (the shared datasets are read from {DATA})") from None

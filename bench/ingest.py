@@ -30,6 +30,8 @@ from urllib.parse import urlparse
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from _scratch import at_least, without_services  # noqa: E402 - bench/ is on sys.path when a bench runs
+
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -39,7 +41,7 @@ def _prepare_database(scratch: Path) -> str:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         os.environ["CHURN_VAR_DIR"] = str(scratch)
-        os.environ.pop("DATABASE_URL", None)
+        without_services(os.environ)  # blank, so that a developer's .env cannot bring its database back
         return f"SQLite file in {scratch}"
     name = urlparse(url).path.lstrip("/")
     if not name.startswith("bench"):
@@ -178,7 +180,7 @@ def _load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=at_least(1), default=1_000_000)
     parser.add_argument("--sample", type=int, default=20_000, help="rows of the one-save()-per-row baseline")
     parser.add_argument("--customers", type=int, default=20_000)
     args = parser.parse_args()

@@ -57,7 +57,7 @@ def memory_model_auc(frame: pd.DataFrame, y: np.ndarray) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-differences", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     args = parser.parse_args()
     for name in args.datasets:
         path, label, positive, id_col, drop, dedupe = DATASETS[name]

@@ -20,6 +20,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from _scratch import cache_dir  # noqa: E402 - bench/ is on sys.path when a bench runs
+
 DATA = PROJECT_ROOT.parent / "shared" / "data"
 BANK_LEAKS = [
     "Naive_Bayes_Classifier_Attrition_Flag_Card_Category_Contacts_Count_12_mon_Dependent_count_Education_Level_"
@@ -49,7 +52,7 @@ def main() -> None:
             raw, label_col="Attrition_Flag", positive="Attrited Customer", id_col="CLIENTNUM", drop_cols=BANK_LEAKS
         )
     texts = [serialize_profile(record) for record in data.frame.to_dict(orient="records")]
-    embedder = SharedEmbedder(None, cache_dir=PROJECT_ROOT / "var" / "cache", device="cpu")
+    embedder = SharedEmbedder(None, cache_dir=cache_dir(), device="cpu")
     embedder.embed(texts)
     print(f"{args.dataset}: {len(texts)} rows; texts encoded now: {embedder.n_encoded}", flush=True)
 
@@ -76,4 +79,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ml.features import ProfileError
+
+    try:
+        main()
+    except ProfileError as error:  # the shared data missing or unreadable: say so, without a traceback
+        raise SystemExit(f"{error} (the shared datasets are read from {DATA})") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _scratch import without_services  # noqa: E402 - bench/ is on sys.path when a bench runs
 from baselines import BANK_LEAKS, DATA  # noqa: E402
 
 DATASETS: dict[str, list[str]] = {
@@ -61,8 +62,7 @@ def main() -> None:
     for name in options.datasets:
         with tempfile.TemporaryDirectory(prefix=f"profile-{name}-") as var:
             env = {**os.environ, "CHURN_VAR_DIR": var, "CHURN_RESCORE_ON_PROMOTION": "false"}
-            env.pop("DATABASE_URL", None)
-            env.pop("REDIS_URL", None)
+            without_services(env)  # blank, so that a developer's .env cannot bring its database back
             manage("migrate", "-v0", env=env)
             imported, _ = manage("churn_import", "customers", *DATASETS[name], env=env)
             trained, _ = manage("churn_train", f"--mode={options.mode}", "--labels-from=flag", env=env)
