@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 
 from django.contrib import admin
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -18,13 +18,15 @@ __all__ = ["EstimatedCountPaginator", "recent_values_filter"]
 
 class EstimatedCountPaginator(Paginator):
     """Counts at most ``exact_below`` rows (``SELECT COUNT(*)`` of a ``LIMIT``ed query), filtered or not; above
-    that, PostgreSQL's planner estimate is used (the table's for an unfiltered list, the query plan's otherwise).
+    that, PostgreSQL's planner estimate is used (the table's for an unfiltered list, the query plan's otherwise), and
+    every page past it can still be opened (the estimate may fall short). Without a planner to ask, the exact count.
 
     ``SELECT count(*)`` over tens of millions of events takes seconds on every page view; the page
     links only need an approximate total.
     """
 
     exact_below = 100_000
+    count_is_estimate = False
 
     @cached_property
     def count(self) -> int:
@@ -35,7 +37,30 @@ class EstimatedCountPaginator(Paginator):
         if bounded < self.exact_below:
             return bounded
         estimate = _planner_rows(queryset)
-        return max(bounded, estimate or 0)
+        if estimate is None or estimate < 0:  # no planner to ask (SQLite), or a table never analysed
+            return super().count
+        self.count_is_estimate = True
+        return max(bounded, estimate)
+
+    def validate_number(self, number: object) -> int:
+        """Past an estimated count there may still be rows: any page from 1 on can be asked for."""
+        self.count  # noqa: B018 - computes whether the count is an estimate
+        if not self.count_is_estimate:
+            return super().validate_number(number)
+        try:
+            page = int(str(number))
+        except ValueError:
+            raise PageNotAnInteger("That page number is not an integer") from None
+        if page < 1:
+            raise EmptyPage("That page number is less than 1")
+        return page
+
+    def page(self, number: object) -> Page:
+        number = self.validate_number(number)
+        if not self.count_is_estimate:
+            return super().page(number)
+        bottom = (number - 1) * self.per_page
+        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
 
 
 def _planner_rows(queryset: QuerySet) -> int | None:

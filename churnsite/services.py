@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import unicodedata
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -105,7 +106,10 @@ def api_client_revoke(*, name: str) -> bool:
 
 
 def _login_keys(username: str, address: str) -> tuple[str, str]:
-    user = hashlib.sha256(username.strip().casefold().encode("utf-8")).hexdigest()[:32]
+    # As the login form reads it (NFKC: "ｒoot" logs in as "root"), and without case: every spelling of an
+    # account shares its counters.
+    name = unicodedata.normalize("NFKC", username).strip().casefold()
+    user = hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
     return f"login-failures:{user}:{address}", f"login-failures:{user}"
 
 

@@ -34,7 +34,9 @@ def admin_login(request: HttpRequest, extra_context: dict | None = None) -> Http
             headers={"Retry-After": str(settings.ADMIN_LOGIN_LOCKOUT_SECONDS)},
         )
     response = admin.site.login(request, extra_context)
-    if request.user.is_authenticated:
+    # Logged in by this request: the admin redirects. A client that holds a session already (another staff
+    # member's) is authenticated whatever this attempt gave, so that cannot tell.
+    if response.status_code == 302:
         login_failures_clear(username=username, address=address)
     else:
         login_failure_record(username=username, address=address)

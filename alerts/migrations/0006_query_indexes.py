@@ -3,8 +3,12 @@
 from django.conf import settings
 from django.db import migrations, models
 
+from churnsite.migration_operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # The indexes are built concurrently on PostgreSQL (the tables stay writable), which a transaction forbids.
+    atomic = False
 
     dependencies = [
         ('alerts', '0005_alertrule_horizon_days_help_text'),
@@ -14,23 +18,23 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='alert',
             index=models.Index(fields=['rule', 'as_of'], name='alert_rule_as_of'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='alert',
             index=models.Index(fields=['rule', 'period_start'], name='alert_rule_period'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='alert',
             index=models.Index(fields=['-as_of', '-expected_loss', '-id'], name='alert_queue_order'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='alert',
             index=models.Index(fields=['created_at'], name='alert_created_at'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='intervention',
             index=models.Index(fields=['-created_at'], name='intervention_recent'),
         ),

@@ -2,8 +2,12 @@
 
 from django.db import migrations, models
 
+from churnsite.migration_operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # The indexes are built concurrently on PostgreSQL (the tables stay writable), which a transaction forbids.
+    atomic = False
 
     dependencies = [
         ('customers', '0004_customer_profile_change'),
@@ -11,11 +15,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='churnscore',
             index=models.Index(fields=['model_version', 'as_of'], name='score_model_as_of'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='churnscore',
             index=models.Index(fields=['-as_of', '-probability'], name='score_as_of_probability'),
         ),

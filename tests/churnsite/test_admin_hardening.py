@@ -250,3 +250,27 @@ def test_failed_admin_logins_are_limited_per_account_and_address(client, django_
     assert attempt("Correct-horse-42", address="10.2.0.1") == 429
     cache.clear()  # the window passed
     assert attempt("Correct-horse-42", address="10.0.0.1") == 302
+
+
+def test_failed_logins_count_while_the_guesser_holds_a_session_and_whatever_the_spelling(
+    client,
+    django_user_model,
+    settings,  # noqa: ANN001
+) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.ADMIN_LOGIN_MAX_FAILURES = 3
+    django_user_model.objects.create_user("root", password="Correct-horse-42", is_staff=True, is_superuser=True)
+    client.force_login(django_user_model.objects.create_user("clerk", password="clerk-pw-123", is_staff=True))
+    url = reverse("admin:login")
+
+    def attempt(username: str, n: int) -> int:
+        return client.post(url, {"username": username, "password": f"guess-{n}"}, REMOTE_ADDR="10.0.0.9").status_code
+
+    # A staff session of one's own made every failed guess read as a login (the failures were cleared).
+    assert [attempt("root", n) for n in range(4)] == [200, 200, 200, 429]
+    cache.clear()
+    # "ｒoot" (a fullwidth r) logs in as root, as the login form normalises it: it shares root's counters.
+    spellings = ["root", "\uff52oot", "r\uff4fot", "ROOT"]
+    assert [attempt(name, n) for n, name in enumerate(spellings)] == [200, 200, 200, 429]

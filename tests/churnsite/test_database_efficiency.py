@@ -231,3 +231,30 @@ def test_big_admin_lists_count_a_bounded_number_of_rows_and_read_no_whole_table_
         assert not whole, (url, whole)
     page = admin_client.get("/admin/customers/event/?kind=page_view").context["cl"]
     assert page.result_count >= 5 and len(page.result_list) == 12
+
+
+def test_every_page_of_a_big_admin_list_stays_reachable(admin_client, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from churnsite.admin_tools import EstimatedCountPaginator
+    from customers.admin import EventAdmin
+
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_below", 5)
+    monkeypatch.setattr(EventAdmin, "list_per_page", 3)
+    customer = _customer()
+    Event.objects.bulk_create(
+        Event(external_id=f"eff-p-{n}", customer=customer, kind="page_view", occurred_at=T0) for n in range(12)
+    )
+    seen = []
+    for page in range(4):  # past the bounded count of 5 (it redirected to ?e=1 from the third page on)
+        response = admin_client.get("/admin/customers/event/", {"p": page + 1})
+        assert response.status_code == 200, (page, response.get("Location"))
+        seen += [event.external_id for event in response.context["cl"].result_list]
+    assert sorted(seen) == sorted(f"eff-p-{n}" for n in range(12))
+    # A planner estimate that falls short (6 of 12): the pages past it can still be opened.
+    monkeypatch.setattr("churnsite.admin_tools._planner_rows", lambda queryset: 6)
+    seen = []
+    for page in range(4):
+        response = admin_client.get("/admin/customers/event/", {"p": page + 1})
+        assert response.status_code == 200, (page, response.get("Location"))
+        seen += [event.external_id for event in response.context["cl"].result_list]
+    assert sorted(seen) == sorted(f"eff-p-{n}" for n in range(12))
+    assert admin_client.get("/admin/customers/event/", {"p": 9}).context["cl"].result_list.count() == 0
