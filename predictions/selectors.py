@@ -237,11 +237,8 @@ def latest_scores() -> QuerySet[ChurnScore]:
     # From the customers, one index lookup each (score_customer_latest), not a correlated subquery for every score
     # ever stored: the cost follows the customers, not customers x scoring runs.
     newest = ChurnScore.objects.filter(customer=OuterRef("pk")).order_by("-as_of", "-created_at", "-id")
-    latest_ids = (
-        Customer.objects.annotate(latest_score_id=Subquery(newest.values("pk")[:1]))
-        .filter(latest_score_id__isnull=False)
-        .values("latest_score_id")
-    )
+    # (A customer without scores gives NULL, which no score's id equals: no filter, which would compute it twice.)
+    latest_ids = Customer.objects.annotate(latest_score_id=Subquery(newest.values("pk")[:1])).values("latest_score_id")
     return (
         ChurnScore.objects.filter(pk__in=latest_ids)
         .select_related("customer", "model_version")

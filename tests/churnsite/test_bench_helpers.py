@@ -53,3 +53,23 @@ def test_a_bench_without_the_shared_data_says_so_in_one_line(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode != 0 and "does not exist" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and str(tmp_path / "shared" / "data") in done.stderr
+
+
+def test_a_scratch_django_uses_its_own_sqlite_database_and_leaves_no_folder(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; sys.path.insert(0, 'bench'); from _scratch import scratch_django; "
+        "scratch = scratch_django('churn-test-scratch-'); from django.conf import settings; "
+        "print(scratch, settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['NAME'], "
+        "repr(os.environ['DATABASE_URL']), repr(os.environ['REDIS_URL']), settings.CELERY_TASK_ALWAYS_EAGER)"
+    )
+    environment = {**os.environ, "DATABASE_URL": "postgres://developer@db.example/crm", "REDIS_URL": "redis://x/0"}
+    environment.pop("CHURN_BENCH_KEEP", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=environment
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    scratch, engine, name, database_url, redis_url, eager = done.stdout.split()[-6:]
+    # Blank, not removed (a removed one would come back from a .env), and the database in the scratch folder.
+    assert (engine, database_url, redis_url, eager) == ("django.db.backends.sqlite3", "''", "''", "True")
+    assert name.startswith(scratch)
+    assert not Path(scratch).exists()  # removed at exit

@@ -350,3 +350,22 @@ def test_a_hybrid_of_few_customers_fits_and_scores_an_empty_batch() -> None:
     )  # LightGBM's inner split asked for 5 grouped folds, which 4 customers cannot fill
     assert model.predict_proba(frame).shape == (60, 2)
     assert model.predict_proba(frame.iloc[:0]).shape == (0, 2)
+
+
+class _ConstantEmbedder(SharedEmbedder):
+    """Every text gets the same vector: a text score and embedding dimensions that tell nobody apart."""
+
+    def embed(self, texts: Sequence[str], **options: object) -> np.ndarray:
+        return np.ones((len(list(texts)), 8), dtype=np.float32)
+
+
+def test_embedding_dimensions_that_lose_never_reach_the_final_lightgbm(tiny_bert_dir: Path) -> None:
+    frame, texts, y = _data()
+    config = _config("frozen", tiny_bert_dir, embedding_dims=3)
+    embedder = _ConstantEmbedder(str(tiny_bert_dir), device="cpu", max_length=64)
+    model = HybridChurnModel(config, embedder=embedder).fit(frame, texts, y)
+
+    scores = model.leaves_cv_roc_auc_
+    assert scores["7 leaves, no text"] == max(scores.values()), scores  # the text adds nothing: it ties at best
+    assert not model.text_selected_
+    assert not [c for c in model.lightgbm_.columns_ if c == TEXT_SCORE_COLUMN or c.startswith("text_dim_")]

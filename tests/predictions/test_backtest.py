@@ -296,3 +296,34 @@ def test_churn_backtest_dates_past_the_calendar_are_a_command_error() -> None:
     build_store(n=20)
     with pytest.raises(CommandError, match="out of range|year"):
         call_command("churn_backtest", "--as-of=9999-12-31", "--horizon-days=60", "--no-progress")
+
+
+def test_the_evaluation_checks_texts_with_the_tokenizer_of_the_encoder_its_models_read(
+    tmp_path: Path,
+    settings,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ml.evaluation
+    from predictions.management.commands._text_models import encoder_tokenizer_from_options
+    from tests.tiny_bert import LETTERS, write_tiny_bert
+
+    settings.CHURN_CACHE_DIR = tmp_path / "cache"
+    encoder = write_tiny_bert(
+        tmp_path / "bert", tokens=[*":,-", *LETTERS, *map(str, range(10))], word_pieces=LETTERS,
+        max_position_embeddings=128,
+    )  # fmt: skip
+    assert encoder_tokenizer_from_options({"encoder": str(encoder)}, ["logreg", "tfidf"]) is None  # no encoder read
+    checks = []
+    serialize = ml.evaluation.serialize_profile
+
+    def spy(record: object, **options: object) -> str:
+        checks.append(options.get("check_tokens"))
+        return serialize(record, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ml.evaluation, "serialize_profile", spy)
+    path = _profile_csv(tmp_path)
+    call_command(
+        "churn_evaluate", str(path), "--label-col=Churn", "--positive=Yes", "--id-col=id", "--folds=3",
+        f"--encoder={encoder}", "--models=tfidf,transformer", "--no-progress", stdout=open(tmp_path / "o.txt", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    assert checks and all(check is not None and check.name_or_path == str(encoder) for check in checks)
