@@ -69,6 +69,8 @@ class FoldData:
     texts: list[str] | None = None
     recency_column: str | None = None
     groups: list[str] | None = None  # the customer of each row, where a customer has rows at several cutoffs
+    # The texts before the check with an encoder's tokenizer, where there was one: what TF-IDF reads in production.
+    unchecked_texts: list[str] | None = None
 
     def take(self, rows: np.ndarray) -> FoldData:
         return replace(
@@ -78,6 +80,7 @@ class FoldData:
             ids=[self.ids[i] for i in rows],
             texts=[self.texts[i] for i in rows] if self.texts is not None else None,
             groups=[self.groups[i] for i in rows] if self.groups is not None else None,
+            unchecked_texts=[self.unchecked_texts[i] for i in rows] if self.unchecked_texts is not None else None,
         )
 
 
@@ -262,10 +265,12 @@ def cross_validate_profile(
             f"(or no non-churner) to measure; use at most {smaller} folds, or more data"
         )
     started = time.perf_counter()
-    texts = None
+    texts = unchecked = None
     if any(spec.needs_text for spec in specs.values()):
         records = data.frame.to_dict(orient="records")
         texts = [serialize_profile(record, count_tokens=count_tokens, check_tokens=check_tokens) for record in records]
+        if check_tokens is not None:
+            unchecked = [serialize_profile(record, count_tokens=count_tokens) for record in records]
     report = EvaluationReport(
         dataset=data.name,
         protocol=f"stratified {folds}-fold CV, shuffle=True, random_state={random_state}",
@@ -291,7 +296,15 @@ def cross_validate_profile(
                 f"stratified group {folds}-fold CV (rows equal in all but at most {near_duplicate_columns} columns "
                 f"kept in one fold, also in inner splits), shuffle=True, random_state={random_state}"
             )
-    full = FoldData(frame=data.frame, y=data.y, ids=data.ids, texts=texts, recency_column=recency_column, groups=groups)
+    full = FoldData(
+        frame=data.frame,
+        y=data.y,
+        ids=data.ids,
+        texts=texts,
+        recency_column=recency_column,
+        groups=groups,
+        unchecked_texts=unchecked,
+    )
     if groups is None:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
         splits = list(splitter.split(np.zeros(len(data.y)), data.y))
@@ -417,6 +430,11 @@ def backtest_data(
             if with_texts
             else None
         )
+        unchecked = (
+            [serialize_snapshot(s, count_tokens=count_tokens) for s in snapshots]
+            if with_texts and check_tokens is not None
+            else None
+        )
         ids = [f"{r.snapshot.customer.id}@{r.cutoff:%Y-%m-%d}" for r in rows]
         return FoldData(
             frame=frame,
@@ -425,6 +443,7 @@ def backtest_data(
             texts=texts,
             recency_column=recency,
             groups=[str(r.snapshot.customer.id) for r in rows],
+            unchecked_texts=unchecked,
         )
 
     train = fold(train_rows, "training")

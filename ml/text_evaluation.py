@@ -89,6 +89,17 @@ class _TextAdapter:
         return self.estimator.predict_proba(data.texts or [])  # type: ignore[attr-defined]
 
 
+class _UncheckedTextAdapter(_TextAdapter):
+    """TF-IDF reads the texts as a trained TF-IDF model gets them: not checked with an encoder's tokenizer."""
+
+    def predict_proba(self, data: FoldData) -> np.ndarray:
+        return self.estimator.predict_proba(_unchecked(data))  # type: ignore[attr-defined]
+
+
+def _unchecked(data: FoldData) -> list[str]:
+    return data.unchecked_texts if data.unchecked_texts is not None else data.texts or []
+
+
 class _HybridAdapter:
     def __init__(self, model: HybridChurnModel, *, messages: bool = True) -> None:
         self.model, self.messages = model, messages
@@ -158,7 +169,8 @@ def register_text_models(options: TextEvaluationOptions | None = None) -> dict[s
         def tfidf(train: FoldData) -> FittedModel:
             from ml.text_baseline import TfidfChurnClassifier
 
-            return _TextAdapter(TfidfChurnClassifier().fit(_texts_of(train, "tfidf"), train.y))
+            _texts_of(train, "tfidf")  # refuses data without texts
+            return _UncheckedTextAdapter(TfidfChurnClassifier().fit(_unchecked(train), train.y))
 
         register_model("tfidf", tfidf, needs_text=True)
     register_model("transformer", transformer, needs_text=True)

@@ -153,6 +153,9 @@ def test_evaluation_texts_are_checked_with_the_encoders_tokenizer_as_the_churn_m
     approximate = backtest_data(store(40), setup, with_texts=True)
     checked = backtest_data(store(40), setup, with_texts=True, check_tokens=count_heavily)
     assert max(map(count_heavily, checked.train.texts)) <= 256 < max(map(count_heavily, approximate.train.texts))
+    # What TF-IDF reads, as a trained TF-IDF model would: the texts before the check.
+    assert checked.train.unchecked_texts == approximate.train.texts and approximate.train.unchecked_texts is None
+    assert checked.train.take(np.array([1, 0])).unchecked_texts == approximate.train.texts[1::-1]
     longest: dict[str, int] = {}
     for name, check in (("approximate", None), ("checked", count_heavily)):
         register_model("text_length", lambda fold, name=name: _Longest(longest, name, fold), needs_text=True)
