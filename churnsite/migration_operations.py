@@ -14,19 +14,13 @@ class AddIndexConcurrently(AddIndex):
     build concurrently inside a transaction."""
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state) -> None:  # noqa: ANN001
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
-            return
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.add_index(model, self.index, concurrently=True)
-        else:
-            schema_editor.add_index(model, self.index)
+        self._index(schema_editor, to_state.apps.get_model(app_label, self.model_name), "add_index")
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state) -> None:  # noqa: ANN001
-        model = from_state.apps.get_model(app_label, self.model_name)
+        self._index(schema_editor, from_state.apps.get_model(app_label, self.model_name), "remove_index")
+
+    def _index(self, schema_editor, model, method: str) -> None:  # noqa: ANN001
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.remove_index(model, self.index, concurrently=True)
-        else:
-            schema_editor.remove_index(model, self.index)
+        options = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+        getattr(schema_editor, method)(model, self.index, **options)
