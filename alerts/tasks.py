@@ -8,6 +8,7 @@ import time
 from celery import shared_task
 
 from alerts import conf
+from alerts.selectors import DELIVERY_UNKNOWN
 from alerts.services import (
     TransientSendError,
     alerts_apply_rules,
@@ -29,7 +30,11 @@ def _send_with_retries(task, *, name: str, intervention_id: int, send) -> str:  
     # Redeliveries of one message share its task id and retry number; retries and re-enqueued sends do not.
     key = f"intervention-{intervention_id}-{task.request.id}-try-{task.request.retries}"
     if not task_delivery_begin(task_name=name, key=key, max_attempts=MAX_DELIVERIES):
-        intervention_mark_failed(intervention_id=intervention_id, reason="parked after repeated worker crashes")
+        # A worker killed after the server took the message (before our commit) is what repeats: it may have
+        # arrived, so the reason says so, and the customer cooldown counts it as a contact.
+        intervention_mark_failed(
+            intervention_id=intervention_id, reason=f"{DELIVERY_UNKNOWN}: parked after repeated worker crashes"
+        )
         return "failed"
     try:
         status = send(intervention_id=intervention_id)

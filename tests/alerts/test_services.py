@@ -950,3 +950,38 @@ def test_webhook_secrets_never_reach_the_audit_log() -> None:
 
     logged = str(list(AuditEntry.objects.values_list("details", flat=True)))
     assert "s3cr3t" not in logged and "rotated" not in logged and "(secret, not recorded)" in logged
+
+
+def test_a_coupon_send_parked_after_worker_crashes_counts_as_a_possible_contact(
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    # A worker killed after the mail server took the message, again and again: the send is parked. It may have
+    # arrived, so the customer cooldown and the --replace guard must count it (they did not).
+    from alerts.selectors import interventions_that_may_have_reached
+    from alerts.services import _recently_contacted
+    from alerts.tasks import send_coupon_email_task
+    from customers.models import Customer
+    from predictions.models import TaskDelivery
+    from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
+
+    run = scoring_run_make(model_version_make(), at=as_of())
+    customer = customer_make(1)
+    score_make(customer, run, 0.9)
+    rule = AlertRule.objects.create(
+        name="parked", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.COUPON_EMAIL,
+        holdout_fraction=0.0, cooldown_days=7,
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=False):  # dispatched; the send task not run yet
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    intervention = Intervention.objects.get()
+    TaskDelivery.objects.create(
+        task_name="alerts.send_coupon_email", key=f"intervention-{intervention.pk}-t1-try-0", attempts=3
+    )
+
+    assert send_coupon_email_task.apply(args=[intervention.pk], task_id="t1").get() == "failed"
+
+    intervention.refresh_from_db()
+    assert intervention.status == InterventionStatus.FAILED
+    assert intervention.reason.startswith("delivery unknown")
+    assert _recently_contacted({customer.pk}) == {customer.pk}
+    assert interventions_that_may_have_reached(customers=Customer.objects.filter(pk=customer.pk)).exists()

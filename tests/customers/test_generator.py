@@ -445,3 +445,28 @@ def test_rerunning_the_demo_pipeline_sends_no_second_coupon_email(settings, tmp_
     twice = sorted(address for address, count in _coupon_recipients().items() if count > 1)
     assert not twice, f"{len(twice)} customers got a second coupon email, e.g. {twice[:3]}"
     assert Intervention.objects.filter(status="sent").count() >= len(first), "the first run's sends are kept"
+
+
+@pytest.mark.django_db
+def test_an_end_that_would_put_activity_past_what_the_importer_accepts_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import django.utils.timezone
+    from django.conf import settings
+    from django.db.models import Max
+
+    now = datetime(2026, 3, 10, 0, 30, tzinfo=UTC)
+    monkeypatch.setattr(django.utils.timezone, "now", lambda: now)
+    options = ["churn_generate", "--customers", "300", "--days", "30", "--seed", "3"]
+    # Tomorrow's date was accepted, and the store held up to a day of activity ahead of now (the importer refuses
+    # timestamps more than CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS ahead).
+    with pytest.raises(CommandError, match="--end 2026-03-11 is in the future"):
+        call_command(*options, "--end", "2026-03-11", stdout=io.StringIO())
+    call_command(*options, "--end", "2026-03-10", stdout=io.StringIO())
+    limit = now + timedelta(seconds=settings.CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS)
+    latest = [
+        Order.objects.aggregate(at=Max("placed_at"))["at"],
+        Event.objects.aggregate(at=Max("occurred_at"))["at"],
+        Message.objects.aggregate(at=Max("sent_at"))["at"],
+    ]
+    assert all(at is not None and at <= limit for at in latest), latest

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -12,7 +13,6 @@ from churnsite.cli import output_file
 from customers.generator import SUPPORTED_LANGUAGES
 from customers.selectors import demo_customers
 from customers.services import DemoDataExistsError, demo_store_generate
-from predictions.services.scoring import AS_OF_TOLERANCE
 
 
 def _end_date(value: str) -> datetime:
@@ -23,8 +23,14 @@ def _end_date(value: str) -> datetime:
     end = datetime(day.year, day.month, day.day, tzinfo=UTC)
     # A store in the future has no activity up to now: training and scoring, which read data up to their as_of,
     # would find nothing (and the simulation, which runs past the end, would leave the calendar near year 9999).
-    if end > timezone.now() + AS_OF_TOLERANCE:
-        raise CommandError(f"--end {value} is in the future: the history ends at --end (default today)")
+    # Activity up to the end of tomorrow's history would be up to a day ahead of now: more than the importer
+    # accepts (CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS), so the generator does not write it either.
+    latest = timezone.now() + timedelta(seconds=settings.CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS)
+    if end > latest:
+        raise CommandError(
+            f"--end {value} is in the future: the history ends at --end (midnight UTC, default today), and activity "
+            f"after {latest:%Y-%m-%d %H:%M} UTC would be more than CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS ahead of now"
+        )
     return end
 
 
