@@ -11,6 +11,13 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The shared evaluation datasets, beside the checkout (../shared/data; see its README for the protocol).
+DATA = PROJECT_ROOT.parent / "shared" / "data"
+BANK_LEAKS = [
+    "Naive_Bayes_Classifier_Attrition_Flag_Card_Category_Contacts_Count_12_mon_Dependent_count_Education_Level_"
+    f"Months_Inactive_12_mon_{i}"
+    for i in (1, 2)
+]
 
 # Blank, not removed: the settings read the project's .env without overwriting what the environment holds, so a
 # removed DATABASE_URL would come back from a developer's .env and the benchmark would write into that database.
@@ -72,3 +79,22 @@ def at_least(minimum: int):  # noqa: ANN201 - an argparse type
         return value
 
     return parse
+
+
+def shared_profile(name: str):  # noqa: ANN201 - ml.features.ProfileData, imported lazily
+    """A shared profile dataset (``telco``, ``bank``, ``ecommerce``) prepared as ``churn_evaluate`` prepares it
+    (the bank leaks dropped, e-commerce deduplicated). Raises ``ml.features.ProfileError`` when the file is missing."""
+    from ml.features import load_profile_file, prepare_profile
+
+    if name == "telco":
+        raw = load_profile_file(DATA / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv")
+        return prepare_profile(raw, label_col="Churn", positive="Yes", id_col="customerID")
+    if name == "bank":
+        raw = load_profile_file(DATA / "bank" / "BankChurners.csv")
+        return prepare_profile(
+            raw, label_col="Attrition_Flag", positive="Attrited Customer", id_col="CLIENTNUM", drop_cols=BANK_LEAKS
+        )
+    if name == "ecommerce":
+        raw = load_profile_file(DATA / "ecommerce" / "ecommerce_churn.csv")
+        return prepare_profile(raw, label_col="Churn", positive="1", id_col="CustomerID", dedupe=True)
+    raise ValueError(f"unknown shared dataset {name!r}: telco, bank or ecommerce")

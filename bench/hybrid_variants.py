@@ -25,9 +25,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from _scratch import cache_dir  # noqa: E402 - bench/ is on sys.path when a bench runs
-
-DATA = PROJECT_ROOT.parent / "shared" / "data"
+from _scratch import DATA, cache_dir, shared_profile  # noqa: E402 - bench/ is on sys.path when a bench runs
 
 
 def main() -> None:
@@ -40,15 +38,9 @@ def main() -> None:
     from sklearn.model_selection import StratifiedKFold
 
     from ml.baselines import LightGBMChurn, LightGBMOptions, LogisticRegressionChurn
-    from ml.features import load_profile_file, prepare_profile
     from ml.metrics import roc_auc
 
-    if args.dataset == "telco":
-        raw = load_profile_file(DATA / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv")
-        data = prepare_profile(raw, label_col="Churn", positive="Yes", id_col="customerID")
-    else:
-        raw = load_profile_file(DATA / "ecommerce" / "ecommerce_churn.csv")
-        data = prepare_profile(raw, label_col="Churn", positive="1", id_col="CustomerID", dedupe=True)
+    data = shared_profile(args.dataset)
     x, y = data.frame, data.y
 
     def logit(p: np.ndarray) -> np.ndarray:

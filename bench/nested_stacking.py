@@ -21,14 +21,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from _scratch import cache_dir  # noqa: E402 - bench/ is on sys.path when a bench runs
-
-DATA = PROJECT_ROOT.parent / "shared" / "data"
-BANK_LEAKS = [
-    "Naive_Bayes_Classifier_Attrition_Flag_Card_Category_Contacts_Count_12_mon_Dependent_count_Education_Level_"
-    f"Months_Inactive_12_mon_{i}"
-    for i in (1, 2)
-]
+from _scratch import DATA, cache_dir, shared_profile  # noqa: E402 - bench/ is on sys.path when a bench runs
 
 
 def main() -> None:
@@ -39,18 +32,10 @@ def main() -> None:
 
     from sklearn.model_selection import StratifiedKFold
 
-    from ml.features import load_profile_file, prepare_profile
     from ml.hybrid import HybridChurnModel, HybridConfig, SharedEmbedder
     from ml.serialize import serialize_profile
 
-    if args.dataset == "telco":
-        raw = load_profile_file(DATA / "telco" / "WA_Fn-UseC_-Telco-Customer-Churn.csv")
-        data = prepare_profile(raw, label_col="Churn", positive="Yes", id_col="customerID")
-    else:
-        raw = load_profile_file(DATA / "bank" / "BankChurners.csv")
-        data = prepare_profile(
-            raw, label_col="Attrition_Flag", positive="Attrited Customer", id_col="CLIENTNUM", drop_cols=BANK_LEAKS
-        )
+    data = shared_profile(args.dataset)
     texts = [serialize_profile(record) for record in data.frame.to_dict(orient="records")]
     embedder = SharedEmbedder(None, cache_dir=cache_dir(), device="cpu")
     embedder.embed(texts)
