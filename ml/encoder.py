@@ -424,13 +424,18 @@ class TextEncoder:
     @property
     def cache_namespace(self) -> str:
         """What the vectors depend on besides the text: weights, configuration, tokenizer, pooling, normalisation,
-        truncation and quantisation."""
+        truncation, quantisation and, for int8, the CPU's int8 arithmetic."""
         pooling = f"mean:{'l2' if self.normalize else 'raw'}:{self.max_length}"
         namespace = (
             f"{self.fingerprint}:config-{self.config_fingerprint[:16]}:tokenizer-{self.tokenizer_fingerprint[:16]}:"
             f"{pooling}"
         )
-        return namespace if self.quantize == "none" else f"{namespace}:{self.quantize}"
+        if self.quantize == "none":
+            return namespace
+        from ml.quantize import int8_matmul_probe
+
+        # int8 vectors also depend on the CPU's int8 arithmetic (exact, or a kernel that saturates).
+        return f"{namespace}:{self.quantize}:{int8_matmul_probe().arithmetic}"
 
     @property
     def dimension(self) -> int:

@@ -2,8 +2,8 @@
 
 A single SQLite file (standard library, no pickle): each row holds the float32 bytes of one vector.
 The namespace is :attr:`ml.encoder.TextEncoder.cache_namespace`, which contains the encoder's weight, configuration
-and tokenizer fingerprints plus the pooling, normalisation, truncation and quantisation settings, so vectors of different encoders
-(or of a fine-tuned copy) never mix. Unchanged text is never encoded twice, including duplicates within
+and tokenizer fingerprints plus the pooling, normalisation, truncation and quantisation settings (for int8 also
+whether the CPU's int8 product is exact), so vectors of different encoders (or of a fine-tuned copy) never mix. Unchanged text is never encoded twice, including duplicates within
 one call.
 """
 

@@ -42,6 +42,7 @@ metadata.
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -75,6 +76,7 @@ TEXT_MODES: tuple[str, ...] = ("none", "tfidf", "frozen", "top-k", "lora", "full
 TEXT_SCORE_COLUMN = "text_churn_score"
 TEXT_DIM_PREFIX = "text_dim_"
 ARTIFACT_KIND = "hybrid"
+logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -263,7 +265,14 @@ class SharedEmbedder:
             "config_fingerprint": encoder.config_fingerprint,
             "max_length": self.max_length,
             "quantize": self.quantize,
+            **({"int8_arithmetic": self._int8_arithmetic()} if self.quantize == "int8" else {}),
         }
+
+    @staticmethod
+    def _int8_arithmetic() -> str:
+        from ml.quantize import int8_matmul_probe
+
+        return int8_matmul_probe().arithmetic
 
     def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
         """Float32 vectors of ``texts`` in input order; ``progress(fraction, message)`` while encoding."""
@@ -403,6 +412,15 @@ class FrozenEmbeddingHead:
             raise ArtifactError(
                 f"model artifact {path} was trained on {recorded.get('quantize', 'none')} encoder vectors, "
                 f"but the encoder found runs with quantize={embedder.quantize!r}"
+            )
+        trained_on = recorded.get("int8_arithmetic")
+        if trained_on is not None and trained_on != found.get("int8_arithmetic"):
+            logger.warning(
+                "model artifact %s was trained on int8 vectors of another int8 arithmetic (%s) than this CPU's (%s): "
+                "its text scores here can differ slightly from those of the CPU it was trained on",
+                path,
+                trained_on,
+                found.get("int8_arithmetic"),
             )
         model = cls(
             embedder,

@@ -17,12 +17,20 @@ than float32. :func:`int8_matmul_probe` times both once per process; where int8 
 the same int8 values in float32 instead (every product and every partial sum of up to 1,040 terms is an integer
 that float32 holds exactly, and longer sums round by at most one part in 2**24), so the vectors stay those of
 the int8 scheme, at about float32 speed, and a warning says that int8 brings nothing on this CPU.
+
+Where ``torch._int_mm`` is fast its kernel need not be exact: int8 kernels for AVX2 without VNNI can add pairs of
+products in 16 bits and saturate (with oneDNN held to AVX2, the vectors moved further from the float32 ones), so
+the same texts can give slightly other vectors there than on a CPU with VNNI or on the float32 path. The probe
+also checks the kernel against the exact product on inputs that reach the largest partial sums;
+:attr:`Int8MatmulProbe.arithmetic` names the arithmetic ("exact", or the inexact kernel's fingerprint) and the
+encoder keeps the vectors of each arithmetic in their own cache namespace.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -87,10 +95,20 @@ class Int8MatmulProbe:
 
     int8_seconds: float
     float32_seconds: float
+    int_mm_exact: bool = True
+    int_mm_fingerprint: str = ""
 
     @property
     def int8_is_faster(self) -> bool:
         return self.int8_seconds < self.float32_seconds
+
+    @property
+    def arithmetic(self) -> str:
+        """What the int8 layers' products are on this CPU: ``"exact"`` (the float32 path, or an exact
+        ``torch._int_mm``), else ``"kernel-<fingerprint>"`` of the inexact ``torch._int_mm`` they use."""
+        if not self.int8_is_faster or self.int_mm_exact:
+            return "exact"
+        return f"kernel-{self.int_mm_fingerprint[:12]}"
 
     @property
     def ratio(self) -> float:
@@ -116,16 +134,38 @@ def int8_matmul_probe() -> Int8MatmulProbe:
             times.append(time.perf_counter() - started)
         return min(times)
 
+    # Rows and columns at the extremes of the int8 range as well: the largest partial sums, where a kernel that
+    # adds pairs of products in 16 bits saturates.
+    extreme_a = torch.cat(
+        [a, torch.full((8, 384), 127, dtype=torch.int8), torch.full((8, 384), -127, dtype=torch.int8)]
+    )
+    extreme_b = torch.cat(
+        [b, torch.full((384, 8), 127, dtype=torch.int8), torch.full((384, 8), -127, dtype=torch.int8)], dim=1
+    )
     with torch.inference_mode():
-        probe = Int8MatmulProbe(
-            int8_seconds=best(lambda: torch._int_mm(a, b)), float32_seconds=best(lambda: torch.matmul(a_float, b_float))
-        )
+        probe_int8 = best(lambda: torch._int_mm(a, b))
+        probe_float32 = best(lambda: torch.matmul(a_float, b_float))
+        # Every sum here is below 2**24, so float32 holds the exact product.
+        exact = torch.matmul(extreme_a.to(torch.float32), extreme_b.to(torch.float32)).to(torch.int32)
+        kernel = torch._int_mm(extreme_a, extreme_b)
+    probe = Int8MatmulProbe(
+        int8_seconds=probe_int8,
+        float32_seconds=probe_float32,
+        int_mm_exact=bool(torch.equal(kernel, exact)),
+        int_mm_fingerprint=hashlib.sha256(kernel.numpy().tobytes()).hexdigest(),
+    )
     if not probe.int8_is_faster:
         logger.warning(
             "this CPU's int8 matrix multiply runs %.1fx slower than float32 (torch._int_mm has no fast kernel for "
             "it): the int8 encoder multiplies its int8 values in float32 instead (the same vectors, no faster than "
             "float32); quantize='none' is as fast here",
             1 / probe.ratio,
+        )
+    elif not probe.int_mm_exact:
+        logger.info(
+            "this CPU's int8 matrix multiply is fast but not exact (it saturates some partial sums): int8 vectors "
+            "made here differ slightly from those of other CPUs and are cached apart (%s)",
+            probe.arithmetic,
         )
     return probe
 

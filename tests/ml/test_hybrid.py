@@ -311,6 +311,28 @@ def test_an_int8_frozen_hybrid_reloads_to_identical_probabilities_and_refuses_fl
         FrozenEmbeddingHead.load(tmp_path / "head", embedder=float_embedder)
 
 
+def test_an_int8_head_records_the_cpus_int8_arithmetic_and_warns_when_another_cpu_loads_it(
+    tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ml.quantize as quantize
+    from ml.hybrid import FrozenEmbeddingHead
+
+    frame, texts, y = _data()
+    model = HybridChurnModel(_config("frozen", tiny_bert_dir, quantize="int8")).fit(frame, texts, y)
+    assert model.encoder_info()["int8_arithmetic"] == "exact"  # type: ignore[index]
+    model.text_model_.save(tmp_path / "head")  # type: ignore[union-attr]
+    int8_embedder = SharedEmbedder(str(tiny_bert_dir), max_length=64, device="cpu", quantize="int8")
+    with caplog.at_level("WARNING", logger="ml.hybrid"):
+        FrozenEmbeddingHead.load(tmp_path / "head", embedder=int8_embedder)
+    assert "another int8 arithmetic" not in caplog.text
+
+    saturating = quantize.Int8MatmulProbe(1.0, 2.0, int_mm_exact=False, int_mm_fingerprint="e" * 64)
+    monkeypatch.setattr(quantize, "int8_matmul_probe", lambda: saturating)
+    with caplog.at_level("WARNING", logger="ml.hybrid"):
+        FrozenEmbeddingHead.load(tmp_path / "head", embedder=int8_embedder)
+    assert "another int8 arithmetic (exact) than this CPU's (kernel-eeeeeeeeeeee)" in caplog.text
+
+
 def test_quantisation_is_refused_outside_the_frozen_mode_or_by_an_unknown_name() -> None:
     with pytest.raises(ValueError, match="needs text_mode='frozen'"):
         HybridConfig(text_mode="lora", quantize="int8")

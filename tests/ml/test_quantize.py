@@ -67,7 +67,7 @@ def test_int8_vectors_are_close_to_float_ones_deterministic_and_cached_apart(tin
     np.testing.assert_allclose(np.linalg.norm(int8_vectors, axis=1), 1.0, atol=1e-5)
     # The weights are the same, the vectors are not: same fingerprint, another cache namespace.
     assert int8.fingerprint == exact.fingerprint
-    assert int8.cache_namespace == f"{exact.cache_namespace}:int8"
+    assert int8.cache_namespace == f"{exact.cache_namespace}:int8:exact"  # this CPU: see the tests below
     parts = f"config-{exact.config_fingerprint[:16]}:tokenizer-{exact.tokenizer_fingerprint[:16]}"
     assert exact.cache_namespace == f"{exact.fingerprint}:{parts}:mean:l2:128"  # the tiny BERT: 128 positions
 
@@ -113,6 +113,50 @@ def test_the_float32_fallback_for_cpus_without_fast_int8_gives_the_int_mm_result
         with torch.inference_mode():
             outputs[fast] = layer(x)
     assert torch.equal(outputs[True], outputs[False])
+
+
+def test_int8_vectors_of_an_inexact_int8_kernel_are_cached_apart(
+    tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ml.quantize as quantize
+
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    encoder = TextEncoder(tokenizer, model, device="cpu", quantize="int8")
+    base = encoder.cache_namespace.rsplit(":", 1)[0]
+    namespaces = {}
+    for name, probe in {
+        "exact kernel": quantize.Int8MatmulProbe(1.0, 2.0, int_mm_exact=True, int_mm_fingerprint="a" * 64),
+        "float32 path": quantize.Int8MatmulProbe(3.0, 2.0, int_mm_exact=False, int_mm_fingerprint="b" * 64),
+        "saturating kernel": quantize.Int8MatmulProbe(1.0, 2.0, int_mm_exact=False, int_mm_fingerprint="c" * 64),
+        "another one": quantize.Int8MatmulProbe(1.0, 2.0, int_mm_exact=False, int_mm_fingerprint="d" * 64),
+    }.items():
+        monkeypatch.setattr(quantize, "int8_matmul_probe", lambda probe=probe: probe)
+        namespaces[name] = encoder.cache_namespace
+
+    # Exact products give the same vectors whichever way they are computed; an inexact kernel's do not.
+    assert namespaces["exact kernel"] == namespaces["float32 path"] == f"{base}:exact"
+    assert namespaces["saturating kernel"] == f"{base}:kernel-cccccccccccc"
+    assert len(set(namespaces.values())) == 3
+
+
+def test_the_int8_probe_finds_whether_the_kernel_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ml.quantize as quantize
+
+    def saturating(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # As AVX2 int8 kernels without VNNI can do: the activations shifted to unsigned (+128), pairs of
+        # products summed in 16 bits with saturation, the shift taken off again from the weights' column sums.
+        shifted = a.to(torch.int32)[:, :, None] + 128
+        products = shifted * b.to(torch.int32)[None, :, :]
+        pairs = (products[:, 0::2] + products[:, 1::2]).clamp(-32768, 32767)
+        return (pairs.sum(dim=1) - 128 * b.to(torch.int32).sum(dim=0)).to(torch.int32)
+
+    exact = quantize.int8_matmul_probe.__wrapped__()
+    assert exact.int_mm_exact and exact.arithmetic == "exact" and len(exact.int_mm_fingerprint) == 64
+    monkeypatch.setattr(torch, "_int_mm", saturating)
+    inexact = quantize.int8_matmul_probe.__wrapped__()
+    assert not inexact.int_mm_exact and inexact.int_mm_fingerprint != exact.int_mm_fingerprint
+    fast = quantize.Int8MatmulProbe(1.0, 2.0, inexact.int_mm_exact, inexact.int_mm_fingerprint)
+    assert fast.arithmetic == f"kernel-{inexact.int_mm_fingerprint[:12]}"
 
 
 def test_the_int8_probe_times_both_products_once_per_process() -> None:
