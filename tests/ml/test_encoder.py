@@ -146,3 +146,17 @@ def test_a_failing_batch_raises_and_still_restores_the_threads(tiny_bert_dir: Pa
     assert torch.get_num_threads() == threads_before
     with pytest.raises(ValueError, match="workers must be at least 1"):
         TextEncoder(tokenizer, model, device="cpu", workers=0)
+
+
+def test_a_compiled_encoder_gives_the_plain_vectors_with_parallel_batches(tiny_bert_dir: Path) -> None:
+    # torch.compile traces once per input shape family; parallel workers call the compiled model from several
+    # threads at once, which must neither fail nor mix up their batches.
+    tokenizer, model = load_encoder(str(tiny_bert_dir))
+    texts = [f"order {i} " + "late parcel " * (i % 5) for i in range(12)]
+    plain = TextEncoder(tokenizer, model, batch_size=2, device="cpu", workers=1).encode(texts)
+
+    compiled = TextEncoder(tokenizer, model, batch_size=2, device="cpu", workers=2, compile=True)
+    first, again = compiled.encode(texts), compiled.encode(texts[::-1])
+
+    np.testing.assert_allclose(first, plain, atol=1e-5)
+    np.testing.assert_allclose(again, plain[::-1], atol=1e-5)
