@@ -72,6 +72,7 @@ from alerts.selectors import (
     customer_open_alert,
     may_have_reached_the_customer,
 )
+from customers.importers import text_as_number
 from customers.models import Customer, Order, OrderStatus
 from customers.services import customer_opt_out
 from predictions.models import ChurnScore, ScoringRun
@@ -311,19 +312,16 @@ def _customer_values(rows: list[dict[str, object]], window_days: int) -> dict[in
 
 
 def _comparable(value: object) -> object:
-    """A value as attribute filters compare it: a number, or text written as a number, as a Decimal (the CSV's
-    "1" and the number 1 the importer made of it are equal); a boolean stays a boolean (True is not 1); other
-    text as it is."""
+    """A value as attribute filters compare it: a number, or text the importer would store as a number, as a
+    Decimal (the CSV's "1" and the number 1 the importer made of it are equal); a boolean stays a boolean (True is
+    not 1); other text as it is: "007" and "02134" are codes the importer keeps as text, not 7 and 2134."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float):
         return Decimal(str(value)) if math.isfinite(value) else value
     if isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except ArithmeticError:
-            return value
-        return number if number.is_finite() else value
+        number = text_as_number(value.strip())
+        return value if number is None else Decimal(str(number)) if isinstance(number, float) else Decimal(number)
     return value
 
 

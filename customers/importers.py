@@ -605,6 +605,23 @@ class _FieldError(ValueError):
 _EMPTY = ("", None)
 _INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def text_as_number(text: str) -> int | float | None:
+    """The number a free attribute written as ``text`` (already stripped) is stored as, or ``None`` when it stays
+    text: a leading ``+`` (a phone number, +14155551234, would lose its sign and format) or a leading zero (a zip
+    or branch code, 02134 or 007) keeps it text, as does anything not finite."""
+    if text.startswith("+"):
+        return None
+    if _INT.fullmatch(text) and (text.lstrip("-") == "0" or not text.lstrip("-").startswith("0")):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        number = float(text)
+        if math.isfinite(number):
+            return number
+    return None
+
+
 _EPOCH = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -843,15 +860,8 @@ def _free_value(value: object, context: _Context, depth: int = 0) -> object:
         stripped = value.strip()
         if stripped == "":
             return None
-        if stripped.startswith("+"):  # a phone number (+14155551234): a number would lose its sign and format
-            return _check_text(value, context.max_text_chars)
-        if _INT.fullmatch(stripped) and (stripped.lstrip("+-") == "0" or not stripped.lstrip("+-").startswith("0")):
-            return int(stripped)
-        if _FLOAT.fullmatch(stripped):
-            number = float(stripped)
-            if math.isfinite(number):
-                return number
-        return _check_text(value, context.max_text_chars)
+        number = text_as_number(stripped)
+        return number if number is not None else _check_text(value, context.max_text_chars)
     if isinstance(value, list):
         return [_free_value(item, context, depth + 1) for item in value]
     if isinstance(value, dict):

@@ -107,6 +107,23 @@ def test_attribute_filter_as_written_in_the_csv_matches_imported_numbers(run) ->
     assert Alert.objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    ("expected", "alerted"),
+    [("007", ["007"]), ("7", [7]), ("07", ["07"]), ("02134", ["02134"]), ("2134.0", [2134]), ("+7", ["+7"])],
+)
+def test_attribute_filter_on_a_code_with_leading_zeros_compares_it_as_text(run, expected, alerted) -> None:  # noqa: ANN001
+    # The importer keeps "007", "07", "02134" and "+7" as text (codes and phone numbers), and makes 7 and 2134 of
+    # "7" and "2134": a filter written as text is read by the same rule, so branch "007" is not branch 7.
+    for number, code in enumerate(["007", 7, "07", "02134", 2134, "+7"], start=1):
+        customer = customer_make(number)
+        customer.attributes = {"branch": code}
+        customer.save()
+        score_make(customer, run, 0.9)
+    rule = rule_make(attribute_filters={"branch": expected}, action=ActionKind.NONE)
+    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="t")
+    assert [alert.customer.attributes["branch"] for alert in Alert.objects.order_by("pk")] == alerted
+
+
 def test_attribute_filter_true_does_not_match_the_number_one(run) -> None:
     c = customer_make(1)
     c.attributes = {"contracts": 1}
