@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from base64 import b32encode
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -73,7 +73,7 @@ from alerts.selectors import (
     may_have_reached_the_customer,
 )
 from customers.importers import text_as_number
-from customers.models import Customer, Order, OrderStatus
+from customers.models import Customer, Event, Order, OrderStatus
 from customers.services import customer_opt_out
 from predictions.models import ChurnScore, ScoringRun
 
@@ -1267,7 +1267,10 @@ def intervention_outcomes_record(
     """Mark treated and control customers (``MEASURED_TREATED``, ``MEASURED_CONTROL``) retained or churned once
     the rule's horizon has passed since the action was dispatched: retained when they placed a completed order in
     (dispatch, dispatch + horizon]. Both groups are dispatched at the same moment, so an order placed before the
-    coupon went out never counts for it. Idempotent.
+    coupon went out never counts for it. An explicit ``churned_at`` in the window wins, as it does for labels.
+    Customers with no order and no event at all (profile data: a bank's or an insurer's, labelled by a churn flag)
+    are judged by that flag instead: churned when flagged (``churned_at`` in the window, on or before the
+    dispatch, or not known), retained otherwise. Idempotent.
 
     A fixed number of queries per ``chunk_size`` interventions (their customers' orders read at once, outcomes
     written with two updates and one insert of audit entries), not a few per intervention."""
@@ -1291,6 +1294,25 @@ def intervention_outcomes_record(
     return {str(k): v for k, v in counts.items()}
 
 
+def _outcome(
+    intervention: Intervention,
+    horizon_end: datetime,
+    *,
+    orders: Sequence[datetime],
+    flag: tuple[bool, datetime | None],
+    profile: bool,
+) -> str:
+    dispatched = intervention.created_at
+    churned, churned_at = flag
+    if churned_at is not None and dispatched < churned_at <= horizon_end:
+        return Outcome.CHURNED  # an explicit churn in the window wins, as for labels
+    if profile:
+        # No orders or events to judge by: the churn flag says it (left after the window: retained in it).
+        left = churned and (churned_at is None or churned_at <= horizon_end)
+        return Outcome.CHURNED if left else Outcome.RETAINED
+    return Outcome.RETAINED if any(dispatched < t <= horizon_end for t in orders) else Outcome.CHURNED
+
+
 def _record_outcomes(
     chunk: list[tuple[Intervention, datetime]], *, now: datetime, actor: str, counts: dict[str, int]
 ) -> None:
@@ -1303,10 +1325,25 @@ def _record_outcomes(
     )
     for customer_id, placed_at in completed.values_list("customer_id", "placed_at"):
         orders.setdefault(customer_id, []).append(placed_at)
+    customer_ids = {intervention.customer_id for intervention, _ in chunk}
+    flags = {
+        pk: (churned, churned_at)
+        for pk, churned, churned_at in Customer.objects.filter(pk__in=customer_ids).values_list(
+            "pk", "churned", "churned_at"
+        )
+    }
+    # Customers with no order and no event at all are profile data, judged by their churn flag.
+    with_activity = set(
+        Order.objects.filter(customer_id__in=customer_ids).values_list("customer_id", flat=True).distinct()
+    ) | set(Event.objects.filter(customer_id__in=customer_ids).values_list("customer_id", flat=True).distinct())
     outcomes = {
-        intervention.pk: Outcome.RETAINED
-        if any(intervention.created_at < t <= horizon_end for t in orders.get(intervention.customer_id, ()))
-        else Outcome.CHURNED
+        intervention.pk: _outcome(
+            intervention,
+            horizon_end,
+            orders=orders.get(intervention.customer_id, ()),
+            flag=flags.get(intervention.customer_id, (False, None)),
+            profile=intervention.customer_id not in with_activity,
+        )
         for intervention, horizon_end in chunk
     }
     with transaction.atomic():

@@ -1,0 +1,105 @@
+"""Outcomes of treated and control customers: by new orders for customers with orders, by the churn flag for
+profile data (a bank's or an insurer's customers have no orders), and an explicit churn time in the window wins."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from alerts.models import ActionKind, Alert, Intervention, InterventionStatus, Outcome
+from alerts.selectors import alert_rule_uplift
+from alerts.services import alert_rule_apply, intervention_outcomes_record
+from customers.models import Customer, Event
+from predictions.models import ChurnScore
+from tests.alerts.helpers import customer_make, model_version_make, order_make, score_make, scoring_run_make
+from tests.alerts.test_services import rule_make
+from tests.customers.test_import_command import run_import
+
+pytestmark = pytest.mark.django_db
+
+DISPATCH = datetime(2026, 3, 10, 12, tzinfo=timezone.get_fixed_timezone(0))
+
+
+def _treated(customer: Customer, rule) -> Intervention:  # noqa: ANN001
+    alert = Alert.objects.create(
+        customer=customer, rule=rule, period_start=DISPATCH.date(), as_of=DISPATCH, probability=0.9, risk_tier="high"
+    )
+    intervention = Intervention.objects.create(
+        alert=alert, customer=customer, kind=ActionKind.COUPON_EMAIL, status=InterventionStatus.SENT,
+        sent_at=DISPATCH, idempotency_key=f"outcome-{customer.pk}",
+    )  # fmt: skip
+    Intervention.objects.filter(pk=intervention.pk).update(created_at=DISPATCH)
+    return intervention
+
+
+@pytest.mark.parametrize(
+    ("orders", "event", "churned", "churned_at", "expected"),
+    [
+        # Customers with orders: a completed order in (dispatch, dispatch + horizon] keeps them.
+        ([-40, 5], False, False, None, Outcome.RETAINED),
+        ([-40], False, False, None, Outcome.CHURNED),
+        ([-40, 31], False, False, None, Outcome.CHURNED),
+        # ... unless they are known to have left inside the window, which wins (as for labels).
+        ([-40, 5], False, True, 20, Outcome.CHURNED),
+        ([-40, 5], False, True, 45, Outcome.RETAINED),
+        # Events only: activity data too, judged by orders as before (no order in the window).
+        ([], True, False, None, Outcome.CHURNED),
+        # Profile data (no orders, no events): the churn flag says it.
+        ([], False, False, None, Outcome.RETAINED),
+        ([], False, True, 10, Outcome.CHURNED),
+        ([], False, True, None, Outcome.CHURNED),
+        ([], False, True, -3, Outcome.CHURNED),
+        ([], False, True, 45, Outcome.RETAINED),  # left after the window
+    ],
+)
+def test_an_outcome_reads_orders_or_the_churn_flag(orders, event, churned, churned_at, expected) -> None:  # noqa: ANN001
+    customer = customer_make(1)
+    for day in orders:
+        order_make(customer, amount="10", placed_at=DISPATCH + timedelta(days=day))
+    if event:
+        Event.objects.create(
+            external_id=f"e{customer.pk}", customer=customer, kind="login", occurred_at=DISPATCH - timedelta(days=3)
+        )
+    Customer.objects.filter(pk=customer.pk).update(
+        churned=churned, churned_at=DISPATCH + timedelta(days=churned_at) if churned_at is not None else None
+    )
+    intervention = _treated(customer, rule_make(horizon_days=30))
+
+    intervention_outcomes_record(now=DISPATCH + timedelta(days=31))
+
+    intervention.refresh_from_db()
+    assert intervention.outcome == expected
+
+
+def test_a_profile_datasets_uplift_counts_the_flag_not_missing_orders(
+    settings,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    # Bank customers have no orders: every one of them used to be recorded as churned, so the uplift was 0.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    csv = "customer_id,email,marketing_consent,product,balance,Attrited\n"
+    csv += "".join(f"B{i},b{i}@example.com,yes,gold card,{1000 + i},No\n" for i in range(60))
+    run_import("customers", csv, label_column="Attrited", positive_label="Yes")
+    run = scoring_run_make(model_version_make(), at=timezone.now())
+    for customer in Customer.objects.order_by("pk"):
+        score_make(customer, run, 0.9)
+    rule = rule_make(horizon_days=30, holdout_fraction=0.5)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.filter(scoring_run=run), actor="t")
+    treated = Intervention.objects.filter(status=InterventionStatus.SENT)
+    control = Intervention.objects.filter(status=InterventionStatus.HOLDOUT)
+    assert treated.exists() and control.exists()
+    dispatched = Intervention.objects.order_by("created_at").first().created_at
+    # Every control customer closes the account 10 days later; every treated customer stays.
+    Customer.objects.filter(pk__in=control.values("customer_id")).update(
+        churned=True, churned_at=dispatched + timedelta(days=10)
+    )
+
+    intervention_outcomes_record(now=dispatched + timedelta(days=31))
+
+    assert set(treated.values_list("outcome", flat=True)) == {Outcome.RETAINED}
+    assert set(control.values_list("outcome", flat=True)) == {Outcome.CHURNED}
+    report = alert_rule_uplift(rule=rule)
+    assert report.difference == pytest.approx(1.0)
