@@ -107,7 +107,10 @@ def _format_value(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
     if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() else f"{value:.3g}"
+        if value.is_integer():
+            return f"{value:.0f}"
+        # An amount of 26734.12 reads as that, not 2.67e+04; smaller values keep three significant digits.
+        return f"{value:.2f}" if abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
 
 

@@ -227,3 +227,22 @@ def test_the_quoted_sentence_comes_from_the_message_of_the_factor_when_a_newer_o
     (factor,) = explanations[0]
     assert factor["factor"] == "message of 2025-01-01 (email)" and factor["weight"] == pytest.approx(3.0)
     assert factor["evidence"] == "I am leaving."
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (26734.12, "26734.12"),  # an amount, not 2.67e+04
+        (-5123.456, "-5123.46"),
+        (250000.0, "250000"),
+        (12.3456, "12.3"),
+        (0.25, "0.25"),
+        (None, "unknown"),
+        (float("nan"), "unknown"),
+        ("gold", "gold"),
+    ],
+)
+def test_factor_evidence_shows_amounts_as_staff_write_them(value: object, shown: str) -> None:
+    from ml.explain import _format_value
+
+    assert _format_value(value) == shown
