@@ -320,6 +320,7 @@ def test_churn_alerts_records_outcomes_and_prints_the_uplift_report(capsys) -> N
     for i in range(30):
         customer = customer_make(i)
         score_make(customer, run, 0.9)
+        order_make(customer, amount="20", placed_at=as_of(-420))  # customers with orders: judged by them
         if i % 2 == 0:
             order_make(customer, amount="20", placed_at=as_of(-390))
     AlertRule.objects.create(
