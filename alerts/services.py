@@ -386,6 +386,10 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
 
     with transaction.atomic():
         counter = _locked_counter(timezone.localdate())
+        # The day's counter serialises applications within one local day only: across midnight two of them hold
+        # different counters. The rule's row serialises every application of this rule, so the second one always
+        # sees the first one's alerts below.
+        AlertRule.objects.select_for_update().filter(pk=rule.pk).first()
         if chosen:
             oldest = min(row["as_of"] for row in chosen) - timedelta(days=rule.cooldown_days)
             last_alerted: dict[int, datetime] = {}
@@ -578,15 +582,16 @@ def _dispatch_locked(
     The caller holds ``counter`` locked, which serialises every dispatch: the cooldown and cap checks below
     therefore see every reservation made before them, however many dispatches run at once.
     """
+    # The customers' rows are locked first (in one order, so dispatches cannot deadlock): the send counter is a row
+    # per day, so two dispatches on either side of midnight hold different counters, but never the same customer
+    # at once, and the second then sees the first's interventions, for these alerts and in its cooldown check.
+    locked = {
+        c.pk: c
+        for c in Customer.objects.select_for_update().filter(pk__in={a.customer_id for a in alerts}).order_by("pk")
+    }
     existing = {i.alert_id: i for i in Intervention.objects.filter(alert__in=[a.pk for a in alerts], kind=kind)}
     todo = [alert for alert in alerts if alert.pk not in existing]
-    # The customers' rows are locked too (in one order, so dispatches cannot deadlock): the send counter is a row
-    # per day, so two dispatches on either side of midnight hold different counters, but never the same customer
-    # at once, and the second then sees the first's intervention in its cooldown check below.
-    customers = {
-        c.pk: c
-        for c in Customer.objects.select_for_update().filter(pk__in={a.customer_id for a in todo}).order_by("pk")
-    }
+    customers = {pk: locked[pk] for pk in {a.customer_id for a in todo}}
     in_control_group = _control_group_customers(customers, exclude_alerts=[a.pk for a in todo])
     recently_contacted: set[int] = set()
     cap = conf.daily_send_cap()
@@ -806,6 +811,9 @@ def customer_send_coupon(
 def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
     with transaction.atomic():
         counter = _locked_counter(timezone.localdate())
+        # Two clicks on either side of midnight hold different day counters: the customer's row serialises them,
+        # so the second finds the alert and the coupon the first made.
+        Customer.objects.select_for_update().filter(pk=customer.pk).first()
         alert = customer_open_alert(customer_id=customer.pk)
         if alert is None:
             if (held := _control_group_customers([customer.pk]).get(customer.pk)) is not None:
@@ -822,7 +830,7 @@ def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
 
 def _manual_alert(*, customer: Customer, now: datetime, actor: str) -> Alert:
     """Today's manual alert of the customer, created (with the newest score's figures) if there is none yet.
-    The caller holds the send counter lock, so two requests cannot both create one."""
+    The caller holds the send counter and the customer's row locked, so two requests cannot both create one."""
     rule = alert_rule_ensure_manual()
     period_start = alert_period_start(as_of=now, period_days=rule.cooldown_days)
     existing = Alert.objects.select_related("rule").filter(customer=customer, rule=rule, period_start=period_start)

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -114,7 +114,8 @@ def test_concurrent_dispatches_keep_the_daily_cap_and_the_cooldown(settings) -> 
 
 
 class _ThreadClock:
-    """``django.utils.timezone`` with a ``now()`` of each thread's own."""
+    """``django.utils.timezone`` with a ``now()`` and ``localdate()`` of each thread's own (Django's own
+    ``localdate()`` reads its own ``now()``: without this one both threads locked the same day's counter)."""
 
     def __init__(self) -> None:
         self.local = threading.local()
@@ -122,13 +123,92 @@ class _ThreadClock:
     def now(self) -> datetime:
         return getattr(self.local, "now", None) or django_timezone.now()
 
+    def localdate(self, value: datetime | None = None, timezone: object = None) -> date:
+        return django_timezone.localdate(value or self.now(), timezone)  # type: ignore[arg-type]
+
     def __getattr__(self, name: str) -> object:
         return getattr(django_timezone, name)
 
 
-def test_two_dispatches_on_either_side_of_midnight_contact_a_customer_once(monkeypatch) -> None:  # noqa: ANN001
+def _slowed(monkeypatch: pytest.MonkeyPatch, clock: _ThreadClock, name: str) -> None:
+    """``alerts.services.<name>`` sleeps after it ran in the thread marked slow, still holding its locks."""
+    real = getattr(alerts_services, name)
+
+    def slow(**kwargs: object) -> object:
+        result = real(**kwargs)
+        if getattr(clock.local, "slow", False):
+            time.sleep(1.5)
+        return result
+
+    monkeypatch.setattr(alerts_services, name, slow)
+
+
+def _either_side_of_midnight(clock: _ThreadClock, index: int) -> None:
+    """Thread 0 at 23:59:59.8 (UTC, the site's zone here), thread 1 0.4 s later, on the next day."""
+    today = django_timezone.now().date()
+    before_midnight = datetime(today.year, today.month, today.day, 23, 59, 59, 800000, tzinfo=UTC)
+    clock.local.now = before_midnight + timedelta(seconds=0.4 * index)
+    clock.local.slow = index == 0
+    time.sleep(0.4 * index)
+
+
+def test_one_rule_applied_twice_on_either_side_of_midnight_alerts_once(monkeypatch, settings) -> None:  # noqa: ANN001
+    # The after-scoring task and churn_alerts apply the same rule at once. Each held its own day's counter, both
+    # found no alert yet, and the second died on the one-alert-per-period constraint.
+    assert connection.vendor == "postgresql"
+    settings.TIME_ZONE = "UTC"
+    celery_app.conf.task_always_eager = True
+    run = scoring_run_make(model_version_make(), at=as_of())
+    score_make(customer_make(1), run, 0.9)
+    AlertRule.objects.create(
+        name="A", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
+    )
+    clock = _ThreadClock()
+    monkeypatch.setattr(alerts_services, "timezone", clock)
+    _slowed(monkeypatch, clock, "holdout_assigned")  # after the existing alerts were read, before the insert
+
+    def apply(index: int) -> object:
+        _either_side_of_midnight(clock, index)
+        return alerts_services.alerts_apply_rules(actor=f"t{index}", scoring_run_id=run.pk)
+
+    results = run_in_threads(2, apply)
+
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert Alert.objects.count() == 1
+
+
+def test_two_coupon_clicks_on_one_customers_page_on_either_side_of_midnight_send_one(monkeypatch, settings) -> None:  # noqa: ANN001
+    # Two staff members (no shared Idempotency-Key): the second read the alert's interventions before it waited
+    # for the customer's lock, then inserted a second coupon for the same alert and died on the constraint.
+    assert connection.vendor == "postgresql"
+    settings.TIME_ZONE = "UTC"
+    celery_app.conf.task_always_eager = True
+    run = scoring_run_make(model_version_make(), at=as_of())
+    customer = customer_make(1)
+    score_make(customer, run, 0.9)
+    rule = AlertRule.objects.create(
+        name="A", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
+    )
+    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    clock = _ThreadClock()
+    monkeypatch.setattr(alerts_services, "timezone", clock)
+    _slowed(monkeypatch, clock, "_dispatch_locked")
+
+    def click(index: int) -> object:
+        _either_side_of_midnight(clock, index)
+        return alerts_services.customer_send_coupon(customer=customer, actor=f"user:{index}").status
+
+    results = run_in_threads(2, click)
+
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert Intervention.objects.count() == 1
+    assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 1
+
+
+def test_two_dispatches_on_either_side_of_midnight_contact_a_customer_once(monkeypatch, settings) -> None:  # noqa: ANN001
     # Each dispatch locks its own day's send counter; the customer's row must serialise them all the same.
     assert connection.vendor == "postgresql"
+    settings.TIME_ZONE = "UTC"
     celery_app.conf.task_always_eager = True
     run = scoring_run_make(model_version_make(), at=as_of())
     score_make(customer_make(1), run, 0.9)
@@ -140,22 +220,10 @@ def test_two_dispatches_on_either_side_of_midnight_contact_a_customer_once(monke
     first, second = Alert.objects.order_by("rule__name")
     clock = _ThreadClock()
     monkeypatch.setattr(alerts_services, "timezone", clock)
-    real_dispatch = alerts_services._dispatch_locked
-
-    def slow_dispatch(**kwargs: object) -> object:
-        result = real_dispatch(**kwargs)
-        if getattr(clock.local, "slow", False):
-            time.sleep(1.5)  # still holding its locks when the other dispatch starts
-        return result
-
-    monkeypatch.setattr(alerts_services, "_dispatch_locked", slow_dispatch)
-    today = django_timezone.now().date()
-    before_midnight = datetime(today.year, today.month, today.day, 23, 59, 59, 800000, tzinfo=UTC)
+    _slowed(monkeypatch, clock, "_dispatch_locked")
 
     def send(index: int) -> object:
-        clock.local.now = before_midnight + timedelta(seconds=0.4 * index)
-        clock.local.slow = index == 0
-        time.sleep(0.4 * index)
+        _either_side_of_midnight(clock, index)
         return alerts_services.alert_send_coupon(alert=(first, second)[index], actor="user:ann").status
 
     results = run_in_threads(2, send)
