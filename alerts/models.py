@@ -230,6 +230,9 @@ class Outcome(models.TextChoices):
     UNKNOWN = "unknown", "unknown (horizon not passed)"
     RETAINED = "retained", "retained"
     CHURNED = "churned", "churned"
+    # A repeat action of a rule for a treated customer whose outcome window with that rule is still open: the
+    # control group's repeats are left out (never contacted), so counting these would count only one side twice.
+    NOT_MEASURED = "not_measured", "not measured (repeat inside an open outcome window)"
 
 
 class Intervention(models.Model):

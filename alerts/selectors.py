@@ -183,10 +183,11 @@ def uplift_from_counts(
 # The groups the uplift compares, as intention to treat: every alert that passed the dispatch gates (consent,
 # cooldown, cap) and was meant to be acted on counts as treated, even where the email then bounced or the customer
 # opted out before it went; the control group passed the same gates. Alerts suppressed at dispatch are in neither.
-MEASURED_TREATED = Q(status__in=(InterventionStatus.SENT, InterventionStatus.FAILED)) | Q(
-    status=InterventionStatus.SUPPRESSED, reason__startswith="at send time"
-)
-MEASURED_CONTROL = Q(status=InterventionStatus.HOLDOUT)
+MEASURED_TREATED = (
+    Q(status__in=(InterventionStatus.SENT, InterventionStatus.FAILED))
+    | Q(status=InterventionStatus.SUPPRESSED, reason__startswith="at send time")
+) & ~Q(outcome=Outcome.NOT_MEASURED)
+MEASURED_CONTROL = Q(status=InterventionStatus.HOLDOUT) & ~Q(outcome=Outcome.NOT_MEASURED)
 
 
 def _uplift_groups() -> dict[str, Aggregate]:

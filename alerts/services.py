@@ -593,6 +593,7 @@ def _dispatch_locked(
     todo = [alert for alert in alerts if alert.pk not in existing]
     customers = {pk: locked[pk] for pk in {a.customer_id for a in todo}}
     in_control_group = _control_group_customers(customers, exclude_alerts=[a.pk for a in todo])
+    in_treated_window = _treated_window_customers(customers, rule=rule, exclude_alerts=[a.pk for a in todo])
     recently_contacted: set[int] = set()
     cap = conf.daily_send_cap()
     if kind == ActionKind.COUPON_EMAIL and todo:
@@ -631,6 +632,9 @@ def _dispatch_locked(
         elif alert.holdout:
             status, reason = InterventionStatus.HOLDOUT, "control group"
         coupon = kind == ActionKind.COUPON_EMAIL and status == InterventionStatus.PENDING
+        # A repeat of this rule while the customer's treated outcome window with it is open goes out, but is not a
+        # second treated outcome: the control group's repeats are left out, so counting it would bias the uplift.
+        repeat = customer.pk in in_treated_window and status != InterventionStatus.SUPPRESSED
         new.append(
             Intervention(
                 alert=alert,
@@ -643,6 +647,7 @@ def _dispatch_locked(
                 coupon_valid_until=valid_until if coupon else None,
                 coupon_cost=rule.coupon_cost if coupon else Decimal(0),
                 idempotency_key=f"{kind}:rule-{rule.pk}:customer-{alert.customer_id}:{alert.period_start.isoformat()}",
+                outcome=Outcome.NOT_MEASURED if repeat else Outcome.UNKNOWN,
             )
         )
     created = Intervention.objects.bulk_create(new, batch_size=2000)
@@ -767,6 +772,23 @@ def _control_group_customers(
         if until > now:
             found[customer_id] = _ControlGroup(rule_name=rule_name, until=until)
     return found
+
+
+def _treated_window_customers(
+    customer_ids: Iterable[int], *, rule: AlertRule, exclude_alerts: Iterable[int] = ()
+) -> set[int]:
+    """The customers treated by ``rule`` (a measured action) whose outcome window with it is still open."""
+    opened_after = timezone.now() - timedelta(days=rule.horizon_days)
+    return set(
+        Intervention.objects.filter(
+            MEASURED_TREATED,
+            customer_id__in=list(customer_ids),
+            alert__rule=rule,
+            created_at__gt=opened_after,
+        )
+        .exclude(alert_id__in=list(exclude_alerts))
+        .values_list("customer_id", flat=True)
+    )
 
 
 def customer_send_coupon(

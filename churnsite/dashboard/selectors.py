@@ -124,7 +124,7 @@ def intervention_funnel() -> list[tuple[str, int]]:
     counts = Intervention.objects.aggregate(
         decided=Count("id", filter=~Q(status=InterventionStatus.HOLDOUT)),
         sent=Count("id", filter=Q(status=InterventionStatus.SENT)),
-        known=Count("id", filter=Q(status=InterventionStatus.SENT) & ~Q(outcome=Outcome.UNKNOWN)),
+        known=Count("id", filter=Q(status=InterventionStatus.SENT, outcome__in=(Outcome.RETAINED, Outcome.CHURNED))),
         retained=Count("id", filter=Q(status=InterventionStatus.SENT, outcome=Outcome.RETAINED)),
     )
     return [

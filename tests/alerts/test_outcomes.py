@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from alerts.models import ActionKind, Alert, Intervention, InterventionStatus, Outcome
 from alerts.selectors import alert_rule_uplift
-from alerts.services import alert_rule_apply, intervention_outcomes_record
+from alerts.services import alert_rule_apply, holdout_assigned, intervention_outcomes_record
 from customers.models import Customer, Event
 from predictions.models import ChurnScore
 from tests.alerts.helpers import customer_make, model_version_make, order_make, score_make, scoring_run_make
@@ -103,3 +103,48 @@ def test_a_profile_datasets_uplift_counts_the_flag_not_missing_orders(
     assert set(control.values_list("outcome", flat=True)) == {Outcome.CHURNED}
     report = alert_rule_uplift(rule=rule)
     assert report.difference == pytest.approx(1.0)
+
+
+def test_a_repeat_inside_the_outcome_window_is_sent_but_not_counted_on_either_side(
+    settings,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    # Defaults: the rule alerts again after 30 days, its outcome window is 60 days. The treated customer got a
+    # second coupon, counted as a second treated outcome, while the control customer's repeat was left out: two
+    # customers who behave alike showed treated 50% against control 100%.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    rule = rule_make(cooldown_days=30, horizon_days=60, holdout_fraction=0.5)
+    treated = control = None
+    for n in range(1, 200):
+        customer = customer_make(n)
+        if holdout_assigned(customer_id=customer.pk, rule_id=rule.pk, fraction=0.5):
+            control = control or customer
+        else:
+            treated = treated or customer
+        if treated and control:
+            break
+    now = timezone.now()
+    model = model_version_make()
+    for days_ago in (30, 0):
+        run = scoring_run_make(model, at=now - timedelta(days=days_ago))
+        for customer in (treated, control):
+            score_make(customer, run, 0.9)
+            if days_ago == 30:  # both order 10 days after the first alert, nothing after
+                order_make(customer, amount="50", placed_at=now - timedelta(days=40))
+                order_make(customer, amount="50", placed_at=now - timedelta(days=20))
+        with django_capture_on_commit_callbacks(execute=True):
+            alert_rule_apply(rule=rule, scores=ChurnScore.objects.filter(scoring_run=run), actor="t")
+        if days_ago == 30:  # that dispatch happened 30 days ago
+            Intervention.objects.update(created_at=now - timedelta(days=30), sent_at=now - timedelta(days=30))
+
+    repeat = Intervention.objects.get(customer=treated, created_at__gt=now - timedelta(days=1))
+    assert repeat.status == InterventionStatus.SENT and repeat.outcome == Outcome.NOT_MEASURED  # it went out
+    held = Intervention.objects.get(customer=control, created_at__gt=now - timedelta(days=1))
+    assert held.status == InterventionStatus.SUPPRESSED  # its own control window is open
+
+    intervention_outcomes_record(now=now + timedelta(days=61))
+
+    report = alert_rule_uplift(rule=rule)
+    assert (report.treated, report.control) == (1, 1), report
+    assert report.treated_rate == report.control_rate == 1.0, report
+    assert Intervention.objects.get(pk=repeat.pk).outcome == Outcome.NOT_MEASURED
