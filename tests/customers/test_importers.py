@@ -234,6 +234,26 @@ def test_a_local_time_the_clocks_skipped_is_a_row_error_and_a_repeated_one_reads
     assert offset.values["placed_at"] == datetime(2024, 3, 31, 1, 30, tzinfo=UTC)
 
 
+def test_a_date_on_a_day_whose_midnight_the_clocks_skipped_is_its_first_instant() -> None:
+    # Cairo went from 00:00 straight to 01:00 (+03:00) on 2025-04-25: the day exists, its midnight does not. A
+    # date without a time was refused as a skipped time; a time of 00:00 given as such still is.
+    base = {"customer_id": "c1", "amount": "1"}
+    iso, digits, number, midnight = parse_rows(
+        "orders",
+        [
+            {**base, "date": "2025-04-25"},
+            {**base, "date": "20250425"},
+            {**base, "date": 20250425},
+            {**base, "date": "2025-04-25T00:00:00"},
+        ],
+        time_zone="Africa/Cairo",
+    )
+
+    first_instant = datetime(2025, 4, 24, 22, 0, tzinfo=UTC)  # 01:00 local, +03:00
+    assert iso.values["placed_at"] == digits.values["placed_at"] == number.values["placed_at"] == first_instant
+    assert [field for field, _ in errors_of(midnight)] == ["placed_at"]
+
+
 def test_future_timestamp_is_rejected_but_small_clock_skew_is_not() -> None:
     base = {"customer_id": "c1", "amount": "1"}
     future, skew = parse_rows(
