@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from rest_framework import serializers
 
@@ -143,7 +143,11 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         extra_kwargs = {
             "as_of": {
                 "required": False,
-                "help_text": "Data up to this time (default: now, or where the data ends when earlier).",
+                # As churn_train --as-of reads it: a date is midnight UTC, a time without an offset is UTC (in
+                # the site's zone, the same string moved the cutoff and every label window by hours).
+                "default_timezone": UTC,
+                "help_text": "Data up to this time (default: now, or where the data ends when earlier). A date is "
+                "midnight UTC and a time without an offset is UTC, as for churn_train --as-of.",
             }
         }
 

@@ -53,3 +53,22 @@ def test_registry_endpoints_refuse_anonymous_callers() -> None:
         ("get", "/api/v1/scores/"),
     ]:
         assert getattr(client, method)(url).status_code in {401, 403}, url
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata"])
+@pytest.mark.parametrize("given", ["2026-03-08", "2026-03-08T00:00:00"])
+def test_a_training_as_of_without_an_offset_is_utc_as_churn_train_reads_it(
+    staff: APIClient, settings: object, zone: str, given: str
+) -> None:
+    # The site's zone made the same string 05:00Z in New York and 18:30Z the day before in Kolkata.
+    from datetime import UTC, datetime
+
+    from predictions.management.commands.churn_train import parse_as_of
+    from predictions.models import TrainingRun
+
+    settings.TIME_ZONE = zone  # type: ignore[attr-defined]
+    response = staff.post("/api/v1/training-runs/", {"mode": "lightgbm", "as_of": given}, format="json")
+
+    assert response.status_code == 202, response.json()
+    assert TrainingRun.objects.get().as_of == parse_as_of(given) == datetime(2026, 3, 8, tzinfo=UTC)
+    assert response.json()["as_of"] == "2026-03-08T00:00:00Z"
