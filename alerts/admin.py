@@ -12,6 +12,7 @@ from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
@@ -203,7 +204,15 @@ class AlertAdmin(admin.ModelAdmin):
             format_html_join(
                 "",
                 "<li>{} {} via {}: {}</li>",
-                ((f"{m.sent_at:%Y-%m-%d}", m.author_role, m.channel, Truncator(m.text).chars(200)) for m in snippets),
+                (
+                    (
+                        f"{timezone.localtime(m.sent_at):%Y-%m-%d}",
+                        m.author_role,
+                        m.channel,
+                        Truncator(m.text).chars(200),
+                    )
+                    for m in snippets
+                ),
             ),
         )
 

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 # The alert queue: the newest scores first and, among alerts from one scoring, the most valuable first (not by
 # created_at: one batch's rows are inserted most valuable first, so their creation times run the other way).
@@ -299,7 +300,7 @@ class AuditEntry(models.Model):
         verbose_name_plural = "audit entries"
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action}"
+        return f"{timezone.localtime(self.at):%Y-%m-%d %H:%M:%S} {self.actor}: {self.action}"
 
     def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - Model.save signature
         if self.pk is not None and not self._state.adding:

@@ -841,7 +841,7 @@ def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
             if (held := _control_group_customers([customer.pk]).get(customer.pk)) is not None:
                 raise CouponNotAllowed(
                     f"customer {customer.external_id} is in the control group of rule {held.rule_name!r} "
-                    f"until {held.until:%Y-%m-%d}: no coupon, so that the rule's uplift stays measurable"
+                    f"until {timezone.localtime(held.until):%Y-%m-%d}: no coupon, so that the rule's uplift stays measurable"
                 )
             alert = _manual_alert(customer=customer, now=timezone.now(), actor=actor)
         (intervention,) = _dispatch_locked(

@@ -492,7 +492,9 @@ class CustomerAdmin(admin.ModelAdmin):
         already = customer.opted_out_at
         customer = customer_opt_out(customer=customer)
         if already is not None:
-            self.message_user(request, f"Already opted out of marketing since {already:%Y-%m-%d %H:%M}.")
+            self.message_user(
+                request, f"Already opted out of marketing since {timezone.localtime(already):%Y-%m-%d %H:%M}."
+            )
         else:
             self.message_user(
                 request, "Opted out of marketing: no coupon or retention email from now on.", messages.SUCCESS

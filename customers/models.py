@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Customer(models.Model):
@@ -69,7 +70,7 @@ class CustomerProfileChange(models.Model):
         indexes = [models.Index(fields=["customer", "changed_at"], name="profile_change_customer_time")]
 
     def __str__(self) -> str:
-        return f"{', '.join(sorted(self.previous))} changed at {self.changed_at:%Y-%m-%d %H:%M}"
+        return f"{', '.join(sorted(self.previous))} changed at {timezone.localtime(self.changed_at):%Y-%m-%d %H:%M}"
 
 
 class OrderStatus(models.TextChoices):
@@ -140,7 +141,7 @@ class Event(models.Model):
         indexes = [models.Index(fields=["customer", "occurred_at"], name="event_customer_time")]
 
     def __str__(self) -> str:
-        return f"{self.kind} at {self.occurred_at:%Y-%m-%d %H:%M}"
+        return f"{self.kind} at {timezone.localtime(self.occurred_at):%Y-%m-%d %H:%M}"
 
 
 class MessageChannel(models.TextChoices):
@@ -173,7 +174,7 @@ class Message(models.Model):
         indexes = [models.Index(fields=["customer", "sent_at"], name="message_customer_time")]
 
     def __str__(self) -> str:
-        return f"{self.author_role} via {self.channel} at {self.sent_at:%Y-%m-%d %H:%M}"
+        return f"{self.author_role} via {self.channel} at {timezone.localtime(self.sent_at):%Y-%m-%d %H:%M}"
 
 
 class ImportKind(models.TextChoices):

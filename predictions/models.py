@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 
 class WorkerHeartbeat(models.Model):
@@ -15,7 +16,7 @@ class WorkerHeartbeat(models.Model):
         ordering = ["-seen_at"]
 
     def __str__(self) -> str:
-        return f"{self.hostname} on {self.queue} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.hostname} on {self.queue} at {timezone.localtime(self.seen_at):%Y-%m-%d %H:%M:%S}"
 
 
 class ModelStatus(models.TextChoices):
@@ -180,7 +181,7 @@ class ScoringRun(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"scoring run {self.pk} at {self.as_of:%Y-%m-%d} ({self.status})"
+        return f"scoring run {self.pk} at {timezone.localtime(self.as_of):%Y-%m-%d} ({self.status})"
 
 
 class RiskTier(models.TextChoices):
