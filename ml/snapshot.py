@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord, profile_at
@@ -148,9 +148,16 @@ class LabelConfig:
             raise ValueError(f"activity must be one of {', '.join(ACTIVITY_KINDS)}, got {self.activity!r}")
 
     def window(self, as_of: datetime) -> tuple[datetime, datetime]:
-        """The label window ``(start, end]`` for a cutoff: start excluded, end included."""
-        start = as_of + timedelta(days=self.lead_days)
+        """The label window ``(start, end]`` for a cutoff: start excluded, end included; days of 24 hours, so the
+        same instant gives the same window in any zone."""
+        start = _in_utc(as_of) + timedelta(days=self.lead_days)
         return start, start + timedelta(days=self.horizon_days)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """An aware time in UTC (a naive one as it is). Python adds days to a time of a zone with daylight saving on the
+    wall clock: 60 days after a New York cutoff in February would be 59 days and 23 hours later."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
 
 
 def qualifying_activity_times(history: CustomerHistory | Snapshot, activity: str) -> list[datetime]:
@@ -220,7 +227,8 @@ def is_eligible(history: CustomerHistory, as_of: datetime, *, rule: EligibilityR
     past = [t for t in qualifying_activity_times(history, activity) if t <= as_of]
     if rule.require_prior_activity and not past:
         return False
-    if rule.max_days_inactive is not None and (not past or past[-1] <= as_of - timedelta(days=rule.max_days_inactive)):
+    idle_since = _in_utc(as_of) - timedelta(days=rule.max_days_inactive or 0)
+    if rule.max_days_inactive is not None and (not past or past[-1] <= idle_since):
         return False
     return True
 
@@ -243,8 +251,8 @@ def rolling_cutoffs(
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
     cutoffs: list[datetime] = []
-    cutoff = as_of - timedelta(days=lead_days + horizon_days)
-    while cutoff > earliest + timedelta(days=min_history_days):
+    cutoff = _in_utc(as_of) - timedelta(days=lead_days + horizon_days)
+    while cutoff > _in_utc(earliest) + timedelta(days=min_history_days):
         cutoffs.append(cutoff)
         if max_cutoffs is not None and len(cutoffs) >= max_cutoffs:
             break

@@ -199,3 +199,27 @@ def test_flagged_snapshots_label_profile_customers_by_their_flag_only() -> None:
     features = FeatureBuilder().build([r.snapshot for r in rows])
     assert not [c for c in features.columns if "churn" in c.lower()], "the flag is a label, never a feature"
     assert [h.customer.id for h in histories if scored_by_flag_model(h, day(10))] == ["here", "unknown"]
+
+
+def test_the_same_cutoff_instant_gives_the_same_window_label_and_cutoffs_in_any_zone() -> None:
+    # 2026-02-01 00:00 in New York (05:00Z); the 60-day window spans the change to daylight saving on 2026-03-08,
+    # and Python adds days to a New York time on the wall clock: the window ended an hour early there.
+    from zoneinfo import ZoneInfo
+
+    as_of_utc = datetime(2026, 2, 1, 5, 0, tzinfo=UTC)
+    as_of_local = as_of_utc.astimezone(ZoneInfo("America/New_York"))
+    boundary = as_of_utc + timedelta(days=60)  # the window's end, included
+    history = CustomerHistory(
+        customer=CustomerRecord(id="c1", signed_up_at=datetime(2025, 1, 1, tzinfo=UTC)),
+        orders=(OrderRecord(placed_at=datetime(2025, 12, 1, tzinfo=UTC), amount=1.0),
+                OrderRecord(placed_at=boundary, amount=1.0)),
+    )  # fmt: skip
+    config = LabelConfig(horizon_days=60)
+
+    assert config.window(as_of_local) == config.window(as_of_utc)
+    assert churn_label(history, as_of_local, config) == churn_label(history, as_of_utc, config) == 0
+    later = datetime(2026, 5, 1, 4, 0, tzinfo=UTC)  # after the change: 00:00 in New York is 04:00Z
+    earliest = datetime(2025, 6, 1, tzinfo=UTC)
+    assert rolling_cutoffs(
+        as_of=later.astimezone(ZoneInfo("America/New_York")), horizon_days=60, earliest=earliest
+    ) == (rolling_cutoffs(as_of=later, horizon_days=60, earliest=earliest))
