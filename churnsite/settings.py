@@ -10,6 +10,8 @@ filesystem broker under ``CHURN_VAR_DIR`` instead; see README "Celery without a 
 from __future__ import annotations
 
 import os
+import re
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -433,6 +435,39 @@ CHURN_IMPORT_TIME_ZONE = env.str("CHURN_IMPORT_TIME_ZONE", default=TIME_ZONE)
 CHURN_IMPORT_MAX_TEXT_CHARS = env.int("CHURN_IMPORT_MAX_TEXT_CHARS", default=1_000_000)
 CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS = env.int("CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS", default=3600)
 CHURN_INGEST_MAX_BYTES = env.int("CHURN_INGEST_MAX_BYTES", default=50 * 1024 * 1024)
+
+
+def _currency(name: str, default: str) -> str:
+    code = env.str(name, default=default).strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise ImproperlyConfigured(f"{name} must be a three-letter currency code (USD, EUR, ...), not {code!r}")
+    return code
+
+
+def _exchange_rates(name: str, currency: str) -> dict[str, Decimal]:
+    """``EUR=1.08,JPY=0.0067``: what one unit of each currency is worth in the store's currency."""
+    rates: dict[str, Decimal] = {}
+    for entry in (item.strip() for item in env.str(name, default="").split(",")):
+        if not entry:
+            continue
+        code, _, value = (part.strip() for part in entry.partition("="))
+        try:
+            rate = Decimal(value)
+        except ArithmeticError:
+            rate = Decimal("NaN")
+        if not re.fullmatch(r"[A-Z]{3}", code.upper()) or not rate.is_finite() or rate <= 0:
+            raise ImproperlyConfigured(
+                f"{name} must be CODE=RATE entries, each a three-letter code and a positive rate (the value of one "
+                f"unit in {currency}), as in EUR=1.08,JPY=0.0067; {entry!r} is not"
+            )
+        rates[code.upper()] = rate
+    return rates
+
+
+# Orders are stored in one currency: spend features, customer value and expected loss add amounts up. An order in
+# another one is converted at import with CHURN_EXCHANGE_RATES, or refused with its row named.
+CHURN_CURRENCY = _currency("CHURN_CURRENCY", "USD")
+CHURN_EXCHANGE_RATES = _exchange_rates("CHURN_EXCHANGE_RATES", CHURN_CURRENCY)
 
 # --- Alerts and retention actions -------------------------------------------------------------
 ALERTS_DAILY_SEND_CAP = env.int("ALERTS_DAILY_SEND_CAP", default=500)

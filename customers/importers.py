@@ -118,6 +118,9 @@ class ImportOptions:
         format: csv, jsonl, json or xlsx; detected from the file name when None.
         sheet: the xlsx sheet to read; the first sheet when None.
         delimiter: the CSV delimiter; detected from the header line when None.
+        currency: the store's currency (``CHURN_CURRENCY``): orders without one are in it, and an order in another
+            currency is converted to it with ``exchange_rates`` or refused. None accepts any currency as given.
+        exchange_rates: the value of one unit of another currency in the store's currency (``CHURN_EXCHANGE_RATES``).
     """
 
     kind: str
@@ -132,6 +135,8 @@ class ImportOptions:
     format: str | None = None
     sheet: str | None = None
     delimiter: str | None = None
+    currency: str | None = None
+    exchange_rates: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 def detect_format(name: str) -> str:
@@ -994,6 +999,18 @@ class RowParser:
         self.label_rows = 0
         self.label_positive = 0
         self.label_values: set[str] = set()
+        # Orders converted to the store's currency, by their own currency (for a note).
+        self.converted: dict[str, int] = {}
+
+    def convert(self, values: dict[str, object], currency: str) -> dict[str, object]:
+        """An order's values with its amounts in the store's currency (``parse`` checked that a rate exists)."""
+        rate = self.options.exchange_rates[currency]
+        converted = {**values, "currency": self.options.currency}
+        for name in ("amount", "discount_amount"):
+            if values.get(name) is not None:
+                converted[name] = (values[name] * rate).quantize(_CENT)  # type: ignore[operator]
+        self.converted[currency] = self.converted.get(currency, 0) + 1
+        return converted
 
     def plan(self, columns: Sequence[str]) -> _Plan:
         key = tuple(columns)
@@ -1116,6 +1133,19 @@ class RowParser:
             if status not in ("returned", "refunded"):
                 errors.append(
                     RowError(row, "amount", f"{values['amount']} is negative, which needs status returned or refunded")
+                )
+        store = self.options.currency
+        if self.kind == "orders" and store is not None:
+            currency = values.get("currency", store)
+            if currency != store and currency not in self.options.exchange_rates:
+                errors.append(
+                    RowError(
+                        row,
+                        "currency",
+                        f"{currency} is not the store's currency {store} (CHURN_CURRENCY) and CHURN_EXCHANGE_RATES has "
+                        f"no rate for it: amounts in two currencies cannot be added up; set "
+                        f"CHURN_EXCHANGE_RATES={currency}=<the value of 1 {currency} in {store}>",
+                    )
                 )
         if self.kind == "orders" and values.get("status_changed_at") is not None:
             changed, placed = values["status_changed_at"], values.get("placed_at")
@@ -1289,6 +1319,9 @@ class PreparedRows:
         self.parser = parser
         self.kind = parser.kind
         self.columns = tuple(columns)
+        self.store_currency = parser.options.currency if self.kind == "orders" else None
+        if self.store_currency is not None:
+            defaults = {**defaults, "currency": self.store_currency}  # an order without a currency is in it
         self.defaults = tuple(defaults.get(name) for name in self.columns)
         self.keys = keys
         self.time_field = _TIME_FIELDS[self.kind]
@@ -1318,6 +1351,10 @@ class PreparedRows:
         if self.kind == "events":
             values = {**values, "properties": parsed.extra or {}}
         digest = None if parsed.external_id else _content_digest(_canonical(self.kind, parsed))
+        currency = values.get("currency")
+        if self.store_currency is not None and currency is not None and currency != self.store_currency:
+            # Converted after the digest: a row without an id keeps its id when the rate changes.
+            values = self.parser.convert(values, currency)
         return (
             parsed.row,
             parsed.external_id,
@@ -1363,6 +1400,8 @@ class PreparedRows:
         template = list(self.defaults)
         time_slot = slots[self.time_field]
         amount_slot = slots.get("amount") if kind == "orders" else None
+        store_currency = self.store_currency
+        currency_slot = slots.get("currency") if store_currency is not None else None
         changed_slot = slots.get("status_changed_at") if kind == "orders" else None
         properties_slot = slots.get("properties") if kind == "events" else None
         ignored = plan.ignored
@@ -1406,6 +1445,8 @@ class PreparedRows:
                     values[slot] = value
             if amount_slot is not None and values[amount_slot] < 0:
                 return None  # parse() knows whether the status allows it
+            if currency_slot is not None and values[currency_slot] != store_currency:
+                return None  # parse() refuses it or from_parsed() converts it
             if changed_slot is not None and values[changed_slot] is not None:
                 return None  # parse() checks it against the status and the placement time
             if properties_slot is not None:

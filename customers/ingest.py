@@ -111,6 +111,8 @@ def import_options_from_settings(**overrides: object) -> ImportOptions:
         "time_zone": settings.CHURN_IMPORT_TIME_ZONE,
         "max_text_chars": settings.CHURN_IMPORT_MAX_TEXT_CHARS,
         "future_tolerance": timedelta(seconds=settings.CHURN_IMPORT_FUTURE_TOLERANCE_SECONDS),
+        "currency": settings.CHURN_CURRENCY,
+        "exchange_rates": settings.CHURN_EXCHANGE_RATES,
     }
     defaults.update({key: value for key, value in overrides.items() if value is not None})
     return ImportOptions(**defaults)  # type: ignore[arg-type]
@@ -170,6 +172,12 @@ def import_file(
             importer.run(records, batch_size=batch_size, plan=plan)
         if parser.ignored_columns:
             result.notes.append(f"columns not imported: {', '.join(sorted(parser.ignored_columns))}")
+        if parser.converted:
+            rates = options.exchange_rates
+            converted = ", ".join(
+                f"{count} from {code} at {rates[code]}" for code, count in sorted(parser.converted.items())
+            )
+            result.notes.append(f"orders converted to {options.currency} (CHURN_EXCHANGE_RATES): {converted}")
         if parser.label_rows and not parser.label_positive:
             seen = ", ".join(repr(value) for value in sorted(parser.label_values))
             result.notes.append(

@@ -137,6 +137,10 @@ def test_settings_that_cannot_work_stop_the_process_with_a_message_that_names_th
         ("CHURN_BEAT_LOCK_TTL", "0"),
         ("CHURN_REDIS_SOCKET_TIMEOUT", "0"),
         ("CHURN_REDIS_CONNECT_TIMEOUT", "-1"),
+        ("CHURN_CURRENCY", "dollars"),
+        ("CHURN_EXCHANGE_RATES", "JPY"),
+        ("CHURN_EXCHANGE_RATES", "EUR=1.08,JPY=-0.0067"),
+        ("CHURN_EXCHANGE_RATES", "EURO=1.08"),
     ):
         result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), name: value})
         assert result.returncode != 0, (name, value)
