@@ -1,4 +1,5 @@
-"""Helpers for service tests: real Celery worker processes against the real broker and database."""
+"""Helpers for service tests: real Celery worker processes against the real broker and database, and callers
+running at the same moment on their own database connections."""
 
 from __future__ import annotations
 
@@ -6,14 +7,41 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from django.db import connection
+from django.db import connection, connections
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_in_threads(count: int, target: Callable[[int], object], *, timeout: float = 60) -> list[object]:
+    """Call ``target(0)`` .. ``target(count - 1)`` in threads released together, each on its own connection.
+
+    Returns:
+        What each call returned, or the exception it raised.
+    """
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = target(index)
+        except Exception as error:  # noqa: BLE001 - returned to the test, which asserts on it
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return results
 
 
 def worker_database_url() -> str:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from predictions.models import ModelAuditEntry, ModelStatus, ModelVersion, TrainingRun
 from predictions.selectors import model_artifact_problem
+from predictions.services.locks import MODEL_REGISTRY_LOCK, transaction_lock
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,14 @@ def model_version_register(
 
 
 def _locked_champion() -> ModelVersion | None:
+    """The champion, read once the registry lock is held: every change of the champion passes here first.
+
+    Locking the champion's row alone was not enough: a second promoter waiting on it re-checks the row once the
+    first commits, finds it retired and reads no champion at all (and with no champion yet there is no row to
+    lock), so it would make a second champion and fail on the one-champion constraint. Behind the registry lock
+    it reads the champion the first one left.
+    """
+    transaction_lock(name=MODEL_REGISTRY_LOCK)
     return ModelVersion.objects.select_for_update().filter(status=ModelStatus.CHAMPION).first()
 
 
