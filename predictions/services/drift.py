@@ -7,9 +7,9 @@ import random
 from django.conf import settings
 
 from predictions.models import ChurnScore, DriftEvent, ScoringRun
-from predictions.selectors import champion_model_version, customer_histories, training_in_progress
+from predictions.selectors import champion_model_version, customer_histories
 from predictions.services.scoring import churn_model_load
-from predictions.services.training import training_run_request
+from predictions.services.training import training_run_request_unless_running
 
 
 def drift_check(*, actor: str = "drift check") -> DriftEvent | None:
@@ -52,12 +52,13 @@ def drift_check(*, actor: str = "drift check") -> DriftEvent | None:
         threshold=report["threshold"],
         drifted=report["drifted"],
     )
-    if event.drifted and not training_in_progress():
-        event.training_run = training_run_request(
+    if event.drifted:
+        event.training_run = training_run_request_unless_running(
             mode=champion.mode or settings.CHURN_DEFAULT_MODE,
             horizon_days=champion.horizon_days or settings.CHURN_HORIZON_DAYS,
             lead_days=champion.lead_days,
             actor=f"{actor} (drift event {event.pk}: PSI {event.max_psi:.3f})",
         )
-        event.save(update_fields=["training_run"])
+        if event.training_run is not None:
+            event.save(update_fields=["training_run"])
     return event

@@ -28,6 +28,7 @@ from predictions.selectors import (
     model_artifact_sha256,
     training_in_progress,
 )
+from predictions.services.locks import TRAINING_REQUEST_LOCK, transaction_lock
 from predictions.services.registry import model_version_consider_promotion, model_version_register
 from predictions.services.scoring import refuse_future_as_of
 
@@ -112,17 +113,20 @@ def training_run_request(
     config = churn_model_config(mode=mode, horizon_days=horizon_days, lead_days=lead_days, options=options or {})
     if as_of is None:
         as_of = _default_as_of(config)
-    run = TrainingRun.objects.create(
-        mode=mode,
-        config=options or {},
-        as_of=as_of,
-        horizon_days=horizon_days,
-        lead_days=lead_days,
-        started_by=actor,
-    )
-    from predictions.tasks import train_model_task
+    with transaction.atomic():
+        # Under the lock of ``training_run_request_unless_running``, so that one of those waits for this run.
+        transaction_lock(name=TRAINING_REQUEST_LOCK)
+        run = TrainingRun.objects.create(
+            mode=mode,
+            config=options or {},
+            as_of=as_of,
+            horizon_days=horizon_days,
+            lead_days=lead_days,
+            started_by=actor,
+        )
+        from predictions.tasks import train_model_task
 
-    transaction.on_commit(lambda: train_model_task.delay(run.pk))
+        transaction.on_commit(lambda: train_model_task.delay(run.pk))
     return run
 
 
@@ -147,13 +151,18 @@ def training_run_request_unless_running(
 ) -> TrainingRun | None:
     """A training requested like any other (``training_run_request``), unless one is already under way (a weekly
     schedule and a drift check may fire on the same night; the demo pipeline, run again, queues its challenger
-    once); then nothing is requested and None returned."""
-    if training_in_progress():
-        logger.info("training not requested by %s: a training run is already under way", actor)
-        return None
-    return training_run_request(
-        mode=mode, horizon_days=horizon_days, actor=actor, as_of=as_of, lead_days=lead_days, options=options
-    )
+    once); then nothing is requested and None returned.
+
+    The check and the request are made under one lock, in one transaction: two callers at the same moment would
+    otherwise both find nothing under way and both request."""
+    with transaction.atomic():
+        transaction_lock(name=TRAINING_REQUEST_LOCK)
+        if training_in_progress():
+            logger.info("training not requested by %s: a training run is already under way", actor)
+            return None
+        return training_run_request(
+            mode=mode, horizon_days=horizon_days, actor=actor, as_of=as_of, lead_days=lead_days, options=options
+        )
 
 
 def training_run_acquire_lease(*, training_run_id: int, owner: str) -> bool:

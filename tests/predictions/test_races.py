@@ -7,7 +7,8 @@ import time
 import pytest
 from django.db import connection
 
-from predictions.models import ModelStatus, ModelVersion
+from predictions import tasks as prediction_tasks
+from predictions.models import ModelStatus, ModelVersion, TrainingRun
 from predictions.services import (
     PromotionPolicy,
     model_version_consider_promotion,
@@ -16,6 +17,7 @@ from predictions.services import (
     model_version_rollback,
     registry,
 )
+from predictions.services.training import training_run_request_unless_running
 from tests.model_versions import artifact_dir
 from tests.services import run_in_threads
 
@@ -85,3 +87,16 @@ def test_two_staff_promotions_and_a_rollback_at_once_leave_one_champion_and_no_e
 
     assert not any(isinstance(result, Exception) for result in results), results
     assert ModelVersion.objects.filter(status=ModelStatus.CHAMPION).count() == 1
+
+
+def test_two_retraining_requests_at_once_request_one_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weekly retraining and a drift check (or two ``churn_train --if-idle``) asking at the same moment: the
+    second waits until the first has committed its run, then finds it under way."""
+    monkeypatch.setattr(prediction_tasks.train_model_task, "delay", lambda *args, **kwargs: None)  # no worker here
+
+    results = run_in_threads(
+        2, lambda i: training_run_request_unless_running(mode="lightgbm", horizon_days=60, actor=f"caller {i}")
+    )
+
+    assert not any(isinstance(result, Exception) for result in results), results
+    assert TrainingRun.objects.count() == 1, list(TrainingRun.objects.values_list("pk", "started_by"))
