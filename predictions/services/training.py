@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import socket
 import time
+import uuid
 from collections import deque
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -278,7 +280,9 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         histories = customer_histories(until=run.as_of, exclude_customer_ids=_excluded_from_training(until=run.as_of))
         model = ChurnModel(config).fit(histories, as_of=run.as_of, progress=progress)
         name = f"{run.mode}-{run.as_of:%Y%m%d}-run{run.pk}"
-        artifact = Path(settings.CHURN_ARTIFACT_DIR) / name
+        # A directory of this attempt's own: a delivery that took the run over after this one's lease ran out may
+        # be training too, and whichever registers second must not replace the files of the registered version.
+        artifact = Path(settings.CHURN_ARTIFACT_DIR) / f"{name}-{uuid.uuid4().hex[:12]}"
         progress(0.96, f"saving the artifact to {artifact}")
         model.save(artifact)
         progress(0.97, "profiling scores and top features for drift checks")
@@ -328,7 +332,10 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
                 status=TrainingRun.Status.SUCCEEDED, progress_percent=100, finished_at=timezone.now()
             )
     except IntegrityError:
-        # Another delivery of this run registered its model first: keep that one.
+        # Another delivery of this run registered its model first: keep that one, and drop this attempt's files
+        # (its own directory; the registered version's files are elsewhere).
+        shutil.rmtree(artifact, ignore_errors=True)
+        logger.warning("training run %s: another delivery registered its model first; this one's is discarded", run.pk)
         return ModelVersion.objects.get(training_run_id=run.pk)
     promoted = model_version_consider_promotion(
         model_version=version, actor=f"training run {run.pk}", champion_metrics=champion_metrics

@@ -798,3 +798,44 @@ def test_train_and_score_refuse_an_as_of_outside_the_calendar_in_utc(as_of: str,
         with pytest.raises(CommandError, match=f"--as-of .*{message}"):
             call_command(command, f"--as-of={as_of}")
     assert not TrainingRun.objects.exists() and not ScoringRun.objects.exists()
+
+
+def test_a_taken_over_training_that_registers_second_leaves_the_registered_artifact_intact(
+    store: None,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """A worker still training when its lease runs out (a long step that reports no progress) and the delivery
+    that took the run over both finish: the one that registers second must not replace the registered files."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    import predictions.tasks as tasks
+    from ml.churn_model import ChurnModel
+    from predictions.selectors import model_artifact_problem
+
+    monkeypatch.setattr(tasks.train_model_task, "delay", lambda *args: None)  # delivered by hand below
+    run = _train()
+    real_fit = ChurnModel.fit
+    takeovers: list[ModelVersion | None] = []
+    fits: list[int] = []
+
+    def fit(self, histories, **kwargs):  # noqa: ANN001, ANN202
+        fits.append(len(histories))
+        if len(fits) == 1:
+            # The first delivery's lease runs out here; another delivery takes the run over, trains and registers.
+            TrainingRun.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+            takeovers.append(training_run_execute(training_run_id=run.pk))
+            # The first one then trains on what it read, which differs (as two GPU trainings differ anyway).
+            histories = histories[1:]
+        return real_fit(self, histories, **kwargs)
+
+    monkeypatch.setattr(ChurnModel, "fit", fit)
+
+    returned = training_run_execute(training_run_id=run.pk)
+
+    version = ModelVersion.objects.get(training_run=run)
+    assert takeovers == [version] and returned == version
+    assert model_artifact_problem(version) is None, model_artifact_problem(version)
+    saved = sorted(path.name for path in Path(version.artifact_path).parent.iterdir())
+    assert saved == [Path(version.artifact_path).name], f"the losing attempt's files are left: {saved}"
