@@ -29,8 +29,9 @@ This is the unit the Django side trains, stores, promotes and scores with. Publi
   scoring: explain the customers you show, or pass ``text_factors=False`` for feature factors only.
 * ``metadata`` keys: ``kind``, ``model_type`` (``hybrid`` or ``lightgbm``), ``mode`` (text mode), ``encoder``
   (id, fingerprint, spec or null), ``features``, ``calibration``, ``training_data_sha256``, ``as_of``,
-  ``cutoffs``, ``holdout_cutoff``, ``seed``, ``metrics`` (the holdout metrics), ``oof_metrics``, ``config``,
-  ``n_train``, ``n_holdout`` and, once saved or loaded, ``libraries``.
+  ``cutoffs``, ``holdout_cutoff``, ``holdout_customers_sha256`` (sha256 of the held-out customers' sorted ids),
+  ``seed``, ``metrics`` (the holdout metrics), ``oof_metrics``, ``config``, ``n_train``, ``n_holdout`` and, once
+  saved or loaded, ``libraries``.
 
 The estimator inside is :class:`ml.hybrid.HybridChurnModel`; ``ChurnModelConfig.hybrid.text_mode`` picks
 the text model (``"none"`` gives features-only LightGBM, the ``lightgbm`` model type).
@@ -38,6 +39,7 @@ the text model (``"none"`` gives features-only LightGBM, the ``lightgbm`` model 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -186,6 +188,12 @@ def _encoded(hybrid: HybridChurnModel) -> int | None:
     """Texts the hybrid's frozen encoder has encoded so far in this process; None for models without one."""
     embedder = hybrid.embedder if hybrid.config.text_mode == "frozen" else None
     return None if embedder is None else int(embedder.n_encoded)
+
+
+def _customers_sha256(snapshots: Sequence[Snapshot]) -> str:
+    """The sha256 of the sorted, distinct customer ids of ``snapshots``, one per line."""
+    ids = sorted({str(snapshot.customer.id) for snapshot in snapshots})
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 class ChurnModel:
@@ -357,6 +365,9 @@ class ChurnModel:
             "as_of": as_of.isoformat(),
             "cutoffs": [c.isoformat() for c in cutoffs],
             "holdout_cutoff": holdout_cutoff,
+            # A sample of customers held out at one cutoff is named by its cutoff alone, yet holds other customers
+            # once customers are added: this tells two holdouts apart.
+            "holdout_customers_sha256": _customers_sha256(holdout_snapshots),
             "seed": config.seed,
             "metrics": self.holdout_metrics,
             "oof_metrics": hybrid.oof_metrics_,

@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -322,7 +323,7 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
                 training_cutoffs=list(metadata.get("cutoffs", [])),
                 horizon_days=run.horizon_days,
                 lead_days=run.lead_days,
-                holdout_key=f"{metadata.get('holdout_cutoff')}|h{run.horizon_days}|l{run.lead_days}",
+                holdout_key=_holdout_key(metadata, horizon_days=run.horizon_days, lead_days=run.lead_days),
                 metrics=dict(model.holdout_metrics),
                 reference_profile=reference,
                 actor=run.started_by or "training task",
@@ -347,6 +348,19 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         transaction.on_commit(lambda: rescore_all_task.delay(trigger=f"new champion {version.name}"))
     version.refresh_from_db()
     return version
+
+
+def _holdout_key(metadata: Mapping[str, object], *, horizon_days: int, lead_days: int) -> str:
+    """What identifies the holdout a model was measured on: its cutoff, label window and held-out customers.
+
+    The registry compares stored metrics only of models with equal keys. The customers count: a profile (flag)
+    model holds out a sample of the customers present when it trained, named by its as_of alone, so two trained at
+    one as_of with customers imported between them hold out different customers. Keys recorded before the
+    customers were part of them (no ``|c``) stay as they are and equal no new key.
+    """
+    key = f"{metadata.get('holdout_cutoff')}|h{horizon_days}|l{lead_days}"
+    customers = str(metadata.get("holdout_customers_sha256") or "")
+    return f"{key}|c{customers[:16]}" if customers else key
 
 
 def _excluded_from_training(*, until: datetime) -> object | None:

@@ -94,3 +94,45 @@ def test_the_api_requests_a_training_on_the_flag(settings, tmp_path) -> None:  #
     assert response.status_code == 202 and response.json()["status"] == "succeeded", response.json()
     assert TrainingRun.objects.get().config == {"labels_from": "flag"}
     assert refused.status_code == 400 and "labels_from" in refused.json()["error"]["fields"]
+
+
+def test_flag_models_are_compared_on_stored_metrics_only_when_they_held_out_the_same_customers(
+    settings,  # noqa: ANN001
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """A profile model holds out a sample of the customers present when it trains, named by its as_of: retrained at
+    that as_of on the same customers it holds out the same ones, but after an import of new customers it holds out
+    others, and the champion's stored metrics measured on its own sample must not decide the promotion."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from predictions.models import ModelAuditEntry
+    from predictions.services.training import training_run_request
+
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    as_of = timezone.now() + timedelta(hours=1)
+
+    def trained() -> ModelVersion:
+        options = {"labels_from": "flag", "inner_folds": 2}
+        run = training_run_request(mode="lightgbm", horizon_days=30, actor="test", as_of=as_of, options=options)
+        run.refresh_from_db()
+        assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+        return ModelVersion.objects.get(training_run=run)
+
+    def decision(version: ModelVersion) -> dict:
+        actions = [ModelAuditEntry.Action.PROMOTED, ModelAuditEntry.Action.NOT_PROMOTED]
+        return ModelAuditEntry.objects.get(model_version=version, action__in=actions).details
+
+    run_import("customers", telco_like(200, seed=1), label_column="Churn", positive_label="Yes")
+    champion = trained()
+    same_customers = trained()
+    new_policy_holders = telco_like(300, seed=2).replace("\nT", "\nN")
+    run_import("customers", new_policy_holders, label_column="Churn", positive_label="Yes")
+    other_customers = trained()
+
+    assert same_customers.holdout_key == champion.holdout_key
+    assert decision(same_customers).get("champion_roc_auc") == champion.metrics["roc_auc"], decision(same_customers)
+    assert other_customers.holdout_key != champion.holdout_key
+    assert "different holdout" in str(decision(other_customers)["reason"]), decision(other_customers)
