@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from customers.models import Customer
-from predictions.models import ChurnScore, ModelVersion, ScoringRun
+from predictions.models import ChurnScore, ModelStatus, ModelVersion, ScoringRun
 from predictions.selectors import (
     champion_model_version,
     customer_histories,
@@ -170,7 +170,7 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
     from ml.snapshot import snapshot_at
 
     run = ScoringRun.objects.select_related("model_version").get(pk=scoring_run_id)
-    if run.status == ScoringRun.Status.FAILED:
+    if run.status == ScoringRun.Status.FAILED or _stopped_as_replaced(run):
         return 0
     already = set(
         ChurnScore.objects.filter(
@@ -270,6 +270,28 @@ def _unscored_remain(run: ScoringRun) -> bool:
     return _scored_by(run.model_version, as_of=run.as_of).exclude(id__in=scored).exists()
 
 
+def _stopped_as_replaced(run: ScoringRun) -> bool:
+    """Fail a running run whose model is no longer the champion (staff promoted another or rolled back since it
+    started) and say so; True when its model is not the champion.
+
+    Promotion and rollback take effect at the next scoring: the scores stored before stay, but a replaced model
+    writes no new ones, which would become its customers' newest and reach the alert rules (a chunk delivered
+    late, or sent again by the stall sweep). The customers it did not score get theirs from the champion at the
+    next scoring.
+    """
+    if run.model_version.status == ModelStatus.CHAMPION:
+        return False
+    reason = (
+        f"its model {run.model_version.name} is no longer the champion (promoted over or rolled back since the run "
+        "started): customers not scored yet are left to the next scoring, by the champion"
+    )
+    if ScoringRun.objects.filter(pk=run.pk, status=ScoringRun.Status.RUNNING).update(
+        status=ScoringRun.Status.FAILED, error=reason, finished_at=timezone.now()
+    ):
+        logger.warning("scoring run %s stopped: %s", run.pk, reason)
+    return True
+
+
 def scoring_run_mark_failed(*, scoring_run_id: int, reason: str) -> None:
     """Record that a run will not finish (a chunk was parked): it is not resumed, and nothing is alerted from it."""
     ScoringRun.objects.filter(pk=scoring_run_id, status=ScoringRun.Status.RUNNING).update(
@@ -288,6 +310,9 @@ def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
     It also sends again the follow-up tasks (the alert rules) of runs finished at least ``idle_seconds`` and at
     most a day ago whose tasks never reached the broker.
 
+    A stalled run whose model is no longer the champion is failed instead, with the reason: a replaced model
+    scores no more.
+
     Returns:
         The ids of the runs resumed (a run with nothing left to score is finished instead) and of the runs whose
         follow-up tasks were sent again.
@@ -299,6 +324,8 @@ def scoring_runs_resume_stalled(*, idle_seconds: int) -> list[int]:
         resumed_at__gte=cutoff  # sent again recently: the chunks may just be queued behind other work
     )
     for run in stalled.select_related("model_version"):
+        if _stopped_as_replaced(run):
+            continue
         scores = ChurnScore.objects.filter(model_version=run.model_version, as_of=run.as_of)
         last = scores.order_by("-created_at").values_list("created_at", flat=True).first()
         if last is not None and last >= cutoff:

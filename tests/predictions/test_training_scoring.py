@@ -103,6 +103,38 @@ def test_a_stalled_run_gets_its_lost_customers_scored_once_and_a_progressing_run
     assert scoring_runs_resume_stalled(idle_seconds=600) == []
 
 
+def test_a_stalled_run_of_a_model_replaced_meanwhile_is_failed_not_resumed_by_the_retired_model(store: None) -> None:
+    """Staff promote another model (or roll back) while a run has lost a chunk: the stall sweep must not have the
+    retired model score those customers, nor may a late delivery of the chunk; their next scores come from the
+    champion at the next scoring."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    first = ModelVersion.objects.get(training_run=_train())
+    second = ModelVersion.objects.get(training_run=_train(horizon_days=45))
+    model_version_promote(model_version=second, actor="alice")
+    run = scoring_run_start(trigger="test", as_of=END, chunk_size=50)
+    lost = list(ChurnScore.objects.filter(scoring_run=run).values_list("customer_id", flat=True)[:7])
+    ChurnScore.objects.filter(scoring_run=run, customer_id__in=lost).delete()
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    ScoringRun.objects.filter(pk=run.pk).update(
+        status=ScoringRun.Status.RUNNING, finished_at=None, created_at=an_hour_ago
+    )
+    ChurnScore.objects.filter(scoring_run=run).update(created_at=an_hour_ago)
+    model_version_rollback(actor="bob")
+    assert ModelVersion.objects.get(pk=first.pk).status == ModelStatus.CHAMPION
+
+    resumed = scoring_runs_resume_stalled(idle_seconds=600)
+    late_delivery = scoring_run_score_chunk(scoring_run_id=run.pk, customer_ids=lost)
+
+    run.refresh_from_db()
+    rescored = ChurnScore.objects.filter(model_version=second, customer_id__in=lost).count()
+    assert (resumed, late_delivery, rescored) == ([], 0, 0), "the retired model scored again"
+    assert run.status == ScoringRun.Status.FAILED and "no longer the champion" in run.error, run.error
+    assert scoring_run_start(trigger="test", as_of=END).model_version == first
+
+
 class FlakyBroker:
     """An after-scoring task whose broker is down until told otherwise."""
 
