@@ -271,6 +271,7 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         return ModelVersion.objects.filter(training_run_id=training_run_id).first()
     run = TrainingRun.objects.get(pk=training_run_id)
     progress = _ProgressRecorder(run)
+    artifact: Path | None = None  # this attempt's directory, once saved
     try:
         from ml.churn_model import ChurnModel
 
@@ -283,9 +284,10 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         name = f"{run.mode}-{run.as_of:%Y%m%d}-run{run.pk}"
         # A directory of this attempt's own: a delivery that took the run over after this one's lease ran out may
         # be training too, and whichever registers second must not replace the files of the registered version.
-        artifact = Path(settings.CHURN_ARTIFACT_DIR) / f"{name}-{uuid.uuid4().hex[:12]}"
-        progress(0.96, f"saving the artifact to {artifact}")
-        model.save(artifact)
+        own_artifact = Path(settings.CHURN_ARTIFACT_DIR) / f"{name}-{uuid.uuid4().hex[:12]}"
+        progress(0.96, f"saving the artifact to {own_artifact}")
+        model.save(own_artifact)
+        artifact = own_artifact
         progress(0.97, "profiling scores and top features for drift checks")
         reference = _reference_profile(model, histories)
         progress(0.98, "model card: baselines and curves on the holdout")
@@ -293,9 +295,12 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         champion = champion_model_version()
         champion_metrics = _champion_metrics_on(model, champion, histories, run.as_of)
     except Exception as exc:
-        TrainingRun.objects.filter(pk=run.pk).update(
+        # A run another delivery took over and finished stays succeeded; this attempt's own files go.
+        TrainingRun.objects.filter(pk=run.pk).exclude(status=TrainingRun.Status.SUCCEEDED).update(
             status=TrainingRun.Status.FAILED, error=str(exc)[:5000], finished_at=timezone.now(), lease_expires_at=None
         )
+        if artifact is not None:
+            shutil.rmtree(artifact, ignore_errors=True)
         if isinstance(exc, ValueError):  # the data cannot make a model (the message says why): no traceback
             logger.warning("training run %s failed: %s", run.pk, exc)
         else:

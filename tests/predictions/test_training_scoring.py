@@ -19,7 +19,7 @@ from predictions.services.scoring import (
     scoring_run_start,
     scoring_runs_resume_stalled,
 )
-from predictions.services.training import training_run_execute
+from predictions.services.training import TrainingError, training_run_execute
 from tests.model_versions import artifact_dir
 from tests.predictions.conftest import STORE_END, train
 from tests.staff import grant_app_permissions
@@ -871,3 +871,49 @@ def test_a_taken_over_training_that_registers_second_leaves_the_registered_artif
     assert model_artifact_problem(version) is None, model_artifact_problem(version)
     saved = sorted(path.name for path in Path(version.artifact_path).parent.iterdir())
     assert saved == [Path(version.artifact_path).name], f"the losing attempt's files are left: {saved}"
+
+
+def test_a_taken_over_training_that_fails_after_the_other_registered_leaves_the_run_succeeded(
+    store: None,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # The attempt whose lease ran out failed after the one that took the run over had registered: it marked the
+    # whole run failed, and left its own saved files behind.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    import predictions.services.training as training
+    import predictions.tasks as tasks
+    from ml.churn_model import ChurnModel
+
+    monkeypatch.setattr(tasks.train_model_task, "delay", lambda *args: None)  # delivered by hand below
+    run = _train()
+    real_fit, real_profile = ChurnModel.fit, training._reference_profile
+    fits: list[int] = []
+    profiles: list[int] = []
+
+    def fit(self, histories, **kwargs):  # noqa: ANN001, ANN202
+        fits.append(1)
+        if len(fits) == 1:
+            TrainingRun.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+            training_run_execute(training_run_id=run.pk)
+        return real_fit(self, histories, **kwargs)
+
+    def profile(model, histories):  # noqa: ANN001, ANN202
+        profiles.append(1)
+        if len(profiles) == 2:  # the first attempt, after it saved its artifact
+            raise RuntimeError("worker ran out of memory")
+        return real_profile(model, histories)
+
+    monkeypatch.setattr(ChurnModel, "fit", fit)
+    monkeypatch.setattr(training, "_reference_profile", profile)
+
+    with pytest.raises(TrainingError, match="out of memory"):
+        training_run_execute(training_run_id=run.pk)
+
+    run.refresh_from_db()
+    version = ModelVersion.objects.get(training_run=run)
+    assert run.status == TrainingRun.Status.SUCCEEDED and run.error == ""
+    saved = sorted(path.name for path in Path(version.artifact_path).parent.iterdir())
+    assert saved == [Path(version.artifact_path).name], f"the failed attempt's files are left: {saved}"
