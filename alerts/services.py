@@ -24,6 +24,7 @@ import http.client
 import json
 import logging
 import math
+import re
 import secrets
 import smtplib
 import time
@@ -1071,8 +1072,22 @@ def _finish(intervention: Intervention, *, status: str, actor: str, reason: str 
         action=f"intervention_{status}",
         alert=intervention.alert,
         intervention=intervention,
-        details={"kind": intervention.kind, "reason": reason, **details},
+        details={
+            "kind": intervention.kind,
+            "customer_id": intervention.customer_id,
+            "reason": _without_addresses(reason),
+            **{key: _without_addresses(value) if isinstance(value, str) else value for key, value in details.items()},
+        },
     )
+
+
+_ADDRESS = re.compile(r"[^\s'\"<>@(),;:\[\]]+@[^\s'\"<>@(),;:\[\]]+\.[A-Za-z]{2,}")
+
+
+def _without_addresses(text: str) -> str:
+    """``text`` with email addresses masked: a mail server's refusal names the recipient, and the append-only audit
+    log outlives the customer (``churn_generate --replace`` deletes demo customers)."""
+    return _ADDRESS.sub("<address>", text)
 
 
 def _attempts_exhausted(intervention: Intervention, *, actor: str) -> bool:

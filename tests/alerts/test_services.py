@@ -466,6 +466,10 @@ def test_permanent_smtp_error_fails_without_retry(
     intervention = Intervention.objects.get()
     assert (intervention.status, intervention.attempts) == ("failed", 1)
     assert "SMTPRecipientsRefused" in intervention.reason and scripted_backend.outbox == []
+    # The append-only audit log outlives the customer: it says who by id and keeps no address.
+    entry = AuditEntry.objects.get(action="intervention_failed")
+    assert entry.details["customer_id"] == intervention.customer_id
+    assert "SMTPRecipientsRefused" in entry.details["reason"] and "x@example.com" not in str(entry.details)
 
 
 def test_transient_errors_fail_after_the_retry_cap(
