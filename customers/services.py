@@ -114,6 +114,7 @@ def demo_store_generate(
     )
     existing = demo_customers()
     replaced = 0
+    opted_out: dict[str, datetime] = {}  # by external id and by address
     if existing.exists():
         if not replace:
             raise DemoDataExistsError(
@@ -121,6 +122,14 @@ def demo_store_generate(
                 "pass replace=True (--replace) to delete them and generate again"
             )
         replaced = existing.count()
+        # Opt-outs outlive the replacement: the regenerated store reuses the same ids and addresses, which would
+        # otherwise be emailed again (an opt-out is the customer's word, not demo data).
+        for external_id, email, opted_out_at in existing.filter(opted_out_at__isnull=False).values_list(
+            "external_id", "email", "opted_out_at"
+        ):
+            opted_out[external_id] = opted_out_at
+            if email:
+                opted_out[email.casefold()] = opted_out_at
         try:
             for model in (Event, Message, Order):
                 model.objects.filter(customer__external_id__startswith=ID_PREFIX).delete()
@@ -146,7 +155,9 @@ def demo_store_generate(
                     signed_up_at=record.signed_up_at,
                     attributes=record.attributes,
                     marketing_consent=record.marketing_consent,
-                    opted_out_at=record.opted_out_at,
+                    opted_out_at=opted_out.get(record.external_id)
+                    or opted_out.get(record.email.casefold())
+                    or record.opted_out_at,
                 )
                 for record in block.customers
             ],

@@ -470,3 +470,25 @@ def test_an_end_that_would_put_activity_past_what_the_importer_accepts_is_refuse
         Message.objects.aggregate(at=Max("sent_at"))["at"],
     ]
     assert all(at is not None and at <= limit for at in latest), latest
+
+
+@pytest.mark.django_db
+def test_replacing_the_demo_store_keeps_the_opt_outs_staff_recorded() -> None:
+    # The regenerated store reuses the ids and addresses: an opt-out recorded on the old one was forgotten, and the
+    # next rule run could email that address again.
+    from customers.services import customer_opt_out
+
+    demo_store_generate(customers=20, days=60, seed=3, end=END)
+    by_id, by_address = Customer.objects.filter(opted_out_at__isnull=True, email__gt="").order_by("pk")[:2]
+    for customer in (by_id, by_address):
+        customer_opt_out(customer=customer)
+    opted_out = dict(Customer.objects.filter(opted_out_at__isnull=False).values_list("external_id", "opted_out_at"))
+    address = by_address.email
+    Customer.objects.filter(pk=by_address.pk).update(external_id="demo-renamed")  # found by its address instead
+
+    demo_store_generate(customers=20, days=60, seed=3, end=END, replace=True)
+
+    assert Customer.objects.get(external_id=by_id.external_id).opted_out_at == opted_out[by_id.external_id]
+    assert Customer.objects.get(email=address).opted_out_at == opted_out[by_address.external_id]
+    kept = dict(Customer.objects.filter(opted_out_at__isnull=False).values_list("external_id", "opted_out_at"))
+    assert set(opted_out) <= set(kept) | {by_address.external_id}
