@@ -261,6 +261,11 @@ class Intervention(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.UNKNOWN, db_index=True)
     outcome_at = models.DateTimeField(null=True, blank=True)
+    by_rule = models.BooleanField(
+        default=False,
+        help_text="The rule's own action (its kind was the rule's action when it was made): what the rule's uplift "
+        "counts, whatever the rule's action is changed to later.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Aggregate, Count, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Aggregate, Count, OuterRef, Q, QuerySet, Subquery, Sum
 
 from alerts.models import (
     ALERT_QUEUE_ORDER,
@@ -216,18 +216,17 @@ _KNOWN_OUTCOMES = (Outcome.RETAINED, Outcome.CHURNED)
 
 
 def alert_rule_uplift(*, rule: AlertRule) -> UpliftReport:
-    """The uplift report of a rule over its alerts whose outcome is known: one intervention per alert, of the
-    rule's own action (a coupon sent by hand on a webhook rule's alert does not count the alert twice)."""
-    known = Intervention.objects.filter(alert__rule=rule, kind=rule.action, outcome__in=_KNOWN_OUTCOMES)
+    """The uplift report of a rule over its alerts whose outcome is known: one intervention per alert, the rule's
+    own action (``by_rule``: a coupon sent by hand on a webhook rule's alert does not count the alert twice, and a
+    later change of the rule's action keeps what it measured)."""
+    known = Intervention.objects.filter(alert__rule=rule, by_rule=True, outcome__in=_KNOWN_OUTCOMES)
     return _uplift_report(known.aggregate(**_uplift_groups()))
 
 
 def alert_rules_uplift(*, rules: Iterable[AlertRule]) -> dict[int, UpliftReport]:
     """``alert_rule_uplift`` of each of ``rules`` by rule id, in one grouped query for any number of rules."""
     rule_ids = [rule.pk for rule in rules]
-    known = Intervention.objects.filter(
-        alert__rule_id__in=rule_ids, kind=F("alert__rule__action"), outcome__in=_KNOWN_OUTCOMES
-    )
+    known = Intervention.objects.filter(alert__rule_id__in=rule_ids, by_rule=True, outcome__in=_KNOWN_OUTCOMES)
     by_rule = {
         row["alert__rule_id"]: row for row in known.order_by().values("alert__rule_id").annotate(**_uplift_groups())
     }

@@ -649,6 +649,7 @@ def _dispatch_locked(
                 coupon_cost=rule.coupon_cost if coupon else Decimal(0),
                 idempotency_key=f"{kind}:rule-{rule.pk}:customer-{alert.customer_id}:{alert.period_start.isoformat()}",
                 outcome=Outcome.NOT_MEASURED if repeat else Outcome.UNKNOWN,
+                by_rule=kind == rule.action,
             )
         )
     created = Intervention.objects.bulk_create(new, batch_size=2000)

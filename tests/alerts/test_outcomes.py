@@ -148,3 +148,56 @@ def test_a_repeat_inside_the_outcome_window_is_sent_but_not_counted_on_either_si
     assert (report.treated, report.control) == (1, 1), report
     assert report.treated_rate == report.control_rate == 1.0, report
     assert Intervention.objects.get(pk=repeat.pk).outcome == Outcome.NOT_MEASURED
+
+
+def test_changing_a_rules_action_keeps_the_uplift_it_measured(
+    settings,  # noqa: ANN001
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    # The report counted interventions of the rule's current action: editing a coupon rule to "alert only" made
+    # every coupon it sent, and its control group, vanish from its uplift and the dashboard.
+    from alerts.selectors import alert_rules_uplift
+    from alerts.services import alert_rule_update
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    rule = rule_make(horizon_days=30, holdout_fraction=0.5)
+    run = scoring_run_make(model_version_make(), at=timezone.now())
+    for n in range(12):
+        score_make(customer_make(n), run, 0.9)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.filter(scoring_run=run), actor="t")
+    dispatched = Intervention.objects.order_by("created_at").first().created_at
+    intervention_outcomes_record(now=dispatched + timedelta(days=31))
+    before = alert_rule_uplift(rule=rule)
+    assert before.treated > 0 and before.control > 0
+
+    rule = alert_rule_update(rule=rule, actor="staff", action=ActionKind.NONE)
+
+    assert alert_rule_uplift(rule=rule) == before == alert_rules_uplift(rules=[rule])[rule.pk]
+
+
+def test_the_migration_marks_earlier_interventions_of_the_rules_action_as_its_own() -> None:
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("alerts.migrations.0008_intervention_by_rule")
+    coupon_rule = rule_make(name="coupon")
+    webhook_rule = rule_make(name="webhook", action=ActionKind.WEBHOOK, webhook_url="https://crm.example.com/hook")
+    made = {}
+    for n, (rule, kind) in enumerate(
+        [(coupon_rule, ActionKind.COUPON_EMAIL), (webhook_rule, ActionKind.WEBHOOK), (webhook_rule, "coupon_email")]
+    ):
+        intervention = _treated(customer_make(n), rule)
+        Intervention.objects.filter(pk=intervention.pk).update(kind=kind, by_rule=False)
+        made[(rule.name, kind)] = intervention.pk
+
+    migration.mark_rule_actions(apps, connection.schema_editor())
+
+    marked = dict(Intervention.objects.values_list("pk", "by_rule"))
+    assert {key: marked[pk] for key, pk in made.items()} == {
+        ("coupon", "coupon_email"): True,
+        ("webhook", "webhook"): True,
+        ("webhook", "coupon_email"): False,  # a coupon sent by hand on a webhook rule's alert
+    }

@@ -870,6 +870,7 @@ def test_the_uplift_of_many_rules_at_once_is_each_rules_own_uplift() -> None:
         Intervention.objects.create(
             alert=alert, customer=customer, kind=kind, status=status, reason=reason, outcome=outcome,
             coupon_cost=Decimal(cost), sent_at=as_of() if status == "sent" else None, idempotency_key=f"k{n}",
+            by_rule=kind == rule.action,  # as dispatching marks the rule's own
         )  # fmt: skip
 
     together = alert_rules_uplift(rules=[coupon, webhook, pending])
