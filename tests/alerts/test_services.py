@@ -472,6 +472,25 @@ def test_permanent_smtp_error_fails_without_retry(
     assert "SMTPRecipientsRefused" in entry.details["reason"] and "x@example.com" not in str(entry.details)
 
 
+def test_every_audit_entry_masks_email_addresses_in_its_details() -> None:
+    # A retried temporary refusal (450) wrote its error, with the recipient, unmasked; so could any other entry.
+    from alerts.services import audit_record
+
+    entry = audit_record(
+        actor="system:email",
+        action="intervention_attempt_failed",
+        details={
+            "error": "SMTPRecipientsRefused: {'c1@example.com': (450, b'4.2.0 <c1@example.com> mailbox busy')}",
+            "tried": ["ivan@почта.рф", "a@b"],
+            "attempt": 2,
+        },
+    )
+
+    entry.refresh_from_db()
+    assert "@" not in str(entry.details), entry.details
+    assert entry.details["attempt"] == 2 and entry.details["tried"] == ["<address>", "<address>"]
+
+
 def test_transient_errors_fail_after_the_retry_cap(
     run,
     scripted_backend,

@@ -205,6 +205,45 @@ def test_two_coupon_clicks_on_one_customers_page_on_either_side_of_midnight_send
     assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 1
 
 
+def test_an_alerts_coupon_and_the_customer_pages_coupon_across_midnight_do_not_deadlock(monkeypatch, settings) -> None:  # noqa: ANN001
+    # The alert's button locked the alert, then the customer; the customer page's button locks the customer, then
+    # inserts its coupon for the same alert (which waits for the alert's lock). Across midnight the day counters
+    # differ, so the two waited for each other and PostgreSQL broke the deadlock by failing one.
+    assert connection.vendor == "postgresql"
+    settings.TIME_ZONE = "UTC"
+    celery_app.conf.task_always_eager = True
+    run = scoring_run_make(model_version_make(), at=as_of())
+    customer = customer_make(1)
+    score_make(customer, run, 0.9)
+    rule = AlertRule.objects.create(
+        name="A", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
+    )
+    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    alert = Alert.objects.get()
+    clock = _ThreadClock()
+    monkeypatch.setattr(alerts_services, "timezone", clock)
+    real_dispatch = alerts_services._dispatch_locked
+
+    def dispatch_later(**kwargs: object) -> object:
+        if getattr(clock.local, "slow", False):
+            time.sleep(1.5)  # the alert's button: its locks taken so far held, the customer's not yet
+        return real_dispatch(**kwargs)
+
+    monkeypatch.setattr(alerts_services, "_dispatch_locked", dispatch_later)
+
+    def click(index: int) -> object:
+        _either_side_of_midnight(clock, index)
+        if index == 0:
+            return alerts_services.alert_send_coupon(alert=alert, actor="user:ann").status
+        return alerts_services.customer_send_coupon(customer=customer, actor="user:bob").status
+
+    results = run_in_threads(2, click)
+
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert Intervention.objects.count() == 1
+    assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 1
+
+
 def test_two_dispatches_on_either_side_of_midnight_contact_a_customer_once(monkeypatch, settings) -> None:  # noqa: ANN001
     # Each dispatch locks its own day's send counter; the customer's row must serialise them all the same.
     assert connection.vendor == "postgresql"
