@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -776,6 +776,8 @@ def _timestamp(value: object, context: _Context) -> datetime:
         date_only = _DATE_ONLY.fullmatch(value.strip()) is not None
     elif isinstance(value, datetime):
         moment = value
+        # A spreadsheet's date cell arrives as a datetime at midnight: a date.
+        date_only = value.tzinfo is None and value.time() == time(0)
     elif isinstance(value, date):
         moment = datetime(value.year, value.month, value.day)
         date_only = True
@@ -1137,7 +1139,14 @@ class RowParser:
         store = self.options.currency
         if self.kind == "orders" and store is not None:
             currency = values.get("currency", store)
-            if currency != store and currency not in self.options.exchange_rates:
+            rate = self.options.exchange_rates.get(currency)
+            for name in ("amount", "discount_amount") if currency != store and rate is not None else ():
+                amount = values.get(name)
+                if isinstance(amount, Decimal) and abs(amount * rate) >= _MONEY_LIMIT:  # type: ignore[operator]
+                    errors.append(
+                        RowError(row, name, f"{amount} {currency} is {amount * rate:.2f} {store}: too large")  # type: ignore[operator]
+                    )
+            if currency != store and rate is None:
                 errors.append(
                     RowError(
                         row,

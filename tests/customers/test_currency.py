@@ -79,3 +79,16 @@ def test_the_store_currency_is_the_default_of_an_order_without_one(settings) -> 
         "o-2": Decimal("92.00"),
     }
     assert set(Order.objects.values_list("currency", flat=True)) == {"EUR"}
+
+
+def test_a_converted_amount_too_large_for_the_store_is_refused_with_its_row(settings) -> None:  # noqa: ANN001
+    # Converted after the range check, 9,000,000,000 USD became 1.35e12 JPY: on PostgreSQL the whole import died of
+    # a numeric overflow, on SQLite the amount was stored.
+    settings.CHURN_CURRENCY = "JPY"
+    settings.CHURN_EXCHANGE_RATES = {"USD": Decimal("150")}
+    result = run_import("orders", _orders("o-1,c1,{placed},100.00,0,USD", "o-2,c2,{placed},9000000000.00,0,USD"))
+
+    assert (result.rows_imported, result.rows_rejected) == (1, 1)
+    (error,) = result.errors
+    assert (error.row, error.field) == (3, "amount") and "9000000000.00 USD is 1350000000000.00 JPY" in error.reason
+    assert list(Order.objects.values_list("amount", flat=True)) == [Decimal("15000.00")]

@@ -248,6 +248,8 @@ def test_a_date_on_a_day_whose_midnight_the_clocks_skipped_is_its_first_instant(
         ],
         time_zone="Africa/Cairo",
     )
+    (cell,) = parse_rows("orders", [{**base, "date": datetime(2025, 4, 25)}], time_zone="Africa/Cairo")  # xlsx date
+    assert cell.values["placed_at"] == datetime(2025, 4, 24, 22, 0, tzinfo=UTC)
 
     first_instant = datetime(2025, 4, 24, 22, 0, tzinfo=UTC)  # 01:00 local, +03:00
     assert iso.values["placed_at"] == digits.values["placed_at"] == number.values["placed_at"] == first_instant
