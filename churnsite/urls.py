@@ -23,7 +23,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/v1/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path(
+        "api/v1/redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", template_name="churnsite/redoc.html"),
+        name="api-redoc",
+    ),
     path("api/v1/", include("customers.urls")),
     path("api/v1/", include("predictions.urls")),
     path("api/v1/", include("alerts.urls")),
