@@ -262,10 +262,17 @@ class TrainingRunListView(generics.ListCreateAPIView):
             return status.HTTP_202_ACCEPTED, TrainingRunSerializer(run).data
 
         try:
-            return idempotent_response(request, handler)
+            response = idempotent_response(request, handler)
         except TrainingError as exc:  # raised as the request's transaction committed (with an Idempotency-Key)
             run = TrainingRun.objects.get(pk=exc.training_run_id)
             return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        if response.status_code == status.HTTP_202_ACCEPTED and isinstance(response.data, dict):
+            # The run as it is now: with an Idempotency-Key the body was made before the commit that ran an eager
+            # training, and a replay of the key would otherwise say "pending" forever.
+            run = TrainingRun.objects.filter(pk=response.data.get("id")).first()
+            if run is not None:
+                response.data = TrainingRunSerializer(run).data
+        return response
 
 
 @extend_schema(parameters=[_STATUS_FILTER])

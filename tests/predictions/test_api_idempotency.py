@@ -107,3 +107,24 @@ def test_a_training_request_without_mode_or_horizon_takes_the_defaults_of_churn_
     assert response.status_code == 202, response.content  # it was a 400: "horizon_days: This field is required"
     run = TrainingRun.objects.get()
     assert (run.mode, run.horizon_days, response.json()["mode"]) == ("lightgbm", 45, "lightgbm")
+
+
+@pytest.mark.django_db(transaction=True)  # commits for real: the training runs as the request commits
+def test_a_training_request_with_a_key_answers_and_replays_the_run_as_it_is_now(staff: APIClient, monkeypatch) -> None:  # noqa: ANN001
+    # With an Idempotency-Key the answer was made before the commit that ran the (eager) training: "pending", and a
+    # replay of the key said "pending" forever.
+    import predictions.tasks as tasks
+
+    def train_now(run_id: int) -> None:  # an eager training that succeeds
+        TrainingRun.objects.filter(pk=run_id).update(status=TrainingRun.Status.SUCCEEDED, progress_percent=100)
+
+    monkeypatch.setattr(tasks.train_model_task, "delay", train_now)
+    body = {"mode": "lightgbm", "horizon_days": 30}
+
+    first, replay = (
+        staff.post("/api/v1/training-runs/", body, format="json", HTTP_IDEMPOTENCY_KEY="t-now") for _ in "ab"
+    )
+
+    assert (first.status_code, replay.status_code) == (202, 202)
+    assert first.json()["status"] == replay.json()["status"] == "succeeded"
+    assert replay["Idempotent-Replayed"] == "true" and TrainingRun.objects.count() == 1
