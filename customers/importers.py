@@ -770,17 +770,12 @@ def _non_negative_money(value: object, context: _Context) -> Decimal:
 def _timestamp(value: object, context: _Context) -> datetime:
     """ISO 8601 (with or without offset), YYYYMMDD, or epoch seconds; naive times are in the import's zone. A
     date without a time is the day's first instant there (01:00 on a day whose midnight the clocks skipped)."""
-    date_only = False
     if type(value) is str:
         moment = _timestamp_text(value.strip())
-        date_only = _DATE_ONLY.fullmatch(value.strip()) is not None
     elif isinstance(value, datetime):
         moment = value
-        # A spreadsheet's date cell arrives as a datetime at midnight: a date.
-        date_only = value.tzinfo is None and value.time() == time(0)
     elif isinstance(value, date):
         moment = datetime(value.year, value.month, value.day)
-        date_only = True
     elif isinstance(value, int | float) and not isinstance(value, bool):
         # A number gets the rules of the same digits as text (a JSON number, a spreadsheet cell): 20240301 is
         # YYYYMMDD, 9 digits or more are epoch seconds, and 2024 or a spreadsheet day such as 45292 is refused.
@@ -788,7 +783,6 @@ def _timestamp(value: object, context: _Context) -> datetime:
             raise _FieldError(f"{value!r} is not a time")
         if float(value).is_integer():
             moment = _timestamp_text(str(int(value)))
-            date_only = _DATE_ONLY.fullmatch(str(int(value))) is not None
         elif abs(value) >= 1e8:
             moment = _from_epoch(value)
         else:
@@ -801,9 +795,9 @@ def _timestamp(value: object, context: _Context) -> datetime:
         # offset before the change (fold 0) gives the moment the clocks jumped, the day's first instant.
         moment = moment.replace(tzinfo=context.tz)
         if (
-            not date_only
-            and context.tz.key not in _ZONES_WITHOUT_CLOCK_CHANGES
+            context.tz.key not in _ZONES_WITHOUT_CLOCK_CHANGES
             and _skipped_by_clock_change(local, context.tz)
+            and not _date_only(value)
         ):
             raise _FieldError(
                 f"{local.isoformat()} does not exist in {context.tz.key}: the clocks skipped it (daylight saving); "
@@ -819,6 +813,19 @@ def _timestamp(value: object, context: _Context) -> datetime:
 
 
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}")
+
+
+def _date_only(value: object) -> bool:
+    """Whether a time value gives a date without a time (asked only of a skipped local time, so rarely)."""
+    if isinstance(value, datetime):  # a spreadsheet's date cell arrives as a datetime at midnight
+        return value.tzinfo is None and value.time() == time(0)
+    if isinstance(value, date):
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value).is_integer() and _DATE_ONLY.fullmatch(str(int(value))) is not None
+    return isinstance(value, str) and _DATE_ONLY.fullmatch(value.strip()) is not None
+
+
 _ZONES_WITHOUT_CLOCK_CHANGES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Zulu"})  # the check costs nothing
 
 
