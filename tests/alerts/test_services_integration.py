@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone as django_timezone
 
 from alerts import services as alerts_services
@@ -23,7 +23,7 @@ from churnsite.celery import app as celery_app
 from customers.models import Customer
 from predictions.models import ChurnScore
 from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make, sent_emails
-from tests.services import WorkerProcess
+from tests.services import WorkerProcess, run_in_threads
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -47,27 +47,6 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, log: C
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}:\n{log()}")
-
-
-def run_in_threads(count: int, target: Callable[[int], object]) -> list[object]:
-    barrier = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = target(index)
-        except Exception as error:  # reported by the assert below, with the error
-            results[index] = error
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
 
 
 def test_concurrent_sends_of_one_intervention_send_one_email(settings) -> None:  # noqa: ANN001
