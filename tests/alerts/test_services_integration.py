@@ -156,19 +156,27 @@ def test_one_rule_applied_twice_on_either_side_of_midnight_alerts_once(monkeypat
     assert Alert.objects.count() == 1
 
 
-def test_two_coupon_clicks_on_one_customers_page_on_either_side_of_midnight_send_one(monkeypatch, settings) -> None:  # noqa: ANN001
-    # Two staff members (no shared Idempotency-Key): the second read the alert's interventions before it waited
-    # for the customer's lock, then inserted a second coupon for the same alert and died on the constraint.
+def _alerted_customer(settings, *rule_names: str) -> Customer:  # noqa: ANN001
+    """On PostgreSQL, with the site's zone UTC and eager tasks: one scored customer alerted by an alert-only rule of
+    each name."""
     assert connection.vendor == "postgresql"
     settings.TIME_ZONE = "UTC"
     celery_app.conf.task_always_eager = True
     run = scoring_run_make(model_version_make(), at=as_of())
     customer = customer_make(1)
     score_make(customer, run, 0.9)
-    rule = AlertRule.objects.create(
-        name="A", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
-    )
-    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    for name in rule_names:
+        rule = AlertRule.objects.create(
+            name=name, trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
+        )
+        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    return customer
+
+
+def test_two_coupon_clicks_on_one_customers_page_on_either_side_of_midnight_send_one(monkeypatch, settings) -> None:  # noqa: ANN001
+    # Two staff members (no shared Idempotency-Key): the second read the alert's interventions before it waited
+    # for the customer's lock, then inserted a second coupon for the same alert and died on the constraint.
+    customer = _alerted_customer(settings, "A")
     clock = _ThreadClock()
     monkeypatch.setattr(alerts_services, "timezone", clock)
     _slowed(monkeypatch, clock, "_dispatch_locked")
@@ -188,16 +196,7 @@ def test_an_alerts_coupon_and_the_customer_pages_coupon_across_midnight_do_not_d
     # The alert's button locked the alert, then the customer; the customer page's button locks the customer, then
     # inserts its coupon for the same alert (which waits for the alert's lock). Across midnight the day counters
     # differ, so the two waited for each other and PostgreSQL broke the deadlock by failing one.
-    assert connection.vendor == "postgresql"
-    settings.TIME_ZONE = "UTC"
-    celery_app.conf.task_always_eager = True
-    run = scoring_run_make(model_version_make(), at=as_of())
-    customer = customer_make(1)
-    score_make(customer, run, 0.9)
-    rule = AlertRule.objects.create(
-        name="A", trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
-    )
-    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    customer = _alerted_customer(settings, "A")
     alert = Alert.objects.get()
     clock = _ThreadClock()
     monkeypatch.setattr(alerts_services, "timezone", clock)
@@ -225,16 +224,7 @@ def test_an_alerts_coupon_and_the_customer_pages_coupon_across_midnight_do_not_d
 
 def test_two_dispatches_on_either_side_of_midnight_contact_a_customer_once(monkeypatch, settings) -> None:  # noqa: ANN001
     # Each dispatch locks its own day's send counter; the customer's row must serialise them all the same.
-    assert connection.vendor == "postgresql"
-    settings.TIME_ZONE = "UTC"
-    celery_app.conf.task_always_eager = True
-    run = scoring_run_make(model_version_make(), at=as_of())
-    score_make(customer_make(1), run, 0.9)
-    for name in ("A", "B"):  # two alert-only rules: one alert each for the same customer
-        rule = AlertRule.objects.create(
-            name=name, trigger=TriggerKind.PROBABILITY, threshold=0.5, action=ActionKind.NONE, holdout_fraction=0
-        )
-        alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+    _alerted_customer(settings, "A", "B")  # two alert-only rules: one alert each for the same customer
     first, second = Alert.objects.order_by("rule__name")
     clock = _ThreadClock()
     monkeypatch.setattr(alerts_services, "timezone", clock)
