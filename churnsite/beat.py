@@ -132,13 +132,17 @@ class SingleBeatScheduler(DatabaseScheduler):
         The heap may hold entries of an earlier read of the schedule (a change re-reads it; two beats starting
         together change it twice). The send then advanced only the heap's copy, and the next heap rebuilt from the
         current schedule found the task due again and sent it twice; the periodic save also wrote back the stale
-        time. Copying the send's bookkeeping onto the current entry prevents both.
+        time. Even when the heap held the current entry, celery's ``next`` advances only the shared model and a
+        new entry, so the current entry kept its old ``last_run_at``, and a heap rebuilt from it (a change
+        noticed mid-build marks the heap stale) sent the task again at once. Copying the send's bookkeeping onto
+        the current entry prevents all three.
         """
         sent = super().reserve(entry)
         current = self._schedule.get(sent.name) if self._schedule else None
-        if current is not None and current.model is not sent.model:
-            for field in ("last_run_at", "total_run_count", "no_changes"):
-                setattr(current.model, field, getattr(sent.model, field))
+        if current is not None and current is not sent:
+            if current.model is not sent.model:
+                for field in ("last_run_at", "total_run_count", "no_changes"):
+                    setattr(current.model, field, getattr(sent.model, field))
             current.last_run_at = sent.last_run_at
             current.total_run_count = sent.total_run_count
         return sent
