@@ -77,13 +77,21 @@ def test_risk_selectors_count_each_customer_once_by_newest_score() -> None:
     )
 
 
-def test_scheduled_runs_say_when_rescoring_runs_next() -> None:
-    from django.utils import timezone
+@pytest.mark.parametrize("saved_days_ago", [0, 1], ids=["not yet due", "due now"])
+def test_scheduled_runs_say_when_rescoring_runs_next(saved_days_ago: int) -> None:
+    from datetime import timedelta
 
-    runs = selectors.scheduled_runs()
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    now = timezone.now()
+    # Saved a day ago (as in a test database created before 02:00 UTC, the daily rescoring's time): due now.
+    PeriodicTask.objects.filter(last_run_at=None).update(date_changed=now - timedelta(days=saved_days_ago))
+    runs = selectors.scheduled_runs(now=now)
     rescoring = [run for run in runs if "rescore" in run.task or "scor" in run.name.lower()]
     assert rescoring, f"no rescoring schedule among {[run.name for run in runs]}"
-    assert all(run.next_run_at is not None and run.next_run_at >= timezone.now() for run in rescoring)
+    # Rounded to the nearest second: a schedule due now shows this second, up to half a second before ``now``.
+    assert all(run.next_run_at is not None and run.next_run_at >= now.replace(microsecond=0) for run in rescoring)
 
 
 @pytest.fixture
