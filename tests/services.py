@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 
 from django.db import connection, connections
@@ -42,6 +43,16 @@ def run_in_threads(count: int, target: Callable[[int], object], *, timeout: floa
     for thread in threads:
         thread.join(timeout)
     return results
+
+
+def beat_send_times(*logs: Path, task: str) -> list[datetime]:
+    """When the beats writing ``logs`` sent the periodic task named ``task``, in order (their INFO log's times)."""
+    return sorted(
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        for log in logs
+        for line in log.read_text(errors="replace").splitlines()
+        if f"Sending due task {task} " in line
+    )
 
 
 def worker_database_url() -> str:
