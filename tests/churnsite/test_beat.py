@@ -50,7 +50,7 @@ def test_a_send_from_an_entry_of_an_earlier_read_of_the_schedule_counts_on_the_c
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_heap_rebuilt_after_a_send_from_the_current_schedule_does_not_send_again(settings) -> None:  # noqa: ANN001
+def test_a_heap_rebuilt_after_a_send_from_the_current_schedule_does_not_send_again(settings, tmp_path: Path) -> None:  # noqa: ANN001
     """The flaky double send of CI: a change noticed while the heap was being built marks the heap stale; the next
     tick rebuilds it from the current schedule, whose entry had just been sent (celery's ``next`` gives a new entry
     and advances only the shared model, not the entry's own ``last_run_at``)."""
@@ -58,6 +58,7 @@ def test_a_heap_rebuilt_after_a_send_from_the_current_schedule_does_not_send_aga
     from churnsite.celery import app
 
     settings.REDIS_URL = ""
+    settings.CELERY_DIR = tmp_path  # a beat holding the checkout's var/celery/beat.lock would leave this one idle
     queue = _only_schedule_a_heartbeat(every_seconds=60)
     PeriodicTask.objects.filter(name=queue).update(last_run_at=timezone.now() - timedelta(minutes=2))  # due now
     scheduler = SingleBeatScheduler(app=app)
