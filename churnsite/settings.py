@@ -279,6 +279,13 @@ CELERY_DIR = VAR_DIR / "celery"
 CHURN_TRAIN_TIME_LIMIT = env.int("CHURN_TRAIN_TIME_LIMIT", default=6 * 3600)
 # A training run's lease: renewed whenever the run reports progress, so a worker that died frees its run soon.
 CHURN_TRAIN_LEASE_SECONDS = env.int("CHURN_TRAIN_LEASE_SECONDS", default=1800)
+# How often a training delivery that found its run leased by another worker looks again (at most; sooner when the
+# lease ends sooner). Each look is one small task and one query.
+CHURN_TRAIN_LEASE_POLL_SECONDS = env.int("CHURN_TRAIN_LEASE_POLL_SECONDS", default=60)
+if CHURN_TRAIN_LEASE_POLL_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"CHURN_TRAIN_LEASE_POLL_SECONDS must be at least 1 second, not {CHURN_TRAIN_LEASE_POLL_SECONDS}"
+    )
 # A training run still pending this long while no training holds a live lease is sent to the gpu queue again (its
 # message was lost, for example with the broker down at commit); at most once per this many seconds.
 CHURN_TRAIN_RESEND_SECONDS = env.int("CHURN_TRAIN_RESEND_SECONDS", default=1800)

@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 # A task redelivered more often than this (its worker keeps dying on it) is parked, not looped.
 MAX_DELIVERIES = 3
 TRANSIENT_ERRORS = (OperationalError,)
-# How often a training delivery that found its run leased by another worker looks again.
-LEASE_POLL_SECONDS = 60
 
 
 @shared_task(bind=True, name="predictions.worker_heartbeat", queue="default", soft_time_limit=30, time_limit=60)
@@ -59,15 +57,15 @@ def worker_heartbeat_task(self, queue: str = "default") -> int:  # noqa: ANN001 
 def train_model_task(self, training_run_id: int) -> int | None:  # noqa: ANN001 - Celery binds the task
     """Train the model of one TrainingRun. Idempotent: a database lease makes a redelivered task a no-op.
 
-    A delivery that finds the run leased by another worker comes back every minute (sooner when the lease ends
-    sooner) until the run is done, or its lease has run out and this delivery takes it over: the redelivery that
+    A delivery that finds the run leased by another worker comes back every minute (``CHURN_TRAIN_LEASE_POLL_SECONDS``;
+    sooner when the lease ends sooner) until the run is done, or its lease has run out and this delivery takes it over: the redelivery that
     follows a killed worker arrives at once, while the dead worker's lease still runs.
     """
     key = f"training-run-{training_run_id}"
     if not self.request.is_eager and (held := training_run_lease_seconds_left(training_run_id=training_run_id)):
         # Another delivery holds a live lease: look again later. Polls start no work, so they are not counted as
         # deliveries; counted, they would park the run at the first real crash of its worker.
-        raise self.retry(countdown=min(held + 5, LEASE_POLL_SECONDS))
+        raise self.retry(countdown=min(held + 5, settings.CHURN_TRAIN_LEASE_POLL_SECONDS))
     # Deliveries that start the work beyond MAX_DELIVERIES are worker crashes.
     if not task_delivery_begin(task_name="predictions.train_model", key=key, max_attempts=MAX_DELIVERIES):
         training_run_mark_failed(training_run_id=training_run_id, reason="parked after repeated worker crashes")
@@ -77,7 +75,7 @@ def train_model_task(self, training_run_id: int) -> int | None:  # noqa: ANN001 
     if version is None and held is not None:
         # Another delivery took the lease between the check above and ours: this one did no work.
         task_delivery_release(task_name="predictions.train_model", key=key)
-        raise self.retry(countdown=min(held + 5, LEASE_POLL_SECONDS))
+        raise self.retry(countdown=min(held + 5, settings.CHURN_TRAIN_LEASE_POLL_SECONDS))
     task_delivery_finish(task_name="predictions.train_model", key=key)
     return version.pk if version else None
 

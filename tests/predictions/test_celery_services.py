@@ -109,7 +109,10 @@ def test_a_worker_killed_mid_scoring_leaves_exactly_one_score_per_customer(store
 def test_the_training_task_delivered_twice_yields_one_model_version(store: None, tmp_path: Path) -> None:
     queue = "gpu-twice"
     run = TrainingRun.objects.create(mode="lightgbm", as_of=STORE_END, horizon_days=30, config=FAST_TRAINING)
-    worker = WorkerProcess(queues=[queue], log_dir=tmp_path, concurrency=2)
+    # The delivery that finds the run leased looks again after 3 s, not a minute: the test waits for it.
+    worker = WorkerProcess(
+        queues=[queue], log_dir=tmp_path, concurrency=2, extra_env={"CHURN_TRAIN_LEASE_POLL_SECONDS": "3"}
+    )
     try:
         worker.wait_ready()
         results = [train_model_task.apply_async(args=[run.pk], queue=queue) for _ in range(2)]

@@ -566,6 +566,7 @@ def test_a_delivery_that_finds_a_dead_workers_lease_comes_back_when_it_ends(stor
     from datetime import timedelta
 
     from celery.exceptions import Retry
+    from django.conf import settings
     from django.utils import timezone
 
     import predictions.tasks as tasks
@@ -590,7 +591,8 @@ def test_a_delivery_that_finds_a_dead_workers_lease_comes_back_when_it_ends(stor
 
     run.refresh_from_db()
     left = (run.lease_expires_at - timezone.now()).total_seconds()
-    assert countdowns == [tasks.LEASE_POLL_SECONDS] and left > tasks.LEASE_POLL_SECONDS  # looks again in a minute
+    poll = settings.CHURN_TRAIN_LEASE_POLL_SECONDS
+    assert countdowns == [poll] and left > poll and poll == 60  # looks again in a minute
     assert left <= 1800 and ModelVersion.objects.filter(training_run=run).count() == 0
     # Progress renews the lease of the live owner only.
     run.lease_expires_at = timezone.now() + timedelta(seconds=10)
