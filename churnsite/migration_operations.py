@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from django.db.migrations.operations import AddIndex
+from django.db.models import Model
 
-__all__ = ["AddIndexConcurrently"]
+__all__ = ["AddIndexConcurrently", "schedule_first_or_create"]
 
 
 class AddIndexConcurrently(AddIndex):
@@ -24,3 +25,13 @@ class AddIndexConcurrently(AddIndex):
             return
         options = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
         getattr(schema_editor, method)(model, self.index, **options)
+
+
+def schedule_first_or_create(model: type[Model], **fields: object) -> Model:
+    """The first stored django_celery_beat schedule (interval, crontab) with these fields, created when there is
+    none: what the schedule migrations attach their tasks to. Not ``get_or_create``: django_celery_beat keeps no
+    unique constraint on a schedule's fields and its admin lets staff store the same one twice (its own
+    ``from_schedule`` takes the first too), where ``get_or_create`` raises ``MultipleObjectsReturned`` and stops
+    the upgrade."""
+    existing = model.objects.filter(**fields).order_by("pk").first()
+    return existing if existing is not None else model.objects.create(**fields)

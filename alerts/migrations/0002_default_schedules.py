@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import migrations
 
+from churnsite.migration_operations import schedule_first_or_create
+
 SCHEDULES = (
     # name, task, every (seconds), description
     (
@@ -25,7 +27,7 @@ def create_schedules(apps, schema_editor) -> None:  # noqa: ANN001
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     for name, task, every, description in SCHEDULES:
-        interval, _ = IntervalSchedule.objects.get_or_create(every=every, period="seconds")
+        interval = schedule_first_or_create(IntervalSchedule, every=every, period="seconds")
         PeriodicTask.objects.get_or_create(
             name=name,
             defaults={"task": task, "interval": interval, "queue": "default", "description": description},

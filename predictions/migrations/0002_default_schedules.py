@@ -6,13 +6,15 @@ import json
 
 from django.db import migrations
 
+from churnsite.migration_operations import schedule_first_or_create
+
 QUEUES = ("default", "gpu", "email")
 
 
 def create_heartbeat_schedules(apps, schema_editor) -> None:  # noqa: ANN001
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    every_minute = schedule_first_or_create(IntervalSchedule, every=60, period="seconds")
     for queue in QUEUES:
         PeriodicTask.objects.get_or_create(
             name=f"worker heartbeat ({queue} queue)",

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from django.db import migrations
 
+from churnsite.migration_operations import schedule_first_or_create
+
 
 def create_schedules(apps, schema_editor) -> None:  # noqa: ANN001
     CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
 
     def crontab(minute: str, hour: str, day_of_week: str = "*") -> object:
-        schedule, _ = CrontabSchedule.objects.get_or_create(
+        return schedule_first_or_create(
+            CrontabSchedule,
             minute=minute, hour=hour, day_of_week=day_of_week, day_of_month="*", month_of_year="*", timezone="UTC"
         )
-        return schedule
 
     for name, task, schedule, description in [
         ("daily rescoring", "predictions.rescore_all", crontab("0", "2"), "Score every customer with the champion."),

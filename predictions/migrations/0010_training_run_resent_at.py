@@ -1,12 +1,14 @@
 from django.db import migrations, models
 
+from churnsite.migration_operations import schedule_first_or_create
+
 SCHEDULE_NAME = "resume lost training runs"
 
 
 def create_schedule(apps, schema_editor) -> None:  # noqa: ANN001
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every_10_minutes, _ = IntervalSchedule.objects.get_or_create(every=10, period="minutes")
+    every_10_minutes = schedule_first_or_create(IntervalSchedule, every=10, period="minutes")
     PeriodicTask.objects.get_or_create(
         name=SCHEDULE_NAME,
         defaults={
