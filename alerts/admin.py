@@ -27,13 +27,11 @@ from alerts.models import (
 )
 from alerts.selectors import customer_message_snippets
 from alerts.services import (
-    AlertTransitionError,
-    CouponNotAllowed,
     alert_rule_create,
     alert_rule_update,
-    alert_send_coupon,
-    alert_transition,
     alert_update,
+    alerts_send_coupons,
+    alerts_transition,
 )
 from churnsite.admin_tools import EstimatedCountPaginator, recent_values_filter
 
@@ -243,16 +241,11 @@ class AlertAdmin(admin.ModelAdmin):
         )
 
     def _transition(self, request: HttpRequest, queryset: QuerySet[Alert], status: str) -> None:
-        done, refused = 0, []
-        for alert in queryset:
-            try:
-                alert_transition(alert=alert, status=status, actor=_actor(request))
-                done += 1
-            except AlertTransitionError as error:
-                refused.append(str(error))
-        self.message_user(request, f"{done} alert(s) now {status}.", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "; ".join(refused[:10]), messages.WARNING)
+        # One service call for the whole selection ("select all" across pages): a few queries per chunk of alerts.
+        result = alerts_transition(alerts=queryset, status=status, actor=_actor(request))
+        self.message_user(request, f"{result.changed + result.unchanged} alert(s) now {status}.", messages.SUCCESS)
+        if result.refused:
+            self.message_user(request, _refusals(result.refused), messages.WARNING)
 
     @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
@@ -264,20 +257,19 @@ class AlertAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send a coupon email to the selected alerts' customers", permissions=["change"])
     def send_coupon(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        interventions, refused = alerts_send_coupons(alerts=queryset, actor=_actor(request))
         statuses: dict[str, int] = {}
-        refused: list[str] = []
-        for alert in queryset:
-            try:
-                intervention = alert_send_coupon(alert=alert, actor=_actor(request))
-            except CouponNotAllowed as error:
-                refused.append(str(error))
-                continue
+        for intervention in interventions:
             statuses[intervention.status] = statuses.get(intervention.status, 0) + 1
         summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "none"
         self.message_user(request, f"Coupon emails: {summary} (pending ones are sent by the email queue).")
         if refused:
-            shown = "; ".join(refused[:10]) + (f"; and {len(refused) - 10} more" if len(refused) > 10 else "")
-            self.message_user(request, f"{len(refused)} refused: {shown}", messages.WARNING)
+            self.message_user(request, f"{len(refused)} refused: {_refusals(refused)}", messages.WARNING)
+
+
+def _refusals(refused: list[str]) -> str:
+    """The first ten reasons, and how many more there are."""
+    return "; ".join(refused[:10]) + (f"; and {len(refused) - 10} more" if len(refused) > 10 else "")
 
 
 @admin.register(Intervention)

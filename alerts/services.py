@@ -955,6 +955,106 @@ def alert_transition(*, alert: Alert, status: str, actor: str, note: str = "") -
     return locked
 
 
+@dataclass(frozen=True)
+class BulkTransition:
+    """What ``alerts_transition`` did: alerts moved, alerts already in the status, and why others could not move."""
+
+    changed: int
+    unchanged: int
+    refused: list[str]
+
+
+# Alerts locked, changed and audited together by the bulk actions: a fixed number of queries per chunk.
+BULK_CHUNK_SIZE = 500
+
+
+def _id_chunks(alerts: QuerySet[Alert], size: int) -> Iterator[list[int]]:
+    """The ids of ``alerts`` in ascending chunks of ``size`` (the alerts themselves are never all loaded)."""
+    ids = alerts.order_by("pk").values_list("pk", flat=True).distinct()
+    last = 0
+    while chunk := list(ids.filter(pk__gt=last)[:size]):
+        yield chunk
+        last = chunk[-1]
+
+
+def alerts_transition(*, alerts: QuerySet[Alert], status: str, actor: str) -> BulkTransition:
+    """Move every alert of ``alerts`` to ``status`` (the alert queue's bulk acknowledge and dismiss), as
+    ``alert_transition`` does one at a time (no note): the same allowed transitions, one audit entry per alert that
+    changed. Per chunk of ``BULK_CHUNK_SIZE`` alerts: one locking read, one ``UPDATE`` and one insert of audit
+    entries, in a transaction of its own, whatever the size of the selection.
+    """
+    if status not in AlertStatus.values:
+        raise AlertTransitionError(f"unknown alert status {status!r}; choose from {AlertStatus.values}")
+    changed = unchanged = 0
+    refused: list[str] = []
+    for chunk in _id_chunks(alerts, BULK_CHUNK_SIZE):
+        with transaction.atomic():
+            rows = list(
+                Alert.objects.select_for_update().filter(pk__in=chunk).order_by("pk").values_list("pk", "status")
+            )
+            moving = []
+            for pk, before in rows:
+                if before == status:
+                    unchanged += 1
+                elif status in ALERT_TRANSITIONS[before]:
+                    moving.append((pk, before))
+                else:
+                    refused.append(f"alert {pk}: cannot go from {before} to {status}")
+            if not moving:
+                continue
+            Alert.objects.filter(pk__in=[pk for pk, _ in moving]).update(status=status, updated_at=timezone.now())
+            AuditEntry.objects.bulk_create(
+                [
+                    AuditEntry(
+                        actor=actor,
+                        action="alert_status",
+                        alert_id=pk,
+                        details={"from": before, "to": status, "note": ""},
+                    )
+                    for pk, before in moving
+                ]
+            )
+            changed += len(moving)
+    return BulkTransition(changed=changed, unchanged=unchanged, refused=refused)
+
+
+def alerts_send_coupons(*, alerts: QuerySet[Alert], actor: str) -> tuple[list[Intervention], list[str]]:
+    """``alert_send_coupon`` for every alert of ``alerts`` (the alert queue's bulk action): the coupon interventions
+    (an alert's existing one where it has one), and why alerts got none (no longer open or acknowledged). The same
+    gates (holdout, consent, the customer cooldown, the daily cap) and locks, in the same order (the day's counter,
+    the customers, the alerts), per chunk of ``BULK_CHUNK_SIZE`` alerts in a transaction of its own: a fixed
+    number of queries per chunk and rule, not a transaction per alert."""
+    interventions: list[Intervention] = []
+    refused: list[str] = []
+    for chunk in _id_chunks(alerts, BULK_CHUNK_SIZE):
+        with transaction.atomic():
+            counter = _locked_counter(timezone.localdate())
+            customer_ids = Alert.objects.filter(pk__in=chunk).values("customer_id")
+            list(Customer.objects.select_for_update().filter(pk__in=customer_ids).order_by("pk").values_list("pk"))
+            locked = list(
+                Alert.objects.select_for_update(of=("self",)).select_related("rule").filter(pk__in=chunk).order_by("pk")
+            )
+            existing = {
+                i.alert_id: i for i in Intervention.objects.filter(alert_id__in=chunk, kind=ActionKind.COUPON_EMAIL)
+            }
+            by_rule: dict[int, list[Alert]] = defaultdict(list)
+            for alert in locked:
+                if alert.pk in existing:
+                    interventions.append(existing[alert.pk])
+                elif alert.status not in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED):
+                    refused.append(
+                        f"alert {alert.pk} is {alert.status}: only open or acknowledged alerts get a coupon "
+                        "(reopen it first)"
+                    )
+                else:
+                    by_rule[alert.rule_id].append(alert)
+            for group in by_rule.values():
+                interventions += _dispatch_locked(
+                    alerts=group, rule=group[0].rule, kind=ActionKind.COUPON_EMAIL, counter=counter, actor=actor
+                )
+    return interventions, refused
+
+
 def alert_update(
     *, alert: Alert, actor: str, assignee: AbstractBaseUser | None | object = ..., notes: str | None = None
 ) -> Alert:
