@@ -206,7 +206,9 @@ class ChurnScore(models.Model):
     class Meta:
         ordering = ["-as_of", "-probability"]
         indexes = [
-            models.Index(fields=["customer", "-as_of"], name="score_customer_latest"),
+            # A customer's newest score in the full order every reader uses (as_of, then creation, then id): one
+            # index probe per customer with no sort, for the customer list, the score list and the dashboard.
+            models.Index(fields=["customer", "-as_of", "-created_at", "-id"], name="score_customer_newest"),
             # One model's scores at one as_of: scoring runs, their alert rules, the drift check.
             models.Index(fields=["model_version", "as_of"], name="score_model_as_of"),
             # The score list's default order, read a page at a time.

@@ -234,7 +234,7 @@ def customers_to_score(
 
 def latest_scores() -> QuerySet[ChurnScore]:
     """The newest score of each customer (by as_of, then creation), with customer and model joined."""
-    # From the customers, one index lookup each (score_customer_latest), not a correlated subquery for every score
+    # From the customers, one index lookup each (score_customer_newest), not a correlated subquery for every score
     # ever stored: the cost follows the customers, not customers x scoring runs.
     newest = ChurnScore.objects.filter(customer=OuterRef("pk")).order_by("-as_of", "-created_at", "-id")
     # (A customer without scores gives NULL, which no score's id equals: no filter, which would compute it twice.)

@@ -151,7 +151,7 @@ def test_the_newest_scores_are_found_from_the_customers_not_from_every_score_eve
     newest = _scores(customers, version, runs=3)
     assert {s.as_of for s in latest_scores()} == {newest.as_of} and latest_scores().count() == 4
     plan = _queryset_plan(latest_scores())
-    assert _uses_index(plan, "predictions_churnscore", "score_customer_latest"), plan
+    assert _uses_index(plan, "predictions_churnscore", "score_customer_newest"), plan
     # It was a correlated subquery per score: SQLite "SCAN predictions_churnscore" with a "CORRELATED SCALAR
     # SUBQUERY", PostgreSQL a filter "id = (SubPlan 1)" on the scores.
     if connection.vendor == "sqlite":
@@ -159,6 +159,23 @@ def test_the_newest_scores_are_found_from_the_customers_not_from_every_score_eve
     else:
         assert not re.search(r"Filter: \(+id = \(SubPlan", plan), plan
         assert re.search(r"on customers_customer", plan), plan
+
+
+def test_a_customers_newest_score_is_read_from_an_index_in_its_full_order_without_a_sort() -> None:
+    """Every newest-score lookup (customer list, score list, dashboard: one per customer) orders by as_of, then
+    creation, then id. The index on (customer, -as_of) left the tie-breakers to a sort in each lookup: on 50,000
+    customers the customer list took 487 ms (343 ms of it PostgreSQL's JIT, which the sorts' cost estimate set off)
+    and the score list 396 ms; with the index in the full order 125 ms and 187 ms."""
+    customer = _customer()
+    version = ModelVersion.objects.create(name="eff-mv", model_type="logreg", status="ready")
+    _scores([customer], version, runs=3)
+    newest = ChurnScore.objects.filter(customer=customer).order_by("-as_of", "-created_at", "-id").values("pk")[:1]
+    plan = _queryset_plan(newest)
+    assert _uses_index(plan, "predictions_churnscore", "score_customer_newest"), plan
+    if connection.vendor == "sqlite":
+        assert "TEMP B-TREE" not in plan, plan
+    else:
+        assert not re.search(r"\bSort\b", plan), plan
 
 
 @pytest.mark.parametrize(
