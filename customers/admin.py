@@ -44,7 +44,7 @@ from customers.selectors import (
     customer_timeline,
     customers_for_staff,
 )
-from customers.services import customer_opt_out, customer_save
+from customers.services import customer_opt_out, customer_save, customers_opt_out
 from predictions.models import RiskTier
 from predictions.services.scoring import ChampionUnavailable, customer_rescore_now
 
@@ -175,12 +175,8 @@ def export_rows_csv_action(*columns: str) -> object:
 
 @admin.action(description="Opt selected customers out of marketing", permissions=["change"])
 def opt_out_customers(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    now = timezone.now()
-    changed = 0
-    for customer in queryset.only("pk", "opted_out_at").iterator(chunk_size=500):
-        was_opted_out = customer.opted_out_at is not None
-        customer_opt_out(customer=customer, at=now)
-        changed += not was_opted_out
+    # One service call for the whole selection ("select all" across pages): one UPDATE per chunk of customers.
+    changed = customers_opt_out(customers=queryset)
     modeladmin.message_user(request, f"{changed} customer(s) opted out of marketing.", messages.SUCCESS)
 
 

@@ -11,7 +11,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from django.db import connection, transaction
-from django.db.models import Model, ProtectedError, RestrictedError
+from django.db.models import Model, ProtectedError, QuerySet, RestrictedError
 from django.utils import timezone
 
 from customers.generator import ID_PREFIX, CustomerTruth, StoreOptions, default_end, simulate_store
@@ -41,6 +41,26 @@ def customer_opt_out(*, customer: Customer, at: datetime | None = None) -> Custo
         locked.save(update_fields=["opted_out_at", "updated_at"])
     customer.opted_out_at = locked.opted_out_at
     return locked
+
+
+# Customers opted out together by the admin's bulk action: one UPDATE per chunk.
+OPT_OUT_CHUNK_SIZE = 1000
+
+
+def customers_opt_out(*, customers: QuerySet[Customer], at: datetime | None = None) -> int:
+    """``customer_opt_out`` for every customer of ``customers`` (the admin's bulk action, "select all" included):
+    the number newly opted out. The first opt-out time is kept, as one at a time (the ``UPDATE`` only touches rows
+    without one, and PostgreSQL checks that again on a row another transaction changed meanwhile). Per chunk of
+    ``OPT_OUT_CHUNK_SIZE`` customers one read of their ids and one ``UPDATE``, whatever the selection's size."""
+    at = at or timezone.now()
+    ids = customers.order_by("pk").values_list("pk", flat=True).distinct()
+    changed, last = 0, 0
+    while chunk := list(ids.filter(pk__gt=last)[:OPT_OUT_CHUNK_SIZE]):
+        changed += Customer.objects.filter(pk__in=chunk, opted_out_at__isnull=True).update(
+            opted_out_at=at, updated_at=timezone.now()
+        )
+        last = chunk[-1]
+    return changed
 
 
 @transaction.atomic
