@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from celery.exceptions import ImproperlyConfigured
-from django.db.models import Avg, Count, Q
-from django.db.models.functions import TruncDate
+from django.db.models import Count, F, IntegerField, Q, Sum, Value
+from django.db.models.functions import Cast, Floor, Least, TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import PeriodicTask
@@ -25,8 +25,10 @@ __all__ = [
     "alerts_per_day",
     "intervention_funnel",
     "model_versions_metrics",
+    "RiskOverview",
     "risk_distribution",
     "risk_by_segment",
+    "risk_overview",
     "rule_uplifts",
     "scheduled_runs",
     "champion_drift",
@@ -74,32 +76,50 @@ class ScheduledRun:
     next_run_at: datetime | None
 
 
+@dataclass(frozen=True)
+class RiskOverview:
+    """The dashboard's two risk panels, read in one pass over the customers' newest scores."""
+
+    distribution: list[int]  # customers per tenth of churn probability, lowest first
+    segments: list[SegmentRisk]  # largest segments first
+
+
+def risk_overview(*, limit: int = 12) -> RiskOverview:
+    """Customers per tenth of churn probability and per segment (mean probability, high-risk count), by their
+    newest score: one grouped query (segment x tenth; at most ``RISK_BINS`` rows per segment), not a row per
+    customer, and not one pass per panel."""
+    tenth = Cast(Least(Floor(F("probability") * RISK_BINS), Value(RISK_BINS - 1.0)), IntegerField())
+    rows = (
+        latest_scores()
+        .order_by()
+        .annotate(risk_bin=tenth)
+        .values("customer__segment", "risk_bin")
+        .annotate(customers=Count("id"), total=Sum("probability"), high=Count("id", filter=Q(risk_tier="high")))
+    )
+    distribution = [0] * RISK_BINS
+    per_segment: dict[str, list[float]] = {}  # segment -> [customers, sum of probabilities, high risk]
+    for row in rows:
+        distribution[max(0, min(row["risk_bin"], RISK_BINS - 1))] += row["customers"]
+        totals = per_segment.setdefault(row["customer__segment"] or "(none)", [0, 0.0, 0])
+        totals[0] += row["customers"]
+        totals[1] += row["total"] or 0.0
+        totals[2] += row["high"]
+    segments = [
+        SegmentRisk(segment=name, customers=int(n), mean_probability=total / n if n else 0.0, high_risk=int(high))
+        for name, (n, total, high) in per_segment.items()
+    ]
+    segments.sort(key=lambda row: (-row.customers, row.segment))
+    return RiskOverview(distribution=distribution, segments=segments[:limit])
+
+
 def risk_distribution() -> list[int]:
     """Customers per tenth of churn probability (their newest score), lowest first."""
-    counts = [0] * RISK_BINS
-    for probability in latest_scores().values_list("probability", flat=True).iterator(chunk_size=5000):
-        counts[min(int(probability * RISK_BINS), RISK_BINS - 1)] += 1
-    return counts
+    return risk_overview().distribution
 
 
 def risk_by_segment(*, limit: int = 12) -> list[SegmentRisk]:
     """Mean newest churn probability and high-risk count per segment, largest segments first."""
-    rows = (
-        latest_scores()
-        .order_by()
-        .values("customer__segment")
-        .annotate(customers=Count("id"), mean=Avg("probability"), high=Count("id", filter=Q(risk_tier="high")))
-        .order_by("-customers")[:limit]
-    )
-    return [
-        SegmentRisk(
-            segment=row["customer__segment"] or "(none)",
-            customers=row["customers"],
-            mean_probability=float(row["mean"] or 0),
-            high_risk=row["high"],
-        )
-        for row in rows
-    ]
+    return risk_overview(limit=limit).segments
 
 
 def alerts_per_day(*, days: int = 30, now: datetime | None = None) -> list[tuple[date, int]]:

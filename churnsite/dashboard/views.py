@@ -26,8 +26,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Every panel is read by a selector and drawn as inline SVG (matplotlib escapes the text it draws)."""
     if not request.user.has_perms(DASHBOARD_PERMISSIONS):
         raise PermissionDenied
-    distribution = selectors.risk_distribution()
-    segments = selectors.risk_by_segment()
+    risk = selectors.risk_overview()
+    distribution, segments = risk.distribution, risk.segments
     per_day = selectors.alerts_per_day(days=30)
     funnel = selectors.intervention_funnel()
     versions = selectors.model_versions_metrics()

@@ -77,6 +77,25 @@ def test_risk_selectors_count_each_customer_once_by_newest_score() -> None:
     )
 
 
+def test_the_risk_panels_are_one_grouped_query_whatever_the_customers_and_bin_the_edges(
+    django_assert_num_queries,  # noqa: ANN001 - pytest-django fixture
+) -> None:
+    from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
+
+    run = scoring_run_make(model_version_make(), at=as_of())
+    with django_assert_num_queries(1):
+        empty = selectors.risk_overview()
+    assert empty.distribution == [0] * 10 and empty.segments == []
+    for n, probability in enumerate([0.0, 0.05, 0.1, 0.35, 0.7, 0.95, 1.0]):
+        score_make(customer_make(n, segment="vip" if n % 2 else "basic"), run, probability)
+    with django_assert_num_queries(1):  # the same one query for 7 customers as for none
+        overview = selectors.risk_overview(limit=1)
+    assert overview.distribution == [2, 1, 0, 1, 0, 0, 0, 1, 0, 2]  # 0.0 in the first tenth, 1.0 in the last
+    (basic,) = overview.segments  # the largest segment only
+    assert (basic.segment, basic.customers, basic.high_risk) == ("basic", 4, 2)
+    assert basic.mean_probability == pytest.approx((0.0 + 0.1 + 0.7 + 1.0) / 4)
+
+
 @pytest.mark.parametrize("saved_days_ago", [0, 1], ids=["not yet due", "due now"])
 def test_scheduled_runs_say_when_rescoring_runs_next(saved_days_ago: int) -> None:
     from datetime import timedelta
