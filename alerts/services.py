@@ -654,6 +654,12 @@ def _dispatch_locked(
                 recently_contacted.add(customer.pk)
         elif alert.holdout:
             status, reason = InterventionStatus.HOLDOUT, "control group"
+        if status == InterventionStatus.HOLDOUT:
+            # A later alert of this customer in the same call (the bulk action's several periods of one rule) finds
+            # this control group open, as it would one alert at a time: one control outcome per window, not two.
+            in_control_group[customer.pk] = _ControlGroup(
+                rule_name=rule.name, until=timezone.now() + timedelta(days=rule.horizon_days)
+            )
         coupon = kind == ActionKind.COUPON_EMAIL and status == InterventionStatus.PENDING
         # A repeat of this rule while the customer's treated outcome window with it is open goes out, but is not a
         # second treated outcome: the control group's repeats are left out, so counting it would bias the uplift.

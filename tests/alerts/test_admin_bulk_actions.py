@@ -6,6 +6,7 @@ as the one-alert services."""
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -136,3 +137,16 @@ def test_bulk_coupons_return_existing_coupons_refuse_closed_alerts_and_apply_the
     assert Intervention.objects.get(alert=no_consent).reason == "no marketing consent"
     assert Intervention.objects.get(alert=fresh).coupon_code
     assert any(f"1 refused: alert {dismissed.pk} is dismissed" in m for m in messages), messages
+
+
+def test_bulk_coupons_keep_a_customer_in_one_control_group_entry_per_rule(admin_client) -> None:  # noqa: ANN001
+    """Two held-out alerts of one customer and rule (two periods) in one chunk: as one at a time, the second finds
+    the first's control group window open and is suppressed, not a second control outcome of the rule."""
+    rule = _rule()
+    (first,) = _alerts(rule, 1, holdout=True)
+    second = _alert(first.customer, rule, first.score, holdout=True, period_start=T0.date() - timedelta(days=40))
+
+    _run_action(admin_client, "send_coupon")
+
+    statuses = sorted(Intervention.objects.filter(alert__in=[first, second]).values_list("status", flat=True))
+    assert statuses == [InterventionStatus.HOLDOUT, InterventionStatus.SUPPRESSED], statuses
