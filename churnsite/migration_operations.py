@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.migrations.operations import AddIndex
+from django.db.migrations.operations import AddIndex, RemoveIndex
 from django.db.models import Model
 
-__all__ = ["AddIndexConcurrently", "schedule_first_or_create"]
+__all__ = ["AddIndexConcurrently", "RemoveIndexConcurrently", "schedule_first_or_create"]
 
 
 class AddIndexConcurrently(AddIndex):
@@ -25,6 +25,29 @@ class AddIndexConcurrently(AddIndex):
             return
         options = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
         getattr(schema_editor, method)(model, self.index, **options)
+
+
+class RemoveIndexConcurrently(RemoveIndex):
+    """``RemoveIndex`` that drops the index with ``DROP INDEX CONCURRENTLY`` on PostgreSQL (and rebuilds it
+    concurrently when reversed): a plain ``DROP INDEX`` takes an exclusive lock on the table, so it waits behind any
+    transaction using the table (a scoring run) while every later read and write of the table waits behind it.
+    Elsewhere (SQLite) a plain ``RemoveIndex``. The migration must say ``atomic = False``."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state) -> None:  # noqa: ANN001
+        model = from_state.apps.get_model(app_label, self.model_name)
+        index = from_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+        self._index(schema_editor, model, index, "remove_index")
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state) -> None:  # noqa: ANN001
+        model = to_state.apps.get_model(app_label, self.model_name)
+        index = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+        self._index(schema_editor, model, index, "add_index")
+
+    def _index(self, schema_editor, model, index, method: str) -> None:  # noqa: ANN001
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return
+        options = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+        getattr(schema_editor, method)(model, index, **options)
 
 
 def schedule_first_or_create(model: type[Model], **fields: object) -> Model:

@@ -8,6 +8,7 @@ where no index can serve); SQLite's plans are deterministic on small tables.
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
@@ -299,3 +301,17 @@ def test_every_page_of_a_big_admin_list_stays_reachable(admin_client, monkeypatc
         seen += [event.external_id for event in response.context["cl"].result_list]
     assert sorted(seen) == sorted(f"eff-p-{n}" for n in range(12))
     assert admin_client.get("/admin/customers/event/", {"p": 9}).context["cl"].result_list.count() == 0
+
+
+def test_the_newest_score_index_migration_keeps_the_scores_writable_on_postgresql() -> None:
+    """predictions 0013 builds its index and drops the one it replaces concurrently: a plain DROP INDEX takes an
+    exclusive lock on the scores, waits behind any transaction on them and makes every later query wait too."""
+    if connection.vendor != "postgresql":
+        pytest.skip("CONCURRENTLY is PostgreSQL's")
+    out = io.StringIO()
+    call_command("sqlmigrate", "predictions", "0013", stdout=out)
+    statements = [line for line in out.getvalue().splitlines() if line.strip().upper().startswith(("CREATE", "DROP"))]
+    assert len(statements) == 2 and all("CONCURRENTLY" in s.upper() for s in statements), out.getvalue()
+    backwards = io.StringIO()
+    call_command("sqlmigrate", "predictions", "0013", backwards=True, stdout=backwards)
+    assert backwards.getvalue().upper().count("CONCURRENTLY") == 2, backwards.getvalue()
