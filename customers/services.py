@@ -51,14 +51,25 @@ def customers_opt_out(*, customers: QuerySet[Customer], at: datetime | None = No
     """``customer_opt_out`` for every customer of ``customers`` (the admin's bulk action, "select all" included):
     the number newly opted out. The first opt-out time is kept, as one at a time (the ``UPDATE`` only touches rows
     without one, and PostgreSQL checks that again on a row another transaction changed meanwhile). Per chunk of
-    ``OPT_OUT_CHUNK_SIZE`` customers one read of their ids and one ``UPDATE``, whatever the selection's size."""
+    ``OPT_OUT_CHUNK_SIZE`` customers one read of their ids, one locking read in id order and one ``UPDATE``,
+    whatever the selection's size."""
     at = at or timezone.now()
     ids = customers.order_by("pk").values_list("pk", flat=True).distinct()
     changed, last = 0, 0
     while chunk := list(ids.filter(pk__gt=last)[:OPT_OUT_CHUNK_SIZE]):
-        changed += Customer.objects.filter(pk__in=chunk, opted_out_at__isnull=True).update(
-            opted_out_at=at, updated_at=timezone.now()
-        )
+        with transaction.atomic():
+            # Locked in id order first, as the dispatches and coupons lock customers: an UPDATE alone locks its rows
+            # in the order of its scan, which could deadlock against a rule application locking the same customers.
+            pending = list(
+                Customer.objects.select_for_update()
+                .filter(pk__in=chunk, opted_out_at__isnull=True)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if pending:
+                changed += Customer.objects.filter(pk__in=pending, opted_out_at__isnull=True).update(
+                    opted_out_at=at, updated_at=timezone.now()
+                )
         last = chunk[-1]
     return changed
 
