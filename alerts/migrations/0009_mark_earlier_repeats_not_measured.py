@@ -8,7 +8,10 @@ task went on to measure them (or had measured them), and each counted as a secon
 An intervention is a repeat when it was not suppressed at dispatch and an earlier measured treated intervention of
 the same rule and customer, on another alert, was made less than the rule's ``horizon_days`` before it; earlier
 repeats do not open a window (they are not measured), as in ``alerts.services._treated_window_customers``. An
-outcome already recorded for a repeat is replaced too, since the uplift must leave it out.
+outcome already recorded for a repeat is replaced too, since the uplift must leave it out. The marks are
+recomputed, not only added: an action that a dispatch after 0007 marked ``not_measured`` only because an unmarked
+repeat from before it seemed to hold the window open is no repeat, and goes back to ``unknown`` (the outcomes task
+measures it).
 
 The interventions are read once, in order, a row at a time from a server-side cursor, and the repeats (few)
 written with one UPDATE per thousand: no query per row and no table in memory.
@@ -38,6 +41,7 @@ def mark_earlier_repeats(apps, schema_editor) -> None:  # noqa: ANN001
     group = None
     treated: list[tuple[object, int]] = []  # (created_at, alert_id) of the group's measured treated interventions
     repeats: list[int] = []
+    not_repeats: list[int] = []  # marked not_measured by a dispatch that took an unmarked earlier repeat for treated
     for pk, rule_id, customer_id, alert_id, created_at, status, outcome in rows.iterator(chunk_size=2000):
         if (rule_id, customer_id) != group:
             group, treated = (rule_id, customer_id), []
@@ -46,10 +50,14 @@ def mark_earlier_repeats(apps, schema_editor) -> None:  # noqa: ANN001
             if outcome != "not_measured":
                 repeats.append(pk)
             continue
-        if outcome != "not_measured" and status in ("sent", "failed", "suppressed"):  # MEASURED_TREATED
+        if outcome == "not_measured":
+            not_repeats.append(pk)
+        if status in ("sent", "failed", "suppressed"):  # MEASURED_TREATED, now that this one is no repeat
             treated.append((created_at, alert_id))
     for start in range(0, len(repeats), BATCH):
         Intervention.objects.filter(pk__in=repeats[start : start + BATCH]).update(outcome="not_measured")
+    for start in range(0, len(not_repeats), BATCH):  # measured by the next outcomes run
+        Intervention.objects.filter(pk__in=not_repeats[start : start + BATCH]).update(outcome="unknown")
 
 
 class Migration(migrations.Migration):

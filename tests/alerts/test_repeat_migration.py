@@ -52,7 +52,7 @@ def test_the_migration_marks_repeats_made_before_the_outcome_existed_as_not_meas
     migration = importlib.import_module("alerts.migrations.0009_mark_earlier_repeats_not_measured")
     rule = rule_make(horizon_days=60, holdout_fraction=0.5)
     other_rule = rule_make(name="other", horizon_days=60)
-    c = [customer_make(n) for n in range(8)]
+    c = [customer_make(n) for n in range(9)]
     expected = {
         # A repeat 30 days into the window, already measured (as the outcomes task did): not measured. The next one
         # after the first window closed is measured (the repeat opened no window).
@@ -83,6 +83,11 @@ def test_the_migration_marks_repeats_made_before_the_outcome_existed_as_not_meas
         _made(c[6], rule, 0).pk: Outcome.UNKNOWN,
         _made(c[6], rule, 60).pk: Outcome.UNKNOWN,
     }
+    # Marked by a dispatch after 0007 because the unmarked repeat before it (day 30) seemed to hold the window open:
+    # with day 30 a repeat, day 70 starts a new window, and goes back to be measured.
+    expected[_made(c[8], rule, 0).pk] = Outcome.UNKNOWN
+    expected[_made(c[8], rule, 30).pk] = Outcome.NOT_MEASURED
+    expected[_made(c[8], rule, 70, outcome=Outcome.NOT_MEASURED).pk] = Outcome.UNKNOWN
     # Two actions on one alert (a coupon by hand on top of the rule's) are not each other's repeat.
     first = _made(c[7], rule, 0)
     expected[first.pk] = Outcome.UNKNOWN
