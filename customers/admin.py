@@ -363,7 +363,11 @@ class CustomerAdmin(admin.ModelAdmin):
             context.update(self._risk_context(customer_risk_profile(customer=customer)))
             context["send_coupon_key"] = uuid.uuid4().hex
             context["rescore_key"] = uuid.uuid4().hex
-            context["can_send_coupon"] = request.user.has_perm(SEND_COUPON_PERMISSION)
+            # The buttons only for staff whose POST would be allowed (``_action_target``): rescore and opt-out need
+            # the change permission of customers, a coupon that and the alerts permission too.
+            can_change = self.has_change_permission(request, customer)
+            context["can_change_customer"] = can_change
+            context["can_send_coupon"] = can_change and request.user.has_perm(SEND_COUPON_PERMISSION)
             # As everywhere else (their admin pages, the API): alerts and interventions, whose coupon codes are
             # discounts anyone holding them can redeem, only for staff allowed to view them.
             context["can_view_alerts"] = request.user.has_perm("alerts.view_alert")
