@@ -34,6 +34,7 @@ from alerts.services import (
     alerts_transition,
 )
 from churnsite.admin_tools import EstimatedCountPaginator, recent_values_filter
+from customers.models import Customer
 
 
 def _actor(request: HttpRequest) -> str:
@@ -162,6 +163,29 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.display(description="customer")
     def customer_link(self, alert: Alert) -> str:
         return format_html('<a href="/admin/customers/customer/{}/change/">{}</a>', alert.customer_id, alert.customer)
+
+    @admin.display(description="customer")
+    def customer_name(self, alert: Alert) -> str:
+        return str(alert.customer)
+
+    def _may_open_customers(self, request: HttpRequest) -> bool:
+        customer_admin = self.admin_site._registry.get(Customer)  # noqa: SLF001 - the admin's own registry
+        return customer_admin is not None and customer_admin.has_view_or_change_permission(request)
+
+    def _customer_column(self, request: HttpRequest, names: list[str] | tuple[str, ...]) -> list[str]:
+        """The customer linked only for staff who may open the customer's page (others would get a 403)."""
+        if self._may_open_customers(request):
+            return list(names)
+        return ["customer_name" if name == "customer_link" else name for name in names]
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        return self._customer_column(request, super().get_list_display(request))
+
+    def get_fields(self, request: HttpRequest, obj: Alert | None = None) -> list[str]:
+        return self._customer_column(request, super().get_fields(request, obj))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Alert | None = None) -> list[str]:
+        return self._customer_column(request, super().get_readonly_fields(request, obj))
 
     @admin.display(description="segment")
     def segment(self, alert: Alert) -> str:

@@ -57,6 +57,8 @@ FLAT_CHANGE = 0.005
 REQUEST_KEY = re.compile(r"^[0-9a-f]{32}$")
 # Sending a coupon from the customer page needs what the alert admin's "send coupon" action needs.
 SEND_COUPON_PERMISSION = "alerts.change_alert"
+VIEW_ALERT_PERMISSION = "alerts.view_alert"
+TIMELINE_MODELS = {"order": Order, "event": Event, "message": Message}
 PROFILE_HISTORY_LIMIT = 50
 
 
@@ -273,6 +275,18 @@ class CustomerAdmin(admin.ModelAdmin):
             alert_id,
         )
 
+    @admin.display(description="open alert", ordering="open_alert_id")
+    def open_alert_unlinked(self, customer: Customer) -> str:
+        alert_id = getattr(customer, "open_alert_id", None)
+        return "no" if alert_id is None else f"yes (#{alert_id})"
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        columns = list(super().get_list_display(request))
+        if request.user.has_perm(VIEW_ALERT_PERMISSION) or request.user.has_perm(SEND_COUPON_PERMISSION):
+            return columns  # the admin opens an alert for staff who may view or change alerts
+        # The alert linked only for staff who may open it (as the customer page's alert panel): others get a 403.
+        return ["open_alert_unlinked" if name == "open_alert" else name for name in columns]
+
     @admin.display(description="orders", ordering="order_count")
     def order_count(self, customer: Customer) -> int:
         return getattr(customer, "order_count", 0)
@@ -323,16 +337,22 @@ class CustomerAdmin(admin.ModelAdmin):
         entries = customer_timeline(customer=customer, limit=TIMELINE_LIMIT)
         if not entries:
             return "no orders, events or messages yet"
+        linkable = getattr(customer, "timeline_links", frozenset())  # set by get_object for the request's user
         rows = format_html_join(
             "",
-            '<tr class="timeline-{}"><td style="white-space:nowrap">{}</td><td><a href="{}">{}</a></td><td>{}</td>'
+            '<tr class="timeline-{}"><td style="white-space:nowrap">{}</td><td>{}</td><td>{}</td>'
             '<td style="white-space:pre-wrap">{}</td></tr>',
             (
                 (
                     entry.kind,
                     date_format(timezone.localtime(entry.at), "Y-m-d H:i"),
-                    reverse(f"admin:customers_{entry.kind}_change", args=[entry.object_id]),
-                    entry.kind,
+                    format_html(
+                        '<a href="{}">{}</a>',
+                        reverse(f"admin:customers_{entry.kind}_change", args=[entry.object_id]),
+                        entry.kind,
+                    )
+                    if entry.kind in linkable
+                    else entry.kind,
                     entry.summary,
                     entry.text,
                 )
@@ -346,6 +366,18 @@ class CustomerAdmin(admin.ModelAdmin):
         )
 
     # --- the customer page: risk panel and action buttons ---
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Customer | None:
+        customer = super().get_object(request, object_id, from_field)
+        if customer is not None:
+            # The timeline links an order, event or message only for staff who may open its page (others: 403).
+            customer.timeline_links = frozenset(
+                kind
+                for kind, model in TIMELINE_MODELS.items()
+                if (model_admin := self.admin_site._registry.get(model)) is not None  # noqa: SLF001
+                and model_admin.has_view_or_change_permission(request)
+            )
+        return customer
 
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: object):  # noqa: ANN001, ANN201
         if db_field.name == "email":  # as the importer: an address an email can be sent to, or nothing
@@ -370,7 +402,7 @@ class CustomerAdmin(admin.ModelAdmin):
             context["can_send_coupon"] = can_change and request.user.has_perm(SEND_COUPON_PERMISSION)
             # As everywhere else (their admin pages, the API): alerts and interventions, whose coupon codes are
             # discounts anyone holding them can redeem, only for staff allowed to view them.
-            context["can_view_alerts"] = request.user.has_perm("alerts.view_alert")
+            context["can_view_alerts"] = request.user.has_perm(VIEW_ALERT_PERMISSION)
             context["can_view_interventions"] = request.user.has_perm("alerts.view_intervention")
         return super().change_view(request, object_id, form_url, extra_context=context)
 

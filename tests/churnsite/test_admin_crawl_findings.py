@@ -52,3 +52,51 @@ def test_the_customer_page_shows_only_the_buttons_its_staff_may_use(
         allowed = f"action-{name}" in shown
         response = client.post(reverse(f"admin:customers_customer_{name.replace('-', '_')}", args=[customer.pk]))
         assert (response.status_code != 403) == allowed, (name, response.status_code)
+
+
+def test_the_alert_queue_links_the_customer_only_for_staff_who_may_open_the_customer(
+    client, django_user_model, customer: Customer
+) -> None:  # noqa: ANN001
+    alert = customer.alerts.get()
+    customer_page = reverse("admin:customers_customer_change", args=[customer.pk])
+    pages = [reverse("admin:alerts_alert_changelist"), reverse("admin:alerts_alert_change", args=[alert.pk])]
+
+    client.force_login(_staff(django_user_model, "queue", "view_alert", "change_alert"))
+    assert client.get(customer_page).status_code == 403
+    for page in pages:
+        html = client.get(page).content.decode()
+        assert "Eve" in html and f'href="{customer_page}"' not in html, page
+
+    client.force_login(_staff(django_user_model, "crm", "view_alert", "view_customer"))
+    for page in pages:
+        assert f'href="{customer_page}"' in client.get(page).content.decode(), page
+
+
+def test_the_customer_list_links_the_open_alert_only_for_staff_who_may_open_alerts(
+    client, django_user_model, customer: Customer
+) -> None:  # noqa: ANN001
+    alert_page = reverse("admin:alerts_alert_change", args=[customer.alerts.get().pk])
+    changelist = reverse("admin:customers_customer_changelist")
+
+    client.force_login(_staff(django_user_model, "clerk", "view_customer"))
+    assert client.get(alert_page).status_code == 403
+    html = client.get(changelist).content.decode()
+    assert f"yes (#{customer.alerts.get().pk})" in html and alert_page not in html
+
+    client.force_login(_staff(django_user_model, "crm", "view_customer", "view_alert"))
+    assert alert_page in client.get(changelist).content.decode()
+
+
+def test_the_customer_timeline_links_rows_only_for_staff_who_may_open_them(
+    client, django_user_model, customer: Customer
+) -> None:  # noqa: ANN001
+    order_page = reverse("admin:customers_order_change", args=[customer.orders.get().pk])
+    page = reverse("admin:customers_customer_change", args=[customer.pk])
+
+    client.force_login(_staff(django_user_model, "clerk", "view_customer"))
+    assert client.get(order_page).status_code == 403
+    html = client.get(page).content.decode()
+    assert 'class="timeline-order"' in html and order_page not in html
+
+    client.force_login(_staff(django_user_model, "crm", "view_customer", "view_order"))
+    assert order_page in client.get(page).content.decode()
