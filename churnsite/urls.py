@@ -10,6 +10,7 @@ from churnsite.views import admin_login, healthz
 admin.site.site_header = "churnsite: churn early warning"
 admin.site.site_title = "churnsite"
 admin.site.index_title = "Customers at risk, models and retention"
+admin.site.site_url = None  # the site has no page at "/": no "View site" link that answers 404
 admin.site.index_template = "churnsite/admin_index.html"  # adds the dashboard link
 
 # Unknown paths and crashes under /api/ answer in the API's JSON error envelope; elsewhere Django's pages.

@@ -100,3 +100,11 @@ def test_the_customer_timeline_links_rows_only_for_staff_who_may_open_them(
 
     client.force_login(_staff(django_user_model, "crm", "view_customer", "view_order"))
     assert order_page in client.get(page).content.decode()
+
+
+def test_no_admin_page_links_to_a_site_root_that_answers_404(admin_client) -> None:  # noqa: ANN001
+    assert admin_client.get("/").status_code == 404
+
+    html = admin_client.get(reverse("admin:index")).content.decode()
+
+    assert 'href="/"' not in html and "View site" not in html
