@@ -46,7 +46,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import sanitize_address
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import Exists, OuterRef, QuerySet, Sum
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -1489,16 +1489,22 @@ def _record_outcomes(
     for customer_id, placed_at in completed.values_list("customer_id", "placed_at"):
         orders.setdefault(customer_id, []).append(placed_at)
     customer_ids = {intervention.customer_id for intervention, _ in chunk}
-    flags = {
-        pk: (churned, churned_at)
-        for pk, churned, churned_at in Customer.objects.filter(pk__in=customer_ids).values_list(
-            "pk", "churned", "churned_at"
-        )
-    }
-    # Customers with no order and no event at all are profile data, judged by their churn flag.
-    with_activity = set(
-        Order.objects.filter(customer_id__in=customer_ids).values_list("customer_id", flat=True).distinct()
-    ) | set(Event.objects.filter(customer_id__in=customer_ids).values_list("customer_id", flat=True).distinct())
+    # Customers with no order and no event at all are profile data, judged by their churn flag. One row per
+    # customer, the activity an EXISTS on the (customer, time) indexes: a DISTINCT customer_id over the orders and
+    # events returned every one of them, since the models' default ordering widens a DISTINCT to its columns.
+    has_activity = Exists(Order.objects.filter(customer=OuterRef("pk"))) | Exists(
+        Event.objects.filter(customer=OuterRef("pk"))
+    )
+    flags: dict[int, tuple[bool, datetime | None]] = {}
+    with_activity: set[int] = set()
+    for pk, churned, churned_at, active in (
+        Customer.objects.filter(pk__in=customer_ids)
+        .annotate(has_activity=has_activity)
+        .values_list("pk", "churned", "churned_at", "has_activity")
+    ):
+        flags[pk] = (churned, churned_at)
+        if active:
+            with_activity.add(pk)
     outcomes = {
         intervention.pk: _outcome(
             intervention,
