@@ -357,7 +357,7 @@ def _attribute_matches(actual: object, expected: object) -> bool:
 def _matches_filter(rule: AlertRule, row: dict[str, object]) -> bool:
     if rule.segments and row["customer__segment"] not in rule.segments:
         return False
-    attributes = row["customer__attributes"]
+    attributes = row.get("customer__attributes")
     if not isinstance(attributes, dict):  # the admin's JSON field accepts any JSON: such a customer matches no key
         attributes = {}
     missing = object()
@@ -380,6 +380,18 @@ def _triggered(rule: AlertRule, eligible: list[dict[str, object]]) -> list[dict[
     return [r for r in ranked if r["probability"] >= float(thresholds.get(r["customer__segment"], rule.threshold))]
 
 
+def _score_factors(score_ids: list[int]) -> dict[int, object]:
+    """The top factors of these scores, by score id (5,000 ids a query)."""
+    factors: dict[int, object] = {}
+    for start in range(0, len(score_ids), 5000):
+        factors.update(
+            ChurnScore.objects.filter(pk__in=score_ids[start : start + 5000])
+            .order_by()
+            .values_list("pk", "top_factors")
+        )
+    return factors
+
+
 def _locked_counter(day: date) -> DailySendCounter:
     """Today's send counter (``day``: the site's local date, as the dashboard counts days), locked until the
     transaction ends: every dispatch passes here first."""
@@ -393,13 +405,16 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
     Idempotent: a customer already alerted by the rule within its cooldown (or in the same period) gets no new
     alert, so any number of scoring runs gives one alert per customer, rule and period.
     """
-    rows = list(
-        scores.order_by().values(
-            "id", "customer_id", "probability", "risk_tier", "as_of", "top_factors",
-            "customer__segment", "customer__attributes", "customer__marketing_consent", "customer__opted_out_at",
-            "customer__email",
-        )
-    )  # fmt: skip
+    # Every score is ranked, so every row is read, but only what the ranking, the filter and the gates need: the
+    # factors (most of a row's size) are read below for the scores alerted on, and the attributes only when the rule
+    # filters on them.
+    columns = [
+        "id", "customer_id", "probability", "risk_tier", "as_of", "customer__segment", "customer__marketing_consent",
+        "customer__opted_out_at", "customer__email",
+    ]  # fmt: skip
+    if rule.attribute_filters:
+        columns.append("customer__attributes")
+    rows = list(scores.order_by().values(*columns))
     values = _customer_values(rows, rule.value_window_days)
     for row in rows:
         row["customer_value"] = values.get(row["customer_id"], Decimal(0))
@@ -450,7 +465,7 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
                 for row in chosen
                 if not row["customer__marketing_consent"] or row["customer__opted_out_at"] or not row["customer__email"]
             } | _recently_contacted({row["customer_id"] for row in chosen})
-        new_alerts: list[Alert] = []
+        alerted: list[tuple[dict[str, object], bool]] = []
         treated = 0
         for row in chosen:
             # The budget cuts the ranking where its money ends, for the control group too, so both groups come
@@ -459,6 +474,10 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
                 break
             holdout = holdout_assigned(customer_id=row["customer_id"], rule_id=rule.pk, fraction=rule.holdout_fraction)
             treated += 0 if holdout or row["customer_id"] in unreachable else 1
+            alerted.append((row, holdout))
+        factors = _score_factors([row["id"] for row, _ in alerted])
+        new_alerts: list[Alert] = []
+        for row, holdout in alerted:
             new_alerts.append(
                 Alert(
                     customer_id=row["customer_id"],
@@ -470,7 +489,7 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
                     risk_tier=row["risk_tier"],
                     customer_value=row["customer_value"],
                     expected_loss=row["expected_loss"],
-                    top_factors=row["top_factors"] or [],
+                    top_factors=factors.get(row["id"]) or [],
                     holdout=holdout,
                 )
             )
