@@ -44,7 +44,7 @@ from customers.selectors import (
     customer_timeline,
     customers_for_staff,
 )
-from customers.services import customer_opt_out, customer_save, customers_opt_out
+from customers.services import customer_opt_out, customer_save, customers_erase, customers_opt_out
 from predictions.models import RiskTier
 from predictions.services.scoring import ChampionUnavailable, customer_rescore_now
 
@@ -364,6 +364,23 @@ class CustomerAdmin(admin.ModelAdmin):
             "</tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+    # --- erasure: deleting a customer deletes every row about them ---
+
+    def get_deleted_objects(self, objs, request: HttpRequest):  # noqa: ANN001, ANN201 - Django's signature
+        """Staff who may delete customers may delete what is about them too (scores, events, alerts, retention
+        actions): those admins are read-only, which would otherwise refuse every scored customer's deletion, even
+        to a superuser. The deletion itself is ``customers_erase`` (``delete_model``, ``delete_queryset``)."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if self.has_delete_permission(request):
+            perms_needed = set()
+        return deleted, model_count, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: Customer) -> None:
+        customers_erase(customers=Customer.objects.filter(pk=obj.pk), actor=_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        customers_erase(customers=queryset, actor=_actor(request))
 
     # --- the customer page: risk panel and action buttons ---
 

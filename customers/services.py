@@ -29,6 +29,28 @@ from customers.models import (
 from customers.selectors import demo_customers
 
 
+def customers_erase(*, customers: QuerySet[Customer], actor: str) -> dict[str, int]:
+    """Delete customers with every row about them (the right to erasure): their profile history, orders, events,
+    messages, churn scores, alerts and retention actions, in one transaction. Returns the rows deleted per model.
+
+    The append-only audit log keeps its entries (their links to the erased alerts and actions become empty; email
+    addresses in them were masked when written) and gets one more, naming the erased customers by id only. A coupon
+    email still queued for an erased customer finds no action and sends nothing.
+    """
+    from alerts.services import audit_record  # alerts reads customers: imported here, not at module level
+
+    ids = list(customers.order_by("pk").values_list("pk", flat=True).distinct())
+    if not ids:
+        return {}
+    with transaction.atomic():
+        # Locked in id order first, as the dispatches and coupons lock customers.
+        list(Customer.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+        _, deleted = Customer.objects.filter(pk__in=ids).delete()
+        rows = {label: count for label, count in sorted(deleted.items()) if count}
+        audit_record(actor=actor, action="customers_erased", details={"customer_ids": ids, "rows_deleted": rows})
+    return rows
+
+
 @transaction.atomic
 def customer_opt_out(*, customer: Customer, at: datetime | None = None) -> Customer:
     """Record that the customer opted out of marketing. An opt-out always wins over consent.

@@ -647,3 +647,73 @@ def test_concurrent_double_submits_of_send_coupon_create_one_intervention_on_pos
         Intervention.objects.filter(customer=customer).count() == 1
         and Alert.objects.filter(customer=customer).count() == 1
     )
+
+
+def _everything_about(customer: Customer) -> dict[str, int]:
+    return {
+        "orders": Order.objects.filter(customer=customer).count(),
+        "events": Event.objects.filter(customer=customer).count(),
+        "messages": Message.objects.filter(customer=customer).count(),
+        "scores": ChurnScore.objects.filter(customer=customer).count(),
+        "alerts": Alert.objects.filter(customer=customer).count(),
+        "interventions": Intervention.objects.filter(customer=customer).count(),
+    }
+
+
+def _scored_with_history(customer: Customer) -> Alert:
+    """The customer fixture (orders, an event, a message) scored, alerted and sent a coupon."""
+    score = _score(customer, _model_version(f"erase-test-{customer.pk}"), 0.8, T0)
+    alert = _alert(customer, _rule(f"erase test {customer.pk}"), score)
+    Intervention.objects.create(
+        alert=alert, customer=customer, kind=ActionKind.COUPON_EMAIL, status=InterventionStatus.SENT,
+        idempotency_key=f"erase-test-{customer.pk}", coupon_code=f"SAVE-ERASE-{customer.pk}", sent_at=T0,
+    )  # fmt: skip
+    AuditEntry.objects.create(actor="test", action="intervention_sent", alert=alert, details={"to": "masked"})
+    return alert
+
+
+def test_staff_may_erase_a_scored_customer_with_everything_about_them(admin_client, customer: Customer) -> None:
+    _scored_with_history(customer)
+    other = Customer.objects.create(external_id="c-2", name="Other", email="other@example.com")
+    _scored_with_history(other)
+    others_before = _everything_about(other)
+    url = reverse("admin:customers_customer_delete", args=[customer.pk])
+
+    page = admin_client.get(url)  # the confirmation lists what goes, and refuses nothing, even with scores
+    assert page.status_code == 200 and b"doesn&#x27;t have permission to delete" not in page.content
+    assert b"Churn score" in page.content or b"churn score" in page.content
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+
+    assert not Customer.objects.filter(pk=customer.pk).exists()
+    assert set(_everything_about(customer).values()) == {0}
+    assert _everything_about(other) == others_before  # the other customer keeps everything
+    erased = AuditEntry.objects.get(action="customers_erased")
+    assert erased.details["customer_ids"] == [customer.pk] and erased.actor.startswith("user:")
+    assert erased.details["rows_deleted"]["customers.Customer"] == 1
+    # The audit log keeps its entries about the erased alert, unlinked.
+    assert AuditEntry.objects.filter(action="intervention_sent", alert__isnull=True).count() == 1
+
+
+def test_the_delete_selected_action_erases_scored_customers_and_view_only_staff_may_not(
+    admin_client, customer: Customer, django_user_model
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    _scored_with_history(customer)
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_customer"))
+    as_viewer = Client()
+    as_viewer.force_login(viewer)
+    url = reverse("admin:customers_customer_delete", args=[customer.pk])
+    assert as_viewer.post(url, {"post": "yes"}).status_code == 403
+    assert Customer.objects.filter(pk=customer.pk).exists()
+
+    changelist = reverse("admin:customers_customer_changelist")
+    confirm = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [customer.pk]})
+    assert confirm.status_code == 200 and b"doesn&#x27;t have permission" not in confirm.content
+    done = admin_client.post(
+        changelist, {"action": "delete_selected", "_selected_action": [customer.pk], "post": "yes"}
+    )
+    assert done.status_code == 302 and not Customer.objects.filter(pk=customer.pk).exists()
+    assert set(_everything_about(customer).values()) == {0}
+    assert AuditEntry.objects.get(action="customers_erased").details["customer_ids"] == [customer.pk]
