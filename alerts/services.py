@@ -1568,6 +1568,13 @@ class StoredResponse:
     replayed: bool
 
 
+def idempotency_records_prune(*, older_than: timedelta) -> int:
+    """Delete the stored responses of ``Idempotency-Key`` requests (and of the admin's forms) made longer ago than
+    ``older_than`` (the daily pruning); returns how many. A replay after that runs as a new request."""
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - older_than).delete()
+    return deleted
+
+
 def idempotent_request(
     *,
     user: AbstractBaseUser,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 
 from alerts import conf
 from alerts.selectors import DELIVERY_UNKNOWN
 from alerts.services import (
     TransientSendError,
     alerts_apply_rules,
+    idempotency_records_prune,
     intervention_deliver_webhook,
     intervention_mark_failed,
     intervention_outcomes_record,
@@ -126,3 +129,10 @@ def requeue_pending_task(older_than_minutes: int = 15) -> int:
     """Enqueue the sends of interventions still pending after ``older_than_minutes`` (a broker outage lost their
     task). Idempotent: a send that already happened is found sent and does nothing."""
     return interventions_requeue_pending(older_than_minutes=older_than_minutes)
+
+
+@shared_task(name="alerts.prune_idempotency_records", queue="default", soft_time_limit=300, time_limit=360)
+def prune_idempotency_records_task() -> int:
+    """Delete the stored responses of Idempotency-Key requests older than ``CHURN_RECORDS_KEEP_DAYS`` (the daily
+    schedule). Idempotent."""
+    return idempotency_records_prune(older_than=timedelta(days=settings.CHURN_RECORDS_KEEP_DAYS))

@@ -289,6 +289,11 @@ if CHURN_TRAIN_LEASE_POLL_SECONDS < 1:
 # A training run still pending this long while no training holds a live lease is sent to the gpu queue again (its
 # message was lost, for example with the broker down at commit); at most once per this many seconds.
 CHURN_TRAIN_RESEND_SECONDS = env.int("CHURN_TRAIN_RESEND_SECONDS", default=1800)
+# Bookkeeping rows kept this many days, then deleted by the daily pruning: task delivery counts (the redelivery cap)
+# and the stored responses of Idempotency-Key requests (a replay within this time returns the stored response).
+CHURN_RECORDS_KEEP_DAYS = env.int("CHURN_RECORDS_KEEP_DAYS", default=30)
+if CHURN_RECORDS_KEEP_DAYS < 1:
+    raise ImproperlyConfigured(f"CHURN_RECORDS_KEEP_DAYS must be at least 1 day, not {CHURN_RECORDS_KEEP_DAYS}")
 # Celery's default limit, for tasks that set none (Celery's own, such as backend_cleanup); every task of ours sets its own.
 CHURN_TASK_TIME_LIMIT = env.int("CHURN_TASK_TIME_LIMIT", default=15 * 60)
 

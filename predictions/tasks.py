@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
 from predictions.services import (
+    task_deliveries_prune,
     task_delivery_begin,
     task_delivery_finish,
     task_delivery_release,
@@ -156,3 +157,9 @@ def check_drift_task() -> int | None:
     Idempotent enough for a daily schedule: a retraining is not requested while one is pending or running."""
     event = drift_check(actor="daily drift check")
     return event.pk if event else None
+
+
+@shared_task(name="predictions.prune_task_deliveries", queue="default", soft_time_limit=300, time_limit=360)
+def prune_task_deliveries_task() -> int:
+    """Delete task delivery records older than ``CHURN_RECORDS_KEEP_DAYS`` (the daily schedule). Idempotent."""
+    return task_deliveries_prune(older_than=timedelta(days=settings.CHURN_RECORDS_KEEP_DAYS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from predictions.services.operations import (
+    task_deliveries_prune,
     task_delivery_begin,
     task_delivery_finish,
     task_delivery_release,
@@ -26,6 +27,7 @@ __all__ = [
     "model_version_register",
     "model_version_rollback",
     "promotion_comparison",
+    "task_deliveries_prune",
     "task_delivery_begin",
     "task_delivery_finish",
     "task_delivery_release",

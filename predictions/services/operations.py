@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from predictions.models import TaskDelivery, WorkerHeartbeat
@@ -52,3 +53,16 @@ def task_delivery_release(*, task_name: str, key: str) -> None:
 
 def task_delivery_finish(*, task_name: str, key: str) -> None:
     TaskDelivery.objects.filter(task_name=task_name, key=key).update(finished_at=timezone.now())
+
+
+def task_deliveries_prune(*, older_than: timedelta) -> int:
+    """Delete the delivery records of tasks that finished, or last started, longer ago than ``older_than`` (the
+    daily pruning); returns how many. Parked ones are kept: they say why a task stopped coming back. A task
+    delivered again after its record went counts its deliveries from one again."""
+    cutoff = timezone.now() - older_than
+    deleted, _ = (
+        TaskDelivery.objects.filter(parked_at__isnull=True)
+        .filter(Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, last_started_at__lt=cutoff))
+        .delete()
+    )
+    return deleted
