@@ -46,7 +46,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import sanitize_address
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -1572,6 +1572,20 @@ def idempotency_records_prune(*, older_than: timedelta) -> int:
     """Delete the stored responses of ``Idempotency-Key`` requests (and of the admin's forms) made longer ago than
     ``older_than`` (the daily pruning); returns how many. A replay after that runs as a new request."""
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - older_than).delete()
+    return deleted
+
+
+def idempotency_records_forget_customers(*, customer_ids: list[int]) -> int:
+    """Delete the stored responses about these customers (their erasure): an API answer naming them (an alert or
+    an intervention, whose factors may quote their messages) and the customer page's rescore and coupon forms.
+    A replay of such a key runs as a new request. Returns how many."""
+    deleted = 0
+    for start in range(0, len(customer_ids), 500):
+        chunk = customer_ids[start : start + 500]
+        about = Q(response_body__customer__in=chunk) | Q(path__in=[f"customers/{pk}/send-coupon" for pk in chunk])
+        for pk in chunk:
+            about |= Q(key__startswith=f"rescore:{pk}:")
+        deleted += IdempotencyRecord.objects.filter(about).delete()[0]
     return deleted
 
 

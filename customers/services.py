@@ -31,13 +31,15 @@ from customers.selectors import demo_customers
 
 def customers_erase(*, customers: QuerySet[Customer], actor: str) -> dict[str, int]:
     """Delete customers with every row about them (the right to erasure): their profile history, orders, events,
-    messages, churn scores, alerts and retention actions, in one transaction. Returns the rows deleted per model.
+    messages, churn scores, alerts and retention actions, and the stored responses of keyed requests about them
+    (Idempotency-Key replays), in one transaction. Returns the rows deleted per model.
 
     The append-only audit log keeps its entries (their links to the erased alerts and actions become empty; email
     addresses in them were masked when written) and gets one more, naming the erased customers by id only. A coupon
     email still queued for an erased customer finds no action and sends nothing.
     """
-    from alerts.services import audit_record  # alerts reads customers: imported here, not at module level
+    # alerts reads customers: imported here, not at module level
+    from alerts.services import audit_record, idempotency_records_forget_customers
 
     ids = list(customers.order_by("pk").values_list("pk", flat=True).distinct())
     if not ids:
@@ -47,6 +49,9 @@ def customers_erase(*, customers: QuerySet[Customer], actor: str) -> dict[str, i
         list(Customer.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
         _, deleted = Customer.objects.filter(pk__in=ids).delete()
         rows = {label: count for label, count in sorted(deleted.items()) if count}
+        # The stored responses of keyed requests about them (kept for replays) hold their data too.
+        if forgotten := idempotency_records_forget_customers(customer_ids=ids):
+            rows["alerts.IdempotencyRecord"] = forgotten
         audit_record(actor=actor, action="customers_erased", details={"customer_ids": ids, "rows_deleted": rows})
     return rows
 

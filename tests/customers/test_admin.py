@@ -717,3 +717,43 @@ def test_the_delete_selected_action_erases_scored_customers_and_view_only_staff_
     assert done.status_code == 302 and not Customer.objects.filter(pk=customer.pk).exists()
     assert set(_everything_about(customer).values()) == {0}
     assert AuditEntry.objects.get(action="customers_erased").details["customer_ids"] == [customer.pk]
+
+
+def test_erasure_deletes_the_stored_responses_that_carry_the_customers_data(
+    customer: Customer, django_user_model
+) -> None:
+    from alerts.models import IdempotencyRecord
+    from customers.services import customers_erase
+
+    user = django_user_model.objects.create_user("api")
+    other = Customer.objects.create(external_id="c-2", name="Other", email="other@example.com")
+    records = {
+        # An API alert transition or coupon: the alert or intervention, factors quoting the customer's messages.
+        "api-erased": {"id": 1, "customer": customer.pk, "top_factors": [{"evidence": "my parcel is late"}]},
+        "api-other": {"id": 2, "customer": other.pk, "top_factors": []},
+        "rule": {"id": 3, "name": "a rule"},
+    }
+    for key, body in records.items():
+        IdempotencyRecord.objects.create(
+            user=user, key=key, method="POST", path=f"/api/v1/{key}/", request_sha256="0" * 64,
+            response_status=200, response_body=body,
+        )  # fmt: skip
+    # The customer page's rescore and coupon forms, keyed by the customer.
+    for key, path in (
+        (f"rescore:{customer.pk}:{'a' * 32}", reverse("admin:customers_customer_rescore", args=[customer.pk])),
+        (f"customer-send-coupon:{'b' * 32}", f"customers/{customer.pk}/send-coupon"),
+        (f"rescore:{other.pk}:{'c' * 32}", reverse("admin:customers_customer_rescore", args=[other.pk])),
+    ):
+        IdempotencyRecord.objects.create(
+            user=user, key=key, method="POST", path=path, request_sha256="0" * 64, response_status=201,
+            response_body={"probability": 0.9},
+        )  # fmt: skip
+
+    customers_erase(customers=Customer.objects.filter(pk=customer.pk), actor="test")
+
+    assert set(IdempotencyRecord.objects.values_list("key", flat=True)) == {
+        "api-other",
+        "rule",
+        f"rescore:{other.pk}:{'c' * 32}",
+    }
+
