@@ -42,6 +42,7 @@ from customers.selectors import (
     customer_profile_changes,
     customer_risk_profile,
     customer_timeline,
+    customers_erasure_counts,
     customers_for_staff,
 )
 from customers.services import customer_opt_out, customer_save, customers_erase, customers_opt_out
@@ -60,6 +61,8 @@ SEND_COUPON_PERMISSION = "alerts.change_alert"
 VIEW_ALERT_PERMISSION = "alerts.view_alert"
 TIMELINE_MODELS = {"order": Order, "event": Event, "message": Message}
 PROFILE_HISTORY_LIMIT = 50
+# The customers the erasure confirmation names one by one (the rows about them are counted, never listed).
+ERASURE_LISTED = 100
 
 
 class OptedOutFilter(admin.SimpleListFilter):
@@ -368,13 +371,27 @@ class CustomerAdmin(admin.ModelAdmin):
     # --- erasure: deleting a customer deletes every row about them ---
 
     def get_deleted_objects(self, objs, request: HttpRequest):  # noqa: ANN001, ANN201 - Django's signature
-        """Staff who may delete customers may delete what is about them too (scores, events, alerts, retention
-        actions): those admins are read-only, which would otherwise refuse every scored customer's deletion, even
-        to a superuser. The deletion itself is ``customers_erase`` (``delete_model``, ``delete_queryset``)."""
-        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        if self.has_delete_permission(request):
-            perms_needed = set()
-        return deleted, model_count, perms_needed, protected
+        """The confirmation page's list: the customers, and how many rows about them go, counted per model.
+
+        Not Django's default, which loads every related row and lists each one (a page of 100,000 events for a
+        busy customer), and which asks for the delete permission of every model: staff who may delete customers
+        may delete what is about them too (scores, events, alerts, retention actions), whose admins are
+        read-only. The deletion itself is ``customers_erase`` (``delete_model``, ``delete_queryset``)."""
+        customers = list(objs[: ERASURE_LISTED + 1]) if isinstance(objs, QuerySet) else list(objs)
+        ids = list(objs.values_list("pk", flat=True)) if isinstance(objs, QuerySet) else [c.pk for c in customers]
+        listed: list[str] = [
+            format_html(
+                '{}: <a href="{}">{}</a>',
+                Customer._meta.verbose_name.capitalize(),
+                reverse("admin:customers_customer_change", args=[customer.pk]),
+                customer,
+            )
+            for customer in customers[:ERASURE_LISTED]
+        ]
+        if len(ids) > ERASURE_LISTED:
+            listed.append(f"and {len(ids) - ERASURE_LISTED} more customers")
+        perms_needed = set() if self.has_delete_permission(request) else {str(Customer._meta.verbose_name)}
+        return listed, customers_erasure_counts(customer_ids=ids), perms_needed, []
 
     def delete_model(self, request: HttpRequest, obj: Customer) -> None:
         customers_erase(customers=Customer.objects.filter(pk=obj.pk), actor=_actor(request))

@@ -757,3 +757,16 @@ def test_erasure_deletes_the_stored_responses_that_carry_the_customers_data(
         f"rescore:{other.pk}:{'c' * 32}",
     }
 
+
+def test_the_erasure_confirmation_summarises_a_customer_with_many_rows(admin_client, customer: Customer) -> None:
+    Event.objects.bulk_create(
+        Event(external_id=f"e-bulk-{n}", customer=customer, kind="page_view", occurred_at=T0) for n in range(300)
+    )
+    url = reverse("admin:customers_customer_delete", args=[customer.pk])
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(url)
+    assert page.status_code == 200
+    # Counted, not listed one by one (Django's default lists every row: a page of 100k events for a busy customer).
+    assert b"e-bulk-" not in page.content and page.content.count(b"<li>") < 30
+    assert b"Events: 301" in page.content and b"Orders: 2" in page.content
+    assert len(queries) < 40
