@@ -887,7 +887,10 @@ def _customer_send_coupon(*, customer: Customer, actor: str) -> Intervention:
         counter = _locked_counter(timezone.localdate())
         # Two clicks on either side of midnight hold different day counters: the customer's row serialises them,
         # so the second finds the alert and the coupon the first made.
-        Customer.objects.select_for_update().filter(pk=customer.pk).first()
+        if Customer.objects.select_for_update().filter(pk=customer.pk).first() is None:
+            # Erased since the page was shown (``customers_erase`` locks the row as it deletes it): an alert and a
+            # coupon for them would fail on their foreign key at the commit.
+            raise CouponNotAllowed(f"customer {customer.external_id} no longer exists: no coupon")
         alert = customer_open_alert(customer_id=customer.pk)
         if alert is None:
             if (held := _control_group_customers([customer.pk]).get(customer.pk)) is not None:

@@ -770,3 +770,16 @@ def test_the_erasure_confirmation_summarises_a_customer_with_many_rows(admin_cli
     assert b"e-bulk-" not in page.content and page.content.count(b"<li>") < 30
     assert b"Events: 301" in page.content and b"Orders: 2" in page.content
     assert len(queries) < 40
+
+
+def test_a_coupon_for_a_customer_erased_meanwhile_is_refused_and_writes_nothing(customer: Customer) -> None:
+    from alerts.services import CouponNotAllowed
+    from customers.services import customers_erase
+
+    pk = customer.pk
+    customers_erase(customers=Customer.objects.filter(pk=pk), actor="test")  # the page was open meanwhile
+
+    with pytest.raises(CouponNotAllowed, match="no longer exists"):
+        customer_send_coupon(customer=customer, actor="test")
+    assert not Alert.objects.filter(customer_id=pk).exists()
+    assert not Intervention.objects.filter(customer_id=pk).exists()
