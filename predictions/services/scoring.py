@@ -226,6 +226,17 @@ def scoring_run_score_chunk(*, scoring_run_id: int, customer_ids: Sequence[int])
         with transaction.atomic():
             # The run's row is locked while its count moves, so two deliveries of one chunk count its scores once.
             ScoringRun.objects.select_for_update().values_list("pk", flat=True).get(pk=run.pk)
+            # The customers still here, held until the commit (in id order, as dispatches lock them): one erased
+            # since they were read would fail the whole chunk on the scores' foreign key at the commit.
+            here = set(
+                Customer.objects.select_for_update(no_key=True)
+                .filter(id__in=todo)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if len(here) < len(todo):
+                logger.warning("scoring run %s: %d customer(s) erased while scored", run.pk, len(todo) - len(here))
+                scores = [score for score in scores if score.customer_id in here]
             mine = ChurnScore.objects.filter(scoring_run=run, customer_id__in=todo)
             before = mine.count()
             ChurnScore.objects.bulk_create(scores, ignore_conflicts=True)

@@ -101,6 +101,35 @@ def test_a_customer_deleted_during_a_run_leaves_the_rest_of_the_chunk_scored_and
     assert run.status == ScoringRun.Status.SUCCEEDED and run.customers_scored == len(eligible) - 1
 
 
+def test_a_customer_erased_while_their_chunk_is_scored_leaves_the_rest_stored(store: None) -> None:
+    """Erased after the chunk read the customers but before it stored their scores: the score of the erased one
+    is left out, not inserted against a customer that is gone (a foreign-key error at the commit, which failed the
+    whole chunk)."""
+    train()
+    eligible = list(customers_to_score(as_of=END).values_list("id", flat=True))
+    with mock.patch.object(scoring, "_enqueue_chunks"):
+        run = scoring_run_start(trigger="t", as_of=END)
+    load = scoring.churn_model_load
+
+    def load_then_erase_while_scoring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        model = load(*args, **kwargs)
+        score = model.score
+
+        def score_and_erase(*score_args, **score_kwargs):  # noqa: ANN002, ANN003, ANN202
+            batch = score(*score_args, **score_kwargs)
+            Customer.objects.filter(pk=eligible[0]).delete()  # meanwhile, in another request
+            return batch
+
+        model.score = score_and_erase
+        return model
+
+    with mock.patch.object(scoring, "churn_model_load", load_then_erase_while_scoring):
+        assert scoring_run_score_chunk(scoring_run_id=run.pk, customer_ids=eligible) == len(eligible) - 1
+
+    assert not ChurnScore.objects.filter(customer_id=eligible[0]).exists()
+    assert ChurnScore.objects.filter(scoring_run=run).count() == len(eligible) - 1
+
+
 def test_an_as_of_in_the_future_is_refused_for_scoring_and_training(store: None) -> None:
     train()
     later = timezone.now() + timedelta(days=30)
