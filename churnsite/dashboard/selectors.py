@@ -26,8 +26,6 @@ __all__ = [
     "intervention_funnel",
     "model_versions_metrics",
     "RiskOverview",
-    "risk_distribution",
-    "risk_by_segment",
     "risk_overview",
     "rule_uplifts",
     "scheduled_runs",
@@ -110,16 +108,6 @@ def risk_overview(*, limit: int = 12) -> RiskOverview:
     ]
     segments.sort(key=lambda row: (-row.customers, row.segment))
     return RiskOverview(distribution=distribution, segments=segments[:limit])
-
-
-def risk_distribution() -> list[int]:
-    """Customers per tenth of churn probability (their newest score), lowest first."""
-    return risk_overview().distribution
-
-
-def risk_by_segment(*, limit: int = 12) -> list[SegmentRisk]:
-    """Mean newest churn probability and high-risk count per segment, largest segments first."""
-    return risk_overview(limit=limit).segments
 
 
 def alerts_per_day(*, days: int = 30, now: datetime | None = None) -> list[tuple[date, int]]:

@@ -68,8 +68,9 @@ def test_dashboard_shows_scores_by_segment_and_escapes_segment_names(staff_clien
 
 def test_risk_selectors_count_each_customer_once_by_newest_score() -> None:
     api_data()  # three customers scored 0.2, 0.5 and 0.8
-    assert selectors.risk_distribution() == [0, 0, 1, 0, 0, 1, 0, 0, 1, 0]
-    by_segment = {row.segment: (row.customers, row.high_risk) for row in selectors.risk_by_segment()}
+    risk = selectors.risk_overview()
+    assert risk.distribution == [0, 0, 1, 0, 0, 1, 0, 0, 1, 0]
+    by_segment = {row.segment: (row.customers, row.high_risk) for row in risk.segments}
     assert by_segment == {"vip": (2, 1), "(none)": (1, 0)}
     assert sum(n for _, n in selectors.alerts_per_day(days=3)) == 2 and selectors.intervention_funnel()[0] == (
         "alerts",
