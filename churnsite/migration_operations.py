@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from django.db import migrations
 from django.db.migrations.operations import AddIndex, RemoveIndex
 from django.db.models import Model
 
-__all__ = ["AddIndexConcurrently", "RemoveIndexConcurrently", "schedule_first_or_create"]
+__all__ = ["AddIndexConcurrently", "RemoveIndexConcurrently", "daily_schedule", "schedule_first_or_create"]
 
 
 class AddIndexConcurrently(AddIndex):
@@ -58,3 +59,22 @@ def schedule_first_or_create(model: type[Model], **fields: object) -> Model:
     the upgrade."""
     existing = model.objects.filter(**fields).order_by("pk").first()
     return existing if existing is not None else model.objects.create(**fields)
+
+
+def daily_schedule(*, name: str, task: str, hour: int, minute: int, description: str) -> migrations.RunPython:
+    """A migration operation that schedules ``task`` on the default queue every day at ``hour``:``minute`` UTC as
+    the periodic task ``name`` (left as it is when staff stored one by that name), and removes it when reversed."""
+
+    def create(apps, schema_editor) -> None:  # noqa: ANN001
+        crontab = schedule_first_or_create(
+            apps.get_model("django_celery_beat", "CrontabSchedule"),
+            minute=str(minute), hour=str(hour), day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC",
+        )  # fmt: skip
+        apps.get_model("django_celery_beat", "PeriodicTask").objects.get_or_create(
+            name=name, defaults={"task": task, "crontab": crontab, "queue": "default", "description": description}
+        )
+
+    def remove(apps, schema_editor) -> None:  # noqa: ANN001
+        apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=name).delete()
+
+    return migrations.RunPython(create, remove)

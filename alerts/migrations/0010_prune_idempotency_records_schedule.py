@@ -2,25 +2,7 @@
 
 from django.db import migrations
 
-from churnsite.migration_operations import schedule_first_or_create
-
-SCHEDULE_NAME = "prune idempotency records"
-
-
-def create_schedule(apps, schema_editor) -> None:  # noqa: ANN001
-    CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    daily = schedule_first_or_create(
-        CrontabSchedule, minute="20", hour="3", day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC"
-    )
-    PeriodicTask.objects.get_or_create(
-        name=SCHEDULE_NAME,
-        defaults={"task": "alerts.prune_idempotency_records", "crontab": daily, "queue": "default", "description": "Delete stored Idempotency-Key responses older than CHURN_RECORDS_KEEP_DAYS."},
-    )
-
-
-def remove_schedule(apps, schema_editor) -> None:  # noqa: ANN001
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SCHEDULE_NAME).delete()
+from churnsite.migration_operations import daily_schedule
 
 
 class Migration(migrations.Migration):
@@ -30,5 +12,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(create_schedule, remove_schedule),
+        daily_schedule(
+            name="prune idempotency records",
+            task="alerts.prune_idempotency_records",
+            hour=3,
+            minute=20,
+            description="Delete stored Idempotency-Key responses older than CHURN_RECORDS_KEEP_DAYS.",
+        ),
     ]
