@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 
 __all__ = [
     "PROFILE_FIELDS",
     "CustomerHistory",
     "CustomerRecord",
     "EventRecord",
+    "NO_PROPERTIES",
     "MessageRecord",
     "OrderRecord",
     "ProfileChange",
@@ -27,7 +29,7 @@ __all__ = [
 PROFILE_FIELDS: tuple[str, ...] = ("segment", "country", "language", "attributes")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CustomerRecord:
     """A customer's profile.
 
@@ -45,7 +47,7 @@ class CustomerRecord:
     churned_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrderRecord:
     """An order. ``status_changed_at``: when a returned, refunded or cancelled order got that status (None:
     unknown, the status holds from placement); before it the order was completed."""
@@ -58,14 +60,19 @@ class OrderRecord:
     status_changed_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+# The properties of an event that has none: one shared, read-only empty mapping, not a dict per event (a store
+# holds millions of events, and no model reads their properties).
+NO_PROPERTIES: Mapping[str, object] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     kind: str
     occurred_at: datetime
-    properties: Mapping[str, object] = field(default_factory=dict, hash=False, compare=True)
+    properties: Mapping[str, object] = field(default_factory=lambda: NO_PROPERTIES, hash=False, compare=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageRecord:
     sent_at: datetime
     text: str
@@ -74,7 +81,7 @@ class MessageRecord:
     conversation_id: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProfileChange:
     """A change of the customer's profile: until ``changed_at`` the fields named in ``previous`` held the values
     given there (the other profile fields did not change). ``previous["attributes"]`` is the whole attribute
@@ -105,7 +112,7 @@ def profile_at(customer: CustomerRecord, changes: tuple[ProfileChange, ...], as_
     return replace(customer, **values)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CustomerHistory:
     """A customer with everything they did, each tuple sorted oldest first.
 

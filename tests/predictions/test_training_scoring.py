@@ -412,7 +412,7 @@ def test_histories_hold_each_events_properties_as_stored() -> None:
             external_id=f"e-{i}", customer=customer, kind="search", occurred_at=END, properties=properties
         )
 
-    (history,) = customer_histories(customer_ids=[customer.pk])
+    (history,) = customer_histories(customer_ids=[customer.pk], event_properties=True)
 
     full, empty = sorted((e.properties for e in history.events), key=len, reverse=True)
     assert isinstance(full, StoredJSONObject) and isinstance(empty, StoredJSONObject)
@@ -420,6 +420,38 @@ def test_histories_hold_each_events_properties_as_stored() -> None:
     assert empty == {} and len(empty) == 0
     with pytest.raises(TypeError, match="not a JSON object"):
         dict(StoredJSONObject("[1, 2]"))
+
+
+def test_histories_share_repeated_strings_and_leave_event_properties_out_by_default() -> None:
+    from customers.models import Customer, Event, Message, Order
+    from ml.data import NO_PROPERTIES
+    from predictions.selectors import customer_histories
+
+    for c in range(2):
+        customer = Customer.objects.create(external_id=f"c-{c}")
+        for i in range(2):
+            Event.objects.create(
+                external_id=f"e-{c}-{i}", customer=customer, kind="page_view", occurred_at=END, properties={"n": i}
+            )
+            Order.objects.create(
+                external_id=f"o-{c}-{i}", customer=customer, placed_at=END, amount="5.00", status="returned"
+            )
+            Message.objects.create(
+                external_id=f"m-{c}-{i}", customer=customer, sent_at=END, text=f"hi {i}", channel="email"
+            )
+
+    histories = customer_histories()
+
+    events = [event for history in histories for event in history.events]
+    orders = [order for history in histories for order in history.orders]
+    messages = [message for history in histories for message in history.messages]
+    assert len(events) == len(orders) == len(messages) == 4
+    assert all(event.properties is NO_PROPERTIES for event in events), "one shared empty mapping, not one per event"
+    assert len({id(event.kind) for event in events}) == 1, "one string object for every event of a kind"
+    assert len({id(order.status) for order in orders}) == 1
+    assert len({id(message.channel) for message in messages}) == len({id(m.author_role) for m in messages}) == 1
+    with_properties = customer_histories(event_properties=True)
+    assert sorted(event.properties["n"] for history in with_properties for event in history.events) == [0, 0, 1, 1]
 
 
 def test_a_loaded_model_is_frozen_out_of_the_garbage_collector_until_the_next_one(store: None) -> None:
