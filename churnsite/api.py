@@ -17,22 +17,29 @@ parameter, never silently ignored (which would answer with every row) or silentl
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import json
 from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
 from typing import IO, TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.filters import OrderingFilter
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.pagination import BasePagination, PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 if TYPE_CHECKING:  # DRF loads these classes while rest_framework.views is still importing
+    from django.db.models import Model
     from rest_framework.request import Request
     from rest_framework.response import Response
     from rest_framework.views import APIView
@@ -40,6 +47,7 @@ if TYPE_CHECKING:  # DRF loads these classes while rest_framework.views is still
 __all__ = [
     "CappedPageNumberPagination",
     "ErrorEnvelopeJSONRenderer",
+    "KeysetPagination",
     "LimitedJSONParser",
     "RequestTooLarge",
     "StableOrderingFilter",
@@ -125,13 +133,13 @@ def _nul_in(data: object) -> str | None:
     return None
 
 
-class CappedPageNumberPagination(PageNumberPagination):
-    """``?page=`` and ``?page_size=`` (default ``PAGE_SIZE``, at most ``API_MAX_PAGE_SIZE``)."""
+class _CappedPageSize:
+    """``?page_size=`` (default ``PAGE_SIZE``, at most ``API_MAX_PAGE_SIZE``)."""
 
     page_size_query_param = "page_size"
 
     @property
-    def max_page_size(self) -> int:  # type: ignore[override]
+    def max_page_size(self) -> int:
         return settings.API_MAX_PAGE_SIZE
 
     def get_page_size(self, request: Request) -> int | None:
@@ -147,6 +155,182 @@ class CappedPageNumberPagination(PageNumberPagination):
         if size < 1:
             raise exceptions.ValidationError({self.page_size_query_param: ["must be at least 1"]})
         return min(size, self.max_page_size)
+
+
+class CappedPageNumberPagination(_CappedPageSize, PageNumberPagination):
+    """``?page=`` and ``?page_size=`` (default ``PAGE_SIZE``, at most ``API_MAX_PAGE_SIZE``)."""
+
+
+class KeysetPagination(_CappedPageSize, BasePagination):
+    """``?cursor=`` and ``?page_size=``: pages that start after the last row of the page before, found by the values
+    of the ordering columns (keyset pagination), never by counting or skipping the rows before them.
+
+    For lists whose total is costly to know (the newest score of each of 50,000 customers): no ``count``, and every
+    page, the thousandth as the first, costs what one page costs where an index serves the order. The answer is
+    ``{"next": url or null, "previous": url or null, "results": [...]}``. The cursor is opaque (it names the ordering
+    it was made for: one used with another ``?ordering=`` is a 400, as is ``?page=``, so that a client written for
+    page numbers fails instead of reading the first page forever). The ordering must end in a unique column (the
+    ``StableOrderingFilter`` adds the primary key) and name columns that are never null.
+    """
+
+    cursor_query_param = "cursor"
+
+    @property
+    def page_size(self) -> int:
+        return settings.REST_FRAMEWORK["PAGE_SIZE"]
+
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view: APIView | None = None) -> list | None:
+        if request.query_params.get("page") not in (None, ""):
+            raise exceptions.ValidationError(
+                {"page": ["This list is paged by cursor: follow the next and previous links (?cursor=)."]}
+            )
+        size = self.get_page_size(request)
+        self.request = request
+        self.ordering = _keyset_ordering(queryset)
+        queryset = queryset.order_by(*(f"-{name}" if desc else name for name, desc in self.ordering))
+        after, self.reverse = self._decode_cursor(queryset.model)
+        if after is not None:
+            queryset = queryset.filter(_keyset_after(self.ordering, after, reverse=self.reverse))
+        if self.reverse:
+            queryset = queryset.reverse()
+        rows = list(queryset[: size + 1])
+        more = len(rows) > size
+        rows = rows[:size]
+        if self.reverse:
+            rows.reverse()
+            self.has_previous, self.has_next = more, True
+        else:
+            self.has_previous, self.has_next = after is not None, more
+        self.first, self.last = (rows[0], rows[-1]) if rows else (None, None)
+        if not rows and after is not None:  # past the end or before the start: link back to where the cursor was
+            self.first = self.last = after
+        return rows
+
+    def _decode_cursor(self, model: type[Model]) -> tuple[list | None, bool]:
+        raw = self.request.query_params.get(self.cursor_query_param)
+        if not raw:
+            return None, False
+        invalid = exceptions.ValidationError({self.cursor_query_param: ["is not a cursor of this list"]})
+        try:
+            cursor = json.loads(base64.urlsafe_b64decode(raw.encode("ascii") + b"=" * (-len(raw) % 4)))
+            ordering, values, reverse = cursor["o"], cursor["v"], bool(cursor.get("r"))
+        except (ValueError, UnicodeError, binascii.Error, TypeError, KeyError):
+            raise invalid from None
+        if ordering != [f"-{name}" if desc else name for name, desc in self.ordering]:
+            raise exceptions.ValidationError(
+                {self.cursor_query_param: ["was made for another ordering: start again without it"]}
+            )
+        if not isinstance(values, list) or len(values) != len(self.ordering):
+            raise invalid
+        try:
+            after = [
+                model._meta.get_field(name).to_python(value)
+                for (name, _), value in zip(self.ordering, values, strict=True)
+            ]
+        except (DjangoValidationError, TypeError, ValueError):
+            raise invalid from None
+        if any(value is None for value in after):
+            raise invalid
+        return after, reverse
+
+    def _link(self, row: object, *, reverse: bool) -> str:
+        values = row if isinstance(row, list) else [getattr(row, name) for name, _ in self.ordering]
+        cursor = {
+            "o": [f"-{name}" if desc else name for name, desc in self.ordering],
+            "v": [_cursor_value(value) for value in values],
+        }
+        if reverse:
+            cursor["r"] = 1
+        token = base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).rstrip(b"=").decode()
+        url = remove_query_param(self.request.build_absolute_uri(), "page")
+        return replace_query_param(url, self.cursor_query_param, token)
+
+    def get_next_link(self) -> str | None:
+        return self._link(self.last, reverse=False) if self.has_next and self.last is not None else None
+
+    def get_previous_link(self) -> str | None:
+        if not self.has_previous or self.first is None:
+            return None
+        return self._link(self.first, reverse=True)
+
+    def get_paginated_response(self, data: object) -> Response:
+        from rest_framework.response import Response
+
+        return Response({"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        link = {"type": "string", "nullable": True, "format": "uri"}
+        return {
+            "type": "object",
+            "required": ["next", "previous", "results"],
+            "properties": {
+                "next": {**link, "description": "The next page; null on the last page."},
+                "previous": {**link, "description": "The page before; null on the first page."},
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict]:
+        return [
+            {
+                "name": self.cursor_query_param,
+                "required": False,
+                "in": "query",
+                "description": "Where the page starts: take it from the next or previous link of the page before "
+                "(opaque; made for one ordering).",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": "Rows per page (at most API_MAX_PAGE_SIZE).",
+                "schema": {"type": "integer"},
+            },
+        ]
+
+
+def _keyset_ordering(queryset: QuerySet) -> list[tuple[str, bool]]:
+    """The queryset's ordering as (column attribute, descending) pairs: a foreign key by its id column (the related
+    rows' order must be their id, as customers' is), the primary key by its name."""
+    meta = queryset.model._meta
+    ordering = []
+    for item in queryset.query.order_by or ("-pk",):
+        if not isinstance(item, str) or "__" in item or item.lstrip("-") == "?":
+            raise TypeError(f"keyset pagination orders by the model's own columns, not {item!r}")
+        name = item.lstrip("-")
+        field = meta.pk if name == "pk" else meta.get_field(name)
+        if field.is_relation and list(field.related_model._meta.ordering or ["pk"]) not in (["pk"], ["id"]):
+            raise TypeError(f"keyset pagination cannot order by {name}: its rows are ordered by other columns")
+        ordering.append((field.attname, item.startswith("-")))
+    if ordering[-1][0] != meta.pk.attname:
+        raise TypeError("keyset pagination needs an ordering that ends in the primary key")
+    return ordering
+
+
+def _keyset_after(ordering: list[tuple[str, bool]], values: list, *, reverse: bool) -> Q:
+    """Rows after the row with ``values`` in ``ordering`` (before it when ``reverse``). The first column's bound comes
+    first and on its own (``probability <= x``), so that an index on the ordering serves it as a range."""
+
+    def beyond(name: str, desc: bool) -> str:
+        return f"{name}__{'lt' if desc != reverse else 'gt'}"
+
+    (first, first_desc), first_value = ordering[0], values[0]
+    condition = Q()
+    for position in range(len(ordering)):
+        equal = {name: value for (name, _), value in zip(ordering[:position], values[:position], strict=True)}
+        name, desc = ordering[position]
+        condition |= Q(**equal, **{beyond(name, desc): values[position]})
+    bound = Q(**{f"{first}__{'lte' if first_desc != reverse else 'gte'}": first_value})
+    return bound & condition
+
+
+def _cursor_value(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()  # every microsecond: the next page starts exactly after the last row
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
 
 
 class StableOrderingFilter(OrderingFilter):

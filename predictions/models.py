@@ -213,6 +213,9 @@ class ChurnScore(models.Model):
             models.Index(fields=["model_version", "as_of"], name="score_model_as_of"),
             # The score list's default order, read a page at a time.
             models.Index(fields=["-as_of", "-probability"], name="score_as_of_probability"),
+            # The score API's order (highest risk first), read a page at a time from a cursor: a page passes over
+            # older scores until it has its newest ones, and never reads every customer's newest score.
+            models.Index(fields=["-probability", "-id"], name="score_probability"),
         ]
         constraints = [
             models.UniqueConstraint(

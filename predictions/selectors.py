@@ -270,6 +270,27 @@ def latest_scores() -> QuerySet[ChurnScore]:
     )
 
 
+def latest_scores_for_pages() -> QuerySet[ChurnScore]:
+    """The newest score of each customer, as :func:`latest_scores`, for reading a page at a time (the score API).
+
+    A score is a customer's newest when no newer score of the customer exists (by as_of, then creation, then id).
+    Read in its order (highest probability first) through the score_probability index, a page stops after its rows,
+    each checked with one score_customer_newest probe: it never finds every customer's newest score to sort them, as
+    :func:`latest_scores` (for reading them all) must. A page costs more as customers keep more scores of about the
+    same probability above it, since each older one is passed over.
+    """
+    newer = ChurnScore.objects.filter(customer=OuterRef("customer"), as_of__gte=OuterRef("as_of")).filter(
+        Q(as_of__gt=OuterRef("as_of"))
+        | Q(created_at__gt=OuterRef("created_at"))
+        | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))
+    )
+    return (
+        ChurnScore.objects.filter(~Exists(newer))
+        .select_related("customer", "model_version")
+        .order_by("-probability", "-id")
+    )
+
+
 def customer_scores(*, customer_id: int | None = None, external_id: str | None = None) -> QuerySet[ChurnScore]:
     """Every score of one customer (by id or by external id), newest first: the customer's score history."""
     scores = ChurnScore.objects.select_related("customer", "model_version")

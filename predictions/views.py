@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from churnsite.api import query_choice, query_float, query_int
+from churnsite.api import KeysetPagination, query_choice, query_float, query_int
 from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
 from churnsite.permissions import IsStaff, IsStaffOrServiceClient
 from customers.models import Customer
@@ -21,7 +21,7 @@ from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus, T
 from predictions.selectors import (
     champion_model_version,
     customer_scores,
-    latest_scores,
+    latest_scores_for_pages,
     model_versions,
     scoring_runs,
     training_runs,
@@ -51,11 +51,13 @@ logger = logging.getLogger(__name__)
 )
 class LatestScoreListView(generics.ListAPIView):
     """The newest score of each customer, highest risk first; with ``customer`` or ``customer_external_id``, that
-    customer's every score, newest first. Filters: risk_tier, min_probability."""
+    customer's every score, newest first. Filters: risk_tier, min_probability. Paged by cursor (follow ``next``): no
+    page counts every customer's newest score."""
 
     staff_permissions = {"GET": ("predictions.view_churnscore",)}
     permission_classes = [IsStaffOrServiceClient]
     serializer_class = ChurnScoreSerializer
+    pagination_class = KeysetPagination
     ordering_fields = ["probability", "as_of", "created_at", "customer"]
 
     def get_queryset(self):  # noqa: ANN201
@@ -64,7 +66,7 @@ class LatestScoreListView(generics.ListAPIView):
         if customer_id is not None or external_id:  # one customer: the whole history, newest first
             queryset = customer_scores(customer_id=customer_id, external_id=external_id or None)
         else:
-            queryset = latest_scores()
+            queryset = latest_scores_for_pages()
         if tier := query_choice(params, "risk_tier", RiskTier.values):
             queryset = queryset.filter(risk_tier=tier)
         if (minimum := query_float(params, "min_probability", low=0.0, high=1.0)) is not None:

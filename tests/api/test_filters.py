@@ -86,6 +86,69 @@ def test_pages_of_tied_scores_neither_overlap_nor_skip(service: APIClient) -> No
     assert len(seen) == len(set(seen)) == 30
 
 
+def test_the_score_list_counts_no_scores_and_pages_by_cursor_both_ways(service: APIClient) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
+
+    version = model_version_make()
+    customers = [customer_make(n) for n in range(12)]
+    for days in (0, 5):  # two scores per customer: only the newest is listed
+        run = scoring_run_make(version, at=as_of(days))
+        for n, customer in enumerate(customers):
+            score_make(customer, run, (n % 4) / 4 + days / 100)
+
+    with CaptureQueriesContext(connection) as captured:
+        first = service.get("/api/v1/scores/?page_size=5")
+    assert first.status_code == 200 and set(first.json()) == {"next", "previous", "results"}, first.json()
+    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert not counts, f"the score list counted rows: {counts}"
+
+    pages, url = [], "/api/v1/scores/?page_size=5"
+    while url:
+        page = service.get(url).json()
+        pages.append([row["id"] for row in page["results"]])
+        url = page["next"]
+    listed = [score_id for page in pages for score_id in page]
+    probabilities = [row["probability"] for row in service.get("/api/v1/scores/?page_size=100").json()["results"]]
+    assert len(listed) == len(set(listed)) == 12 and [len(page) for page in pages] == [5, 5, 2], pages
+    assert probabilities == sorted(probabilities, reverse=True) and min(probabilities) >= 0.05, "newest only"
+
+    last = service.get("/api/v1/scores/?page_size=5").json()
+    for _ in range(2):
+        last = service.get(last["next"]).json()
+    back, url = [], last["previous"]
+    while url:
+        page = service.get(url).json()
+        back.insert(0, [row["id"] for row in page["results"]])
+        url = page["previous"]
+    assert back == pages[:2], "the previous links walk back over the same pages"
+
+    ascending = service.get("/api/v1/scores/?page_size=5&ordering=probability").json()
+    after = service.get(ascending["next"]).json()["results"]
+    values = [row["probability"] for row in ascending["results"] + after]
+    assert values == sorted(values) and len(values) == 10, "?ordering= is kept across pages"
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [("page=2", "page"), ("cursor=bm9wZQ", "cursor"), ("cursor=%%%", "cursor"), ("cursor=e30", "cursor")],
+)
+def test_the_score_list_refuses_page_numbers_and_cursors_it_did_not_make(
+    service: APIClient, query: str, parameter: str
+) -> None:
+    response = service.get(f"/api/v1/scores/?{query}")
+    assert response.status_code == 400 and list(response.json()["error"]["fields"]) == [parameter], response.json()
+
+
+def test_a_score_list_cursor_made_for_another_ordering_is_a_400(service: APIClient) -> None:
+    api_data()
+    next_link = service.get("/api/v1/scores/?page_size=1").json()["next"]
+    response = service.get(f"{next_link}&ordering=created_at")
+    assert response.status_code == 400 and "another ordering" in response.json()["error"]["message"], response.json()
+
+
 def test_customers_filter_by_consent_and_opt_out(staff: APIClient) -> None:
     Customer.objects.create(external_id="consenting", marketing_consent=True)
     Customer.objects.create(external_id="opted-out", marketing_consent=True, opted_out_at=timezone.now())
@@ -154,7 +217,7 @@ def test_a_crash_in_an_api_view_answers_500_in_the_envelope_without_a_traceback(
     def crash() -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(predictions.views, "latest_scores", crash)
+    monkeypatch.setattr(predictions.views, "latest_scores_for_pages", crash)
     client = Client(raise_request_exception=False)
     client.force_login(staff_user)
     response = client.get("/api/v1/scores/")

@@ -25,7 +25,7 @@ from alerts.models import ActionKind, Alert, AlertRule, Intervention, Interventi
 from alerts.services import intervention_outcomes_record
 from customers.models import Customer, Event, Order
 from predictions.models import ChurnScore, ModelVersion, ScoringRun
-from predictions.selectors import latest_scores
+from predictions.selectors import latest_scores, latest_scores_for_pages
 
 pytestmark = pytest.mark.django_db
 
@@ -178,6 +178,20 @@ def test_a_customers_newest_score_is_read_from_an_index_in_its_full_order_withou
         assert "TEMP B-TREE" not in plan, plan
     else:
         assert not re.search(r"\bSort\b", plan), plan
+
+
+def test_a_page_of_the_score_api_reads_the_scores_in_its_order_through_an_index_and_sorts_nothing() -> None:
+    """The score API's page (newest score of each customer, highest risk first) found every customer's newest score,
+    sorted them all and counted them again for the paginator: 264 ms (count) + 941 ms (page) on a 50,000-customer
+    store with two scores each; read from the score_probability index, stopping after its rows, 0.8 ms."""
+    customers = [_customer() for _ in range(4)]
+    version = ModelVersion.objects.create(name="eff-mv", model_type="logreg", status="ready")
+    newest = _scores(customers, version, runs=3)
+    assert sorted(s.pk for s in latest_scores_for_pages()) == sorted(s.pk for s in latest_scores())
+    assert {s.as_of for s in latest_scores_for_pages()} == {newest.as_of}
+    plan = _queryset_plan(latest_scores_for_pages()[:51])
+    assert _uses_index(plan, "predictions_churnscore", "score_probability"), plan
+    assert not _sorts_or_scans(plan, "predictions_churnscore"), plan
 
 
 @pytest.mark.parametrize(
