@@ -331,6 +331,19 @@ def test_the_newest_score_index_migration_keeps_the_scores_writable_on_postgresq
     assert backwards.getvalue().upper().count("CONCURRENTLY") == 2, backwards.getvalue()
 
 
+def test_the_score_probability_index_migration_builds_and_drops_it_concurrently_on_postgresql() -> None:
+    """predictions 0015 (the score API's pages) builds its index without blocking the writes of scoring runs."""
+    if connection.vendor != "postgresql":
+        pytest.skip("CONCURRENTLY is PostgreSQL's")
+    for backwards in (False, True):
+        out = io.StringIO()
+        call_command("sqlmigrate", "predictions", "0015", backwards=backwards, stdout=out)
+        statements = [
+            line for line in out.getvalue().splitlines() if line.strip().upper().startswith(("CREATE", "DROP"))
+        ]
+        assert len(statements) == 1 and "CONCURRENTLY" in statements[0].upper(), out.getvalue()
+
+
 def _rows_returned(sql: str) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql)
