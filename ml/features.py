@@ -138,12 +138,23 @@ class FeatureBuilder:
         """
         from tqdm.auto import tqdm
 
-        rows = [self._row(s) for s in tqdm(snapshots, desc=progress, disable=progress is None, leave=False)]
+        # The numeric features go into one float array as each row is built; only the few other values (segment,
+        # country, attributes) are kept per row. A dict of ~50 boxed floats per snapshot, all held until the frame
+        # was made, was most of a training's peak memory (75,000 snapshots: 430 MiB for a 52 MiB frame).
+        numeric = self.numeric_names()
+        numbers = np.empty((len(snapshots), len(numeric)), dtype=float)
+        rows: list[dict[str, object]] = []
+        for i, snapshot in enumerate(tqdm(snapshots, desc=progress, disable=progress is None, leave=False)):
+            row = self._row(snapshot)
+            numbers[i] = [row.pop(name) for name in numeric]
+            rows.append(dict(row))  # a fresh dict: popping keys leaves a dict its full size
         frame = pd.DataFrame.from_records(rows, index=[s.customer.id for s in snapshots])
         if not rows and attribute_kinds is None:
             return frame
+        if rows:
+            frame = pd.concat([pd.DataFrame(numbers, index=frame.index, columns=numeric), frame], axis=1)
         frame.index.name = "customer_id"
-        ordered = self.numeric_names() + ["segment", "country"]
+        ordered = numeric + ["segment", "country"]
         if attribute_kinds is None:
             found = sorted(c for c in frame.columns if c.startswith("attr_"))
             kinds = {c: "numeric" if frame[c].map(_is_number_or_missing).all() else "categorical" for c in found}

@@ -172,3 +172,28 @@ def test_attribute_columns_keep_the_attribute_names_so_that_none_share_a_column(
     assert sorted(c for c in old.columns if c.startswith("attr_")) == ["attr_plan_type", "attr_unnamed"]
     with pytest.raises(ValueError, match="attribute_names"):
         FeatureConfig(attribute_names="latin")
+
+
+def test_rows_of_earlier_snapshots_are_not_held_while_later_ones_are_built() -> None:
+    """The numeric features go into one float array row by row: the per-row dict of boxed floats is dropped as soon
+    as its values are copied, instead of every snapshot's dict being held until the frame is made."""
+    import weakref
+
+    class Row(dict):
+        pass
+
+    built: list[weakref.ref] = []
+    held: list[int] = []
+
+    class CountingBuilder(FeatureBuilder):
+        def _row(self, snapshot):  # noqa: ANN001, ANN202
+            held.append(sum(ref() is not None for ref in built))
+            row = Row(super()._row(snapshot))
+            built.append(weakref.ref(row))
+            return row
+
+    snapshots = _with_attributes(*({"plan": i % 3, "vip": i % 2 == 0} for i in range(20)))
+    frame = CountingBuilder().build(snapshots)
+    assert max(held) <= 1  # at most the row just finished, not one per snapshot before it
+    assert frame["orders_total"].dtype == np.float64 and frame["attr_vip"].dtype == np.float64
+    assert len(frame) == 20 and frame.index.name == "customer_id"
