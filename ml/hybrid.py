@@ -926,9 +926,26 @@ def _take(groups: Sequence[object] | None, rows: np.ndarray) -> list[object] | N
 
 def _data_hash(frame: pd.DataFrame, texts: Sequence[str] | None, labels: np.ndarray) -> str:
     digest = hashlib.sha256()
-    digest.update(pd.util.hash_pandas_object(frame.astype(object), index=False).to_numpy().tobytes())
+    digest.update(_row_hashes(frame).tobytes())
     digest.update(",".join(map(str, frame.columns)).encode("utf-8"))
     for text in texts or ():
         digest.update(hashlib.sha256(text.encode("utf-8")).digest())
     digest.update(labels.astype(np.int8).tobytes())
     return digest.hexdigest()
+
+
+def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """``pd.util.hash_pandas_object(frame.astype(object), index=False)`` as an array, one column at a time.
+
+    The same row hashes (each column's ``pd.util.hash_array``, combined as pandas combines them, after CPython's
+    tuple hash), without a boxed copy of the whole frame: a Python float per cell, 270 MiB for 150,000 training rows.
+    """
+    columns = frame.shape[1]
+    out = np.full(len(frame), 0x345678, dtype=np.uint64)
+    mult = np.uint64(1000003)
+    for i in range(columns):
+        out ^= pd.util.hash_array(frame.iloc[:, i].astype(object).to_numpy())
+        out *= mult
+        mult += np.uint64(82520 + 2 * (columns - i))
+    out += np.uint64(97531)
+    return out

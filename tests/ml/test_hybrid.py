@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -391,3 +392,25 @@ def test_embedding_dimensions_that_lose_never_reach_the_final_lightgbm(tiny_bert
     assert scores["7 leaves, no text"] == max(scores.values()), scores  # the text adds nothing: it ties at best
     assert not model.text_selected_
     assert not [c for c in model.lightgbm_.columns_ if c == TEXT_SCORE_COLUMN or c.startswith("text_dim_")]
+
+
+def test_training_data_hash_is_that_of_the_frame_boxed_whole_without_boxing_it_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hash of a training frame is the one it always was (its cells as objects, hashed row by row), computed a
+    column at a time: a copy of the whole frame with a Python object per cell was a training's peak memory."""
+    from ml.hybrid import _data_hash
+
+    frame, texts, y = _data(60)
+    frame["tier"] = [None if i % 4 else f"t{i % 3}" for i in range(len(frame))]
+    expected = hashlib.sha256(pd.util.hash_pandas_object(frame.astype(object), index=False).to_numpy().tobytes())
+    expected.update(",".join(map(str, frame.columns)).encode("utf-8"))
+    for text in texts:
+        expected.update(hashlib.sha256(text.encode("utf-8")).digest())
+    expected.update(y.astype(np.int8).tobytes())
+
+    def whole_frame_astype(self: pd.DataFrame, *args: object, **kwargs: object) -> pd.DataFrame:
+        raise AssertionError("the whole frame was converted at once")
+
+    monkeypatch.setattr(pd.DataFrame, "astype", whole_frame_astype)
+    assert _data_hash(frame, texts, y) == expected.hexdigest()
