@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterable, Sequence
+from itertools import chain
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -35,7 +37,7 @@ from alerts.models import Intervention, InterventionStatus
 from alerts.services import CouponNotAllowed, IdempotencyKeyReused, customer_send_coupon, idempotent_request
 from churnsite.admin_tools import EstimatedCountPaginator, recent_values_filter
 from churnsite.dashboard.charts import line_svg
-from customers.exports import write_customers_csv, write_rows_csv
+from customers.exports import CUSTOMER_CSV_COLUMNS, customer_csv_row, iter_csv_lines
 from customers.models import Customer, Event, ImportRun, Message, Order
 from customers.selectors import (
     CustomerRiskProfile,
@@ -150,30 +152,33 @@ def probability_change(latest: float | None, previous: float | None) -> SafeStri
     )
 
 
-def _csv_response(name: str) -> HttpResponse:
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
+def _csv_response(name: str, *, header: Sequence[str], rows: Iterable[Iterable[object]]) -> StreamingHttpResponse:
+    """The rows as a CSV download, streamed a line at a time: a "select all" of a large table is never held whole
+    (50,000 customers were a 14 MB body, held twice while it was sent)."""
+    # A byte-order mark first, so that Excel reads UTF-8 (Chinese text) correctly.
+    lines = chain(("\ufeff",), iter_csv_lines(header=header, rows=rows))
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}-{timezone.now():%Y%m%d-%H%M%S}.csv"'
-    # A byte-order mark, so that Excel reads UTF-8 (Chinese text) correctly.
-    response.write("\ufeff")
     return response
 
 
 @admin.action(description="Export selected customers to CSV (spreadsheet-safe)")
-def export_customers_csv(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
-    response = _csv_response("customers")
-    write_customers_csv(customers=queryset.order_by("pk").iterator(chunk_size=2000), stream=response)
-    return response
+def export_customers_csv(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+) -> StreamingHttpResponse:
+    customers = queryset.order_by("pk").iterator(chunk_size=2000)
+    return _csv_response("customers", header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(c) for c in customers))
 
 
 def export_rows_csv_action(*columns: str) -> object:
     """An admin action exporting the selected rows' ``columns`` (``customer__external_id`` style paths allowed)."""
 
     @admin.action(description="Export selected rows to CSV (spreadsheet-safe)")
-    def export_rows_csv(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
-        response = _csv_response(modeladmin.model._meta.model_name)
+    def export_rows_csv(
+        modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+    ) -> StreamingHttpResponse:
         rows = queryset.order_by("pk").values_list(*columns).iterator(chunk_size=2000)
-        write_rows_csv(header=columns, rows=rows, stream=response)
-        return response
+        return _csv_response(modeladmin.model._meta.model_name, header=columns, rows=rows)
 
     return export_rows_csv
 
