@@ -30,9 +30,11 @@ The rules, in one place:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Literal
 
 from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord, profile_at
@@ -62,7 +64,7 @@ class LookAheadError(ValueError):
     """Data from after a snapshot's cutoff (or a label window past the allowed end) reached the model."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A customer as they looked at ``as_of``: only rows at or before ``as_of``, oldest first."""
 
@@ -113,15 +115,25 @@ def _order_at(order: OrderRecord, as_of: datetime) -> OrderRecord:
     return order
 
 
+_PLACED_AT, _OCCURRED_AT, _SENT_AT = attrgetter("placed_at"), attrgetter("occurred_at"), attrgetter("sent_at")
+
+
 def snapshot_at(history: CustomerHistory, as_of: datetime) -> Snapshot:
     """The customer's snapshot at ``as_of``: every row at or before it, nothing later, each order with the
-    status it had then, and the profile (segment, country, language, attributes) as it stood then."""
+    status it had then, and the profile (segment, country, language, attributes) as it stood then.
+
+    The history's rows are sorted by time, so those at or before ``as_of`` are a slice of them: a history with
+    nothing later shares its tuples with the snapshot instead of copying them (a training holds a snapshot per
+    customer at each of its cutoffs)."""
+    orders = history.orders[: bisect_right(history.orders, as_of, key=_PLACED_AT)]
+    if any(o.status_changed_at is not None and o.status_changed_at > as_of for o in orders):
+        orders = tuple(_order_at(o, as_of) for o in orders)
     return Snapshot(
         customer=profile_at(history.customer, history.profile_changes, as_of),
         as_of=as_of,
-        orders=tuple(_order_at(o, as_of) for o in history.orders if o.placed_at <= as_of),
-        events=tuple(e for e in history.events if e.occurred_at <= as_of),
-        messages=tuple(m for m in history.messages if m.sent_at <= as_of),
+        orders=orders,
+        events=history.events[: bisect_right(history.events, as_of, key=_OCCURRED_AT)],
+        messages=history.messages[: bisect_right(history.messages, as_of, key=_SENT_AT)],
     )
 
 
@@ -260,7 +272,7 @@ def rolling_cutoffs(
     return cutoffs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelledSnapshot:
     snapshot: Snapshot
     label: int

@@ -44,6 +44,32 @@ def test_snapshot_keeps_rows_up_to_and_including_the_cutoff_only() -> None:
     assert [o.placed_at for o in snapshot.orders] == [day(0), day(10)]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    order_days=st.lists(st.sampled_from([0.0, 1.0, 2.5, 10.0, 10.0, 30.0]), max_size=8),
+    event_days=st.lists(st.sampled_from([0.0, 2.5, 9.0, 10.0, 11.0]), max_size=8),
+    message_days=st.lists(st.sampled_from([1.0, 10.0, 12.0]), max_size=4),
+    cutoff=st.sampled_from([0.0, 2.5, 10.0, 40.0]),
+)
+def test_snapshot_rows_are_the_rows_at_or_before_the_cutoff_and_shared_when_nothing_is_later(
+    order_days: list[float], event_days: list[float], message_days: list[float], cutoff: float
+) -> None:
+    full = CustomerHistory(
+        customer=CustomerRecord(id="c1"),
+        orders=tuple(OrderRecord(placed_at=day(d), amount=d) for d in order_days),
+        events=tuple(EventRecord(kind=f"k{d}", occurred_at=day(d)) for d in event_days),
+        messages=tuple(MessageRecord(sent_at=day(d), text=f"m{d}") for d in message_days),
+    )
+    snapshot = snapshot_at(full, day(cutoff))
+    assert snapshot.orders == tuple(o for o in full.orders if o.placed_at <= day(cutoff))
+    assert snapshot.events == tuple(e for e in full.events if e.occurred_at <= day(cutoff))
+    assert snapshot.messages == tuple(m for m in full.messages if m.sent_at <= day(cutoff))
+    # A history with nothing after the cutoff lends the snapshot its tuples rather than a copy of each.
+    later = snapshot_at(full, day(50))
+    assert later.orders is full.orders and later.events is full.events and later.messages is full.messages
+    assert not hasattr(later, "__dict__")  # slotted, as the records are
+
+
 def test_planted_future_order_fails_loudly() -> None:
     with pytest.raises(
         LookAheadError, match=r"customer c1, order #1 has placed_at=2025-01-21.*after the snapshot cutoff"
