@@ -709,7 +709,10 @@ class HybridChurnModel:
         self.pca_mean_, self.pca_components_ = mean.astype(np.float64), (vt * signs[:, None])[:k]
 
     def _stack(self, frame: pd.DataFrame, text_score: np.ndarray, texts: Sequence[str] | None) -> pd.DataFrame:
-        stacked = frame.reset_index(drop=True).copy()
+        # No copy of the features: reset_index gives a new frame, which pandas copies before any change to it
+        # (copy-on-write; before pandas 3, reset_index copied the data itself). A .copy() here held a second copy of
+        # the training frame through every LightGBM fit.
+        stacked = frame.reset_index(drop=True)
         if not self.uses_text:
             return stacked
         stacked[TEXT_SCORE_COLUMN] = np.asarray(text_score, dtype=float)

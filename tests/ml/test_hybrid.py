@@ -414,3 +414,17 @@ def test_training_data_hash_is_that_of_the_frame_boxed_whole_without_boxing_it_w
 
     monkeypatch.setattr(pd.DataFrame, "astype", whole_frame_astype)
     assert _data_hash(frame, texts, y) == expected.hexdigest()
+
+
+@pytest.mark.skipif(int(pd.__version__.split(".")[0]) < 3, reason="pandas before 3 copies in reset_index itself")
+def test_stacking_shares_the_feature_columns_and_never_changes_the_frame() -> None:
+    """The LightGBM input holds the features without a copy of them (a copy of the training frame was held through
+    every LightGBM fit); adding the text columns to it leaves the caller's frame as it was."""
+    frame, _, _ = _data(40)
+    frame.index = [f"c{i}" for i in range(len(frame))]
+    plain = HybridChurnModel(HybridConfig(text_mode="none"))._stack(frame, np.full(len(frame), np.nan), None)
+    assert np.shares_memory(plain["orders_30d"].to_numpy(), frame["orders_30d"].to_numpy())
+    stacked = HybridChurnModel(HybridConfig(text_mode="tfidf"))._stack(frame, np.linspace(0, 1, len(frame)), None)
+    stacked.loc[0, "orders_30d"] = -1.0
+    assert list(frame.columns) == ["orders_30d", "segment"] and (frame["orders_30d"] >= 0).all()
+    assert list(stacked.columns) == ["orders_30d", "segment", TEXT_SCORE_COLUMN] and stacked.index[0] == 0
