@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -494,8 +494,14 @@ def backtest(
             "cutoffs": [f"{c:%Y-%m-%d}" for c in data.cutoffs],
         },
     )
-    rng = np.random.default_rng(0)
-    resamples = [rng.integers(0, len(data.test.y), len(data.test.y)) for _ in range(bootstrap)]
+    n_test = len(data.test.y)
+
+    def resamples() -> Iterator[np.ndarray]:
+        """The bootstrap's resamples of the test rows, the same ones for every model, drawn as they are used rather
+        than held (``bootstrap`` arrays of the test size: 72 MB for 45,000 test customers)."""
+        rng = np.random.default_rng(0)
+        return (rng.integers(0, n_test, n_test) for _ in range(bootstrap))
+
     with _progress(len(specs), f"backtesting {dataset}", progress) as bar:
         for name, spec in specs.items():
             fit_started = time.perf_counter()
@@ -509,7 +515,9 @@ def backtest(
             churn = churn[:, 1] if churn.ndim == 2 else churn
             report.per_fold[name] = [churn_metrics(data.test.y, churn)]
             report.fit_seconds[name] = round(time.perf_counter() - fit_started, 3)
-            samples = [churn_metrics(data.test.y[r], churn[r]) for r in resamples if 0 < data.test.y[r].sum() < len(r)]
+            samples = [
+                churn_metrics(data.test.y[r], churn[r]) for r in resamples() if 0 < data.test.y[r].sum() < len(r)
+            ]
             report.std_override[name] = {
                 metric: float(np.nanstd([s[metric] for s in samples])) if samples else math.nan
                 for metric in METRIC_NAMES

@@ -174,3 +174,41 @@ class _Longest:
 
     def predict_proba(self, fold: FoldData) -> np.ndarray:
         return np.full((len(fold.y), 2), 0.5)
+
+
+def test_backtest_bootstrap_draws_its_resamples_as_it_uses_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bootstrap's resamples (each as large as the test side) are drawn from the same seed for every model as
+    they are used, instead of all of them being held through every model's fit."""
+    import weakref
+
+    import ml.evaluation
+
+    real_rng = np.random.default_rng
+    drawn: list[weakref.ref] = []
+
+    class TrackingRng:
+        def __init__(self, seed: object = None) -> None:
+            self._rng = real_rng(seed)
+
+        def integers(self, *args: object, **kwargs: object) -> np.ndarray:
+            out = self._rng.integers(*args, **kwargs)
+            drawn.append(weakref.ref(out))
+            return out
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._rng, name)
+
+    held: list[int] = []
+    real_metrics = ml.evaluation.churn_metrics
+
+    def counting_metrics(*args: object, **kwargs: object) -> dict[str, float]:
+        held.append(sum(ref() is not None for ref in drawn))
+        return real_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(np.random, "default_rng", TrackingRng)
+    monkeypatch.setattr(ml.evaluation, "churn_metrics", counting_metrics)
+    setup = BacktestSetup(as_of=START + timedelta(days=390), labels=LabelConfig(horizon_days=60, lead_days=7))
+    report = backtest(store(), setup, models=["recency", "logreg"], bootstrap=30, progress=False)
+    assert max(held) <= 2  # not the 30 resamples held at once
+    assert len(drawn) >= 60  # drawn again, from the same seed, for each model
+    assert report.summary("logreg")["roc_auc_std"] > 0
