@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import PostgresIndex
+from django.contrib.postgres.operations import CreateExtension
 from django.db import migrations
 from django.db.migrations.operations import AddIndex, RemoveIndex
 from django.db.models import Model
 
-__all__ = ["AddIndexConcurrently", "RemoveIndexConcurrently", "daily_schedule", "schedule_first_or_create"]
+__all__ = [
+    "AddIndexConcurrently",
+    "CreateExtensionKept",
+    "RemoveIndexConcurrently",
+    "daily_schedule",
+    "schedule_first_or_create",
+]
+
+
+class CreateExtensionKept(CreateExtension):
+    """``CreateExtension`` (PostgreSQL only; ``IF NOT EXISTS``) that a reversed migration leaves in place: other
+    objects of the database, the project's or not, may use the extension by then, and dropping it would drop them
+    too or fail."""
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state) -> None:  # noqa: ANN001
+        return None
 
 
 class AddIndexConcurrently(AddIndex):
     """``AddIndex`` that builds the index with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL: a plain build blocks
     every insert, update and delete of the table until it ends (scores and alerts are written by every scoring
-    run). Elsewhere (SQLite) a plain ``AddIndex``. The migration must say ``atomic = False``: PostgreSQL cannot
+    run). Elsewhere (SQLite) a plain ``AddIndex``, and nothing for a PostgreSQL-only index (GIN). The migration must say ``atomic = False``: PostgreSQL cannot
     build concurrently inside a transaction."""
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state) -> None:  # noqa: ANN001
@@ -24,6 +41,8 @@ class AddIndexConcurrently(AddIndex):
     def _index(self, schema_editor, model, method: str) -> None:  # noqa: ANN001
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return
+        if schema_editor.connection.vendor != "postgresql" and isinstance(self.index, PostgresIndex):
+            return  # a GIN index (full-text search) is PostgreSQL's; elsewhere its readers do without it
         options = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
         getattr(schema_editor, method)(model, self.index, **options)
 

@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # OpClass in index expressions (the message search index); harmless on SQLite
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",

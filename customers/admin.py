@@ -46,6 +46,7 @@ from customers.selectors import (
     customer_timeline,
     customers_erasure_counts,
     customers_for_staff,
+    messages_search,
 )
 from customers.services import customer_opt_out, customer_save, customers_erase, customers_opt_out
 from predictions.models import RiskTier
@@ -664,7 +665,9 @@ class EventAdmin(ReadOnlyAdmin):
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("external_id", "customer", "channel", "author_role", "sent_at", "short_text")
     list_filter = ("channel", "author_role")
+    # Shown as the search box; the search itself is customers.selectors.messages_search (an index on PostgreSQL).
     search_fields = ("text", "=conversation_id", "=customer__external_id")
+    search_help_text = 'Text in the message (each word, or "a phrase", in any case), or a conversation or customer id.'
     list_select_related = ("customer",)
     raw_id_fields = ("customer",)
     ordering = ("-pk",)  # as the orders and events: no sort of the whole table per page, no date drill-down
@@ -675,6 +678,9 @@ class MessageAdmin(admin.ModelAdmin):
             "external_id", "customer__external_id", "conversation_id", "channel", "author_role", "sent_at", "text"
         ),
     )
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        return messages_search(messages=queryset, text=search_term), False
 
     @admin.display(description="text")
     def short_text(self, message: Message) -> str:

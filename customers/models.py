@@ -8,8 +8,10 @@ as given and always shown escaped.
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 
@@ -171,7 +173,12 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["-sent_at"]
-        indexes = [models.Index(fields=["customer", "sent_at"], name="message_customer_time")]
+        indexes = [
+            models.Index(fields=["customer", "sent_at"], name="message_customer_time"),
+            # The admin's message search (customers.selectors.messages_search): trigrams of the upper-cased text serve
+            # its case-insensitive substring match on PostgreSQL (pg_trgm), which otherwise reads every message.
+            GinIndex(OpClass(Upper("text"), name="gin_trgm_ops"), name="message_text_trigram"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.author_role} via {self.channel} at {timezone.localtime(self.sent_at):%Y-%m-%d %H:%M}"

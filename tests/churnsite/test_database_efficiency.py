@@ -331,13 +331,17 @@ def test_the_newest_score_index_migration_keeps_the_scores_writable_on_postgresq
     assert backwards.getvalue().upper().count("CONCURRENTLY") == 2, backwards.getvalue()
 
 
-def test_the_score_probability_index_migration_builds_and_drops_it_concurrently_on_postgresql() -> None:
-    """predictions 0015 (the score API's pages) builds its index without blocking the writes of scoring runs."""
+@pytest.mark.parametrize(("app", "migration"), [("predictions", "0015"), ("customers", "0005")])
+def test_the_newer_index_migrations_build_and_drop_their_index_concurrently_on_postgresql(
+    app: str, migration: str
+) -> None:
+    """predictions 0015 (the score API's pages) and customers 0005 (the message search) build their index without
+    blocking the writes of scoring runs and imports."""
     if connection.vendor != "postgresql":
         pytest.skip("CONCURRENTLY is PostgreSQL's")
     for backwards in (False, True):
         out = io.StringIO()
-        call_command("sqlmigrate", "predictions", "0015", backwards=backwards, stdout=out)
+        call_command("sqlmigrate", app, migration, backwards=backwards, stdout=out)
         statements = [
             line for line in out.getvalue().splitlines() if line.strip().upper().startswith(("CREATE", "DROP"))
         ]

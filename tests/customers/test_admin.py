@@ -787,3 +787,41 @@ def test_a_coupon_for_a_customer_erased_meanwhile_is_refused_and_writes_nothing(
         customer_send_coupon(customer=customer, actor="test")
     assert not Alert.objects.filter(customer_id=pk).exists()
     assert not Intervention.objects.filter(customer_id=pk).exists()
+
+
+def test_the_message_search_matches_text_in_any_case_and_ids_and_can_use_an_index_for_each(
+    admin_client,  # noqa: ANN001
+    customer: Customer,
+) -> None:
+    from django.db import connection
+
+    from customers.selectors import messages_search
+
+    texts = {
+        "late": "My parcel is LATE again, where is my refund?",
+        "pending": "The refunded amount is pending approval.",
+        "zh": "我的订单还没到，请退款",
+        "other": "Thanks, that helps.",
+    }
+    for key, text in texts.items():
+        Message.objects.create(
+            external_id=f"search-{key}", customer=customer, conversation_id=f"conv-{key}", sent_at=T0, text=text
+        )
+
+    def found(query: str) -> set[str]:
+        response = admin_client.get(reverse("admin:customers_message_changelist"), {"q": query})
+        assert response.status_code == 200
+        return {m.external_id.removeprefix("search-") for m in response.context["cl"].result_list} & set(texts)
+
+    assert found("refund") == {"late", "pending"}, "a substring, as the admin's search always matched"
+    assert found("late REFUND") == {"late"}, "every word, in any case"
+    assert found('"is pending"') == {"pending"}, "a quoted phrase"
+    assert found("订单") == {"zh"}, "inside a Chinese sentence"
+    assert found("conv-other") == {"other"}, "a conversation id"
+    assert found(customer.external_id) == set(texts), "a customer's external id"
+    if connection.vendor == "postgresql":
+        # The table is tiny, so the planner would read it whole anyway: forbid that to see what it could use.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = messages_search(messages=Message.objects.all(), text="refund").explain()
+        assert "message_text_trigram" in plan and "Seq Scan" not in plan, plan
