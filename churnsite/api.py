@@ -22,7 +22,7 @@ import binascii
 import io
 import json
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING
 
@@ -227,7 +227,10 @@ class KeysetPagination(_CappedPageSize, BasePagination):
                 model._meta.get_field(name).to_python(value)
                 for (name, _), value in zip(self.ordering, values, strict=True)
             ]
-        except (DjangoValidationError, TypeError, ValueError):
+            # The cursors made here hold datetimes with their offset, in UTC. One beyond datetime's range once in UTC
+            # (0001-01-01T00:00+14:00) overflowed in the query on SQLite: a 500 for a malformed cursor.
+            after = [_cursor_datetime(value) if isinstance(value, datetime) else value for value in after]
+        except (DjangoValidationError, TypeError, ValueError, OverflowError):
             raise invalid from None
         if any(value is None for value in after):
             raise invalid
@@ -323,6 +326,12 @@ def _keyset_after(ordering: list[tuple[str, bool]], values: list, *, reverse: bo
         condition |= Q(**equal, **{beyond(name, desc): values[position]})
     bound = Q(**{f"{first}__{'lte' if first_desc != reverse else 'gte'}": first_value})
     return bound & condition
+
+
+def _cursor_datetime(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("a cursor's datetimes carry their offset")
+    return value.astimezone(UTC)
 
 
 def _cursor_value(value: object) -> object:

@@ -142,6 +142,24 @@ def test_the_score_list_refuses_page_numbers_and_cursors_it_did_not_make(
     assert response.status_code == 400 and list(response.json()["error"]["fields"]) == [parameter], response.json()
 
 
+@pytest.mark.parametrize("ordering", ["as_of", "-created_at"])
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-03-10T12:00:00", "2026-03-10"]
+)
+def test_a_score_list_cursor_with_a_datetime_out_of_range_or_without_offset_is_a_400(
+    service: APIClient, ordering: str, value: str
+) -> None:
+    """Datetimes in the cursors made here carry their offset; one that overflows once in UTC was a 500 on SQLite."""
+    import base64
+    import json
+
+    api_data()
+    cursor = {"o": [ordering, "-id" if ordering.startswith("-") else "id"], "v": [value, 1]}
+    token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+    response = service.get("/api/v1/scores/", {"ordering": ordering, "cursor": token})
+    assert response.status_code == 400 and list(response.json()["error"]["fields"]) == ["cursor"], response.content
+
+
 def test_a_score_list_cursor_made_for_another_ordering_is_a_400(service: APIClient) -> None:
     api_data()
     next_link = service.get("/api/v1/scores/?page_size=1").json()["next"]
