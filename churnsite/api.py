@@ -188,9 +188,9 @@ class KeysetPagination(_CappedPageSize, BasePagination):
         self.request = request
         self.ordering = _keyset_ordering(queryset)
         queryset = queryset.order_by(*(f"-{name}" if desc else name for name, desc in self.ordering))
-        after, self.reverse = self._decode_cursor(queryset.model)
+        after, self.reverse, inclusive = self._decode_cursor(queryset.model)
         if after is not None:
-            queryset = queryset.filter(_keyset_after(self.ordering, after, reverse=self.reverse))
+            queryset = queryset.filter(_keyset_after(self.ordering, after, reverse=self.reverse, inclusive=inclusive))
         if self.reverse:
             queryset = queryset.reverse()
         rows = list(queryset[: size + 1])
@@ -202,18 +202,22 @@ class KeysetPagination(_CappedPageSize, BasePagination):
         else:
             self.has_previous, self.has_next = after is not None, more
         self.first, self.last = (rows[0], rows[-1]) if rows else (None, None)
-        if not rows and after is not None:  # past the end or before the start: link back to where the cursor was
+        # Past the end or before the start (the rows there went since the cursor was made): link back to where the
+        # cursor was, its row included, or the page back would leave out that row (still listed).
+        self.link_back_inclusive = not rows and after is not None
+        if self.link_back_inclusive:
             self.first = self.last = after
         return rows
 
-    def _decode_cursor(self, model: type[Model]) -> tuple[list | None, bool]:
+    def _decode_cursor(self, model: type[Model]) -> tuple[list | None, bool, bool]:
         raw = self.request.query_params.get(self.cursor_query_param)
         if not raw:
-            return None, False
+            return None, False, False
         invalid = exceptions.ValidationError({self.cursor_query_param: ["is not a cursor of this list"]})
         try:
             cursor = json.loads(base64.urlsafe_b64decode(raw.encode("ascii") + b"=" * (-len(raw) % 4)))
-            ordering, values, reverse = cursor["o"], cursor["v"], bool(cursor.get("r"))
+            ordering, values = cursor["o"], cursor["v"]
+            reverse, inclusive = bool(cursor.get("r")), bool(cursor.get("i"))
         except (ValueError, UnicodeError, binascii.Error, TypeError, KeyError):
             raise invalid from None
         if ordering != [f"-{name}" if desc else name for name, desc in self.ordering]:
@@ -234,7 +238,7 @@ class KeysetPagination(_CappedPageSize, BasePagination):
             raise invalid from None
         if any(value is None for value in after):
             raise invalid
-        return after, reverse
+        return after, reverse, inclusive
 
     def _link(self, row: object, *, reverse: bool) -> str:
         values = row if isinstance(row, list) else [getattr(row, name) for name, _ in self.ordering]
@@ -244,6 +248,8 @@ class KeysetPagination(_CappedPageSize, BasePagination):
         }
         if reverse:
             cursor["r"] = 1
+        if self.link_back_inclusive:
+            cursor["i"] = 1
         token = base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).rstrip(b"=").decode()
         url = remove_query_param(self.request.build_absolute_uri(), "page")
         return replace_query_param(url, self.cursor_query_param, token)
@@ -311,19 +317,20 @@ def _keyset_ordering(queryset: QuerySet) -> list[tuple[str, bool]]:
     return ordering
 
 
-def _keyset_after(ordering: list[tuple[str, bool]], values: list, *, reverse: bool) -> Q:
-    """Rows after the row with ``values`` in ``ordering`` (before it when ``reverse``). The first column's bound comes
-    first and on its own (``probability <= x``), so that an index on the ordering serves it as a range."""
+def _keyset_after(ordering: list[tuple[str, bool]], values: list, *, reverse: bool, inclusive: bool = False) -> Q:
+    """Rows after the row with ``values`` in ``ordering`` (before it when ``reverse``; that row too when
+    ``inclusive``). The first column's bound comes first and on its own (``probability <= x``), so that an index on
+    the ordering serves it as a range."""
 
-    def beyond(name: str, desc: bool) -> str:
-        return f"{name}__{'lt' if desc != reverse else 'gt'}"
+    def beyond(name: str, desc: bool, *, last: bool = False) -> str:
+        return f"{name}__{'lt' if desc != reverse else 'gt'}{'e' if last and inclusive else ''}"
 
     (first, first_desc), first_value = ordering[0], values[0]
     condition = Q()
     for position in range(len(ordering)):
         equal = {name: value for (name, _), value in zip(ordering[:position], values[:position], strict=True)}
         name, desc = ordering[position]
-        condition |= Q(**equal, **{beyond(name, desc): values[position]})
+        condition |= Q(**equal, **{beyond(name, desc, last=position == len(ordering) - 1): values[position]})
     bound = Q(**{f"{first}__{'lte' if first_desc != reverse else 'gte'}": first_value})
     return bound & condition
 

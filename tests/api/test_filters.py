@@ -142,6 +142,30 @@ def test_the_score_list_refuses_page_numbers_and_cursors_it_did_not_make(
     assert response.status_code == 400 and list(response.json()["error"]["fields"]) == [parameter], response.json()
 
 
+def test_the_link_back_from_an_empty_score_page_returns_to_the_row_its_cursor_named(service: APIClient) -> None:
+    """A page found empty (the rows past its cursor were rescored or deleted since) links back to the rows next to
+    its cursor, that row included: the link once started after it, so a client lost a row still listed."""
+    from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
+
+    run = scoring_run_make(model_version_make(), at=as_of(0))
+    scores = [score_make(customer_make(n), run, 0.9 - n / 10) for n in range(6)]  # listed in this order
+
+    def ids(page: dict) -> list[int]:
+        return [row["id"] for row in page["results"]]
+
+    second = service.get(service.get("/api/v1/scores/?page_size=2").json()["next"]).json()
+    assert ids(second) == [scores[2].pk, scores[3].pk]
+    type(scores[0]).objects.filter(pk__in=[scores[4].pk, scores[5].pk]).delete()
+    past_the_end = service.get(second["next"]).json()
+    assert ids(past_the_end) == [] and past_the_end["next"] is None
+    assert ids(service.get(past_the_end["previous"]).json()) == [scores[2].pk, scores[3].pk]
+
+    type(scores[0]).objects.filter(pk__in=[scores[0].pk, scores[1].pk]).delete()
+    before_the_start = service.get(second["previous"]).json()
+    assert ids(before_the_start) == [] and before_the_start["previous"] is None
+    assert ids(service.get(before_the_start["next"]).json()) == [scores[2].pk, scores[3].pk]
+
+
 @pytest.mark.parametrize("ordering", ["as_of", "-created_at"])
 @pytest.mark.parametrize(
     "value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-03-10T12:00:00", "2026-03-10"]
