@@ -7,10 +7,9 @@ Times are timezone-aware ``datetime`` values (UTC in this project); amounts are 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from types import MappingProxyType
 
 __all__ = [
     "PROFILE_FIELDS",
@@ -60,9 +59,30 @@ class OrderRecord:
     status_changed_at: datetime | None = None
 
 
+class _NoProperties(Mapping[str, object]):
+    """An empty, read-only mapping that pickles and copies as the one :data:`NO_PROPERTIES`."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> object:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __reduce__(self) -> str:
+        return "NO_PROPERTIES"  # the module's own: pickling, copy and deepcopy give it back, not a new object
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
 # The properties of an event that has none: one shared, read-only empty mapping, not a dict per event (a store
 # holds millions of events, and no model reads their properties).
-NO_PROPERTIES: Mapping[str, object] = MappingProxyType({})
+NO_PROPERTIES: Mapping[str, object] = _NoProperties()
 
 
 @dataclass(frozen=True, slots=True)

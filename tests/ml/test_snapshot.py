@@ -249,3 +249,20 @@ def test_the_same_cutoff_instant_gives_the_same_window_label_and_cutoffs_in_any_
     assert rolling_cutoffs(
         as_of=later.astimezone(ZoneInfo("America/New_York")), horizon_days=60, earliest=earliest
     ) == (rolling_cutoffs(as_of=later, horizon_days=60, earliest=earliest))
+
+
+def test_an_event_without_properties_shares_one_empty_mapping_that_pickles_and_copies_as_itself() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    from ml.data import NO_PROPERTIES, CustomerHistory, CustomerRecord, EventRecord
+
+    event = EventRecord("login", datetime(2026, 1, 1, tzinfo=UTC))
+    history = CustomerHistory(CustomerRecord("c"), events=(event,))
+    assert event.properties is NO_PROPERTIES and NO_PROPERTIES == {} and not NO_PROPERTIES
+    assert pickle.loads(pickle.dumps(history)).events[0].properties is NO_PROPERTIES
+    assert copy.deepcopy(history).events[0].properties is NO_PROPERTIES
+    assert dataclasses.asdict(history)["events"][0]["properties"] == {}
+    with pytest.raises(TypeError):
+        NO_PROPERTIES["page"] = "x"  # type: ignore[index]
