@@ -29,8 +29,8 @@ class CreateExtensionKept(CreateExtension):
 class AddIndexConcurrently(AddIndex):
     """``AddIndex`` that builds the index with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL: a plain build blocks
     every insert, update and delete of the table until it ends (scores and alerts are written by every scoring
-    run). Elsewhere (SQLite) a plain ``AddIndex``, and nothing for a PostgreSQL-only index (GIN). The migration must say ``atomic = False``: PostgreSQL cannot
-    build concurrently inside a transaction."""
+    run). Elsewhere (SQLite) a plain ``AddIndex``, and nothing for a PostgreSQL-only index (GIN). The migration
+    must say ``atomic = False``: PostgreSQL cannot build concurrently inside a transaction."""
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state) -> None:  # noqa: ANN001
         self._index(schema_editor, to_state.apps.get_model(app_label, self.model_name), "add_index")
@@ -42,7 +42,7 @@ class AddIndexConcurrently(AddIndex):
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return
         if schema_editor.connection.vendor != "postgresql" and isinstance(self.index, PostgresIndex):
-            return  # a GIN index (full-text search) is PostgreSQL's; elsewhere its readers do without it
+            return  # a GIN index (the message search's trigrams) is PostgreSQL's; elsewhere its readers do without it
         options = {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
         getattr(schema_editor, method)(model, self.index, **options)
 
