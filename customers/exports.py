@@ -24,10 +24,9 @@ __all__ = [
     "FORMULA_TRIGGERS",
     "NeutralisingCsvWriter",
     "customer_csv_row",
+    "customers_csv_lines",
     "iter_csv_lines",
     "neutralise_cell",
-    "write_customers_csv",
-    "write_rows_csv",
 ]
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -73,13 +72,6 @@ class NeutralisingCsvWriter:
         return written
 
 
-def write_rows_csv(*, header: Sequence[str], rows: Iterable[Iterable[object]], stream: SupportsWrite) -> int:
-    """Write a header and the rows, neutralised; returns the number of data rows written."""
-    writer = NeutralisingCsvWriter(stream)
-    writer.writerow(header)
-    return writer.writerows(rows)
-
-
 class _LineBuffer:
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -89,7 +81,8 @@ class _LineBuffer:
 
 
 def iter_csv_lines(*, header: Sequence[str], rows: Iterable[Iterable[object]]) -> Iterator[str]:
-    """The same CSV, one line at a time, for a ``StreamingHttpResponse`` over a large table."""
+    """A header and the rows as neutralised CSV, one line at a time, for a ``StreamingHttpResponse`` over a large
+    table (never the whole file in memory)."""
     buffer = _LineBuffer()
     writer = NeutralisingCsvWriter(buffer)
     writer.writerow(header)
@@ -136,8 +129,6 @@ def customer_csv_row(customer: Customer) -> list[object]:
     ]
 
 
-def write_customers_csv(*, customers: Iterable[Customer], stream: SupportsWrite) -> int:
-    """Write the customers as CSV (``CUSTOMER_CSV_COLUMNS``), formula-neutralised; returns the number of rows."""
-    return write_rows_csv(
-        header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(customer) for customer in customers), stream=stream
-    )
+def customers_csv_lines(customers: Iterable[Customer]) -> Iterator[str]:
+    """The customers as CSV lines (``CUSTOMER_CSV_COLUMNS``), formula-neutralised: the REST and admin exports."""
+    return iter_csv_lines(header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(customer) for customer in customers))

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from churnsite.api import query_bool
 from churnsite.permissions import IsStaffOrServiceClient
-from customers.exports import CUSTOMER_CSV_COLUMNS, customer_csv_row, iter_csv_lines
+from customers.exports import customers_csv_lines
 from customers.importers import FORMATS, KINDS, ImportFileError, detect_format
 from customers.ingest import import_file, import_options_from_settings
 from customers.selectors import customer_profile_changes, customer_timeline, customers_search
@@ -133,8 +133,7 @@ class CustomerExportView(APIView):
         responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="customers.csv")},
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        customers = _customers_from_query(request).iterator(chunk_size=2000)
-        lines = iter_csv_lines(header=CUSTOMER_CSV_COLUMNS, rows=(customer_csv_row(c) for c in customers))
+        lines = customers_csv_lines(_customers_from_query(request).iterator(chunk_size=2000))
         response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="customers.csv"'
         return response
