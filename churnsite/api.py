@@ -171,6 +171,11 @@ class KeysetPagination(_CappedPageSize, BasePagination):
     it was made for: one used with another ``?ordering=`` is a 400, as is ``?page=``, so that a client written for
     page numbers fails instead of reading the first page forever). The ordering must end in a unique column (the
     ``StableOrderingFilter`` adds the primary key) and name columns that are never null.
+
+    Not DRF's ``CursorPagination``: its cursor holds the first ordering column's value and an offset among the rows
+    that share it, and its documentation warns against a float column. The scores' order is a float probability
+    with long runs of ties (a calibrated model scores many customers alike), which an offset would skip through; a
+    cursor over every ordering column, down to the primary key, starts each page right after its row.
     """
 
     cursor_query_param = "cursor"
