@@ -357,6 +357,20 @@ CHURN_BEAT_LOCK_TTL = env.int("CHURN_BEAT_LOCK_TTL", default=30)
 if CHURN_BEAT_LOCK_TTL < 3:  # renewed every third of it; at 0 no beat could ever hold the lock and nothing is sent
     raise ImproperlyConfigured(f"CHURN_BEAT_LOCK_TTL must be at least 3 seconds, not {CHURN_BEAT_LOCK_TTL}")
 
+
+def _throttle_rate(name: str, default: str) -> str:
+    """A DRF rate such as 2000/minute. DRF reads it only when a request comes, so a rate it cannot read
+    ("2000/fortnight", "2000") answered every API request with a 500 instead of stopping the process. Read as DRF
+    reads it: a whole number, a slash, and a period whose first letter is s, m, h or d."""
+    rate = env.str(name, default=default).strip()
+    count, _, period = rate.partition("/")
+    if not count.strip().isdecimal() or "/" in period or period[:1] not in ("s", "m", "h", "d"):
+        raise ImproperlyConfigured(
+            f"{name} must be a number of requests per second, minute, hour or day (such as {default}), not {rate!r}"
+        )
+    return rate
+
+
 # --- REST framework --------------------------------------------------------------------------
 # Deny by default: every endpoint needs a staff user unless its view names a wider permission
 # (churnsite/permissions.py). Services authenticate with "Authorization: Token <key>" (churn_api_client NAME),
@@ -385,10 +399,10 @@ REST_FRAMEWORK = {
         "rest_framework.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": env.str("API_THROTTLE_ANON", default="30/minute"),
-        "user": env.str("API_THROTTLE_USER", default="2000/minute"),
-        "realtime-score": env.str("API_THROTTLE_REALTIME_SCORE", default="120/minute"),
-        "ingest": env.str("API_THROTTLE_INGEST", default="60/minute"),
+        "anon": _throttle_rate("API_THROTTLE_ANON", "30/minute"),
+        "user": _throttle_rate("API_THROTTLE_USER", "2000/minute"),
+        "realtime-score": _throttle_rate("API_THROTTLE_REALTIME_SCORE", "120/minute"),
+        "ingest": _throttle_rate("API_THROTTLE_INGEST", "60/minute"),
     },
 }
 # Failed admin logins for one account from one address before further attempts are refused (429) for the window;

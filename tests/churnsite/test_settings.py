@@ -143,6 +143,10 @@ def test_settings_that_cannot_work_stop_the_process_with_a_message_that_names_th
         ("CHURN_EXCHANGE_RATES", "JPY"),
         ("CHURN_EXCHANGE_RATES", "EUR=1.08,JPY=-0.0067"),
         ("CHURN_EXCHANGE_RATES", "EURO=1.08"),
+        ("API_THROTTLE_USER", "2000/fortnight"),
+        ("API_THROTTLE_ANON", "30"),
+        ("API_THROTTLE_INGEST", "sixty/minute"),
+        ("API_THROTTLE_REALTIME_SCORE", "120/minute/client"),
     ):
         result = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), name: value})
         assert result.returncode != 0, (name, value)
@@ -200,6 +204,13 @@ def test_an_empty_variable_of_any_type_counts_as_unset_and_an_unreadable_one_is_
 
     unreadable = _manage("check", env={"CHURN_VAR_DIR": str(tmp_path), "API_PAGE_SIZE": "ten"})
     assert unreadable.returncode != 0 and "API_PAGE_SIZE='ten' cannot be read" in unreadable.stderr
+
+
+def test_throttle_rates_are_read_as_drf_reads_them(tmp_path: Path) -> None:
+    code = "from django.conf import settings as s; print(s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['user'])"
+    result = _manage("shell", "-v0", "-c", code, env={"CHURN_VAR_DIR": str(tmp_path), "API_THROTTLE_USER": "50/hours"})
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.strip() == "50/hours"
 
 
 @pytest.mark.parametrize(
