@@ -527,6 +527,10 @@ if CHURN_DEFAULT_MODE not in ("lightgbm", "tfidf", "frozen", "top-k", "lora", "f
         f"CHURN_DEFAULT_MODE must be lightgbm, tfidf, frozen, top-k, lora or full, not {CHURN_DEFAULT_MODE!r}"
     )
 CHURN_HORIZON_DAYS = env.int("CHURN_HORIZON_DAYS", default=60)
+# As churn_train and the API refuse it (predictions.services.training.MAX_WINDOW_DAYS): otherwise every weekly
+# retraining, and every training request that leaves the horizon to this default, failed.
+if not 1 <= CHURN_HORIZON_DAYS <= 3650:
+    raise ImproperlyConfigured(f"CHURN_HORIZON_DAYS must be from 1 to 3650 days, not {CHURN_HORIZON_DAYS}")
 # Tasks started (with the scoring run's id) when a scoring run has finished.
 CHURN_AFTER_SCORING_TASKS: list[str] = ["alerts.tasks.alerts_after_scoring_task"]
 # Customers whose data must not teach the model (they received a retention action, so their staying says

@@ -134,6 +134,8 @@ def test_settings_that_cannot_work_stop_the_process_with_a_message_that_names_th
         ("CHURN_RISK_TIER_CUTS", "0.6,0.3"),
         ("CHURN_SCORING_CHUNK_SIZE", "0"),
         ("CHURN_DEFAULT_MODE", "xgboost"),
+        ("CHURN_HORIZON_DAYS", "0"),
+        ("CHURN_HORIZON_DAYS", "4000"),
         ("CHURN_BEAT_LOCK_TTL", "0"),
         ("CHURN_TRAIN_LEASE_POLL_SECONDS", "0"),
         ("CHURN_RECORDS_KEEP_DAYS", "0"),
