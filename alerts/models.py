@@ -33,6 +33,10 @@ class ActionKind(models.TextChoices):
     NONE = "none", "none (alert only)"
 
 
+# The rule under which coupons sent by staff from a customer's page are filed (alerts.services.alert_rule_ensure_manual).
+MANUAL_RULE_NAME = "Manual: coupon sent by staff from the customer page"
+
+
 class AlertRule(models.Model):
     """Turns scores into alerts: who is eligible (filter), who is alerted (trigger) and what happens (action).
 
@@ -136,6 +140,11 @@ class AlertRule(models.Model):
         what the trigger and the action need, each error under the field to fix: the check constraints back the
         first ones, but their errors name no field."""
         errors: dict[str, str] = {}
+        if self.name == MANUAL_RULE_NAME and not AlertRule.objects.filter(pk=self.pk, name=MANUAL_RULE_NAME).exists():
+            # The manual coupons are filed under the rule of this name, created inactive and without a holdout on
+            # first use: a rule given the name before that (or renamed to it) would get them, and count them in its
+            # uplift and hold out its customers from them as if its own rule had chosen them.
+            errors["name"] = "this name is reserved for the rule that files coupons sent by staff from a customer page"
         if self.trigger == TriggerKind.TOP_N and (self.top_n is None or self.top_n < 1):
             errors["top_n"] = "the top N trigger needs top_n, at least 1"
         if self.trigger == TriggerKind.TOP_PERCENT and (self.top_percent is None or not 0 < self.top_percent <= 100):

@@ -54,6 +54,7 @@ from django.utils import timezone
 from alerts import conf
 from alerts.models import (
     ALERT_NOTES_MAX_LENGTH,
+    MANUAL_RULE_NAME,
     ActionKind,
     Alert,
     AlertRule,
@@ -766,8 +767,6 @@ def alert_send_coupon(*, alert: Alert, actor: str) -> Intervention:
 
 
 # --- Coupons sent by staff from the customer page ------------------------------------------------
-
-MANUAL_RULE_NAME = "Manual: coupon sent by staff from the customer page"
 
 
 class CouponNotAllowed(ValueError):

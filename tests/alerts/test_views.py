@@ -18,7 +18,7 @@ from alerts.models import (
     Intervention,
     TriggerKind,
 )
-from alerts.services import alert_rule_apply, unsubscribe_token
+from alerts.services import MANUAL_RULE_NAME, alert_rule_apply, alert_rule_ensure_manual, unsubscribe_token
 from customers.models import Customer, Message
 from predictions.models import ChurnScore
 from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make, sent_emails
@@ -238,6 +238,27 @@ def test_rules_created_and_changed_in_the_admin_are_audited(client, staff) -> No
         ("rule_created", "user:ann"),
         ("rule_updated", "user:ann"),
     ]
+
+
+def test_the_manual_coupon_rules_name_is_refused_for_other_rules_and_the_manual_rule_stays_editable(
+    api, client, staff
+) -> None:  # noqa: ANN001
+    # A rule given the name before the first manual coupon (or renamed to it) was taken for the manual rule: the
+    # coupons staff send by hand were filed under an active rule with a holdout and counted in its uplift.
+    taken = api.post("/api/v1/alert-rules/", {**RULE, "name": MANUAL_RULE_NAME}, format="json")
+    rule = AlertRule.objects.create(name="renamed", trigger=TriggerKind.PROBABILITY, threshold=0.5)
+    renamed = api.patch(f"/api/v1/alert-rules/{rule.pk}/", {"name": MANUAL_RULE_NAME}, format="json")
+    client.force_login(staff)
+    in_admin = client.post("/admin/alerts/alertrule/add/", {**ADMIN_RULE_FORM, "name": MANUAL_RULE_NAME})
+
+    manual = alert_rule_ensure_manual()
+    discount = api.patch(f"/api/v1/alert-rules/{manual.pk}/", {"coupon_discount_percent": 20}, format="json")
+
+    assert (taken.status_code, list(taken.json()["error"]["fields"])) == (400, ["name"]), taken.json()
+    assert (renamed.status_code, list(renamed.json()["error"]["fields"])) == (400, ["name"]), renamed.json()
+    assert in_admin.status_code == 200 and "name" in in_admin.context["adminform"].form.errors
+    assert (manual.active, manual.holdout_fraction, discount.status_code) == (False, 0, 200), discount.json()
+    assert list(AlertRule.objects.order_by("pk").values_list("name", flat=True)) == ["renamed", MANUAL_RULE_NAME]
 
 
 def test_the_admin_refuses_a_webhook_rule_without_a_secret_or_an_http_url(client, staff) -> None:  # noqa: ANN001
