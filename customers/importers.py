@@ -509,7 +509,11 @@ def _json_array_records(raw: BinaryIO, notes: list[str]) -> RecordStream:
                 except json.JSONDecodeError as exc:
                     if fill(len(buf) - pos):  # maybe the element goes on in the next chunk
                         continue
-                    yield RowError(index, "*", f"invalid JSON: {exc.msg}; the rest of the file cannot be read")
+                    # exc.msg alone read "Unterminated string starting at"; its line and column count from the
+                    # start of the read buffer, not the file, so the position is given within the element.
+                    reason = exc.msg.removesuffix(" at").removesuffix(" starting")
+                    where = f"character {exc.pos - pos + 1} of the element"
+                    yield RowError(index, "*", f"invalid JSON: {reason} ({where}); the rest of the file cannot be read")
                     return
                 except ValueError as exc:  # NaN / Infinity
                     yield RowError(index, "*", f"invalid JSON: {exc}; the rest of the file cannot be read")

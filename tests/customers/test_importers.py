@@ -183,6 +183,16 @@ def test_json_top_level_that_is_not_an_array_is_a_file_error(body: bytes, found:
         read(body, name="x.json")
 
 
+def test_a_broken_json_array_element_names_its_row_and_where_in_it_the_json_breaks() -> None:
+    records, _, _ = read(b'[{"customer_id": "c1"},\n {"customer_id": "c2", "note": "cut', name="x.json")
+    assert records[0] == (1, {"customer_id": "c1"})
+    error = records[1]
+    assert isinstance(error, RowError) and error.row == 2, records
+    assert error.reason == (
+        "invalid JSON: Unterminated string (character 31 of the element); the rest of the file cannot be read"
+    )
+
+
 def test_json_array_element_that_is_not_an_object_is_a_row_error() -> None:
     records, _, _ = read(b'[{"customer_id": "c1"}, 3, {"customer_id": "c2"}]', name="x.json")
     assert records[1] == RowError(2, "*", "each element must be a JSON object, found a number")
