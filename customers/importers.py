@@ -594,6 +594,18 @@ def open_records(raw: BinaryIO, *, options: ImportOptions, name: str = "") -> Re
     fmt = options.format or detect_format(name)
     if fmt not in FORMATS:
         raise ImportFileError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", option="format")
+    # Options of another format were silently ignored: a sheet named for a CSV read the CSV, a delimiter for JSON
+    # read the JSON, and a workbook sent as CSV failed on its "line endings".
+    if options.sheet is not None and fmt != "xlsx":
+        raise ImportFileError(f"--sheet only applies to xlsx files, and this one is read as {fmt}", option="sheet")
+    if options.delimiter is not None and fmt != "csv":
+        raise ImportFileError(f"--delimiter only applies to CSV, and this file is read as {fmt}", option="delimiter")
+    start = raw.tell()
+    if fmt != "xlsx" and raw.read(4) == b"PK\x03\x04":
+        raise ImportFileError(
+            f"this file is a zip archive, as an xlsx workbook is, not {fmt}; read it as xlsx", option="format"
+        )
+    raw.seek(start)
     notes: list[str] = []
     if fmt == "csv":
         return _csv_records(raw, delimiter=options.delimiter, max_text_chars=options.max_text_chars, notes=notes)

@@ -268,6 +268,11 @@ class IngestView(APIView):
                 fmt = _BODY_FORMATS.get(content_type)
                 if fmt is None:
                     raise UnsupportedMediaType(content_type or "(none)")
+                named = request.query_params.get("format")
+                if named and named != fmt:  # the body's type decides; a format= that differs was silently ignored
+                    raise ValidationError(
+                        {"format": [f"the body is sent as {content_type}, which reads as {fmt}, not {named}"]}
+                    )
                 if declared.isdigit() and int(declared) > limit:
                     return _too_large(limit)
                 if not _copy_limited(request.stream, spool, limit):

@@ -163,3 +163,40 @@ def test_options_that_do_not_fit_the_file_are_refused_by_name(
     assert response.status_code == 400, response.content
     assert words in " ".join(response.json()["error"]["fields"][field])
     assert not Customer.objects.exists() and not ImportRun.objects.filter(rows_imported__gt=0).exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "content_type", "field"),
+    [
+        # The body's type decides its format; a format= naming another one was silently ignored.
+        ("/api/v1/ingest/orders?format=xlsx", "customer_id,date,amount\nc1,2024-01-01,5\n", "text/csv", "format"),
+        # Options of another format were ignored: the CSV was read whatever sheet was named, the JSON whatever delimiter.
+        ("/api/v1/ingest/orders?sheet=Orders", "customer_id,date,amount\nc1,2024-01-01,5\n", "text/csv", "sheet"),
+        ("/api/v1/ingest/orders?delimiter=;", json.dumps(ORDERS), "application/json", "delimiter"),
+    ],
+)
+def test_an_option_that_the_body_format_cannot_use_is_a_400_naming_it(
+    staff: APIClient, url: str, body: str, content_type: str, field: str
+) -> None:
+    response = staff.post(url, body, content_type=content_type)
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"], response.json()
+    assert Order.objects.count() == 0
+    assert set(ImportRun.objects.values_list("status", flat=True)) <= {ImportRun.Status.FAILED}
+
+
+def test_a_workbook_uploaded_as_csv_is_named_as_a_workbook(staff: APIClient) -> None:
+    import io
+
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.active.append(["customer_id", "date", "amount"])
+    workbook.active.append(["c1", "2024-01-01", 5])
+    data = io.BytesIO()
+    workbook.save(data)
+    upload = SimpleUploadedFile("orders.csv", data.getvalue(), content_type="text/csv")
+    response = staff.post("/api/v1/ingest/orders", {"file": upload}, format="multipart")
+    assert response.status_code == 400, response.content
+    assert "xlsx" in str(response.json()["error"]["fields"]["format"]), response.json()
+    assert Order.objects.count() == 0
