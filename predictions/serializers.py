@@ -89,6 +89,14 @@ class ModelVersionDetailSerializer(ModelVersionSerializer):
         read_only_fields = fields
 
 
+class _LabelsFromField(serializers.ChoiceField):
+    """Written as an option of the request, read back from the run's options (a run without one used activity);
+    write-only, a client could not tell a run trained on churn flags from one trained on activity."""
+
+    def get_attribute(self, instance: TrainingRun) -> str:
+        return str((instance.config or {}).get("labels_from", "activity"))
+
+
 class TrainingRunSerializer(serializers.ModelSerializer):
     # Bounded here so that a request that can never train is a 400, not a queued run that fails: the label
     # window is counted back from ``as_of`` (3650 days, as alert rules allow, and a year after 1970).
@@ -102,10 +110,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         help_text="Days after each cutoff that decide churn. Default: CHURN_HORIZON_DAYS, as for churn_train.",
     )
     lead_days = serializers.IntegerField(min_value=0, max_value=MAX_WINDOW_DAYS, required=False)
-    labels_from = serializers.ChoiceField(
+    labels_from = _LabelsFromField(
         choices=("activity", "flag"),
         required=False,
-        write_only=True,
         help_text="activity (default): churn is no order in the horizon after each cutoff; flag: profile data, "
         "labelled by each customer's churn flag.",
     )

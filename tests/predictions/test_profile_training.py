@@ -93,6 +93,9 @@ def test_the_api_requests_a_training_on_the_flag(settings, tmp_path) -> None:  #
 
     assert response.status_code == 202 and response.json()["status"] == "succeeded", response.json()
     assert TrainingRun.objects.get().config == {"labels_from": "flag"}
+    assert response.json()["labels_from"] == "flag", response.json()
+    listed = client.get("/api/v1/training-runs/").json()["results"]
+    assert [run["labels_from"] for run in listed] == ["flag"], listed
     assert refused.status_code == 400 and "labels_from" in refused.json()["error"]["fields"]
 
 
