@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, F, Func, Q, QuerySet, Value
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.filters import OrderingFilter
@@ -39,7 +39,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 if TYPE_CHECKING:  # DRF loads these classes while rest_framework.views is still importing
-    from django.db.models import Model
+    from django.db.models import Expression, Field, Model
     from rest_framework.request import Request
     from rest_framework.response import Response
     from rest_framework.views import APIView
@@ -195,7 +195,9 @@ class KeysetPagination(_CappedPageSize, BasePagination):
         queryset = queryset.order_by(*(f"-{name}" if desc else name for name, desc in self.ordering))
         after, self.reverse, inclusive = self._decode_cursor(queryset.model)
         if after is not None:
-            queryset = queryset.filter(_keyset_after(self.ordering, after, reverse=self.reverse, inclusive=inclusive))
+            queryset = queryset.filter(
+                _keyset_after(self.ordering, after, reverse=self.reverse, inclusive=inclusive, model=queryset.model)
+            )
         if self.reverse:
             queryset = queryset.reverse()
         rows = list(queryset[: size + 1])
@@ -322,10 +324,27 @@ def _keyset_ordering(queryset: QuerySet) -> list[tuple[str, bool]]:
     return ordering
 
 
-def _keyset_after(ordering: list[tuple[str, bool]], values: list, *, reverse: bool, inclusive: bool = False) -> Q:
+def _keyset_after(
+    ordering: list[tuple[str, bool]], values: list, *, reverse: bool, inclusive: bool = False, model: type[Model]
+) -> Q | Expression:
     """Rows after the row with ``values`` in ``ordering`` (before it when ``reverse``; that row too when
-    ``inclusive``). The first column's bound comes first and on its own (``probability <= x``), so that an index on
-    the ordering serves it as a range."""
+    ``inclusive``).
+
+    An ordering in one direction (``-as_of, -id``) is one row comparison, ``(as_of, id) < (x, y)``, which a B-tree
+    index on those columns serves as the start of its range: a page that starts among 50,000 scores of one ``as_of``
+    starts at its row, not at the first of them. Mixed directions (``customer, -as_of``) cannot be one comparison:
+    they are ``a > x OR (a = x AND b < y) ...`` with the first column's bound on its own (``customer >= x``), so that
+    an index on the ordering serves that as a range."""
+    if len({desc for _, desc in ordering}) == 1:
+        descending = ordering[0][1]
+        operator = ("<" if descending != reverse else ">") + ("=" if inclusive else "")
+        meta = model._meta
+        fields = [meta.pk if name == meta.pk.attname else _field_by_attname(model, name) for name, _ in ordering]
+        return _RowComparison(
+            [name for name, _ in ordering],
+            [Value(value, output_field=field) for field, value in zip(fields, values, strict=True)],
+            operator=operator,
+        )
 
     def beyond(name: str, desc: bool, *, last: bool = False) -> str:
         return f"{name}__{'lt' if desc != reverse else 'gt'}{'e' if last and inclusive else ''}"
@@ -338,6 +357,33 @@ def _keyset_after(ordering: list[tuple[str, bool]], values: list, *, reverse: bo
         condition |= Q(**equal, **{beyond(name, desc, last=position == len(ordering) - 1): values[position]})
     bound = Q(**{f"{first}__{'lte' if first_desc != reverse else 'gte'}": first_value})
     return bound & condition
+
+
+def _field_by_attname(model: type[Model], attname: str) -> Field:
+    return next(field for field in model._meta.concrete_fields if field.attname == attname)
+
+
+class _RowComparison(Func):
+    """``(column, column, ...) <op> (value, value, ...)``: SQL's row comparison (PostgreSQL, SQLite 3.15+), which
+    compares left to right as a keyset does, and which a B-tree index on the columns, in that order, serves as the
+    bound of its range."""
+
+    output_field = BooleanField()
+
+    def __init__(self, columns: list[str], values: list[Value], *, operator: str) -> None:
+        if operator not in ("<", "<=", ">", ">="):
+            raise ValueError(f"not a row comparison: {operator!r}")
+        self.operator = operator
+        super().__init__(*(F(column) for column in columns), *values, output_field=BooleanField())
+
+    def as_sql(self, compiler, connection, **extra_context) -> tuple[str, list]:  # noqa: ANN001, ARG002
+        parts, params = [], []
+        for expression in self.get_source_expressions():
+            sql, expression_params = compiler.compile(expression)
+            parts.append(sql)
+            params.extend(expression_params)
+        half = len(parts) // 2
+        return f"({', '.join(parts[:half])}) {self.operator} ({', '.join(parts[half:])})", params
 
 
 def _cursor_datetime(value: datetime) -> datetime:

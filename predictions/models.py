@@ -216,6 +216,10 @@ class ChurnScore(models.Model):
             # The score API's order (highest risk first), read a page at a time from a cursor: a page passes over
             # older scores until it has its newest ones, and never reads every customer's newest score.
             models.Index(fields=["-probability", "-id"], name="score_probability"),
+            # The score API's other orderings that an index serves (freshest first; by customer through the foreign
+            # key's index), a page at a time from a cursor; created_at also finds the scores old enough to prune.
+            models.Index(fields=["as_of", "id"], name="score_as_of_id"),
+            models.Index(fields=["created_at", "id"], name="score_created_at_id"),
         ]
         constraints = [
             models.UniqueConstraint(

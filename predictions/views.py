@@ -13,11 +13,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from churnsite.api import KeysetPagination, query_choice, query_float, query_int
+from churnsite.api import KeysetPagination, StableOrderingFilter, query_choice, query_float, query_int
 from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
 from churnsite.permissions import IsStaff, IsStaffOrServiceClient
 from customers.models import Customer
-from predictions.models import ModelStatus, ModelVersion, RiskTier, RunStatus, TrainingRun
+from predictions.models import ChurnScore, ModelStatus, ModelVersion, RiskTier, RunStatus, TrainingRun
 from predictions.selectors import (
     champion_model_version,
     customer_scores,
@@ -52,7 +52,9 @@ logger = logging.getLogger(__name__)
 class LatestScoreListView(generics.ListAPIView):
     """The newest score of each customer, highest risk first; with ``customer`` or ``customer_external_id``, that
     customer's every score, newest first. Filters: risk_tier, min_probability. Paged by cursor (follow ``next``): no
-    page counts every customer's newest score."""
+    page counts every customer's newest score. Ties are broken by id. By ``probability`` or ``customer`` (either
+    way), ``-as_of`` or ``-created_at`` a page is read through an index from its cursor; the oldest first (``as_of``,
+    ``created_at``) and orderings by several fields sort every customer's newest score for each page."""
 
     staff_permissions = {"GET": ("predictions.view_churnscore",)}
     permission_classes = [IsStaffOrServiceClient]
@@ -66,7 +68,8 @@ class LatestScoreListView(generics.ListAPIView):
         if customer_id is not None or external_id:  # one customer: the whole history, newest first
             queryset = customer_scores(customer_id=customer_id, external_id=external_id or None)
         else:
-            queryset = latest_scores_for_pages()
+            ordering = StableOrderingFilter().get_ordering(self.request, ChurnScore.objects.none(), self)
+            queryset = latest_scores_for_pages(ordering=ordering or ("-probability",))
         if tier := query_choice(params, "risk_tier", RiskTier.values):
             queryset = queryset.filter(risk_tier=tier)
         if (minimum := query_float(params, "min_probability", low=0.0, high=1.0)) is not None:
