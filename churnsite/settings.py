@@ -295,6 +295,11 @@ CHURN_TRAIN_RESEND_SECONDS = env.int("CHURN_TRAIN_RESEND_SECONDS", default=1800)
 CHURN_RECORDS_KEEP_DAYS = env.int("CHURN_RECORDS_KEEP_DAYS", default=30)
 if CHURN_RECORDS_KEEP_DAYS < 1:
     raise ImproperlyConfigured(f"CHURN_RECORDS_KEEP_DAYS must be at least 1 day, not {CHURN_RECORDS_KEEP_DAYS}")
+# Churn scores kept this many days (by when they were stored and the date they are about), then deleted by the daily
+# pruning; each customer's two newest scores, scores an alert refers to and the champion's newest scoring run stay.
+CHURN_SCORES_KEEP_DAYS = env.int("CHURN_SCORES_KEEP_DAYS", default=90)
+if CHURN_SCORES_KEEP_DAYS < 1:
+    raise ImproperlyConfigured(f"CHURN_SCORES_KEEP_DAYS must be at least 1 day, not {CHURN_SCORES_KEEP_DAYS}")
 # Celery's default limit, for tasks that set none (Celery's own, such as backend_cleanup); every task of ours sets its own.
 CHURN_TASK_TIME_LIMIT = env.int("CHURN_TASK_TIME_LIMIT", default=15 * 60)
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from predictions.services import (
+    churn_scores_prune,
     task_deliveries_prune,
     task_delivery_begin,
     task_delivery_finish,
@@ -163,3 +164,11 @@ def check_drift_task() -> int | None:
 def prune_task_deliveries_task() -> int:
     """Delete task delivery records older than ``CHURN_RECORDS_KEEP_DAYS`` (the daily schedule). Idempotent."""
     return task_deliveries_prune(older_than=timedelta(days=settings.CHURN_RECORDS_KEEP_DAYS))
+
+
+@shared_task(name="predictions.prune_scores", queue="default", soft_time_limit=1740, time_limit=1800)
+def prune_scores_task() -> int:
+    """Delete the scores older than ``CHURN_SCORES_KEEP_DAYS`` that no reader needs (the daily schedule), in short
+    batches. Idempotent: a second run deletes nothing more; one stopped by its time limit leaves whole batches done
+    and the next day's run goes on."""
+    return churn_scores_prune(older_than=timedelta(days=settings.CHURN_SCORES_KEEP_DAYS))

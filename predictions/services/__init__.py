@@ -18,9 +18,11 @@ from predictions.services.registry import (
     model_version_rollback,
     promotion_comparison,
 )
+from predictions.services.retention import churn_scores_prune
 
 __all__ = [
     "PromotionPolicy",
+    "churn_scores_prune",
     "model_audit_record",
     "model_version_consider_promotion",
     "model_version_promote",

@@ -1,4 +1,5 @@
-"""The daily pruning of bookkeeping rows: task delivery counts and stored Idempotency-Key responses."""
+"""The daily pruning of bookkeeping rows (task delivery counts and stored Idempotency-Key responses) and its schedules
+(churn scores: tests/predictions/test_retention.py)."""
 
 from __future__ import annotations
 
@@ -52,8 +53,12 @@ def test_stored_idempotency_responses_go_after_the_keep_days(settings, django_us
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["recent"]
 
 
-def test_both_prunings_are_scheduled_daily_on_the_default_queue() -> None:
-    for task, minute in (("predictions.prune_task_deliveries", "15"), ("alerts.prune_idempotency_records", "20")):
+def test_the_prunings_are_scheduled_daily_on_the_default_queue() -> None:
+    for task, minute in (
+        ("predictions.prune_task_deliveries", "15"),
+        ("alerts.prune_idempotency_records", "20"),
+        ("predictions.prune_scores", "25"),
+    ):
         schedule = PeriodicTask.objects.get(task=task)
         assert schedule.enabled and schedule.queue == "default"
         assert (schedule.crontab.minute, schedule.crontab.hour, schedule.crontab.day_of_week) == (minute, "3", "*")

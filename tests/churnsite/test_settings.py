@@ -139,6 +139,7 @@ def test_settings_that_cannot_work_stop_the_process_with_a_message_that_names_th
         ("CHURN_BEAT_LOCK_TTL", "0"),
         ("CHURN_TRAIN_LEASE_POLL_SECONDS", "0"),
         ("CHURN_RECORDS_KEEP_DAYS", "0"),
+        ("CHURN_SCORES_KEEP_DAYS", "0"),
         ("CHURN_REDIS_SOCKET_TIMEOUT", "0"),
         ("CHURN_REDIS_CONNECT_TIMEOUT", "-1"),
         ("CHURN_CURRENCY", "dollars"),
