@@ -169,6 +169,6 @@ def prune_task_deliveries_task() -> int:
 @shared_task(name="predictions.prune_scores", queue="default", soft_time_limit=1740, time_limit=1800)
 def prune_scores_task() -> int:
     """Delete the scores older than ``CHURN_SCORES_KEEP_DAYS`` that no reader needs (the daily schedule), in short
-    batches. Idempotent: a second run deletes nothing more; one stopped by its time limit leaves whole batches done
-    and the next day's run goes on."""
-    return churn_scores_prune(older_than=timedelta(days=settings.CHURN_SCORES_KEEP_DAYS))
+    batches for at most 25 minutes (the next day's run goes on), inside its limits. Idempotent: a second run deletes
+    nothing more."""
+    return churn_scores_prune(older_than=timedelta(days=settings.CHURN_SCORES_KEEP_DAYS), max_seconds=25 * 60)

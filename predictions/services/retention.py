@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.db import transaction
@@ -23,7 +24,9 @@ SCORE_PRUNE_BATCH = 5_000
 SCORES_KEPT_PER_CUSTOMER = 2
 
 
-def churn_scores_prune(*, older_than: timedelta, batch_size: int = SCORE_PRUNE_BATCH) -> int:
+def churn_scores_prune(
+    *, older_than: timedelta, batch_size: int = SCORE_PRUNE_BATCH, max_seconds: float | None = None
+) -> int:
     """Delete the scores stored, and about a time (``as_of``), longer ago than ``older_than`` that no reader needs;
     returns how many. Idempotent: a second call finds nothing more to delete.
 
@@ -36,9 +39,12 @@ def churn_scores_prune(*, older_than: timedelta, batch_size: int = SCORE_PRUNE_B
 
     The candidates are read in (created_at, id) order through the score_created_at_id index, ``batch_size`` at a
     time after the last one seen, and each batch is deleted in its own short transaction that applies the rules
-    above to it when it deletes: a score that became needed since its batch was read stays.
+    above to it when it deletes: a score that became needed since its batch was read stays. With ``max_seconds``, no
+    batch starts after that long: the rest is left to the next run (the first runs after an upgrade may have
+    years of daily scores to delete), and the task ends well inside its time limit instead of being stopped.
     """
     cutoff = timezone.now() - older_than
+    started = time.monotonic()
     deleted = 0
     after: tuple | None = None
     while True:
@@ -52,6 +58,9 @@ def churn_scores_prune(*, older_than: timedelta, batch_size: int = SCORE_PRUNE_B
         with transaction.atomic():
             count, _ = _prunable(ChurnScore.objects.filter(pk__in=[pk for _, pk in batch])).delete()
         deleted += count
+        if max_seconds is not None and time.monotonic() - started >= max_seconds:
+            logger.info("score pruning stopped after %.0f s; the next run goes on", time.monotonic() - started)
+            break
     if deleted:
         logger.info("pruned %d churn scores stored before %s", deleted, cutoff.isoformat())
     return deleted

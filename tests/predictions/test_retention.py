@@ -101,3 +101,12 @@ def test_pruning_changes_no_list_of_newest_scores_or_their_trend(settings) -> No
     before = shown()
     assert prune_scores_task.delay().get() > 0
     assert shown() == before
+
+
+def test_a_pruning_out_of_time_stops_between_batches_and_the_next_one_goes_on() -> None:
+    expected = _store()
+
+    first = churn_scores_prune(older_than=timedelta(days=30), batch_size=2, max_seconds=0)
+    assert 0 < first <= 2, first
+    assert churn_scores_prune(older_than=timedelta(days=30), batch_size=2) == len(expected["go"]) - first
+    assert set(ChurnScore.objects.values_list("pk", flat=True)) == expected["stay"]
