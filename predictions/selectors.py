@@ -284,10 +284,10 @@ def latest_scores_for_pages(*, ordering: Sequence[str] = ("-probability",)) -> Q
 
     A score is a customer's newest when no newer score of the customer exists (by as_of, then creation, then id).
     In one of :data:`LATEST_SCORE_ORDERINGS_WALKED`, the scores are read in that order through an index on it and
-    its id (score_probability, score_customer_id, score_as_of_id, score_created_at_id), a page stopping after its
-    rows, each checked with one score_customer_newest probe: it never finds every customer's newest score to sort
-    them. A page costs more as older scores lie between its rows in that order, since each is passed over (pruning,
-    ``CHURN_SCORES_KEEP_DAYS``, bounds them).
+    its id (score_probability, score_as_of_id, score_created_at_id; by customer, the foreign key's index), a page
+    stopping after its rows, each checked with one score_customer_newest probe: it never finds every customer's
+    newest score to sort them. A page costs more as older scores lie between its rows in that order, since each is
+    passed over (pruning, ``CHURN_SCORES_KEEP_DAYS``, bounds them).
 
     The oldest first (``as_of``, ``created_at``) would pass over every superseded score before its first row (each
     customer's older scores are older than the stale customers' newest ones), and several fields have no index; so
