@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import IO, TYPE_CHECKING
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import FieldDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import BooleanField, F, Func, Q, QuerySet, Value
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -400,6 +400,26 @@ def _cursor_value(value: object) -> object:
     return value
 
 
+def _nulls_last(queryset: QuerySet, term: object) -> object:
+    """``term`` with rows that have no value last, in either direction, when its column may be null (an unsent
+    intervention's ``sent_at``, a running run's ``finished_at``). PostgreSQL puts nulls last going up and first going
+    down, SQLite the other way round, so the same request listed them at opposite ends. Columns that are never null
+    keep the plain order, which their indexes serve."""
+    if not isinstance(term, str):
+        return term
+    name = term.lstrip("-")
+    try:
+        field = queryset.model._meta.get_field(name)
+    except FieldDoesNotExist:
+        field = None
+    if field is not None and not field.null:
+        return term
+    if field is None and name not in queryset.query.annotations:
+        return term  # pk, a lookup through a relation: left to Django as it was
+    column = F(name)
+    return column.desc(nulls_last=True) if term.startswith("-") else column.asc(nulls_last=True)
+
+
 class StableOrderingFilter(OrderingFilter):
     """``?ordering=field,-other`` over the fields a view lists in ``ordering_fields`` (none otherwise).
 
@@ -418,7 +438,7 @@ class StableOrderingFilter(OrderingFilter):
         ordering = list(ordering)
         if not {"pk", "-pk", "id", "-id"} & set(ordering):
             ordering.append("-pk" if ordering[0].startswith("-") else "pk")
-        return queryset.order_by(*ordering)
+        return queryset.order_by(*(_nulls_last(queryset, term) for term in ordering))
 
     def get_schema_operation_parameters(self, view: APIView) -> list[dict]:
         fields = [item if isinstance(item, str) else item[0] for item in getattr(view, "ordering_fields", None) or []]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from rest_framework.test import APIClient
@@ -36,6 +37,17 @@ def test_ordering_by_a_listed_field_and_unknown_fields_are_ignored(staff: APICli
     # email is not an ordering field of the list: the default order (oldest first) stays.
     default = [row["name"] for row in staff.get("/api/v1/customers/?ordering=email").json()["results"]]
     assert default == ["E", "D", "C", "B", "A"]
+
+
+def test_rows_without_a_value_come_last_in_either_direction_on_every_database(staff: APIClient) -> None:
+    # SQLite put them first going up and PostgreSQL first going down: the same request, opposite ends.
+    for n, day in enumerate([None, 3, None, 1, 2]):
+        signed_up = None if day is None else datetime(2024, 1, day, tzinfo=UTC)
+        Customer.objects.create(external_id=f"c{n}", signed_up_at=signed_up)
+    for ordering, expected in (("signed_up_at", ["c3", "c4", "c1"]), ("-signed_up_at", ["c1", "c4", "c3"])):
+        rows = staff.get(f"/api/v1/customers/?ordering={ordering}").json()["results"]
+        ids = [row["external_id"] for row in rows]
+        assert ids[:3] == expected and set(ids[3:]) == {"c0", "c2"}, (ordering, ids)
 
 
 def test_throttled_client_gets_429_with_retry_after(service: APIClient, monkeypatch) -> None:  # noqa: ANN001
