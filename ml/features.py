@@ -208,8 +208,7 @@ class FeatureBuilder:
         spent = np.where(completed, amounts, 0.0)
         discounted = np.array([o.discount_amount > 0 for o in orders], dtype=bool)
         items = np.array([o.item_count for o in orders], dtype=float)
-        event_age = age(e.occurred_at for e in snapshot.events)
-        event_kinds = np.array([e.kind for e in snapshot.events], dtype=object)
+        event_age = snapshot.events.seconds_before(as_of) / SECONDS_PER_DAY  # the values ``age`` gives, from columns
         customer_messages = [m for m in snapshot.messages if m.author_role == "customer"]
         contact_first_age: dict[str, float] = {}
         for m in customer_messages:
@@ -252,7 +251,7 @@ class FeatureBuilder:
         row["days_since_last_activity"] = float(activity_age.min()) if len(activity_age) else math.nan
         for kind in c.event_kinds:
             row[f"event_{kind}_30d"] = (
-                float(((event_kinds == kind) & (event_age <= 30)).sum()) if len(event_age) else 0.0
+                float((snapshot.events.kind_mask(kind) & (event_age <= 30)).sum()) if len(event_age) else 0.0
             )
         for w in c.support_windows_days:
             row[f"support_contacts_{w}d"] = float((contact_age <= w).sum())

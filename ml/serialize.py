@@ -226,7 +226,9 @@ def _order_lines(snapshot: Snapshot, config: SerializeConfig) -> list[str]:
 def _browsing_lines(snapshot: Snapshot, config: SerializeConfig) -> list[str]:
     if not snapshot.events:
         return ["browsing: none"]
-    kinds = Counter(_clean_value(e.kind) for e in snapshot.events)
+    kinds: Counter[str] = Counter()
+    for kind, n in snapshot.events.kind_counts().items():
+        kinds[_clean_value(kind)] += n
     top = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
     line = f"browsing: {len(snapshot.events)} events ({top})"
     if config.include_recency_buckets:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Literal
 
-from ml.data import CustomerHistory, CustomerRecord, EventRecord, MessageRecord, OrderRecord, profile_at
+from ml.data import NO_EVENTS, CustomerHistory, CustomerRecord, EventLog, MessageRecord, OrderRecord, profile_at
 
 __all__ = [
     "ACTIVITY_KINDS",
@@ -71,10 +71,12 @@ class Snapshot:
     customer: CustomerRecord
     as_of: datetime
     orders: tuple[OrderRecord, ...] = ()
-    events: tuple[EventRecord, ...] = ()
+    events: EventLog = NO_EVENTS  # any sequence of EventRecord given is stored as an EventLog (sorted)
     messages: tuple[MessageRecord, ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.events, EventLog):
+            object.__setattr__(self, "events", EventLog(self.events))
         self.assert_point_in_time()
 
     def assert_point_in_time(self) -> None:
@@ -85,13 +87,15 @@ class Snapshot:
                 f"look-ahead: customer {cid} signed up at {self.customer.signed_up_at.isoformat()}, "
                 f"after the snapshot cutoff {as_of.isoformat()}"
             )
-        checks: list[tuple[str, Sequence[object], str]] = [
-            ("order", self.orders, "placed_at"),
-            ("event", self.events, "occurred_at"),
-            ("message", self.messages, "sent_at"),
+        # The events are sorted: those after the cutoff are the log's tail (no record read per event).
+        late_events = self.events[self.events.count_at_or_before(as_of) :] if self.events.columnar else self.events
+        checks: list[tuple[str, Sequence[object], str, int]] = [
+            ("order", self.orders, "placed_at", 0),
+            ("event", late_events, "occurred_at", len(self.events) - len(late_events)),
+            ("message", self.messages, "sent_at", 0),
         ]
-        for kind, rows, time_field in checks:
-            for index, row in enumerate(rows):
+        for kind, rows, time_field, first_index in checks:
+            for index, row in enumerate(rows, start=first_index):
                 when: datetime = getattr(row, time_field)
                 if when > as_of:
                     raise LookAheadError(
@@ -115,7 +119,7 @@ def _order_at(order: OrderRecord, as_of: datetime) -> OrderRecord:
     return order
 
 
-_PLACED_AT, _OCCURRED_AT, _SENT_AT = attrgetter("placed_at"), attrgetter("occurred_at"), attrgetter("sent_at")
+_PLACED_AT, _SENT_AT = attrgetter("placed_at"), attrgetter("sent_at")
 
 
 def snapshot_at(history: CustomerHistory, as_of: datetime) -> Snapshot:
@@ -132,7 +136,7 @@ def snapshot_at(history: CustomerHistory, as_of: datetime) -> Snapshot:
         customer=profile_at(history.customer, history.profile_changes, as_of),
         as_of=as_of,
         orders=orders,
-        events=history.events[: bisect_right(history.events, as_of, key=_OCCURRED_AT)],
+        events=history.events[: history.events.count_at_or_before(as_of)],
         messages=history.messages[: bisect_right(history.messages, as_of, key=_SENT_AT)],
     )
 
@@ -176,7 +180,7 @@ def qualifying_activity_times(history: CustomerHistory | Snapshot, activity: str
     """Times of the rows that count as activity, oldest first."""
     times = [o.placed_at for o in history.orders]
     if activity == "orders_and_events":
-        times += [e.occurred_at for e in history.events]
+        times += history.events.times()
     elif activity != "orders":
         raise ValueError(f"activity must be one of {', '.join(ACTIVITY_KINDS)}, got {activity!r}")
     return sorted(times)
@@ -207,7 +211,12 @@ def churn_label(
         if customer.churned_at <= start:
             return None
         return 1 if customer.churned_at <= end else 0
-    active = any(start < t <= end for t in qualifying_activity_times(history, config.activity))
+    events = history.events
+    if config.activity == "orders_and_events" and events.columnar:  # the events in the window from the columns
+        active = events.count_at_or_before(end) > events.count_at_or_before(start)
+        active = active or any(start < o.placed_at <= end for o in history.orders)
+    else:
+        active = any(start < t <= end for t in qualifying_activity_times(history, config.activity))
     return 0 if active else 1
 
 
@@ -236,13 +245,25 @@ def is_eligible(history: CustomerHistory, as_of: datetime, *, rule: EligibilityR
     if rule.exclude_marked_churned:
         if customer.churned_at is not None and customer.churned_at <= as_of:
             return False
-    past = [t for t in qualifying_activity_times(history, activity) if t <= as_of]
-    if rule.require_prior_activity and not past:
+    last = _last_activity_at_or_before(history, as_of, activity)
+    if rule.require_prior_activity and last is None:
         return False
     idle_since = _in_utc(as_of) - timedelta(days=rule.max_days_inactive or 0)
-    if rule.max_days_inactive is not None and (not past or past[-1] <= idle_since):
+    if rule.max_days_inactive is not None and (last is None or last <= idle_since):
         return False
     return True
+
+
+def _last_activity_at_or_before(history: CustomerHistory, as_of: datetime, activity: str) -> datetime | None:
+    """The time of the latest qualifying activity at or before ``as_of`` (None when there is none)."""
+    events = history.events
+    if activity == "orders_and_events" and events.columnar:  # the events' last one from the columns
+        seen = events.count_at_or_before(as_of)
+        times = [o.placed_at for o in history.orders if o.placed_at <= as_of]
+        times += [events[seen - 1].occurred_at] if seen else []
+        return max(times) if times else None
+    past = [t for t in qualifying_activity_times(history, activity) if t <= as_of]
+    return past[-1] if past else None
 
 
 def rolling_cutoffs(

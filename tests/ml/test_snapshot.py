@@ -263,6 +263,29 @@ def test_an_event_without_properties_shares_one_empty_mapping_that_pickles_and_c
     assert event.properties is NO_PROPERTIES and NO_PROPERTIES == {} and not NO_PROPERTIES
     assert pickle.loads(pickle.dumps(history)).events[0].properties is NO_PROPERTIES
     assert copy.deepcopy(history).events[0].properties is NO_PROPERTIES
-    assert dataclasses.asdict(history)["events"][0]["properties"] == {}
+    assert dataclasses.asdict(history.events[0])["properties"] == {}  # (events are an EventLog, not a tuple)
     with pytest.raises(TypeError):
         NO_PROPERTIES["page"] = "x"  # type: ignore[index]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    order_days=st.lists(st.sampled_from([0.0, 5.0, 30.0, 100.0]), max_size=3),
+    event_days=st.lists(st.sampled_from([0.0, 10.0, 40.0, 69.999, 70.0, 71.0, 130.0, 131.0]), max_size=6),
+    cutoff=st.sampled_from([0.0, 10.0, 40.0, 70.0]),
+    max_days_inactive=st.sampled_from([None, 30]),
+)
+def test_labels_and_eligibility_by_orders_and_events_follow_the_events_times(
+    order_days: list[float], event_days: list[float], cutoff: float, max_days_inactive: int | None
+) -> None:
+    # The events' times are read from the event log's columns; what they decide is the rule on the times themselves.
+    h = history(order_days, event_days=event_days)
+    config = LabelConfig(horizon_days=60, activity="orders_and_events")
+    times = sorted([day(d) for d in order_days] + [day(d) for d in event_days])
+    start, end = config.window(day(cutoff))
+    past = [t for t in times if t <= day(cutoff)]
+    rule = EligibilityRule(max_days_inactive=max_days_inactive)
+    idle = max_days_inactive is not None and (not past or past[-1] <= day(cutoff) - timedelta(days=30))
+
+    assert churn_label(h, day(cutoff), config) == (0 if any(start < t <= end for t in times) else 1)
+    assert is_eligible(h, day(cutoff), rule=rule, activity="orders_and_events") == (bool(past) and not idle)
