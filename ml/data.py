@@ -169,9 +169,7 @@ class EventLog(Sequence[EventRecord]):
             order = np.argsort(micros, kind="stable")
             micros, times = micros[order], None
         else:  # Python's own order: sorting naive and aware times together raises TypeError, as it did
-            order = np.array(sorted(range(len(records)), key=lambda i: records[i].occurred_at), dtype=np.int64).reshape(
-                -1
-            )
+            order = np.array(sorted(range(len(records)), key=lambda i: records[i].occurred_at), dtype=np.int64)
             micros, times = None, tuple(records[i].occurred_at for i in order.tolist())
         properties = None
         if any(r.properties is not NO_PROPERTIES for r in records):
@@ -454,7 +452,7 @@ class EventLogBuilder:
         owners = owners[order]
         micros = np.frombuffer(self._micros, dtype=np.int64)[order]
         kinds = tuple(self._code_of)
-        codes = np.frombuffer(self._codes, dtype=np.uint32)[order].astype(_code_dtype(len(kinds)))
+        codes = np.frombuffer(self._codes, dtype=f"u{self._codes.itemsize}")[order].astype(_code_dtype(len(kinds)))
         properties = None
         if self._properties is not None and any(p is not NO_PROPERTIES for p in self._properties):
             properties = tuple(self._properties[row] for row in order.tolist())
