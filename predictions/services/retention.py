@@ -50,7 +50,10 @@ def churn_scores_prune(
     while True:
         candidates = ChurnScore.objects.filter(created_at__lt=cutoff, as_of__lt=cutoff)
         if after is not None:
-            candidates = candidates.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], id__gt=after[1]))
+            # (created_at, id) after the cursor, with the bound on created_at on its own: that is where the index
+            # range starts. The OR alone (created_at > x OR created_at = x AND id > y) made each batch read and sort
+            # every candidate after the cursor (or walk the index past every one before it): quadratic in the backlog.
+            candidates = candidates.filter(Q(created_at__gte=after[0]), Q(created_at__gt=after[0]) | Q(id__gt=after[1]))
         batch = list(candidates.order_by("created_at", "id").values_list("created_at", "id")[:batch_size])
         if not batch:
             break

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -110,3 +113,45 @@ def test_a_pruning_out_of_time_stops_between_batches_and_the_next_one_goes_on() 
     assert 0 < first <= 2, first
     assert churn_scores_prune(older_than=timedelta(days=30), batch_size=2) == len(expected["go"]) - first
     assert set(ChurnScore.objects.values_list("pk", flat=True)) == expected["stay"]
+
+
+def _plan(sql: str) -> str:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # As on a table of millions of scores, where reading the index in order and stopping after a batch wins.
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("SET enable_sort = off")
+            try:
+                cursor.execute("EXPLAIN " + sql)
+                return "\n".join(row[0] for row in cursor.fetchall())
+            finally:
+                cursor.execute("RESET enable_seqscan")
+                cursor.execute("RESET enable_sort")
+        cursor.execute("EXPLAIN QUERY PLAN " + sql)
+        return "\n".join(str(row[-1]) for row in cursor.fetchall())
+
+
+def test_each_batch_starts_at_its_cursor_in_the_created_at_index_and_sorts_nothing() -> None:
+    """The candidates after the cursor were (created_at > x OR created_at = x AND id > y): for each batch SQLite
+    read every candidate after the cursor through the two halves of the OR and sorted them, and PostgreSQL did the
+    same with a bitmap or walked the index from its first row, so a backlog of a year of scores cost its size times
+    the number of batches."""
+    _store()
+    with CaptureQueriesContext(connection) as captured:
+        churn_scores_prune(older_than=timedelta(days=30), batch_size=2)
+    batches = [
+        q["sql"]
+        for q in captured.captured_queries
+        if q["sql"].startswith(
+            'SELECT "predictions_churnscore"."created_at" AS "created_at", "predictions_churnscore"."id"'
+        )
+    ]
+    assert len(batches) > 2, [q["sql"] for q in captured.captured_queries]
+    plan = _plan(batches[1])  # the second batch: after the first one's cursor
+    if connection.vendor == "postgresql":
+        assert re.search(r"Index (Only )?Scan using score_created_at_id", plan), plan
+        assert re.search(r"Index Cond: \(.*created_at >= ", plan), plan
+        assert not re.search(r"^\s*(->\s*)?Sort\s+\(", plan, re.MULTILINE), plan
+    else:
+        assert "TEMP B-TREE" not in plan and "MULTI-INDEX OR" not in plan, plan
+        assert re.search(r"USING (COVERING )?INDEX score_created_at_id \(created_at>\? AND created_at<\?\)", plan), plan
