@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from predictions.models import ChurnScore
 from predictions.selectors import LATEST_SCORE_ORDERINGS_WALKED
 from tests.alerts.helpers import as_of, customer_make, model_version_make, score_make, scoring_run_make
+from tests.plans import index_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -90,21 +91,6 @@ def _page_query(service: APIClient, url: str) -> tuple[str, dict]:
     return pages[0], response.json()
 
 
-def _plan(sql: str) -> str:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET enable_seqscan = off")
-            cursor.execute("SET enable_sort = off")
-            try:
-                cursor.execute("EXPLAIN " + sql)
-                return "\n".join(row[0] for row in cursor.fetchall())
-            finally:
-                cursor.execute("RESET enable_seqscan")
-                cursor.execute("RESET enable_sort")
-        cursor.execute("EXPLAIN QUERY PLAN " + sql)
-        return "\n".join(row[-1] for row in cursor.fetchall())
-
-
 INDEXES = {"probability": "score_probability", "as_of": "score_as_of_id", "created_at": "score_created_at_id"}
 
 
@@ -118,7 +104,7 @@ def test_a_page_in_an_indexed_ordering_starts_at_its_cursor_in_the_index_and_sor
     _store()
     first = service.get(f"/api/v1/scores/?page_size=3&ordering={ordering}").json()
     sql, _ = _page_query(service, first["next"])
-    plan = _plan(sql)
+    plan = index_plan(sql)
     field = ordering.lstrip("-")
     if connection.vendor == "postgresql":
         index = INDEXES.get(field, r"\w*customer\w*")

@@ -20,6 +20,7 @@ from predictions.selectors import customers_annotate_latest_score, latest_scores
 from predictions.services import churn_scores_prune
 from predictions.tasks import prune_scores_task
 from tests.alerts.helpers import customer_make, model_version_make
+from tests.plans import index_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -115,22 +116,6 @@ def test_a_pruning_out_of_time_stops_between_batches_and_the_next_one_goes_on() 
     assert set(ChurnScore.objects.values_list("pk", flat=True)) == expected["stay"]
 
 
-def _plan(sql: str) -> str:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # As on a table of millions of scores, where reading the index in order and stopping after a batch wins.
-            cursor.execute("SET enable_seqscan = off")
-            cursor.execute("SET enable_sort = off")
-            try:
-                cursor.execute("EXPLAIN " + sql)
-                return "\n".join(row[0] for row in cursor.fetchall())
-            finally:
-                cursor.execute("RESET enable_seqscan")
-                cursor.execute("RESET enable_sort")
-        cursor.execute("EXPLAIN QUERY PLAN " + sql)
-        return "\n".join(str(row[-1]) for row in cursor.fetchall())
-
-
 def test_each_batch_starts_at_its_cursor_in_the_created_at_index_and_sorts_nothing() -> None:
     """The candidates after the cursor were (created_at > x OR created_at = x AND id > y): for each batch SQLite
     read every candidate after the cursor through the two halves of the OR and sorted them, and PostgreSQL did the
@@ -147,7 +132,7 @@ def test_each_batch_starts_at_its_cursor_in_the_created_at_index_and_sorts_nothi
         )
     ]
     assert len(batches) > 2, [q["sql"] for q in captured.captured_queries]
-    plan = _plan(batches[1])  # the second batch: after the first one's cursor
+    plan = index_plan(batches[1])  # the second batch: after the first one's cursor
     if connection.vendor == "postgresql":
         assert re.search(r"Index (Only )?Scan using score_created_at_id", plan), plan
         assert re.search(r"Index Cond: \(.*created_at >= ", plan), plan
