@@ -1603,7 +1603,8 @@ def idempotent_request(
     """Run ``handler`` once per (user, key): a replay gets the stored response and runs nothing.
 
     The record is inserted before the handler runs, in the handler's transaction, so a concurrent duplicate
-    waits on the unique index and then replays; a handler that raises leaves no record, so the client may retry.
+    waits on the unique index and then replays; a handler that raises, or answers 400 (an invalid request, which
+    does nothing), leaves no record, so the client may retry, with the request corrected.
 
     Raises:
         IdempotencyKeyReused: the key came with a different method, path or body.
@@ -1625,6 +1626,11 @@ def idempotent_request(
                 raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was already used for a different request")
             return StoredResponse(status=existing.response_status, body=existing.response_body, replayed=True)
         status, payload = handler()
+        if status == 400:
+            # A request refused as invalid did nothing: kept, its key would answer the corrected request with a
+            # 422 (another body) and make the client find a new key for what is still its first attempt.
+            record.delete()
+            return StoredResponse(status=status, body=_json_safe(payload), replayed=False)
         record.response_status = status
         record.response_body = _json_safe(payload)
         record.save(update_fields=["response_status", "response_body"])

@@ -20,7 +20,8 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description=(
         "Up to 255 characters; a repeat with the same key returns the first response (Idempotent-Replayed: true) "
-        "and does nothing again; the same key with another request is a 422."
+        "and does nothing again; the same key with another request is a 422. A request refused with a 400 is not "
+        "kept: the corrected request may use its key."
     ),
 )
 

@@ -77,6 +77,17 @@ def test_replayed_rule_post_with_the_same_key_creates_one_rule(api) -> None:  # 
     assert AuditEntry.objects.filter(action="rule_created").count() == 1
 
 
+def test_a_rule_post_refused_as_invalid_leaves_its_key_free_for_the_corrected_request(api) -> None:  # noqa: ANN001
+    refused = api.post("/api/v1/alert-rules/", {**RULE, "threshold": 1.5}, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    corrected = api.post("/api/v1/alert-rules/", RULE, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    replay = api.post("/api/v1/alert-rules/", RULE, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+
+    assert refused.status_code == 400, refused.json()
+    assert corrected.status_code == 201, corrected.json()
+    assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
+    assert AlertRule.objects.filter(name="vip at risk").count() == 1
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
