@@ -7,9 +7,12 @@ customer data) is written by matplotlib's SVG backend, which escapes it.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from datetime import date, datetime
 
-__all__ = ["bar_svg", "calibration_svg", "comparison_bar_svg", "line_svg", "roc_svg"]
+__all__ = ["ChartCache", "bar_svg", "calibration_svg", "comparison_bar_svg", "line_svg", "roc_svg"]
 
 _WIDTH, _HEIGHT = 5.6, 2.8
 _COLORS = ("#417690", "#c0392b", "#7f8c8d", "#27ae60", "#8e44ad", "#d35400")
@@ -141,3 +144,55 @@ def comparison_bar_svg(
     if not labels:
         axes.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes, fontsize=9)
     return _svg(figure)
+
+
+class ChartCache:
+    """The SVG of charts already drawn, by chart function and inputs, the newest ``maxsize`` kept (in this process).
+
+    Each chart above is a function of its inputs alone, and drawing one costs 60-90 ms of matplotlib (layout, text
+    measurement): the dashboard's eight took ~620 ms of each request, while its data changes with a scoring run,
+    a new alert or a new champion, not between two page views. Inputs of a type it does not know are drawn afresh.
+    """
+
+    def __init__(self, *, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._drawn: OrderedDict[Hashable, str] = OrderedDict()
+        self._lock = threading.Lock()  # threaded servers share it
+
+    def draw(self, chart: Callable[..., str], /, **inputs: object) -> str:
+        """``chart(**inputs)``, drawn once for as long as these inputs stay among the newest ``maxsize``."""
+        try:
+            key = (chart.__module__, chart.__qualname__, _frozen(inputs))
+        except TypeError:
+            return chart(**inputs)
+        with self._lock:
+            svg = self._drawn.get(key)
+            if svg is not None:
+                self._drawn.move_to_end(key)
+                return svg
+        svg = chart(**inputs)
+        with self._lock:
+            self._drawn[key] = svg
+            while len(self._drawn) > self.maxsize:
+                self._drawn.popitem(last=False)
+        return svg
+
+    def clear(self) -> None:
+        with self._lock:
+            self._drawn.clear()
+
+
+def _frozen(value: object) -> Hashable:
+    """An input as a key that tells apart whatever draws differently: types (1 and 1.0 and True are equal keys
+    otherwise), order, and a time's zone (equal instants in two zones give two time axes)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return (type(value).__name__, value)
+    if isinstance(value, datetime):
+        return ("datetime", value.isoformat(), repr(value.tzinfo))
+    if isinstance(value, date):
+        return ("date", value.isoformat())
+    if isinstance(value, Mapping):
+        return ("mapping", tuple((_frozen(key), _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple | range):
+        return ("sequence", tuple(_frozen(item) for item in value))
+    raise TypeError(f"not a chart input this cache knows: {type(value).__name__}")

@@ -15,6 +15,9 @@ from churnsite.dashboard import charts, selectors
 
 _METRICS = ("roc_auc", "pr_auc", "lift_at_10", "brier", "ece")
 
+# Charts drawn again only when what they show changes: the page's eight, for a few states of the data.
+_CHARTS = charts.ChartCache(maxsize=32)
+
 
 # The dashboard sums up customers' risk, alerts and actions, and the models: staff who may view those.
 DASHBOARD_PERMISSIONS = ("customers.view_customer", "alerts.view_alert", "predictions.view_modelversion")
@@ -34,25 +37,31 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     champion, drift = selectors.champion_drift()
     bins = [f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}" for tenth in range(len(distribution))]
     svg = {
-        "distribution": charts.bar_svg(
+        "distribution": _CHARTS.draw(
+            charts.bar_svg,
             labels=bins if any(distribution) else [],
             values=distribution if any(distribution) else [],
             title="Customers by churn probability",
         ),
-        "segments": charts.bar_svg(
+        "segments": _CHARTS.draw(
+            charts.bar_svg,
             labels=[row.segment for row in segments],
             values=[row.mean_probability for row in segments],
             title="Mean churn probability by segment",
             ylabel="probability",
             horizontal=True,
         ),
-        "alerts": charts.line_svg(
-            x=[day for day, _ in per_day], series={"alerts": [n for _, n in per_day]}, title="New alerts per day"
+        "alerts": _CHARTS.draw(
+            charts.line_svg,
+            x=[day for day, _ in per_day],
+            series={"alerts": [n for _, n in per_day]},
+            title="New alerts per day",
         ),
-        "funnel": charts.bar_svg(
-            labels=[name for name, _ in funnel], values=[n for _, n in funnel], title="Retention funnel"
+        "funnel": _CHARTS.draw(
+            charts.bar_svg, labels=[name for name, _ in funnel], values=[n for _, n in funnel], title="Retention funnel"
         ),
-        "drift": charts.line_svg(
+        "drift": _CHARTS.draw(
+            charts.line_svg,
             x=[timezone.localtime(event.checked_at) for event in drift],  # the page's time zone, not UTC
             series={
                 "largest PSI": [event.max_psi for event in drift],
@@ -87,14 +96,18 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 def _model_card_charts(card: selectors.ModelCard) -> dict[str, str]:
     """ROC, calibration and top-decile lift of the champion beside its baselines, all on its holdout."""
     return {
-        "roc": charts.roc_svg(
-            curves={model.label: model.roc for model in card.models if model.roc}, title="ROC curve on the holdout"
+        "roc": _CHARTS.draw(
+            charts.roc_svg,
+            curves={model.label: model.roc for model in card.models if model.roc},
+            title="ROC curve on the holdout",
         ),
-        "calibration": charts.calibration_svg(
+        "calibration": _CHARTS.draw(
+            charts.calibration_svg,
             curves={model.label: [(p, o) for p, o, _ in model.calibration] for model in card.models},
             title="Calibration on the holdout",
         ),
-        "lift": charts.comparison_bar_svg(
+        "lift": _CHARTS.draw(
+            charts.comparison_bar_svg,
             labels=[model.label for model in card.models],
             values=[model.metrics.get("lift_at_10") for model in card.models],
             title="Top-decile lift on the holdout",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -160,3 +162,49 @@ def test_a_champion_trained_before_model_cards_renders_with_a_note(staff_client:
     assert "not recorded for this model" in page and "Champion model card" in page
     assert page.count("<svg xmlns:xlink") == 5, "the other panels only"
     assert "200 (50 churned, 25.0%)" in page and "2026-03-01" in page
+
+
+def test_a_chart_is_drawn_again_only_when_what_it_shows_changes(staff_client: Client, monkeypatch) -> None:  # noqa: ANN001
+    from churnsite.dashboard import charts, views
+
+    monkeypatch.setattr(views, "_CHARTS", charts.ChartCache(maxsize=32), raising=False)  # none drawn yet
+    drawn = []
+    svg = charts._svg
+    monkeypatch.setattr(charts, "_svg", lambda figure: drawn.append(figure) or svg(figure))
+
+    first = staff_client.get("/admin/dashboard/").content.decode()
+    on_first = len(drawn)
+    again = staff_client.get("/admin/dashboard/").content.decode()
+    on_second = len(drawn) - on_first
+    api_data()  # scores, alerts and actions: every panel but the drift one changes
+    changed = staff_client.get("/admin/dashboard/").content.decode()
+
+    assert (on_first, on_second, len(drawn) - on_first) == (5, 0, 4), (on_first, on_second, len(drawn) - on_first)
+    assert re.findall(r"<svg.*?</svg>", again, re.S) == re.findall(r"<svg.*?</svg>", first, re.S)
+    assert "<!-- vip -->" in changed and "<!-- vip -->" not in first
+
+
+def test_chart_cache_tells_apart_inputs_that_draw_differently() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from churnsite.dashboard.charts import ChartCache
+
+    calls = []
+
+    def chart(**inputs: object) -> str:
+        calls.append(inputs)
+        return f"<svg>{len(calls)}</svg>"
+
+    cache = ChartCache(maxsize=2)
+    noon = datetime(2026, 3, 9, 12, tzinfo=UTC)
+    same_instant_in_shanghai = noon.astimezone(ZoneInfo("Asia/Shanghai"))
+    drawn = [
+        cache.draw(chart, x=[noon], values=[1]),
+        cache.draw(chart, x=[noon], values=[1]),  # the only repeat
+        cache.draw(chart, x=[same_instant_in_shanghai], values=[1]),  # another time axis
+        cache.draw(chart, x=[noon], values=[1.0]),  # "1.0" on an axis, not "1"
+        cache.draw(chart, x=[noon], values=[1]),  # evicted by the two before it
+        cache.draw(chart, x=[noon], values=[object()]),  # no key: drawn every time
+    ]
+    assert drawn == [f"<svg>{n}</svg>" for n in (1, 1, 2, 3, 4, 5)], drawn
