@@ -145,6 +145,16 @@ class AlertRule(models.Model):
             # first use: a rule given the name before that (or renamed to it) would get them, and count them in its
             # uplift and hold out its customers from them as if its own rule had chosen them.
             errors["name"] = "this name is reserved for the rule that files coupons sent by staff from a customer page"
+        elif self.name == MANUAL_RULE_NAME:
+            # The manual rule itself: active, it would alert on scores and mix its alerts with the coupons staff
+            # chose; a holdout would do nothing, since a customer staff picked is never held out.
+            if self.active:
+                errors["active"] = (
+                    "the rule of coupons sent by staff is never applied to scores and stays inactive "
+                    "(a rule of your own that has this name needs another name)"
+                )
+            if self.holdout_fraction:
+                errors["holdout_fraction"] = "coupons sent by staff from a customer page have no control group"
         if self.trigger == TriggerKind.TOP_N and (self.top_n is None or self.top_n < 1):
             errors["top_n"] = "the top N trigger needs top_n, at least 1"
         if self.trigger == TriggerKind.TOP_PERCENT and (self.top_percent is None or not 0 < self.top_percent <= 100):

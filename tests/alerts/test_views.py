@@ -272,6 +272,19 @@ def test_the_manual_coupon_rules_name_is_refused_for_other_rules_and_the_manual_
     assert list(AlertRule.objects.order_by("pk").values_list("name", flat=True)) == ["renamed", MANUAL_RULE_NAME]
 
 
+def test_the_manual_coupon_rule_stays_inactive_and_without_a_control_group(api) -> None:  # noqa: ANN001
+    # Active, it alerted on scores (with a threshold lowered) and mixed those alerts with the coupons staff chose; a
+    # holdout did nothing. A rule of someone's own that had the name before it was reserved is told to rename.
+    manual = alert_rule_ensure_manual()
+    activated = api.patch(f"/api/v1/alert-rules/{manual.pk}/", {"active": True}, format="json")
+    held_out = api.patch(f"/api/v1/alert-rules/{manual.pk}/", {"holdout_fraction": 0.1}, format="json")
+
+    assert (activated.status_code, list(activated.json()["error"]["fields"])) == (400, ["active"]), activated.json()
+    assert (held_out.status_code, list(held_out.json()["error"]["fields"])) == (400, ["holdout_fraction"])
+    manual.refresh_from_db()
+    assert (manual.active, manual.holdout_fraction) == (False, 0)
+
+
 def test_the_admin_refuses_a_webhook_rule_without_a_secret_or_an_http_url(client, staff) -> None:  # noqa: ANN001
     client.force_login(staff)
     webhook = {**ADMIN_RULE_FORM, "action": "webhook", "webhook_url": "https://crm.example.com/hook"}
