@@ -185,6 +185,8 @@ class ChartCache:
 def _frozen(value: object) -> Hashable:
     """An input as a key that tells apart whatever draws differently: types (1 and 1.0 and True are equal keys
     otherwise), order, and a time's zone (equal instants in two zones give two time axes)."""
+    if isinstance(value, float) and value != value:  # NaN equals nothing, itself included: never found again
+        return ("float", "nan")
     if value is None or isinstance(value, str | bool | int | float):
         return (type(value).__name__, value)
     if isinstance(value, datetime):

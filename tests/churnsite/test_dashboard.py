@@ -208,3 +208,7 @@ def test_chart_cache_tells_apart_inputs_that_draw_differently() -> None:
         cache.draw(chart, x=[noon], values=[object()]),  # no key: drawn every time
     ]
     assert drawn == [f"<svg>{n}</svg>" for n in (1, 1, 2, 3, 4, 5)], drawn
+    # A chart with a NaN among its inputs is found again: each view added an entry otherwise,
+    # pushing the other charts out.
+    gap = [cache.draw(chart, values=[float("nan"), 0.5]) for _ in range(2)]
+    assert gap == ["<svg>6</svg>"] * 2, gap
