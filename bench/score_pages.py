@@ -17,7 +17,6 @@ its page query (``EXPLAIN ANALYZE``, execution time) and whether its plan sorts.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import statistics
@@ -34,19 +33,14 @@ MIDDLE = 25_000
 
 def _cursor(ordering: str) -> str | None:
     """The cursor of the row at position MIDDLE of every customer's newest score in ``ordering`` (ties by id)."""
+    from churnsite.api import keyset_cursor
     from predictions.selectors import latest_scores
 
     column = ordering.lstrip("-")
     attname = "customer_id" if column == "customer" else column
     tie = "-id" if ordering.startswith("-") else "id"
-    row = latest_scores().order_by(ordering, tie).values_list(attname, "id")[MIDDLE : MIDDLE + 1]
-    row = list(row)
-    if not row:
-        return None
-    value = row[0][0]
-    value = value.isoformat() if hasattr(value, "isoformat") else value
-    cursor = {"o": [ordering.replace(column, attname), tie], "v": [value, row[0][1]]}
-    return base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    row = list(latest_scores().order_by(ordering, tie).values_list(attname, "id")[MIDDLE : MIDDLE + 1])
+    return keyset_cursor([ordering.replace(column, attname), tie], row[0]) if row else None
 
 
 def _time(client: object, url: str, repeat: int) -> tuple[float, float]:

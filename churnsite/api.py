@@ -53,6 +53,7 @@ __all__ = [
     "StableOrderingFilter",
     "error_body",
     "error_envelope_exception_handler",
+    "keyset_cursor",
     "not_found_handler",
     "query_bool",
     "query_choice",
@@ -249,15 +250,12 @@ class KeysetPagination(_CappedPageSize, BasePagination):
 
     def _link(self, row: object, *, reverse: bool) -> str:
         values = row if isinstance(row, list) else [getattr(row, name) for name, _ in self.ordering]
-        cursor = {
-            "o": [f"-{name}" if desc else name for name, desc in self.ordering],
-            "v": [_cursor_value(value) for value in values],
-        }
-        if reverse:
-            cursor["r"] = 1
-        if self.link_back_inclusive:
-            cursor["i"] = 1
-        token = base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).rstrip(b"=").decode()
+        token = keyset_cursor(
+            [f"-{name}" if desc else name for name, desc in self.ordering],
+            values,
+            reverse=reverse,
+            inclusive=self.link_back_inclusive,
+        )
         url = remove_query_param(self.request.build_absolute_uri(), "page")
         return replace_query_param(url, self.cursor_query_param, token)
 
@@ -384,6 +382,20 @@ class _RowComparison(Func):
             params.extend(expression_params)
         half = len(parts) // 2
         return f"({', '.join(parts[:half])}) {self.operator} ({', '.join(parts[half:])})", params
+
+
+def keyset_cursor(
+    ordering: Sequence[str], values: Sequence[object], *, reverse: bool = False, inclusive: bool = False
+) -> str:
+    """The ``cursor`` of :class:`KeysetPagination` for the row with ``values`` in ``ordering`` (column names, ``-``
+    for descending, the id last): the pages after it, or before it with ``reverse``; that row too with
+    ``inclusive``."""
+    cursor: dict[str, object] = {"o": list(ordering), "v": [_cursor_value(value) for value in values]}
+    if reverse:
+        cursor["r"] = 1
+    if inclusive:
+        cursor["i"] = 1
+    return base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).rstrip(b"=").decode()
 
 
 def _cursor_datetime(value: datetime) -> datetime:
