@@ -27,7 +27,6 @@ __all__ = [
     "MessageRecord",
     "OrderRecord",
     "ProfileChange",
-    "epoch_microseconds",
     "profile_at",
 ]
 
@@ -187,13 +186,13 @@ class EventLog(Sequence[EventRecord]):
 
     def _set(
         self,
-        *,
         micros: np.ndarray | None,
         times: tuple[datetime, ...] | None,
         codes: np.ndarray,
         kinds: tuple[str, ...],
         zone: tzinfo | None,
         properties: tuple[Mapping[str, object], ...] | None,
+        *,
         start: int,
         stop: int,
     ) -> None:
@@ -371,26 +370,11 @@ class EventLog(Sequence[EventRecord]):
         return {kind: int(n) for kind, n in zip(self._kinds, counts, strict=False) if n}
 
 
-def _event_log(
-    micros: np.ndarray | None,
-    times: tuple[datetime, ...] | None,
-    codes: np.ndarray,
-    kinds: tuple[str, ...],
-    zone: tzinfo | None,
-    properties: tuple[Mapping[str, object], ...] | None,
-) -> EventLog:
-    """An :class:`EventLog` from its pickled columns."""
+def _event_log(*columns: object) -> EventLog:
+    """An :class:`EventLog` of whole columns (``micros, times, codes, kinds, zone, properties``, as ``_set`` takes
+    them): a pickled log, and the shared columns of :class:`EventLogBuilder`."""
     log = EventLog.__new__(EventLog)
-    log._set(
-        micros=micros,
-        times=times,
-        codes=codes,
-        kinds=kinds,
-        zone=zone,
-        properties=properties,
-        start=0,
-        stop=len(codes),
-    )
+    log._set(*columns, start=0, stop=len(columns[2]))  # type: ignore[arg-type]
     return log
 
 
@@ -456,11 +440,8 @@ class EventLogBuilder:
         properties = None
         if self._properties is not None and any(p is not NO_PROPERTIES for p in self._properties):
             properties = tuple(self._properties[row] for row in order.tolist())
-        shared = EventLog.__new__(EventLog)
         zone = self._zone if self._zone is not _UNSET else UTC
-        shared._set(
-            micros=micros, times=None, codes=codes, kinds=kinds, zone=zone, properties=properties, start=0, stop=0
-        )  # type: ignore[arg-type]
+        shared = _event_log(micros, None, codes, kinds, zone, properties)  # each customer's log is a window of it
         bounds = np.flatnonzero(owners[1:] != owners[:-1]) + 1
         starts, stops = [0, *bounds.tolist()], [*bounds.tolist(), len(owners)]
         odd_owners = set()
