@@ -2,7 +2,8 @@
 
     DATABASE_URL=postgres://.../copy CHURN_VAR_DIR=... .venv/bin/python bench/score_pages.py [--repeat 5]
 
-Run it on a copy of a scored store (it adds a staff user, ``bench-score-pages``, to log in with): the figures of the
+With ``--prune-keep-days N`` it first prunes the scores as the daily task does (``churn_scores_prune``), so the
+pages can be timed before and after. Run it on a copy of a scored store (it adds a staff user, ``bench-score-pages``, to log in with): the figures of the
 README's score API paging and retention sections come from a copy of the 50,000-customer demo store, scored by
 ``churn_train`` and ``churn_score`` (two and five scoring runs).
 
@@ -84,6 +85,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", choices=["scores", "lists"], help="time only the score pages or only the lists")
+    parser.add_argument(
+        "--prune-keep-days",
+        type=int,
+        help="first prune the scores as the daily task does with CHURN_SCORES_KEEP_DAYS=N (it deletes: use a copy), "
+        "twice, printing how many went and how long each took",
+    )
     options = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "churnsite.settings")
@@ -105,6 +112,18 @@ def main() -> None:
         f"{ChurnScore.objects.count():,} scores, {ScoringRun.objects.count()} scoring runs, "
         f"{ChurnScore.objects.values('customer').distinct().count():,} customers scored"
     )
+    if options.prune_keep_days is not None:
+        from datetime import timedelta
+
+        from predictions.services import churn_scores_prune
+
+        for attempt in ("prune", "again"):
+            start = time.perf_counter()
+            deleted = churn_scores_prune(older_than=timedelta(days=options.prune_keep_days))
+            print(
+                f"{attempt}: {deleted:,} scores deleted in {time.perf_counter() - start:.1f} s, "
+                f"{ChurnScore.objects.count():,} left"
+            )
     if options.only != "lists":
         for ordering in ORDERINGS:
             for where, cursor in (("first page", None), (f"page at row {MIDDLE:,}", _cursor(ordering))):
