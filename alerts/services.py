@@ -1599,6 +1599,7 @@ def idempotent_request(
     path: str,
     body: bytes,
     handler: Callable[[], tuple[int, object]],
+    also_matches: Sequence[bytes] = (),
 ) -> StoredResponse:
     """Run ``handler`` once per (user, key): a replay gets the stored response and runs nothing.
 
@@ -1606,10 +1607,18 @@ def idempotent_request(
     waits on the unique index and then replays; a handler that raises, or answers 400 (an invalid request, which
     does nothing), leaves no record, so the client may retry, with the request corrected.
 
+    ``body`` is what identifies the request's content (the API passes its canonical form, so that a retry that
+    serialises the same JSON differently is the same request); a stored record also matches any of
+    ``also_matches`` (the raw body, as records made before the canonical form were keyed).
+
     Raises:
         IdempotencyKeyReused: the key came with a different method, path or body.
     """
-    digest = hashlib.sha256(b"\0".join([method.encode(), path.encode(), body])).hexdigest()
+
+    def request_digest(content: bytes) -> str:
+        return hashlib.sha256(b"\0".join([method.encode(), path.encode(), content])).hexdigest()
+
+    digest = request_digest(body)
     with transaction.atomic():
         record = None
         existing = IdempotencyRecord.objects.filter(user=user, key=key).first()
@@ -1622,7 +1631,9 @@ def idempotent_request(
             except IntegrityError:
                 existing = IdempotencyRecord.objects.get(user=user, key=key)
         if existing is not None:
-            if existing.request_sha256 != digest:
+            if existing.request_sha256 != digest and all(
+                existing.request_sha256 != request_digest(content) for content in also_matches
+            ):
                 raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was already used for a different request")
             return StoredResponse(status=existing.response_status, body=existing.response_body, replayed=True)
         status, payload = handler()

@@ -6,8 +6,10 @@ is the view side that every app's POST views share, with the header's OpenAPI de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
+from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.request import Request
@@ -20,8 +22,9 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description=(
         "Up to 255 characters; a repeat with the same key returns the first response (Idempotent-Replayed: true) "
-        "and does nothing again; the same key with another request is a 422. A request refused with a 400 is not "
-        "kept: the corrected request may use its key."
+        "and does nothing again; the same key with another request is a 422 (a JSON body counts by its content: "
+        "spacing and the order of its keys may differ). A request refused with a 400 is not kept: the corrected "
+        "request may use its key."
     ),
 )
 
@@ -36,9 +39,16 @@ def idempotent_response(request: Request, handler: Callable[[], tuple[int, objec
         return Response(body, status=code)
     if len(key) > 255:
         return Response({"detail": f"{IDEMPOTENCY_HEADER} is longer than 255 characters"}, status=400)
+    raw = request.body  # read first: DRF parses the data from this copy, and the raw bytes stay readable
     try:
         stored = idempotent_request(
-            user=request.user, key=key, method=request.method, path=request.path, body=request.body, handler=handler
+            user=request.user,
+            key=key,
+            method=request.method,
+            path=request.path,
+            body=canonical_body(request.data, raw),
+            handler=handler,
+            also_matches=(raw,),
         )
     except IdempotencyKeyReused as error:
         return Response({"detail": str(error)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
@@ -46,3 +56,18 @@ def idempotent_response(request: Request, handler: Callable[[], tuple[int, objec
     if stored.replayed:
         response["Idempotent-Replayed"] = "true"
     return response
+
+
+def canonical_body(data: object, raw: bytes) -> bytes:
+    """The request's content as one byte string that a retry of it gives again, whatever its serialisation.
+
+    A client that retries may serialise the same JSON differently (another key order, other spacing; a form's
+    fields in another order), so the parsed data is written in one canonical way: sorted keys, no spaces, and a
+    form's fields as lists of values. Data that is not plain JSON (an uploaded file) is compared as the raw bytes.
+    """
+    if isinstance(data, QueryDict):
+        data = {name: data.getlist(name) for name in data}
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError):
+        return raw

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -15,6 +18,7 @@ from alerts.models import (
     AlertRule,
     AlertStatus,
     AuditEntry,
+    IdempotencyRecord,
     Intervention,
     TriggerKind,
 )
@@ -75,6 +79,46 @@ def test_replayed_rule_post_with_the_same_key_creates_one_rule(api) -> None:  # 
     assert other_body.status_code == 422
     assert AlertRule.objects.filter(name="vip at risk").count() == 1
     assert AuditEntry.objects.filter(action="rule_created").count() == 1
+
+
+def test_a_retry_that_serialises_the_same_json_differently_replays_and_other_content_is_still_refused(
+    api,  # noqa: ANN001
+) -> None:
+    def post(raw: str):  # noqa: ANN202
+        return api.post("/api/v1/alert-rules/", raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k-3")
+
+    first = post(json.dumps(RULE))
+    # Another client library: keys in another order, other spacing, non-ASCII escaped.
+    retry = post(json.dumps(dict(reversed(list(RULE.items()))), indent=2, ensure_ascii=True))
+    other = post(json.dumps({**RULE, "threshold": 0.71}))
+
+    assert first.status_code == retry.status_code == 201
+    assert retry["Idempotent-Replayed"] == "true" and retry.json() == first.json()
+    assert other.status_code == 422
+    assert AlertRule.objects.filter(name="vip at risk").count() == 1
+
+
+def test_a_key_stored_before_bodies_were_canonical_still_replays_the_same_raw_body(api, staff) -> None:  # noqa: ANN001
+    raw = json.dumps(RULE, indent=1).encode()
+    path = "/api/v1/alert-rules/"
+    IdempotencyRecord.objects.create(
+        user=staff,
+        key="k-old",
+        method="POST",
+        path=path,
+        request_sha256=hashlib.sha256(b"\0".join([b"POST", path.encode(), raw])).hexdigest(),
+        response_status=201,
+        response_body={"id": 99},
+    )
+
+    replay = api.post(path, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k-old")
+    other = api.post(
+        path, json.dumps({**RULE, "name": "x"}), content_type="application/json", HTTP_IDEMPOTENCY_KEY="k-old"
+    )
+
+    assert replay.status_code == 201 and replay.json() == {"id": 99}
+    assert other.status_code == 422
+    assert not AlertRule.objects.exists()
 
 
 def test_a_rule_post_refused_as_invalid_leaves_its_key_free_for_the_corrected_request(api) -> None:  # noqa: ANN001
