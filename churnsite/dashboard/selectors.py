@@ -213,9 +213,15 @@ def _next_run_at(task: PeriodicTask, *, now: datetime) -> datetime | None:
     return (next_run_at + timedelta(milliseconds=500)).replace(microsecond=0)
 
 
+_CUSTOMER_HOLDOUT_SUFFIX = " (customers)"
+
+
 def _local_date(cutoff: object) -> str:
     """A stored cutoff (training writes UTC ISO timestamps) as its date in the current time zone, as the page shows
-    every date; a value that is not a timestamp is shown as it is."""
+    every date; a value that is not a timestamp is shown as it is. A holdout of a sample of customers at one cutoff
+    (profile data) is stored as the cutoff followed by " (customers)", and shown as its date and what it holds."""
+    if isinstance(cutoff, str) and cutoff.endswith(_CUSTOMER_HOLDOUT_SUFFIX):
+        return f"{_local_date(cutoff.removesuffix(_CUSTOMER_HOLDOUT_SUFFIX))} (a sample of customers)"
     try:
         moment = cutoff if isinstance(cutoff, datetime) else parse_datetime(str(cutoff))
     except ValueError:  # well formed but no real time ("2026-02-30T00:00")
@@ -250,9 +256,14 @@ def model_card(version: ModelVersion) -> ModelCard:
     training_cutoffs = training.get("cutoffs") or (
         [c for c in version.training_cutoffs if str(c) != holdout_cutoff] or version.training_cutoffs
     )
-    activity = "order" if (version.config or {}).get("activity", "orders") == "orders" else "order or browsing event"
+    config = version.config or {}
+    activity = "order" if config.get("activity", "orders") == "orders" else "order or browsing event"
+    if config.get("labels_from") == "flag":  # profile data: the imported flag is the label, no window after a cutoff
+        definition = "the imported churn flag of each customer (trained with --labels-from flag)"
+    else:
+        definition = f"no {activity} within {version.horizon_days} days (lead {version.lead_days} days)"
     figures = [
-        ("Churn definition", f"no {activity} within {version.horizon_days} days (lead {version.lead_days} days)"),
+        ("Churn definition", definition),
         ("Training cutoffs", _cutoff_dates(training_cutoffs)),
         ("Training snapshots", _share(training.get("positives"), training.get("n"))),
         ("Holdout cutoff (backtest)", _local_date(holdout_cutoff) if holdout_cutoff else "-"),

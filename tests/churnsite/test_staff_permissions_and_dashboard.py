@@ -292,3 +292,29 @@ def test_audit_and_drift_lists_cost_the_same_queries_for_5_or_50_rows(admin_clie
     few = queries()
     add(45)
     assert queries() == few
+
+
+def test_card_of_a_model_trained_on_churn_flags_names_the_flag_and_the_customer_holdout() -> None:
+    # What training stores for a profile model (churn_train --labels-from flag): one cutoff, the holdout a
+    # stratified sample of customers; no order window labels anything, whatever horizon_days says.
+    cutoff = "2026-11-30T11:24:17.619984+00:00"
+    version = ModelVersion.objects.create(
+        name="profile",
+        model_type="lightgbm",
+        status="champion",
+        horizon_days=60,
+        config={"labels_from": "flag", "activity": "orders"},
+        training_cutoffs=[cutoff],
+        metrics={"roc_auc": 0.85, "n": 1409, "positive_rate": 0.265, "cutoff": f"{cutoff} (customers)"},
+        model_card={
+            "holdout": {"cutoff": f"{cutoff} (customers)", "n": 1409, "positives": 374},
+            "training": {"cutoffs": [cutoff], "n": 5634, "positives": 1495},
+        },
+    )
+
+    with timezone.override("UTC"):
+        figures = dict(selectors.model_card(version).figures)
+
+    assert "order" not in figures["Churn definition"] and "churn flag" in figures["Churn definition"], figures
+    assert figures["Holdout cutoff (backtest)"] == "2026-11-30 (a sample of customers)", figures
+    assert figures["Training cutoffs"] == "2026-11-30", figures
