@@ -109,8 +109,9 @@ def _format_value(value: object) -> str:
     if isinstance(value, float):
         if value.is_integer():
             return f"{value:.0f}"
-        # An amount of 26734.12 reads as that, not 2.67e+04; smaller values keep three significant digits.
-        return f"{value:.2f}" if abs(value) >= 1000 else f"{value:.3g}"
+        # An amount reads as staff write it, with at most two decimals (26734.12, not 2.67e+04; 159.93 a month, not
+        # 160); values below 1 (ratios, shares) keep three significant digits.
+        return f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) >= 1 else f"{value:.3g}"
     return str(value)
 
 
@@ -177,6 +178,8 @@ def _feature_factors(
     """
     columns = [c for c in hybrid.columns_ if c != TEXT_SCORE_COLUMN and not str(c).startswith(TEXT_DIM_PREFIX)]
     names = [describe_feature(c) for c in columns]
+    # A customer attribute's evidence names it as imported ("Contract = Month-to-month"), as describe_feature does.
+    evidence_names = [str(c).removeprefix("attr_") for c in columns]
     # Columns in the order of the final ranking's tie-break (factor name, then column order: the sort is stable).
     order = sorted(range(len(columns)), key=lambda i: names[i])
     weights = contributions[[columns[i] for i in order]].to_numpy(dtype=float)
@@ -189,13 +192,12 @@ def _feature_factors(
             weight = float(weights[row, k])
             if abs(weight) < 1e-9:
                 break  # sorted by |weight|: the rest are zero too
-            column = columns[order[k]]
             factors.append(
                 {
                     "factor": names[order[k]],
                     "direction": "raises" if weight > 0 else "lowers",
                     "weight": weight,
-                    "evidence": f"{column} = {_format_value(values[k][row])}",
+                    "evidence": f"{evidence_names[order[k]]} = {_format_value(values[k][row])}",
                 }
             )
             if len(factors) == top_n:

@@ -235,7 +235,11 @@ def test_the_quoted_sentence_comes_from_the_message_of_the_factor_when_a_newer_o
         (26734.12, "26734.12"),  # an amount, not 2.67e+04
         (-5123.456, "-5123.46"),
         (250000.0, "250000"),
-        (12.3456, "12.3"),
+        (12.3456, "12.35"),  # at most two decimals from 1 up: 159.93 a month is not "160"
+        (159.93, "159.93"),
+        (29.85, "29.85"),
+        (84.6, "84.6"),
+        (0.0613, "0.0613"),  # a ratio keeps three significant digits
         (0.25, "0.25"),
         (None, "unknown"),
         (float("nan"), "unknown"),
@@ -246,3 +250,30 @@ def test_factor_evidence_shows_amounts_as_staff_write_them(value: object, shown:
     from ml.explain import _format_value
 
     assert _format_value(value) == shown
+
+
+def test_evidence_of_a_customer_attribute_names_the_attribute_as_imported() -> None:
+    # Profile data (a telco's or a bank's columns): staff read "Contract = Month-to-month", as in the customer's
+    # attributes, not the model's column name "attr_Contract".
+    rng = random.Random(1)
+    n = 120
+    y = np.array([i % 2 for i in range(n)])
+    frame = pd.DataFrame(
+        {
+            "attr_Contract": [rng.choice(["Month-to-month", "Two year"]) if label else "Two year" for label in y],
+            "attr_MonthlyCharges": [round(rng.uniform(70, 110) if label else rng.uniform(18, 60), 2) for label in y],
+        }
+    )
+    frame["attr_Contract"] = frame["attr_Contract"].astype("category")
+    texts = [""] * n
+    model = HybridChurnModel(HybridConfig(text_mode="none", inner_folds=3, lightgbm=FAST_LIGHTGBM)).fit(frame, texts, y)
+
+    factors = explain_hybrid(model, frame.iloc[:20], texts[:20], top_n=5)
+
+    shown = {f["factor"]: f["evidence"] for row in factors for f in row}
+    assert shown, factors
+    for row, row_factors in enumerate(factors):
+        for factor in row_factors:
+            name = str(factor["factor"]).removeprefix("customer attribute '").removesuffix("'")
+            value = frame.iloc[row][f"attr_{name}"]
+            assert factor["evidence"] == f"{name} = {value}", factor
