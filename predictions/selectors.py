@@ -30,6 +30,16 @@ def champion_model_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelStatus.CHAMPION).select_related("training_run").first()
 
 
+def retraining_options() -> dict[str, object] | None:
+    """The training options a retraining requested by the system (the weekly schedule, the drift check) keeps from
+    the champion: its label source. A champion trained on the churn flag of profile data is retrained on the flag;
+    labelled by activity, such a store has no qualifying activity and every scheduled run would fail."""
+    champion = champion_model_version()
+    if champion is not None and (champion.config or {}).get("labels_from") == "flag":
+        return {"labels_from": "flag"}
+    return None
+
+
 def model_artifact_problem(model_version: ModelVersion) -> str | None:
     """A cheap check of the artifact on disk (every recorded file present with its recorded size);
     the full sha256 verification happens when the model is loaded. None when nothing is wrong."""

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
+from predictions.selectors import retraining_options
 from predictions.services import (
     churn_scores_prune,
     task_deliveries_prune,
@@ -148,6 +149,7 @@ def retrain_task(mode: str | None = None, horizon_days: int | None = None, actor
         mode=mode or settings.CHURN_DEFAULT_MODE,
         horizon_days=horizon_days or settings.CHURN_HORIZON_DAYS,
         actor=actor,
+        options=retraining_options(),
     )
     return run.pk if run is not None else None
 

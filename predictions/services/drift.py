@@ -7,7 +7,7 @@ import random
 from django.conf import settings
 
 from predictions.models import ChurnScore, DriftEvent, ScoringRun
-from predictions.selectors import champion_model_version, customer_histories
+from predictions.selectors import champion_model_version, customer_histories, retraining_options
 from predictions.services.scoring import churn_model_load
 from predictions.services.training import training_run_request_unless_running
 
@@ -58,6 +58,7 @@ def drift_check(*, actor: str = "drift check") -> DriftEvent | None:
             horizon_days=champion.horizon_days or settings.CHURN_HORIZON_DAYS,
             lead_days=champion.lead_days,
             actor=f"{actor} (drift event {event.pk}: PSI {event.max_psi:.3f})",
+            options=retraining_options(),
         )
         if event.training_run is not None:
             event.save(update_fields=["training_run"])

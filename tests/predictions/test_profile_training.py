@@ -139,3 +139,26 @@ def test_flag_models_are_compared_on_stored_metrics_only_when_they_held_out_the_
     assert decision(same_customers).get("champion_roc_auc") == champion.metrics["roc_auc"], decision(same_customers)
     assert other_customers.holdout_key != champion.holdout_key
     assert "different holdout" in str(decision(other_customers)["reason"]), decision(other_customers)
+
+
+def test_the_weekly_retraining_of_a_profile_champion_trains_on_the_flag_again(settings, tmp_path) -> None:  # noqa: ANN001
+    """A store of profile data has no orders: the scheduled retraining (and the drift check's) must label by the
+    churn flag as its champion was, not by activity, which fails every week with "no qualifying activity"."""
+    from predictions.services.training import training_run_request
+    from predictions.tasks import retrain_task
+
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    settings.CHURN_DEFAULT_MODE = "lightgbm"
+    run_import("customers", telco_like(200, seed=1), label_column="Churn", positive_label="Yes")
+    first = training_run_request(
+        mode="lightgbm", horizon_days=30, actor="test", options={"labels_from": "flag", "inner_folds": 2}
+    )
+    first.refresh_from_db()
+    assert ModelVersion.objects.get(training_run=first).status == "champion"
+
+    retrain_task(actor="weekly retraining")
+
+    run = TrainingRun.objects.exclude(pk=first.pk).get()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.config.get("labels_from") == "flag", run.config
