@@ -206,6 +206,8 @@ class ChurnModel:
         self.hybrid_: HybridChurnModel | None = None
         self.holdout_metrics: dict[str, object] = {}
         self.holdout_: HoldoutData | None = None  # set by fit() only; a loaded model has none
+        # The held-out customers' ids (str), set by fit() only: a sample of customers can be rebuilt from them.
+        self.holdout_customer_ids_: frozenset[str] = frozenset()
         self._metadata: dict[str, object] = {}
 
     # ------------------------------------------------------------------ data
@@ -333,6 +335,7 @@ class ChurnModel:
         )
         self.hybrid_ = hybrid
         holdout_snapshots = [r.snapshot for r in holdout_rows]
+        self.holdout_customer_ids_ = frozenset(str(s.customer.id) for s in holdout_snapshots)
         y_holdout = np.array([r.label for r in holdout_rows], dtype=int)
         report(0.92, f"scoring the holdout ({len(holdout_rows)} snapshots)")
         holdout_frame = self._frame(holdout_snapshots)

@@ -225,12 +225,19 @@ def _champion_metrics_on(
 
     metadata = model.metadata
     holdout_cutoff = str(metadata.get("holdout_cutoff", ""))
-    if not holdout_cutoff or "(" in holdout_cutoff or model_artifact_problem(champion):
-        return None  # a customer-sample holdout cannot be rebuilt here; compare stored metrics instead
-    cutoff = datetime.fromisoformat(holdout_cutoff)
-    rows = labelled_snapshots(
-        histories, [cutoff], config=model.config.labels, rule=model.config.eligibility, label_until=as_of
-    )
+    if not holdout_cutoff or model_artifact_problem(champion):
+        return None
+    if holdout_cutoff.endswith(_CUSTOMER_SAMPLE):
+        rows = _flag_holdout_rows(model, champion, histories, holdout_cutoff.removesuffix(_CUSTOMER_SAMPLE))
+        if rows is None:
+            return None  # the champion may have trained on some of these customers: compare stored metrics
+    elif "(" in holdout_cutoff:
+        return None
+    else:
+        cutoff = datetime.fromisoformat(holdout_cutoff)
+        rows = labelled_snapshots(
+            histories, [cutoff], config=model.config.labels, rule=model.config.eligibility, label_until=as_of
+        )
     labels = [r.label for r in rows]
     if len(set(labels)) < 2:
         return None
@@ -243,7 +250,7 @@ def _champion_metrics_on(
     except (ArtifactError, OSError) as exc:  # a damaged champion must not stop its successor from registering
         logger.warning("champion %s cannot be re-measured, comparing stored metrics: %s", champion.name, exc)
         return None
-    if champion_model.training_labels_end() > cutoff:
+    if not holdout_cutoff.endswith(_CUSTOMER_SAMPLE) and champion_model.training_labels_end() > cutoff:
         # The champion learned labels that read the time after this holdout cutoff (a challenger trained at an
         # earlier as_of): measured here it would be graded on what it was taught. Compare stored metrics instead.
         logger.info(
@@ -255,6 +262,33 @@ def _champion_metrics_on(
         return None
     metrics = churn_metrics(labels, champion_model.predict_proba([r.snapshot for r in rows]))
     return {**metrics, "model_version_id": champion.pk}
+
+
+_CUSTOMER_SAMPLE = " (customers)"  # how ml.churn_model names a holdout that is a sample of customers at one cutoff
+
+
+def _flag_holdout_rows(model: ChurnModel, champion: ModelVersion, histories: list, cutoff: str) -> list | None:
+    """The challenger's held-out customers as it measured them (profile data: each customer's snapshot at its as_of,
+    labelled by the flag), for the champion to be measured on; None unless the champion is a flag model that held
+    out exactly these customers, so that it never trained on any of them. Retrained later (the weekly schedule,
+    churn_train without --as-of) a profile model has another as_of, so its holdout key never equals the
+    champion's even with the same customers, and without this it would never be promoted."""
+    from ml.snapshot import flagged_snapshots
+
+    customers = str(model.metadata.get("holdout_customers_sha256") or "")
+    champion_customers = champion.holdout_key.rpartition("|c")[2] if "|c" in champion.holdout_key else ""
+    if (
+        (champion.config or {}).get("labels_from") != "flag"
+        or not customers
+        or not champion_customers
+        or not customers.startswith(champion_customers)
+        or not model.holdout_customer_ids_
+    ):
+        return None
+    held = model.holdout_customer_ids_
+    return [
+        r for r in flagged_snapshots(histories, datetime.fromisoformat(cutoff)) if str(r.snapshot.customer.id) in held
+    ]
 
 
 def training_run_execute(*, training_run_id: int) -> ModelVersion | None:

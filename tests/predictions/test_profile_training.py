@@ -162,3 +162,39 @@ def test_the_weekly_retraining_of_a_profile_champion_trains_on_the_flag_again(se
     run = TrainingRun.objects.exclude(pk=first.pk).get()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     assert run.config.get("labels_from") == "flag", run.config
+
+
+def test_a_profile_model_retrained_later_on_the_same_customers_is_compared_with_the_champion(
+    settings,  # noqa: ANN001
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """Retraining runs at its own as_of (now, by default: the weekly schedule, churn_train without --as-of), so two
+    profile models never share their holdout's cutoff; holding out the same customers, the champion is measured on
+    the challenger's holdout and the better one promoted, instead of "different holdout; promote by hand" forever."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from predictions.models import ModelAuditEntry
+    from predictions.services.training import training_run_request
+
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    settings.CHURN_PROMOTION_MIN_ROC_AUC_GAIN = -1.0  # a model as good as the champion wins: the test is the comparison
+    run_import("customers", telco_like(200, seed=1), label_column="Churn", positive_label="Yes")
+    versions = []
+    for as_of in (timezone.now() - timedelta(days=1), timezone.now()):
+        options = {"labels_from": "flag", "inner_folds": 2}
+        run = training_run_request(mode="lightgbm", horizon_days=30, actor="test", as_of=as_of, options=options)
+        run.refresh_from_db()
+        assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+        versions.append(ModelVersion.objects.get(training_run=run))
+    champion, challenger = versions
+
+    actions = [ModelAuditEntry.Action.PROMOTED, ModelAuditEntry.Action.NOT_PROMOTED]
+    decision = ModelAuditEntry.objects.get(model_version=challenger, action__in=actions).details
+    assert "different holdout" not in str(decision["reason"]), decision
+    # Nothing changed in the profiles: the champion scores the same customers as when it was measured.
+    assert decision["champion_roc_auc"] == pytest.approx(champion.metrics["roc_auc"]), decision
+    challenger.refresh_from_db()
+    assert challenger.status == "champion", decision
