@@ -431,6 +431,16 @@ def test_customer_page_without_scores_says_so_and_draws_no_chart(admin_client, s
     assert "has no churn score yet" in html and 'id="risk-chart"' not in html
 
 
+def test_page_of_a_customer_flagged_churned_does_not_offer_a_score_the_champion_refuses(admin_client) -> None:  # noqa: ANN001
+    # Profile data: a customer imported with the churn flag set is left out of scoring (and Rescore now refuses).
+    customer = Customer.objects.create(external_id="left-1", churned=True, attributes={"Contract": "Month-to-month"})
+
+    html = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk])).content.decode()
+
+    assert "has no churn score yet" in html and "marked churned" in html
+    assert '"Rescore now" scores them' not in html
+
+
 def _post(client, name: str, customer: Customer, data: dict | None = None):
     if data is None and name == "rescore":
         data = {"request_key": uuid.uuid4().hex}  # what the customer page's form sends
