@@ -280,8 +280,15 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
+# What exports write for a missing number ("N/A", "-", "unknown", Excel's "#N/A"), compared in lower case without
+# spaces: a column of numbers with some of these is numeric, they read as missing (a category of every amount, else).
+_MISSING_NUMBER_TEXT = frozenset({"n/a", "na", "#n/a", "nan", "null", "none", "-", "--", "?", "unknown", "missing"})
+
+
 def _is_number_or_missing(value: object) -> bool:
-    return _missing(value) or (isinstance(value, int | float) and not isinstance(value, str))
+    if isinstance(value, str):
+        return value.strip().lower() in _MISSING_NUMBER_TEXT or _missing(value)
+    return _missing(value) or isinstance(value, int | float)
 
 
 def _as_number(value: object) -> float:

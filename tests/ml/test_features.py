@@ -197,3 +197,23 @@ def test_rows_of_earlier_snapshots_are_not_held_while_later_ones_are_built() -> 
     assert max(held) <= 1  # at most the row just finished, not one per snapshot before it
     assert frame["orders_total"].dtype == np.float64 and frame["attr_vip"].dtype == np.float64
     assert len(frame) == 20 and frame.index.name == "customer_id"
+
+
+def test_a_numeric_attribute_with_placeholders_for_missing_values_stays_numeric() -> None:
+    # CRM exports write a missing balance as "N/A", "-" or "unknown": one such cell made the whole column a category
+    # of every distinct amount (ordering lost, thousands of categories). Placeholders read as missing instead.
+    frame = FeatureBuilder().build(
+        _with_attributes(
+            {"balance": 1250.5, "plan": "gold"},
+            {"balance": "N/A", "plan": "N/A"},
+            {"balance": 30, "plan": "silver"},
+            {"balance": " - ", "plan": "gold"},
+            {"balance": "Unknown", "plan": "gold"},
+            {"balance": "#N/A", "plan": "gold"},
+        )
+    )
+
+    assert frame["attr_balance"].dtype == np.float64, frame["attr_balance"].tolist()
+    assert (frame["attr_balance"].iloc[0], frame["attr_balance"].iloc[2]) == (1250.5, 30.0)
+    assert frame["attr_balance"].isna().tolist() == [False, True, False, True, True, True]
+    assert frame["attr_plan"].tolist() == ["gold", "N/A", "silver", "gold", "gold", "gold"]  # text stays text
