@@ -969,6 +969,10 @@ _FIELDS: dict[str, tuple[_Field, ...]] = {
 _EXTRA_INTO = {"customers": "attributes", "orders": None, "events": "properties", "messages": None}
 
 
+# Normalised column names that say "this is the churn label" (telco's Churn, the bank file's Attrition_Flag, ...).
+_LABEL_LIKE = frozenset({"churn", "churnflag", "churnlabel", "attrition", "attritionflag", "exited"})
+
+
 def _normal(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -1074,6 +1078,14 @@ class RowParser:
             self._plans.clear()
         self._plans[key] = plan
         return plan
+
+    def label_like_columns(self) -> list[str]:
+        """Columns of the rows seen that were stored as attributes although their name says churn label ("Churn",
+        "Attrition_Flag", "Exited"): without --label-col such a column becomes a model feature holding the answer."""
+        if self.kind != "customers" or self.options.label_column:
+            return []
+        extras = {column for plan in self._plans.values() for column in plan.extras}
+        return sorted(column for column in extras if _normal(column) in _LABEL_LIKE)
 
     def check_columns(self, columns: Sequence[str]) -> _Plan:
         """Check a file header up front: a missing column is an error for the whole file."""

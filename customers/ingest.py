@@ -184,6 +184,12 @@ def import_file(
                 f"no row has {options.label_column} = {options.positive_label!r} (values seen: {seen}): every "
                 "labelled customer was imported as not churned; check --positive"
             )
+        for column in parser.label_like_columns():
+            result.notes.append(
+                f"column {column!r} looks like a churn label and was stored as a customer attribute, which a model "
+                f"reads as a feature (the answer itself): import with --label-col {column} --positive VALUE, or "
+                f"--drop-col {column}"
+            )
     except ImportFileError as exc:
         result.status = ImportRun.Status.FAILED
         _import_run_save(run, result, extra_errors=[{"row": None, "field": "*", "reason": storable_text(str(exc))}])

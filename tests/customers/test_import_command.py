@@ -314,3 +314,15 @@ def test_customer_id_cache_stays_bounded_and_correct(monkeypatch) -> None:
     assert {f"c{n}": 4 for n in range(5)} == {
         customer.external_id: customer.orders.count() for customer in Customer.objects.all()
     }
+
+
+def test_a_churn_label_column_imported_without_label_col_is_flagged_in_a_note() -> None:
+    # A monthly profile refresh imported without --label-col: "Churn" becomes an attribute, so a model feature that
+    # gives the model its answer (and every customer still here reads "No"). The summary says so.
+    csv = "customerID,Contract,Churn\nA1,Month-to-month,Yes\nA2,Two year,No\n"
+
+    result = run_import("customers", csv)
+
+    assert any("'Churn'" in note and "--label-col Churn" in note for note in result.notes), result.notes
+    labelled = run_import("customers", csv, label_column="Churn", positive_label="Yes")
+    assert not any("--label-col" in note for note in labelled.notes), labelled.notes
