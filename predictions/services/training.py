@@ -314,7 +314,10 @@ def training_run_execute(*, training_run_id: int) -> ModelVersion | None:
         )
         progress(0.0, "reading customer histories")
         histories = customer_histories(until=run.as_of, exclude_customer_ids=_excluded_from_training(until=run.as_of))
-        model = ChurnModel(config).fit(histories, as_of=run.as_of, progress=progress)
+        # The fit reports up to 100% ("trained"); saving, the drift profile and the model card follow at 96-98%.
+        model = ChurnModel(config).fit(
+            histories, as_of=run.as_of, progress=lambda fraction, message: progress(0.95 * fraction, message)
+        )
         name = f"{run.mode}-{run.as_of:%Y%m%d}-run{run.pk}"
         # A directory of this attempt's own: a delivery that took the run over after this one's lease ran out may
         # be training too, and whichever registers second must not replace the files of the registered version.

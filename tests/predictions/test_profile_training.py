@@ -198,3 +198,24 @@ def test_a_profile_model_retrained_later_on_the_same_customers_is_compared_with_
     assert decision["champion_roc_auc"] == pytest.approx(champion.metrics["roc_auc"]), decision
     challenger.refresh_from_db()
     assert challenger.status == "champion", decision
+
+
+def test_training_progress_never_goes_back(settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The admin's progress bar read 100% "trained" while the artifact, the drift profile and the model card were
+    still to come (96%, 97%, 98% after it): the fit's own progress ends below the steps that follow it."""
+    import re
+
+    from predictions.services.training import training_run_request
+
+    monkeypatch.setattr("predictions.services.training.PROGRESS_WRITE_SECONDS", 0)  # every step written
+    settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
+    settings.CHURN_RESCORE_ON_PROMOTION = False
+    run_import("customers", telco_like(200, seed=1), label_column="Churn", positive_label="Yes")
+    run = training_run_request(
+        mode="lightgbm", horizon_days=30, actor="test", options={"labels_from": "flag", "inner_folds": 2}
+    )
+    run.refresh_from_db()
+
+    percents = [int(p) for p in re.findall(r"^\S+ (\d+)% ", run.log_tail, flags=re.MULTILINE)]
+    assert percents and percents == sorted(percents), run.log_tail
+    assert run.progress_percent == 100
