@@ -40,8 +40,9 @@ MANUAL_RULE_NAME = "Manual: coupon sent by staff from the customer page"
 class AlertRule(models.Model):
     """Turns scores into alerts: who is eligible (filter), who is alerted (trigger) and what happens (action).
 
-    Expected loss is the calibrated churn probability times the customer's value (completed order amounts in
-    the ``value_window_days`` before the score's ``as_of``). A customer alerted by a rule is not alerted again by
+    Expected loss is the calibrated churn probability times the customer's value: completed order amounts in the
+    ``value_window_days`` before the score's ``as_of``, or, with ``value_attribute``, that numeric customer attribute
+    (profile data of a bank or a telecom has no orders). A customer alerted by a rule is not alerted again by
     it for ``cooldown_days``; alerts are unique per (customer, rule, period) where periods are ``cooldown_days``
     long. ``budget`` caps the coupon cost of one application of the rule (contacted customers x ``coupon_cost``).
     """
@@ -59,6 +60,16 @@ class AlertRule(models.Model):
         max_digits=14, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
     )
     value_window_days = models.PositiveIntegerField(default=365)
+    value_attribute = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=(
+            "A numeric customer attribute that is the customer's value (e.g. MonthlyCharges, Credit_Limit), for data "
+            "without orders; empty: completed order amounts in the value window. A customer without a positive number "
+            "there has value 0."
+        ),
+    )
     # Trigger
     trigger = models.CharField(max_length=16, choices=TriggerKind.choices, default=TriggerKind.PROBABILITY)
     threshold = models.FloatField(

@@ -13,7 +13,7 @@ class AlertRuleSerializer(serializers.ModelSerializer):
         model = AlertRule
         fields = [
             "id", "name", "description", "active", "segments", "attribute_filters", "min_customer_value",
-            "value_window_days", "trigger", "threshold", "segment_thresholds", "top_n", "top_percent", "budget",
+            "value_window_days", "value_attribute", "trigger", "threshold", "segment_thresholds", "top_n", "top_percent", "budget",
             "cooldown_days", "action", "coupon_discount_percent", "coupon_valid_days", "coupon_cost", "webhook_url",
             "webhook_secret", "holdout_fraction", "horizon_days", "created_at", "updated_at",
         ]  # fmt: skip

@@ -313,6 +313,28 @@ class RuleApplication:
     interventions: dict[str, int] = field(default_factory=dict)
 
 
+# Alert.customer_value and expected_loss hold 14 digits with 2 decimals.
+_LARGEST_VALUE = Decimal("999999999999.99")
+
+
+def _rule_customer_values(rule: AlertRule, rows: list[dict[str, object]]) -> dict[int, Decimal]:
+    """Each row's customer's value under ``rule``: its ``value_attribute`` when it names one (rows carry
+    ``customer__attributes`` then), else completed order amounts in its value window (:func:`_customer_values`)."""
+    if not rule.value_attribute:
+        return _customer_values(rows, rule.value_window_days)
+    return {row["customer_id"]: _attribute_value(row.get("customer__attributes"), rule.value_attribute) for row in rows}
+
+
+def _attribute_value(attributes: object, name: str) -> Decimal:
+    """The attribute ``name`` as a customer value: a positive finite number (or text the importer would store as
+    one) to the cent; anything else (missing, text, a boolean, negative) is 0, as a customer without orders is."""
+    value = attributes.get(name) if isinstance(attributes, dict) else None
+    number = _comparable(value)
+    if not isinstance(number, Decimal) or not number.is_finite() or number <= 0:
+        return Decimal(0)
+    return min(number, _LARGEST_VALUE).quantize(Decimal("0.01"))
+
+
 def _customer_values(rows: list[dict[str, object]], window_days: int) -> dict[int, Decimal]:
     """Completed order amounts of each customer in the ``window_days`` before their score's as_of."""
     by_as_of: dict[datetime, list[int]] = defaultdict(list)
@@ -413,10 +435,10 @@ def alert_rule_apply(*, rule: AlertRule, scores: QuerySet[ChurnScore], actor: st
         "id", "customer_id", "probability", "risk_tier", "as_of", "customer__segment", "customer__marketing_consent",
         "customer__opted_out_at", "customer__email",
     ]  # fmt: skip
-    if rule.attribute_filters:
+    if rule.attribute_filters or rule.value_attribute:
         columns.append("customer__attributes")
     rows = list(scores.order_by().values(*columns))
-    values = _customer_values(rows, rule.value_window_days)
+    values = _rule_customer_values(rule, rows)
     for row in rows:
         row["customer_value"] = values.get(row["customer_id"], Decimal(0))
         row["expected_loss"] = (Decimal(str(row["probability"])) * row["customer_value"]).quantize(Decimal("0.01"))

@@ -104,6 +104,48 @@ def test_top_percent_trigger_alerts_the_highest_expected_loss(run) -> None:  # n
     assert Alert.objects.get(customer=rich).expected_loss == Decimal("500.00")
 
 
+def test_a_rule_valuing_customers_by_an_attribute_ranks_and_filters_profile_customers_by_it(run) -> None:  # noqa: ANN001
+    # Profile data (a bank, a telecom) has no orders: the value is an attribute, as imported (numbers, numeric text).
+    values = [29.85, "118.75", 70, None, "N/A", True, -5, 1e20]
+    customers = []
+    for i, value in enumerate(values):
+        customer = customer_make(i)
+        customer.attributes = {} if value is None else {"MonthlyCharges": value}
+        customer.save(update_fields=["attributes"])
+        score_make(customer, run, 0.5)
+        customers.append(customer)
+    order_make(customers[3], amount="1000", placed_at=as_of(-30))  # orders do not count for such a rule
+    rule = rule_make(
+        trigger=TriggerKind.TOP_N,
+        top_n=4,
+        action=ActionKind.NONE,
+        value_attribute="MonthlyCharges",
+        min_customer_value=1,
+    )
+
+    alert_rule_apply(rule=rule, scores=ChurnScore.objects.all(), actor="test")
+
+    alerted = {a.customer_id: (a.customer_value, a.expected_loss) for a in Alert.objects.all()}
+    assert alerted == {
+        customers[7].pk: (Decimal("999999999999.99"), Decimal("500000000000.00")),  # the column's largest value
+        customers[1].pk: (Decimal("118.75"), Decimal("59.38")),
+        customers[2].pk: (Decimal("70.00"), Decimal("35.00")),
+        customers[0].pk: (Decimal("29.85"), Decimal("14.92")),  # 14.925, to the even cent
+    }, "missing, text, boolean and negative values are 0, under min_customer_value 1"
+
+
+def test_a_rule_without_a_value_attribute_still_values_customers_by_their_orders(run) -> None:  # noqa: ANN001
+    customer = customer_make(1)
+    customer.attributes = {"MonthlyCharges": 50}
+    customer.save(update_fields=["attributes"])
+    order_make(customer, amount="200", placed_at=as_of(-30))
+    score_make(customer, run, 0.5)
+
+    alert_rule_apply(rule=rule_make(action=ActionKind.NONE), scores=ChurnScore.objects.all(), actor="test")
+
+    assert Alert.objects.get().customer_value == Decimal("200.00")
+
+
 def test_probability_trigger_uses_per_segment_thresholds(run) -> None:  # noqa: ANN001
     vip = customer_make(1, segment="vip")
     regular = customer_make(2, segment="regular")

@@ -121,6 +121,13 @@ def test_a_key_stored_before_bodies_were_canonical_still_replays_the_same_raw_bo
     assert not AlertRule.objects.exists()
 
 
+def test_a_rule_posted_with_a_value_attribute_keeps_it(api) -> None:  # noqa: ANN001
+    created = api.post("/api/v1/alert-rules/", {**RULE, "value_attribute": "MonthlyCharges"}, format="json")
+
+    assert created.status_code == 201 and created.json()["value_attribute"] == "MonthlyCharges"
+    assert AlertRule.objects.get(name=RULE["name"]).value_attribute == "MonthlyCharges"
+
+
 def test_a_rule_post_refused_as_invalid_leaves_its_key_free_for_the_corrected_request(api) -> None:  # noqa: ANN001
     refused = api.post("/api/v1/alert-rules/", {**RULE, "threshold": 1.5}, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
     corrected = api.post("/api/v1/alert-rules/", RULE, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
