@@ -90,6 +90,20 @@ def _start_beat(log_dir: Path, name: str, ttl: int = 30) -> tuple[subprocess.Pop
     return process, log
 
 
+def _terminate_standbys_first(beats: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    """Stop the beats, the leader last.
+
+    A leader stopped gracefully releases the lock (``close``), and a standby still running takes it within its
+    standby sleep: a second "the leader now" that is a handover, not two leaders at once. With the leader stopped
+    last there is nobody left to hand over to, so every "the leader now" in the logs was written while another beat
+    could still hold the lock.
+    """
+    # sorted reads every log before the first terminate; False (standby) sorts first
+    for process, _ in sorted(beats, key=lambda beat: "the leader now" in beat[1].read_text(errors="replace")):
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def _only_schedule_a_heartbeat(*, every_seconds: int) -> str:
     """Disable every periodic task but one heartbeat sent to a fresh queue every few seconds; returns the queue."""
     queue = f"beat-test-{uuid.uuid4().hex[:8]}"
@@ -118,9 +132,7 @@ def test_two_beats_for_three_intervals_send_three_tasks_not_six(tmp_path: Path) 
         while broker.llen(queue) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        for process, _ in beats:
-            process.terminate()
-            process.wait(timeout=30)
+        _terminate_standbys_first(beats)
         sent = broker.llen(queue)
         broker.delete(queue)
     logs = "\n".join(log.read_text(errors="replace")[-1500:] for _, log in beats)
