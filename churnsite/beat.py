@@ -103,9 +103,18 @@ class SingleBeatScheduler(DatabaseScheduler):
         self._lock = leader_lock()
         self._leading = False
         self._stood_by = False
+        self._busy = 0  # inside tick or sync: a close now comes from beat's SIGTERM/SIGINT handler interrupting them
+        self._unsaved: set[str] = set()  # names sent whose last_run_at no sync has written yet
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: object, **kwargs: object) -> float:
+        self._busy += 1
+        try:
+            return self._tick(*args, **kwargs)
+        finally:
+            self._busy -= 1
+
+    def _tick(self, *args: object, **kwargs: object) -> float:
         try:
             leading = self._lock.acquire_or_renew()
         except Exception:  # noqa: BLE001 - a broker hiccup must not make two leaders: stand by
@@ -145,9 +154,36 @@ class SingleBeatScheduler(DatabaseScheduler):
                     setattr(current.model, field, getattr(sent.model, field))
             current.last_run_at = sent.last_run_at
             current.total_run_count = sent.total_run_count
+        self._unsaved.add(sent.name)
         return sent
 
+    def sync(self) -> None:
+        """Write the sends, including one whose write a signal interrupted.
+
+        ``DatabaseScheduler.sync`` pops a name from ``_dirty`` before saving it: a ``SystemExit`` raised by beat's
+        SIGTERM handler during that save dropped the name, and the send was never written.
+        """
+        self._busy += 1
+        try:
+            self._dirty |= self._unsaved
+            super().sync()
+            self._unsaved &= self._dirty  # what is still dirty failed and is written at the next sync
+        finally:
+            self._busy -= 1
+
     def close(self) -> None:
+        """Write the sends, then release the lock (a standby takes over at once and rereads them).
+
+        Beat's SIGTERM/SIGINT handler closes the scheduler, then raises ``SystemExit``. When the signal interrupts a
+        tick or a sync (a send published but its ``last_run_at`` not yet written), closing there released the lock
+        before the send was written: a standby took over, reread the old ``last_run_at`` and sent the task again
+        within its interval. Such a close does nothing; the ``SystemExit`` unwinds the tick, and beat closes the
+        scheduler again once it has (``Service.start``'s ``finally``), when the write can finish before the release.
+        It also keeps the handler off the database connection the interrupted code was using.
+        """
+        if self._busy:
+            logger.info("beat: stopping; the schedule is written and the lock released once this tick unwinds")
+            return
         super().close()
         if self._leading:
             self._lock.release()

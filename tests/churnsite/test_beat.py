@@ -75,6 +75,53 @@ def test_a_heap_rebuilt_after_a_send_from_the_current_schedule_does_not_send_aga
     assert PeriodicTask.objects.get(name=queue).total_run_count == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_signal_while_a_send_is_written_releases_the_lock_only_once_it_is_written(
+    settings,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A double send seen in the two-beats test on a loaded machine: beat's SIGTERM handler closes the scheduler and
+    raises ``SystemExit``. Arriving while the write of the send just published was under way (the name popped from
+    ``_dirty``, not yet saved), it released the lock with the send unwritten; the standby took over, reread the old
+    ``last_run_at`` and sent the heartbeat again 41 ms later."""
+    from django_celery_beat.schedulers import ModelEntry
+
+    from churnsite.beat import SingleBeatScheduler
+    from churnsite.celery import app
+
+    settings.REDIS_URL = ""
+    settings.CELERY_DIR = tmp_path
+    queue = _only_schedule_a_heartbeat(every_seconds=60)
+    PeriodicTask.objects.filter(name=queue).update(last_run_at=timezone.now() - timedelta(minutes=2))  # due now
+    scheduler = SingleBeatScheduler(app=app)
+    # Publishing is not under test; the write after it is what celery's apply_async does next (beat_sync_every = 1).
+    scheduler.apply_entry = lambda entry, producer=None: scheduler._do_sync()
+    written_at_release: list[int] = []
+    release = scheduler._lock.release
+
+    def release_recording_what_is_written() -> None:
+        written_at_release.append(PeriodicTask.objects.get(name=queue).total_run_count)
+        release()
+
+    scheduler._lock.release = release_recording_what_is_written
+    save = ModelEntry.save
+
+    def save_interrupted_by_sigterm(entry: ModelEntry) -> None:
+        monkeypatch.setattr(ModelEntry, "save", save)  # only this first write is interrupted
+        scheduler.close()  # beat's SIGTERM handler: Service.sync closes the scheduler, then SystemExit
+        raise SystemExit
+
+    monkeypatch.setattr(ModelEntry, "save", save_interrupted_by_sigterm)
+    with pytest.raises(SystemExit):
+        scheduler.tick()
+    scheduler.close()  # Service.start's finally, once the SystemExit has unwound the tick
+    assert written_at_release and set(written_at_release) == {1}, (
+        f"the lock was released with {written_at_release} sends written, not the 1 made: a standby would send again"
+    )
+    assert PeriodicTask.objects.get(name=queue).total_run_count == 1
+
+
 def _start_beat(log_dir: Path, name: str, ttl: int = 30) -> tuple[subprocess.Popen[bytes], Path]:
     env = {
         **os.environ,
