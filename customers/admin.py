@@ -21,7 +21,7 @@ from itertools import chain
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import display_for_value, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
@@ -301,7 +301,8 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description="last order", ordering="last_order_at")
     def last_order_at(self, customer: Customer) -> object:
-        return getattr(customer, "last_order_at", None)
+        # Formatted here: the change page shows a method's value with str(), which gave the UTC ISO form.
+        return display_for_value(getattr(customer, "last_order_at", None), self.admin_site.empty_value_display)
 
     @admin.display(description="consent", boolean=True, ordering="marketing_consent")
     def consent(self, customer: Customer) -> bool:

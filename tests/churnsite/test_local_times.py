@@ -84,3 +84,19 @@ def test_object_names_in_the_admin_give_local_times(settings) -> None:  # noqa: 
         names = [str(message), str(event), str(change), str(run), str(beat), str(entry)]
 
     assert all("2026-03-10" in name for name in names), names
+
+
+def test_customer_page_gives_the_last_order_in_the_site_time_zone(admin_client, settings) -> None:  # noqa: ANN001
+    # A readonly field computed by an admin method is shown with str(): a datetime came out as the stored UTC value
+    # in ISO form ("2026-03-09 17:30:00+00:00") beside a timeline in local time.
+    from customers.models import Order
+
+    settings.TIME_ZONE = "Asia/Shanghai"
+    customer = Customer.objects.create(external_id="c1", name="n", email="e@e.com")
+    Order.objects.create(external_id="o1", customer=customer, placed_at=LATE_UTC, amount=10, currency="USD")
+
+    page = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk])).content.decode()
+
+    last_order = page[page.index("Last order") :][:400]
+    assert "+00:00" not in last_order and "17:30" not in last_order, last_order
+    assert "March 10, 2026, 1:30 a.m." in last_order, last_order
