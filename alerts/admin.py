@@ -281,14 +281,25 @@ class AlertAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send a coupon email to the selected alerts' customers", permissions=["change"])
     def send_coupon(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
-        interventions, refused = alerts_send_coupons(alerts=queryset, actor=_actor(request))
-        statuses: dict[str, int] = {}
-        for intervention in interventions:
-            statuses[intervention.status] = statuses.get(intervention.status, 0) + 1
-        summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "none"
-        self.message_user(request, f"Coupon emails: {summary} (pending ones are sent by the email queue).")
-        if refused:
+        result = alerts_send_coupons(alerts=queryset, actor=_actor(request))
+        if result.made:
+            summary = _status_counts(result.made)
+            self.message_user(request, f"Coupon emails: {summary} (pending ones are sent by the email queue).")
+        elif result.existing:
+            self.message_user(request, "No new coupon email: the selected alerts already had theirs.")
+        if result.existing:  # one coupon per alert: an existing one is returned, nothing is sent again
+            summary = _status_counts(result.existing)
+            self.message_user(request, f"{len(result.existing)} alert(s) already had one ({summary}); not sent again.")
+        if result.refused:
+            refused = result.refused
             self.message_user(request, f"{len(refused)} refused: {_refusals(refused)}", messages.WARNING)
+
+
+def _status_counts(interventions: list[Intervention]) -> str:
+    statuses: dict[str, int] = {}
+    for intervention in interventions:
+        statuses[intervention.status] = statuses.get(intervention.status, 0) + 1
+    return ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
 
 
 def _refusals(refused: list[str]) -> str:

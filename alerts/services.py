@@ -1067,13 +1067,24 @@ def alerts_transition(*, alerts: QuerySet[Alert], status: str, actor: str) -> Bu
     return BulkTransition(changed=changed, unchanged=unchanged, refused=refused)
 
 
-def alerts_send_coupons(*, alerts: QuerySet[Alert], actor: str) -> tuple[list[Intervention], list[str]]:
+@dataclass(frozen=True)
+class BulkCoupons:
+    """What the alert queue's coupon action did: the interventions it made now, the coupon interventions the
+    selected alerts already had (returned, nothing done again), and why alerts got none."""
+
+    made: list[Intervention]
+    existing: list[Intervention]
+    refused: list[str]
+
+
+def alerts_send_coupons(*, alerts: QuerySet[Alert], actor: str) -> BulkCoupons:
     """``alert_send_coupon`` for every alert of ``alerts`` (the alert queue's bulk action): the coupon interventions
-    (an alert's existing one where it has one), and why alerts got none (no longer open or acknowledged). The same
+    made now, those the alerts already had, and why alerts got none (no longer open or acknowledged). The same
     gates (holdout, consent, the customer cooldown, the daily cap) and locks, in the same order (the day's counter,
     the customers, the alerts), per chunk of ``BULK_CHUNK_SIZE`` alerts in a transaction of its own: a fixed
     number of queries per chunk and rule, not a transaction per alert."""
-    interventions: list[Intervention] = []
+    made: list[Intervention] = []
+    already: list[Intervention] = []
     refused: list[str] = []
     for chunk in _id_chunks(alerts, BULK_CHUNK_SIZE):
         with transaction.atomic():
@@ -1089,7 +1100,7 @@ def alerts_send_coupons(*, alerts: QuerySet[Alert], actor: str) -> tuple[list[In
             by_rule: dict[int, list[Alert]] = defaultdict(list)
             for alert in locked:
                 if alert.pk in existing:
-                    interventions.append(existing[alert.pk])
+                    already.append(existing[alert.pk])
                 elif alert.status not in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED):
                     refused.append(
                         f"alert {alert.pk} is {alert.status}: only open or acknowledged alerts get a coupon "
@@ -1098,10 +1109,10 @@ def alerts_send_coupons(*, alerts: QuerySet[Alert], actor: str) -> tuple[list[In
                 else:
                     by_rule[alert.rule_id].append(alert)
             for group in by_rule.values():
-                interventions += _dispatch_locked(
+                made += _dispatch_locked(
                     alerts=group, rule=group[0].rule, kind=ActionKind.COUPON_EMAIL, counter=counter, actor=actor
                 )
-    return interventions, refused
+    return BulkCoupons(made=made, existing=already, refused=refused)
 
 
 def alert_update(

@@ -150,3 +150,22 @@ def test_bulk_coupons_keep_a_customer_in_one_control_group_entry_per_rule(admin_
 
     statuses = sorted(Intervention.objects.filter(alert__in=[first, second]).values_list("status", flat=True))
     assert statuses == [InterventionStatus.HOLDOUT, InterventionStatus.SUPPRESSED], statuses
+
+
+def test_bulk_coupons_say_which_coupons_existed_before_instead_of_counting_them_as_sent_now(admin_client) -> None:  # noqa: ANN001
+    # The message counted an alert's existing coupon with the new ones: "Coupon emails: 1 sent" for a selection
+    # whose coupon had gone out the day before, while nothing was sent.
+    rule = _rule()
+    sent_before, fresh = _alerts(rule, 1)[0], _alerts(rule, 1)[0]
+    _run_action(admin_client, "send_coupon", id__in=str(sent_before.pk))
+    Intervention.objects.filter(alert=sent_before).update(status=InterventionStatus.SENT, sent_at=timezone.now())
+
+    _, repeated = _run_action(admin_client, "send_coupon", id__in=str(sent_before.pk))
+    _, both = _run_action(admin_client, "send_coupon", id__in=f"{sent_before.pk},{fresh.pk}")
+
+    assert Intervention.objects.filter(alert=sent_before).count() == 1
+    assert not any("1 sent" in m and "already" not in m for m in repeated), repeated
+    assert any("no new coupon" in m.lower() for m in repeated), repeated
+    assert any("1 alert(s) already had one (1 sent)" in m for m in repeated), repeated
+    assert any("Coupon emails: 1 pending" in m for m in both), both
+    assert any("1 alert(s) already had one (1 sent)" in m for m in both), both
