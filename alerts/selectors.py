@@ -149,6 +149,21 @@ def _newcombe_interval(treated_retained: int, treated: int, control_retained: in
     return max(-1.0, low), min(1.0, high)
 
 
+def uplift_note(report: UpliftReport, *, holdout_fraction: float) -> str:
+    """What a reader must know beside the figures: why there is no difference yet (and whether there ever will be
+    one: a rule that holds nobody out has no control group), or that the difference is not significant (its 95%
+    interval includes 0, so the cost per customer saved is not established either); "" otherwise."""
+    if report.difference is None:
+        if report.control == 0 and not holdout_fraction:
+            return "no control group (holdout fraction 0): uplift cannot be measured"
+        if report.treated == 0 and report.control == 0:
+            return "no outcomes yet for both groups"
+        return f"no {'treated' if report.treated == 0 else 'control'} outcomes yet"
+    if report.ci_low is not None and report.ci_high is not None and report.ci_low <= 0 <= report.ci_high:
+        return "not significant: the 95% CI includes 0"
+    return ""
+
+
 def uplift_from_counts(
     *, treated: int, treated_retained: int, control: int, control_retained: int, coupons_cost: Decimal
 ) -> UpliftReport:

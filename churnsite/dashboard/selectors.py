@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import PeriodicTask
 
 from alerts.models import Alert, AlertRule, Intervention, InterventionStatus, Outcome
-from alerts.selectors import UpliftReport, alert_rules_uplift
+from alerts.selectors import UpliftReport, alert_rules_uplift, uplift_note
 from predictions.models import DriftEvent, ModelVersion
 from predictions.selectors import champion_model_version, latest_scores
 
@@ -144,11 +144,15 @@ def intervention_funnel() -> list[tuple[str, int]]:
     ]
 
 
-def rule_uplifts() -> list[tuple[AlertRule, UpliftReport]]:
-    """Each rule that has sent anything, with its uplift against its holdout."""
+def rule_uplifts() -> list[tuple[AlertRule, UpliftReport, str]]:
+    """Each rule that has sent anything, with its uplift against its holdout and what to know beside the figures
+    (``alerts.selectors.uplift_note``: no control group, outcomes not known yet, not significant)."""
     rules = list(AlertRule.objects.filter(alerts__interventions__isnull=False).distinct().order_by("name"))
     uplifts = alert_rules_uplift(rules=rules)
-    return [(rule, uplifts[rule.pk]) for rule in rules]
+    return [
+        (rule, uplifts[rule.pk], uplift_note(uplifts[rule.pk], holdout_fraction=rule.holdout_fraction))
+        for rule in rules
+    ]
 
 
 def model_versions_metrics(*, limit: int = 8) -> list[ModelVersion]:

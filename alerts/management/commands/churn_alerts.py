@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from alerts.selectors import alert_rule_uplift, alert_rules
+from alerts.selectors import alert_rule_uplift, alert_rules, uplift_note
 from alerts.services import alerts_apply_rules, intervention_outcomes_record
 
 
@@ -49,12 +49,15 @@ class Command(BaseCommand):
         if options["report"]:
             for rule in alert_rules():
                 report = alert_rule_uplift(rule=rule)
+                note = uplift_note(report, holdout_fraction=rule.holdout_fraction)
                 if report.difference is None:
-                    self.stdout.write(f"{rule.name}: no outcomes yet for both groups")
+                    self.stdout.write(f"{rule.name}: {note}")
                     continue
+                nnt = report.number_needed_to_treat
                 self.stdout.write(
                     f"{rule.name}: retained {report.treated_rate:.1%} of {report.treated} treated vs "
                     f"{report.control_rate:.1%} of {report.control} control, difference {report.difference:+.1%} "
                     f"(95% CI {report.ci_low:+.1%} to {report.ci_high:+.1%}), coupons cost {report.coupons_cost}, "
-                    f"number needed to treat {report.number_needed_to_treat or '-'}"
+                    f"number needed to treat {f'{nnt:.1f}' if nnt is not None else '-'}, "
+                    f"cost per customer saved {report.cost_per_customer_saved or '-'}" + (f"; {note}" if note else "")
                 )
