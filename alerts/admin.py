@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator
 from django.db import models
@@ -25,7 +24,7 @@ from alerts.models import (
     AuditEntry,
     Intervention,
 )
-from alerts.selectors import customer_message_snippets
+from alerts.selectors import alert_assignees, customer_message_snippets
 from alerts.services import (
     alert_rule_create,
     alert_rule_update,
@@ -245,8 +244,8 @@ class AlertAdmin(admin.ModelAdmin):
         return False
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs: object):  # noqa: ANN001, ANN201
-        if db_field.name == "assignee":  # as in the API: alerts are assigned to active staff only
-            kwargs["queryset"] = get_user_model().objects.filter(is_staff=True, is_active=True)
+        if db_field.name == "assignee":  # as in the API: active staff who may work alerts
+            kwargs["queryset"] = alert_assignees()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: object):  # noqa: ANN001, ANN201

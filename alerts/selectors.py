@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Aggregate, Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.contrib.auth import get_user_model
+from django.db.models import Aggregate, Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 
 from alerts.models import (
     ALERT_QUEUE_ORDER,
@@ -111,8 +112,8 @@ def may_have_reached_the_customer() -> Q:
 
 @dataclass(frozen=True)
 class UpliftReport:
-    """Retention of treated against control customers for one rule, with a 95% confidence interval
-    (normal approximation for the difference of two proportions)."""
+    """Retention of treated against control customers for one rule, with a 95% confidence interval for the
+    difference of the two proportions (Newcombe's hybrid score interval, :func:`_newcombe_interval`)."""
 
     treated: int
     treated_retained: int
@@ -276,3 +277,18 @@ def customer_open_alert(*, customer_id: int) -> Alert | None:
 def customer_interventions(*, customer_id: int) -> QuerySet[Intervention]:
     """The customer's retention actions, newest first, with their alert and rule joined."""
     return Intervention.objects.filter(customer_id=customer_id).select_related("alert__rule").order_by("-created_at")
+
+
+def alert_assignees() -> QuerySet:
+    """The users an alert may be assigned to: active staff who may work alerts (superusers, and staff holding
+    ``alerts.change_alert`` themselves or through a group). A view-only member of staff, or one who has left
+    (inactive), is not offered and is refused: the alert would sit with somebody who cannot act on it."""
+    from django.contrib.auth.models import Permission
+
+    user_model = get_user_model()
+    may_change = Permission.objects.filter(content_type__app_label="alerts", codename="change_alert")
+    direct = may_change.filter(user=OuterRef("pk"))
+    through_group = may_change.filter(group__user=OuterRef("pk"))
+    return user_model.objects.filter(is_staff=True, is_active=True).filter(
+        Q(is_superuser=True) | Exists(direct) | Exists(through_group)
+    )

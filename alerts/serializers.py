@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from alerts.models import ALERT_NOTES_MAX_LENGTH, Alert, AlertRule, AlertStatus, Intervention
+from alerts.selectors import alert_assignees
 
 
 class AlertRuleSerializer(serializers.ModelSerializer):
@@ -58,7 +58,7 @@ class AlertSerializer(serializers.ModelSerializer):
 class AlertUpdateSerializer(serializers.Serializer):
     assignee = serializers.SlugRelatedField(
         slug_field="username",
-        queryset=get_user_model().objects.filter(is_staff=True, is_active=True),  # as in the admin
+        queryset=alert_assignees(),  # as in the admin: active staff who may work alerts
         allow_null=True,
         required=False,
     )

@@ -378,6 +378,27 @@ def test_alerts_are_assigned_to_active_staff_only(api, alert) -> None:  # noqa: 
     assert Alert.objects.get(pk=alert.pk).assignee is None
 
 
+def test_alerts_are_assigned_only_to_staff_who_may_work_them(api, client, staff, alert) -> None:  # noqa: ANN001
+    from django.contrib.auth.models import Group, Permission
+
+    viewer = get_user_model().objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(content_type__app_label="alerts", codename="view_alert"))
+    agent = get_user_model().objects.create_user("agent", is_staff=True)
+    agents = Group.objects.create(name="retention agents")
+    agents.permissions.add(Permission.objects.get(content_type__app_label="alerts", codename="change_alert"))
+    agent.groups.add(agents)
+
+    refused = api.patch(f"/api/v1/alerts/{alert.pk}/", {"assignee": "viewer"}, format="json")
+    assigned = api.patch(f"/api/v1/alerts/{alert.pk}/", {"assignee": "agent"}, format="json")
+    client.force_login(staff)
+    page = client.get(f"/admin/alerts/alert/{alert.pk}/change/")
+    offered = {str(user) for user in page.context["adminform"].form.fields["assignee"].queryset}
+
+    assert refused.status_code == 400 and "assignee" in refused.json()["error"]["fields"], refused.json()
+    assert assigned.status_code == 200 and assigned.json()["assignee"] == "agent"
+    assert offered == {"ann", "agent"}, "a view-only member of staff cannot act on an alert"
+
+
 def test_a_transition_whose_note_would_take_the_notes_past_their_limit_is_refused(api, alert) -> None:  # noqa: ANN001
     """Each transition appends its note (up to 2,000 characters): the notes would grow past ALERT_NOTES_MAX_LENGTH,
     and then be refused when saved again through the API and the admin."""
