@@ -548,6 +548,7 @@ class CustomerAdmin(admin.ModelAdmin):
         if not REQUEST_KEY.match(key):
             self.message_user(request, "The form was incomplete: reload the page and try again.", messages.ERROR)
             return self._back_to(customer)
+        started = timezone.now()
         try:
             intervention = customer_send_coupon(
                 customer=customer, actor=_actor(request), user=request.user, request_key=key
@@ -555,7 +556,8 @@ class CustomerAdmin(admin.ModelAdmin):
         except (CouponNotAllowed, IdempotencyKeyReused) as error:
             self.message_user(request, f"No coupon sent: {error}.", messages.WARNING)
         else:
-            self.message_user(request, *_coupon_message(intervention))
+            # A coupon made before this request: the same form sent twice, or an alert that already had its coupon.
+            self.message_user(request, *_coupon_message(intervention, earlier=intervention.created_at < started))
         return self._back_to(customer)
 
     @method_decorator(require_POST)
@@ -574,11 +576,20 @@ class CustomerAdmin(admin.ModelAdmin):
         return self._back_to(customer)
 
 
-def _coupon_message(intervention: Intervention) -> tuple[SafeString, int]:
-    """What staff read after "Send coupon": the outcome, why where nothing was sent, and a link."""
+def _coupon_message(intervention: Intervention, *, earlier: bool = False) -> tuple[SafeString, int]:
+    """What staff read after "Send coupon": the outcome, why where nothing was sent, and a link; ``earlier``: the
+    intervention was made before this request, which sent nothing again."""
     link = reverse("admin:alerts_intervention_change", args=[intervention.pk])
     status = intervention.status
-    if status == InterventionStatus.SENT:
+    if earlier and status in (InterventionStatus.SENT, InterventionStatus.PENDING):
+        when = intervention.sent_at or intervention.created_at
+        text, level = (
+            f"Nothing sent again: this coupon email (code {intervention.coupon_code}) was "
+            f"{'sent' if status == InterventionStatus.SENT else 'queued'} before, "
+            f"{timezone.localtime(when):%Y-%m-%d %H:%M}",
+            messages.INFO,
+        )
+    elif status == InterventionStatus.SENT:
         text, level = (
             f"Coupon email sent: code {intervention.coupon_code}, {intervention.coupon_discount_percent}% off "
             f"until {intervention.coupon_valid_until:%Y-%m-%d}",

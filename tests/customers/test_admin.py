@@ -494,6 +494,8 @@ def test_send_coupon_submitted_twice_sends_once_and_reports_the_same_interventio
     assert len(mail.outbox) == 1 and Alert.objects.filter(customer=customer).count() == 1
     assert f"intervention #{intervention.pk}" in _messages(first)[0]
     assert f"intervention #{intervention.pk}" in _messages(second)[0]
+    assert _messages(first)[0].startswith("Coupon email sent")
+    assert _messages(second)[0].startswith(f"Nothing sent again: this coupon email (code {intervention.coupon_code})")
 
 
 @pytest.mark.django_db(transaction=True)
