@@ -219,7 +219,9 @@ class Alert(models.Model):
     customer_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     expected_loss = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     top_factors = models.JSONField(default=list, blank=True)
-    holdout = models.BooleanField(default=False, help_text="In the control group: alerted, never contacted.")
+    holdout = models.BooleanField(
+        default=False, help_text="Ticked for a customer in the rule's control group: alerted, never contacted."
+    )
     status = models.CharField(max_length=16, choices=AlertStatus.choices, default=AlertStatus.OPEN, db_index=True)
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="churn_alerts"
