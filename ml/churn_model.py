@@ -18,8 +18,8 @@ This is the unit the Django side trains, stores, promotes and scores with. Publi
   (:func:`ml.snapshot.rolling_cutoffs`: the newest is ``as_of - lead - horizon``, so no label looks past
   ``as_of``). The newest cutoff's labelled snapshots are a frozen **holdout**: the model is trained on the
   older cutoffs only and :attr:`ChurnModel.holdout_metrics` is measured on that holdout, so two models trained
-  at the same ``as_of`` are compared on the same customers. (With a single cutoff, a stratified
-  ``holdout_fraction`` of its customers is held out instead.) ``progress(fraction, message)`` is called as
+  at the same ``as_of`` are compared on the same customers. (With a single cutoff, ``holdout_fraction`` of its
+  customers is held out instead, chosen by a hash of each customer's id and the seed: :func:`customer_held_out`.) ``progress(fraction, message)`` is called as
   training advances.
 * ``predict_proba(snapshots)``: snapshots at any cutoff (:func:`ml.snapshot.snapshot_at`), the same
   features and text serialisation as in training; columns unseen in training are ignored and missing ones
@@ -30,7 +30,7 @@ This is the unit the Django side trains, stores, promotes and scores with. Publi
 * ``metadata`` keys: ``kind``, ``model_type`` (``hybrid`` or ``lightgbm``), ``mode`` (text mode), ``encoder``
   (id, fingerprint, spec or null), ``features``, ``calibration``, ``training_data_sha256``, ``as_of``,
   ``cutoffs``, ``holdout_cutoff``, ``holdout_customers_sha256`` (sha256 of the held-out customers' sorted ids),
-  ``seed``, ``metrics`` (the holdout metrics), ``oof_metrics``, ``config``, ``n_train``, ``n_holdout`` and, once
+  ``holdout_split`` (how the holdout was chosen: ``_split_holdout``), ``seed``, ``metrics`` (the holdout metrics), ``oof_metrics``, ``config``, ``n_train``, ``n_holdout`` and, once
   saved or loaded, ``libraries``.
 
 The estimator inside is :class:`ml.hybrid.HybridChurnModel`; ``ChurnModelConfig.hybrid.text_mode`` picks
@@ -92,7 +92,7 @@ class ChurnModelConfig:
         seed: seed of the single-cutoff holdout split.
         labels_from: ``"activity"``: churn is no qualifying activity in the window after each rolling cutoff (event
             logs; an explicit ``churned_at`` wins); ``"flag"``: profile data, one snapshot per customer at
-            ``as_of`` labelled by its ``churned`` flag, with a stratified sample of customers held out.
+            ``as_of`` labelled by its ``churned`` flag, with a sample of customers held out (``_split_holdout``).
     """
 
     horizon_days: int = 90
@@ -190,6 +190,13 @@ def _encoded(hybrid: HybridChurnModel) -> int | None:
     return None if embedder is None else int(embedder.n_encoded)
 
 
+def customer_held_out(customer_id: object, *, seed: int, fraction: float) -> bool:
+    """Whether a single-cutoff training holds this customer out: a hash of (seed, id) below ``fraction``. The same
+    for a customer whenever and with whichever other customers the model is trained (``ChurnModel._split_holdout``)."""
+    digest = hashlib.sha256(f"churnsite-holdout:{seed}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
+
+
 def _customers_sha256(snapshots: Sequence[Snapshot]) -> str:
     """The sha256 of the sorted, distinct customer ids of ``snapshots``, one per line."""
     ids = sorted({str(snapshot.customer.id) for snapshot in snapshots})
@@ -208,6 +215,7 @@ class ChurnModel:
         self.holdout_: HoldoutData | None = None  # set by fit() only; a loaded model has none
         # The held-out customers' ids (str), set by fit() only: a sample of customers can be rebuilt from them.
         self.holdout_customer_ids_: frozenset[str] = frozenset()
+        self.holdout_split_ = ""  # how fit() chose the holdout (see _split_holdout)
         self._metadata: dict[str, object] = {}
 
     # ------------------------------------------------------------------ data
@@ -371,6 +379,9 @@ class ChurnModel:
             # A sample of customers held out at one cutoff is named by its cutoff alone, yet holds other customers
             # once customers are added: this tells two holdouts apart.
             "holdout_customers_sha256": _customers_sha256(holdout_snapshots),
+            # How the holdout was chosen: "cutoff" (the newest of rolling cutoffs), "customer-hash" (a single
+            # cutoff: customer_held_out), "stratified" (a single cutoff too small for that) or "none".
+            "holdout_split": self.holdout_split_,
             "seed": config.seed,
             "metrics": self.holdout_metrics,
             "oof_metrics": hybrid.oof_metrics_,
@@ -386,22 +397,45 @@ class ChurnModel:
     def _split_holdout(
         self, rows: list[LabelledSnapshot], cutoffs: list[datetime]
     ) -> tuple[list[LabelledSnapshot], list[LabelledSnapshot], str]:
+        """The training rows, the holdout rows and the holdout's name; sets ``holdout_split_``.
+
+        With rolling cutoffs the holdout is the newest cutoff (``"cutoff"``). With a single cutoff (profile data)
+        it is a sample of customers: each customer is held out or not by a hash of its id and the seed
+        (``"customer-hash"``, :func:`customer_held_out`), so a customer keeps its side when the model is trained
+        again later, also after new customers were imported, and a model trained before never trained on the
+        customers a later one holds out; where that leaves one side without churners or without non-churners (a
+        few hundred customers or fewer), a stratified sample of the rows instead (``"stratified"``).
+        """
         if len(cutoffs) >= 2:
             newest = cutoffs[0]
+            self.holdout_split_ = "cutoff"
             return [r for r in rows if r.cutoff != newest], [r for r in rows if r.cutoff == newest], newest.isoformat()
         from sklearn.model_selection import train_test_split
 
         labels = np.array([r.label for r in rows], dtype=int)
+        self.holdout_split_ = "none"
         if len(rows) < 10 or np.bincount(labels, minlength=2).min() < 2:
             return rows, [], cutoffs[0].isoformat()
+        name = f"{cutoffs[0].isoformat()} (customers)"
+        config = self.config
+        held_mask = np.array(
+            [
+                customer_held_out(r.snapshot.customer.id, seed=config.seed, fraction=config.holdout_fraction)
+                for r in rows
+            ]
+        )
+        if all(len(set(labels[side].tolist())) == 2 for side in (held_mask, ~held_mask)):
+            self.holdout_split_ = "customer-hash"
+            return (
+                [r for r, held in zip(rows, held_mask, strict=True) if not held],
+                [r for r, held in zip(rows, held_mask, strict=True) if held],
+                name,
+            )
         train, held = train_test_split(
-            np.arange(len(rows)), test_size=self.config.holdout_fraction, stratify=labels, random_state=self.config.seed
+            np.arange(len(rows)), test_size=config.holdout_fraction, stratify=labels, random_state=config.seed
         )
-        return (
-            [rows[i] for i in sorted(train)],
-            [rows[i] for i in sorted(held)],
-            f"{cutoffs[0].isoformat()} (customers)",
-        )
+        self.holdout_split_ = "stratified"
+        return [rows[i] for i in sorted(train)], [rows[i] for i in sorted(held)], name
 
     # ------------------------------------------------------------------ use
     def _check_fitted(self) -> HybridChurnModel:

@@ -227,10 +227,11 @@ def _champion_metrics_on(
     holdout_cutoff = str(metadata.get("holdout_cutoff", ""))
     if not holdout_cutoff or model_artifact_problem(champion):
         return None
-    if holdout_cutoff.endswith(_CUSTOMER_SAMPLE):
-        rows = _flag_holdout_rows(model, champion, histories, holdout_cutoff.removesuffix(_CUSTOMER_SAMPLE))
-        if rows is None:
-            return None  # the champion may have trained on some of these customers: compare stored metrics
+    customer_sample = holdout_cutoff.endswith(_CUSTOMER_SAMPLE)
+    if customer_sample:
+        if (champion.config or {}).get("labels_from") != "flag":
+            return None
+        rows = None  # which of the challenger's held-out customers the champion can be measured on needs the champion
     elif "(" in holdout_cutoff:
         return None
     else:
@@ -238,9 +239,8 @@ def _champion_metrics_on(
         rows = labelled_snapshots(
             histories, [cutoff], config=model.config.labels, rule=model.config.eligibility, label_until=as_of
         )
-    labels = [r.label for r in rows]
-    if len(set(labels)) < 2:
-        return None
+        if len({r.label for r in rows}) < 2:
+            return None
     from ml.artifacts import ArtifactError
 
     try:
@@ -250,7 +250,14 @@ def _champion_metrics_on(
     except (ArtifactError, OSError) as exc:  # a damaged champion must not stop its successor from registering
         logger.warning("champion %s cannot be re-measured, comparing stored metrics: %s", champion.name, exc)
         return None
-    if not holdout_cutoff.endswith(_CUSTOMER_SAMPLE) and champion_model.training_labels_end() > cutoff:
+    if customer_sample:
+        rows = _flag_holdout_rows(
+            model, champion, champion_model, histories, holdout_cutoff.removesuffix(_CUSTOMER_SAMPLE)
+        )
+        if rows is None or len({r.label for r in rows}) < 2:
+            return None  # the champion may have trained on some of these customers: compare stored metrics
+    labels = [r.label for r in rows]
+    if not customer_sample and champion_model.training_labels_end() > cutoff:
         # The champion learned labels that read the time after this holdout cutoff (a challenger trained at an
         # earlier as_of): measured here it would be graded on what it was taught. Compare stored metrics instead.
         logger.info(
@@ -267,21 +274,32 @@ def _champion_metrics_on(
 _CUSTOMER_SAMPLE = " (customers)"  # how ml.churn_model names a holdout that is a sample of customers at one cutoff
 
 
-def _flag_holdout_rows(model: ChurnModel, champion: ModelVersion, histories: list, cutoff: str) -> list | None:
+def _flag_holdout_rows(
+    model: ChurnModel, champion: ModelVersion, champion_model: ChurnModel, histories: list, cutoff: str
+) -> list | None:
     """The challenger's held-out customers as it measured them (profile data: each customer's snapshot at its as_of,
-    labelled by the flag), for the champion to be measured on; None unless the champion is a flag model that held
-    out exactly these customers, so that it never trained on any of them. Retrained later (the weekly schedule,
+    labelled by the flag), for the champion to be measured on; None unless the champion never trained on any of
+    them: it held out exactly these customers, or both models chose their holdouts by the same hash of customer ids
+    (``ml.churn_model.customer_held_out``: same seed and fraction), which holds out a customer whenever and with
+    whichever other customers a model is trained, so the champion's training customers and the challenger's
+    held-out ones never meet, new customers imported in between included. Retrained later (the weekly schedule,
     churn_train without --as-of) a profile model has another as_of, so its holdout key never equals the
     champion's even with the same customers, and without this it would never be promoted."""
     from ml.snapshot import flagged_snapshots
 
     customers = str(model.metadata.get("holdout_customers_sha256") or "")
     champion_customers = champion.holdout_key.rpartition("|c")[2] if "|c" in champion.holdout_key else ""
+    same_customers = bool(customers and champion_customers and customers.startswith(champion_customers))
+    by_hash = "customer-hash"
+    same_rule = (
+        model.metadata.get("holdout_split") == by_hash
+        and champion_model.metadata.get("holdout_split") == by_hash
+        and model.config.seed == champion_model.config.seed
+        and model.config.holdout_fraction == champion_model.config.holdout_fraction
+    )
     if (
         (champion.config or {}).get("labels_from") != "flag"
-        or not customers
-        or not champion_customers
-        or not customers.startswith(champion_customers)
+        or not (same_customers or same_rule)
         or not model.holdout_customer_ids_
     ):
         return None

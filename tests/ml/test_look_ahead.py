@@ -144,3 +144,34 @@ def _churner_with_a_cancellation(churned_at: datetime) -> CustomerHistory:
 def test_the_churn_itself_is_not_a_feature_of_a_flag_label_even_at_the_as_of(churned_at: datetime) -> None:
     (row,) = flagged_snapshots([_churner_with_a_cancellation(churned_at)], datetime(2025, 6, 1, tzinfo=UTC))
     assert [e.kind for e in row.snapshot.events] == ["page_view"], "the churn event leaks into the features"
+
+
+# --- 5. flag labels: a model trained later holds out no customer an earlier one trained on -------------------
+
+
+def _profiles(n: int) -> list[CustomerHistory]:
+    """Profile customers (no orders): a plan attribute that carries most of the churn flag."""
+    histories = []
+    for i in range(n):
+        plan = ("monthly", "yearly")[i % 2]
+        churned = (i % 7 < 4) if plan == "monthly" else (i % 7 == 0)
+        record = CustomerRecord(id=f"p{i}", signed_up_at=day(0), churned=churned, attributes={"plan": plan, "n": i % 5})
+        histories.append(CustomerHistory(customer=record))
+    return histories
+
+
+def test_a_profile_model_trained_later_with_new_customers_holds_out_none_an_earlier_one_trained_on() -> None:
+    """A single-cutoff holdout is chosen by a hash of each customer's id and the seed: a retraining after new
+    customers were imported (another as_of, other rows) keeps every old customer on its side, so the champion can be
+    measured on the challenger's holdout. A random sample of the rows drawn again gave the champion's training
+    customers to the challenger's holdout (about 4 in 5 of them), where the champion would be graded on what it learned."""
+    config = _features_only(labels_from="flag", max_training_cutoffs=None)
+    first, later = (ChurnModel(config).fit(_profiles(n), as_of=day(300 + extra)) for n, extra in ((300, 0), (400, 30)))
+    first_training = {f"p{i}" for i in range(300)} - first.holdout_customer_ids_
+
+    assert first.metadata["holdout_split"] == later.metadata["holdout_split"] == "customer-hash"
+    assert 0.1 < len(later.holdout_customer_ids_) / 400 < 0.3, "about holdout_fraction (0.2) of the customers"
+    assert not later.holdout_customer_ids_ & first_training
+    assert first.holdout_customer_ids_ <= later.holdout_customer_ids_
+    other_seed = ChurnModel(replace(config, seed=1)).fit(_profiles(300), as_of=day(300))
+    assert other_seed.holdout_customer_ids_ != first.holdout_customer_ids_
