@@ -137,15 +137,19 @@ def customers_search(
 ) -> QuerySet[Customer]:
     """Customers with their order stats, filtered by whichever arguments are given, oldest first.
 
-    ``text`` matches the start of the external id, or any part of the name or email.
+    ``text`` matches the start of the external id, or any part of the name or email. ``churned=False`` is every
+    customer not marked churned, those without a churn flag (null) included, as scoring counts them.
     """
     customers = customers_with_order_stats()
     if segment:
         customers = customers.filter(segment=segment)
     if country:
         customers = customers.filter(country=country)
-    if churned is not None:
-        customers = customers.filter(churned=churned)
+    if churned:
+        customers = customers.filter(churned=True)
+    elif churned is not None:
+        # Not marked churned: false, or no flag at all (imported without a label), as scoring counts them.
+        customers = customers.exclude(churned=True)
     if is_minimal is not None:
         customers = customers.filter(is_minimal=is_minimal)
     if text:

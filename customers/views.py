@@ -49,7 +49,9 @@ _MULTIPART_SLACK = 64 * 1024  # form fields and part headers around an uploaded 
 _CUSTOMER_FILTERS = [
     OpenApiParameter("segment", str, description="Exact segment."),
     OpenApiParameter("country", str, description="Exact country code."),
-    OpenApiParameter("churned", bool, description="Only churned (true) or only active (false) customers."),
+    OpenApiParameter(
+        "churned", bool, description="Only customers marked churned (true), or only those not marked churned (false)."
+    ),
     OpenApiParameter("is_minimal", bool, description="Only customers created from an order, event or message row."),
     OpenApiParameter("q", str, description="Text in the external id, email or name (at most 200 characters)."),
     OpenApiParameter("marketing_consent", bool, description="Only customers who gave (true) or did not give consent."),

@@ -63,6 +63,19 @@ def test_list_filters(staff: APIClient, ada: Customer, query: str, expected: lis
     assert [row["external_id"] for row in results] == expected
 
 
+def test_churned_false_lists_every_customer_not_marked_churned(staff: APIClient, ada: Customer) -> None:
+    # A customer imported without a label (an event log, the demo store) has no churn flag (null): scoring counts
+    # them as active, and so must ?churned=false, which answered an empty list for a whole store without labels.
+    Customer.objects.create(external_id="x0", churned=False)
+    Customer.objects.create(external_id="x1")  # churned is None
+    listed = staff.get("/api/v1/customers/?churned=false").json()["results"]
+    assert [row["external_id"] for row in listed] == ["x0", "x1"]
+    export = staff.get("/api/v1/customers/export.csv?churned=false")
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert [row["external_id"] for row in rows] == ["x0", "x1"]
+    assert [row["external_id"] for row in staff.get("/api/v1/customers/?churned=true").json()["results"]] == ["c1"]
+
+
 def test_bad_filter_value_is_a_400(staff: APIClient) -> None:
     assert staff.get("/api/v1/customers/?churned=maybe").status_code == 400
 
