@@ -72,7 +72,7 @@ class AlertRuleListView(generics.ListAPIView):
                 return 400, error.message_dict
             return 201, AlertRuleSerializer(rule).data
 
-        return idempotent_response(request, handler)
+        return idempotent_response(request, handler, created_view="alert-rule-detail")
 
 
 class AlertRuleDetailView(generics.RetrieveAPIView):
@@ -215,7 +215,7 @@ class AlertSendCouponView(APIView):
                 return 409, {"detail": str(error)}
             return 201, InterventionSerializer(intervention).data
 
-        return idempotent_response(request, handler)
+        return idempotent_response(request, handler, created_view="intervention-detail")
 
 
 @extend_schema(

@@ -200,6 +200,25 @@ def test_replayed_send_coupon_post_gives_one_coupon_and_one_email(
     assert len(sent_emails(django_settings.EMAIL_FILE_PATH)) == 1
 
 
+def test_a_201_says_where_the_created_rule_or_coupon_is_also_when_replayed(
+    api,
+    alert,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
+) -> None:
+    # A 201 without a Location header left the client to build the URL of what it created.
+    for key in ("k-loc", "k-loc"):
+        created = api.post("/api/v1/alert-rules/", RULE, format="json", HTTP_IDEMPOTENCY_KEY=key)
+        assert created.status_code == 201
+        assert created["Location"] == f"http://testserver/api/v1/alert-rules/{created.json()['id']}/"
+        assert api.get(created["Location"]).json()["id"] == created.json()["id"]
+    for key in ("coupon-loc", "coupon-loc", ""):
+        with django_capture_on_commit_callbacks(execute=True):
+            coupon = api.post(f"/api/v1/alerts/{alert.pk}/send-coupon/", {}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+        assert coupon.status_code == 201
+        assert coupon["Location"] == f"http://testserver/api/v1/interventions/{coupon.json()['id']}/"
+        assert api.get(coupon["Location"]).json()["id"] == coupon.json()["id"]
+
+
 def test_alert_transition_and_filters(api, alert) -> None:  # noqa: ANN001
     response = api.post(f"/api/v1/alerts/{alert.pk}/transition/", {"status": "acknowledged"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "acknowledged"
