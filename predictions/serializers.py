@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from predictions.models import ChurnScore, ModelAuditEntry, ModelVersion, ScoringRun, TrainingRun
@@ -63,6 +64,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "status",
+            "training_run",
             "model_type",
             "mode",
             "encoder",
@@ -98,6 +100,10 @@ class _LabelsFromField(serializers.ChoiceField):
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
+    # The model version the run made (null until it has one): its name, as scores and scoring runs show it, and its
+    # id, for model-versions/<id>/ and its promotion.
+    model_version = serializers.SerializerMethodField()
+    model_version_id = serializers.SerializerMethodField()
     # Bounded here so that a request that can never train is a 400, not a queued run that fails: the label
     # window is counted back from ``as_of`` (3650 days, as alert rules allow, and a year after 1970).
     mode = serializers.ChoiceField(
@@ -116,6 +122,16 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         help_text="activity (default): churn is no order in the horizon after each cutoff; flag: profile data, "
         "labelled by each customer's churn flag.",
     )
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_model_version(self, run: TrainingRun) -> str | None:
+        version = _run_model_version(run)
+        return version.name if version is not None else None
+
+    @extend_schema_field({"type": "integer", "nullable": True})
+    def get_model_version_id(self, run: TrainingRun) -> int | None:
+        version = _run_model_version(run)
+        return version.pk if version is not None else None
 
     def validate_as_of(self, value: datetime | None) -> datetime | None:
         if value is not None and not EARLIEST_AS_OF <= value.year <= LATEST_AS_OF:
@@ -145,6 +161,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "model_version",
+            "model_version_id",
         ]
         read_only_fields = [f for f in fields if f not in ("mode", "as_of", "horizon_days", "lead_days", "labels_from")]
         extra_kwargs = {
@@ -157,6 +175,13 @@ class TrainingRunSerializer(serializers.ModelSerializer):
                 "midnight UTC and a time without an offset is UTC, as for churn_train --as-of.",
             }
         }
+
+
+def _run_model_version(run: TrainingRun) -> ModelVersion | None:
+    try:
+        return run.model_version
+    except ModelVersion.DoesNotExist:
+        return None
 
 
 class ScoringRunSerializer(serializers.ModelSerializer):

@@ -72,3 +72,26 @@ def test_a_training_as_of_without_an_offset_is_utc_as_churn_train_reads_it(
     assert response.status_code == 202, response.json()
     assert TrainingRun.objects.get().as_of == parse_as_of(given) == datetime(2026, 3, 8, tzinfo=UTC)
     assert response.json()["as_of"] == "2026-03-08T00:00:00Z"
+
+
+def test_a_training_run_names_the_model_version_it_made_and_the_version_its_run(staff: APIClient) -> None:
+    # A client that requested a run and polled it to "succeeded" could not tell which model version to promote: the
+    # run did not name it, nor the version its run (the name's "-run<N>" was the only link).
+    from datetime import UTC, datetime
+
+    from predictions.models import TrainingRun
+
+    pending = TrainingRun.objects.create(mode="lightgbm", as_of=datetime(2026, 3, 8, tzinfo=UTC), horizon_days=30)
+    done = TrainingRun.objects.create(
+        mode="lightgbm", as_of=datetime(2026, 3, 8, tzinfo=UTC), horizon_days=30, status="succeeded"
+    )
+    version = ModelVersion.objects.create(
+        name="lightgbm-run2", model_type="lightgbm", status="ready", training_run=done
+    )
+
+    runs = {row["id"]: row for row in staff.get("/api/v1/training-runs/").json()["results"]}
+    assert (runs[done.pk]["model_version"], runs[done.pk]["model_version_id"]) == ("lightgbm-run2", version.pk)
+    assert (runs[pending.pk]["model_version"], runs[pending.pk]["model_version_id"]) == (None, None)
+    assert staff.get(f"/api/v1/model-versions/{version.pk}/").json()["training_run"] == done.pk
+    listed = staff.get("/api/v1/model-versions/").json()["results"]
+    assert [row["training_run"] for row in listed] == [done.pk]
