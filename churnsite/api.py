@@ -159,7 +159,19 @@ class _CappedPageSize:
 
 
 class CappedPageNumberPagination(_CappedPageSize, PageNumberPagination):
-    """``?page=`` and ``?page_size=`` (default ``PAGE_SIZE``, at most ``API_MAX_PAGE_SIZE``)."""
+    """``?page=`` and ``?page_size=`` (default ``PAGE_SIZE``, at most ``API_MAX_PAGE_SIZE``).
+
+    A page number that cannot be meant (not a whole number, or below 1) is a 400 naming ``page``; DRF answered 404
+    "Invalid page." as for a page past the last one (still a 404)."""
+
+    def get_page_number(self, request: Request, paginator: object) -> str | int:
+        number = super().get_page_number(request, paginator)
+        if number in self.last_page_strings:
+            return number
+        text = str(number).strip()
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
+            raise exceptions.ValidationError({self.page_query_param: ["must be a whole number from 1, or last"]})
+        return text
 
 
 class KeysetPagination(_CappedPageSize, BasePagination):

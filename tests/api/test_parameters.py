@@ -41,6 +41,23 @@ def test_a_page_size_that_cannot_be_meant_is_a_400_naming_it(staff: APIClient, v
     assert "page_size" in _error(response)["fields"]
 
 
+@pytest.mark.parametrize("value", ["abc", "-3", "0", "1.5"])
+def test_a_page_number_that_cannot_be_meant_is_a_400_naming_it(staff: APIClient, value: str) -> None:
+    # It answered 404 "Invalid page." naming nothing, as if the list itself were not there.
+    customer_make(1)
+    response = staff.get("/api/v1/customers/", {"page": value})
+    assert response.status_code == 400
+    assert "page" in _error(response)["fields"]
+
+
+def test_a_page_past_the_last_is_still_a_404_and_last_is_the_last_page(staff: APIClient) -> None:
+    for n in range(3):
+        customer_make(n + 1)
+    assert staff.get("/api/v1/customers/", {"page": "3", "page_size": "2"}).status_code == 404
+    last = staff.get("/api/v1/customers/", {"page": "last", "page_size": "2"})
+    assert last.status_code == 200 and len(last.json()["results"]) == 1
+
+
 def test_a_page_size_above_the_maximum_gives_the_maximum(staff: APIClient, settings) -> None:  # noqa: ANN001
     settings.API_MAX_PAGE_SIZE = 2
     for n in range(3):
