@@ -41,6 +41,7 @@ def alerts_queue(
     segment: str | None = None,
     rule_id: int | None = None,
     customer_id: int | None = None,
+    customer_external_id: str | None = None,
 ) -> QuerySet[Alert]:
     """Alerts for the CRM queue, most valuable first, with customer, rule and assignee joined."""
     alerts = Alert.objects.select_related("customer", "rule", "assignee").order_by(*ALERT_QUEUE_ORDER)
@@ -54,11 +55,18 @@ def alerts_queue(
         alerts = alerts.filter(rule_id=rule_id)
     if customer_id:
         alerts = alerts.filter(customer_id=customer_id)
+    if customer_external_id:
+        alerts = alerts.filter(customer__external_id=customer_external_id)
     return alerts
 
 
 def interventions_list(
-    *, status: str | None = None, kind: str | None = None, alert_id: int | None = None
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    alert_id: int | None = None,
+    customer_id: int | None = None,
+    customer_external_id: str | None = None,
 ) -> QuerySet[Intervention]:
     interventions = Intervention.objects.select_related("customer", "alert__rule").order_by("-created_at")
     if status:
@@ -67,6 +75,10 @@ def interventions_list(
         interventions = interventions.filter(kind=kind)
     if alert_id:
         interventions = interventions.filter(alert_id=alert_id)
+    if customer_id:
+        interventions = interventions.filter(customer_id=customer_id)
+    if customer_external_id:
+        interventions = interventions.filter(customer__external_id=customer_external_id)
     return interventions
 
 

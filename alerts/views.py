@@ -115,10 +115,11 @@ class AlertRuleUpliftView(APIView):
         OpenApiParameter("segment", str),
         OpenApiParameter("rule", int, description="Alert rule id."),
         OpenApiParameter("customer", int, description="Customer id."),
+        OpenApiParameter("customer_external_id", str, description="The customer's id in your systems."),
     ]
 )
 class AlertListView(generics.ListAPIView):
-    """The alert queue; filters: status, risk_tier, segment, rule, customer."""
+    """The alert queue; filters: status, risk_tier, segment, rule, customer, customer_external_id."""
 
     staff_permissions = {"GET": ("alerts.view_alert",)}
     permission_classes = [IsStaffOrServiceClient]
@@ -133,6 +134,7 @@ class AlertListView(generics.ListAPIView):
             segment=params.get("segment") or None,
             rule_id=query_int(params, "rule"),
             customer_id=query_int(params, "customer"),
+            customer_external_id=params.get("customer_external_id") or None,
         )
 
 
@@ -224,10 +226,11 @@ class AlertSendCouponView(APIView):
         OpenApiParameter("kind", str, enum=ActionKind.values),
         OpenApiParameter("alert", int, description="Alert id."),
         OpenApiParameter("customer", int, description="Customer id."),
+        OpenApiParameter("customer_external_id", str, description="The customer's id in your systems."),
     ]
 )
 class InterventionListView(generics.ListAPIView):
-    """Retention actions; filters: status, kind, alert, customer."""
+    """Retention actions; filters: status, kind, alert, customer, customer_external_id."""
 
     staff_permissions = {"GET": ("alerts.view_intervention",)}
     permission_classes = [IsStaff]
@@ -236,13 +239,13 @@ class InterventionListView(generics.ListAPIView):
 
     def get_queryset(self):  # noqa: ANN201
         params = self.request.query_params
-        interventions = interventions_list(
+        return interventions_list(
             status=query_choice(params, "status", InterventionStatus.values),
             kind=query_choice(params, "kind", ActionKind.values),
             alert_id=query_int(params, "alert"),
+            customer_id=query_int(params, "customer"),
+            customer_external_id=params.get("customer_external_id") or None,
         )
-        customer_id = query_int(params, "customer")
-        return interventions.filter(customer_id=customer_id) if customer_id else interventions
 
 
 class InterventionDetailView(generics.RetrieveAPIView):

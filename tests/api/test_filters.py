@@ -214,6 +214,24 @@ def test_interventions_filter_by_customer(staff: APIClient) -> None:
     assert staff.get(f"/api/v1/interventions/?customer={other.pk}").json()["count"] == 0
 
 
+def test_alerts_and_interventions_filter_by_the_customers_external_id_as_scores_do(
+    service: APIClient, staff: APIClient
+) -> None:
+    # A service client knows its own customer ids, not ours (customers/ is staff only), and scores/ takes
+    # ?customer_external_id=; on alerts/ the same parameter was ignored and every alert came back.
+    data = api_data()  # customers 2 and 3 are alerted (0.5 and 0.8)
+    alert = data["alert"]
+    alerted = alert.customer.external_id
+    unalerted = data["customers"][0].external_id
+    rows = service.get(f"/api/v1/alerts/?customer_external_id={alerted}").json()["results"]
+    assert [row["id"] for row in rows] == [alert.pk]
+    assert service.get(f"/api/v1/alerts/?customer_external_id={unalerted}").json()["count"] == 0
+    assert service.get("/api/v1/alerts/?customer_external_id=nobody").json()["count"] == 0
+    assert staff.post(f"/api/v1/alerts/{alert.pk}/send-coupon/").status_code == 201
+    assert staff.get(f"/api/v1/interventions/?customer_external_id={alerted}").json()["count"] == 1
+    assert staff.get(f"/api/v1/interventions/?customer_external_id={unalerted}").json()["count"] == 0
+
+
 def test_alert_rules_filter_by_active(staff: APIClient) -> None:
     from alerts.models import AlertRule
 
