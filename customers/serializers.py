@@ -5,10 +5,16 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from customers.models import Customer, CustomerProfileChange
+from customers.models import Customer, CustomerProfileChange, ImportKind, ImportRun
 from customers.selectors import TimelineEntry
 
-__all__ = ["CustomerDetailSerializer", "CustomerSerializer", "TimelineEntrySerializer"]
+__all__ = [
+    "CustomerDetailSerializer",
+    "CustomerSerializer",
+    "ImportReportSerializer",
+    "ImportRowErrorSerializer",
+    "TimelineEntrySerializer",
+]
 
 
 class CustomerSerializer(serializers.ModelSerializer):
@@ -79,3 +85,29 @@ class CustomerDetailSerializer(CustomerSerializer):
     def get_timeline(self, customer: Customer) -> list[dict[str, object]]:
         entries: list[TimelineEntry] = self.context.get("timeline", [])
         return TimelineEntrySerializer(entries, many=True).data
+
+
+class ImportRowErrorSerializer(serializers.Serializer):
+    """A rejected row: its number (the line in CSV or JSON lines, the sheet row, the element of a JSON array), the
+    field and the reason."""
+
+    row = serializers.IntegerField()
+    field = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ImportReportSerializer(serializers.Serializer):
+    """The answer of an ingestion (``customers.ingest.ImportResult.as_dict``); the schema's description of it."""
+
+    import_run_id = serializers.IntegerField(help_text="The import run recorded (a dry run too).")
+    kind = serializers.ChoiceField(choices=ImportKind.choices)
+    source = serializers.CharField(help_text="'api' for a body, the file's name for an upload.")
+    dry_run = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=ImportRun.Status.choices)
+    rows_total = serializers.IntegerField()
+    rows_imported = serializers.IntegerField()
+    rows_unchanged = serializers.IntegerField(help_text="Rows stored before (a re-send): nothing changed.")
+    rows_rejected = serializers.IntegerField()
+    customers_created = serializers.IntegerField(help_text="Placeholder customers made for unknown customer ids.")
+    notes = serializers.ListField(child=serializers.CharField())
+    errors = ImportRowErrorSerializer(many=True, help_text="Every rejected row (up to 1,000).")

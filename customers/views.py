@@ -27,7 +27,7 @@ from customers.exports import customers_csv_lines
 from customers.importers import FORMATS, KINDS, ImportFileError, detect_format
 from customers.ingest import import_file, import_options_from_settings
 from customers.selectors import customer_profile_changes, customer_timeline, customers_search
-from customers.serializers import CustomerDetailSerializer, CustomerSerializer
+from customers.serializers import CustomerDetailSerializer, CustomerSerializer, ImportReportSerializer
 
 __all__ = ["CustomerDetailView", "CustomerExportView", "CustomerListView", "IngestView"]
 
@@ -228,7 +228,7 @@ class IngestView(APIView):
             },
         },
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The import summary with every row error."),
+            200: OpenApiResponse(ImportReportSerializer, description="The import summary with every row error."),
             # The error envelope (added to every operation); when every row was rejected the report's keys too.
             400: OpenApiResponse(description="Unreadable file, or every row rejected (with the report's errors)."),
             413: OpenApiResponse(description="Larger than CHURN_INGEST_MAX_BYTES."),
