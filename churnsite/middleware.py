@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
-__all__ = ["RejectNulCharactersMiddleware"]
+__all__ = ["RateLimitHeadersMiddleware", "RejectNulCharactersMiddleware"]
 
 
 class RejectNulCharactersMiddleware:
@@ -46,3 +46,23 @@ def _nul_in_request(request: HttpRequest) -> str | None:
         if "\x00" in name or any("\x00" in value for value in values):
             return f"query parameter {name.replace(chr(0), '%00')}"
     return None
+
+
+class RateLimitHeadersMiddleware:
+    """``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` on every answer an API throttle counted
+    (noted on the request by ``churnsite.throttling``), so that a client can slow down before a 429."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from churnsite.throttling import RATE_LIMIT_ATTRIBUTE
+
+        response = self.get_response(request)
+        noted = getattr(request, RATE_LIMIT_ATTRIBUTE, None)
+        if noted is not None:
+            limit, remaining, reset, _ = noted
+            response.headers.setdefault("RateLimit-Limit", str(limit))
+            response.headers.setdefault("RateLimit-Remaining", str(remaining))
+            response.headers.setdefault("RateLimit-Reset", str(reset))
+        return response

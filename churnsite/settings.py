@@ -106,6 +106,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the session: it drops a cookie holding a NUL, which the session lookup would send to PostgreSQL.
     "churnsite.middleware.RejectNulCharactersMiddleware",
+    "churnsite.middleware.RateLimitHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -399,9 +400,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "churnsite.api.error_envelope_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        # DRF's, which also note where the client stands: RateLimit-* headers on every throttled answer.
+        "churnsite.throttling.AnonThrottle",
+        "churnsite.throttling.UserThrottle",
+        "churnsite.throttling.ScopeThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": _throttle_rate("API_THROTTLE_ANON", "30/minute"),

@@ -50,6 +50,24 @@ def test_rows_without_a_value_come_last_in_either_direction_on_every_database(st
         assert ids[:3] == expected and set(ids[3:]) == {"c0", "c2"}, (ordering, ids)
 
 
+def test_every_throttled_answer_says_the_limit_what_is_left_and_when_it_resets(service: APIClient, monkeypatch) -> None:  # noqa: ANN001
+    # Only a 429 said anything (Retry-After): a client could not slow down before it hit the limit.
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"user": "5/minute", "anon": "5/minute", "ingest": "2/minute"}
+    )
+    first, second = service.get("/api/v1/scores/"), service.get("/api/v1/scores/")
+    assert (first["RateLimit-Limit"], first["RateLimit-Remaining"], second["RateLimit-Remaining"]) == ("5", "4", "3")
+    assert 0 < int(first["RateLimit-Reset"]) <= 60
+    # Ingestion has a tighter limit of its own: the headers give the one nearest to refusing.
+    ingest = [service.post("/api/v1/ingest/orders", "[]", content_type="application/json") for _ in range(3)]
+    assert [(r.status_code, r["RateLimit-Limit"], r["RateLimit-Remaining"]) for r in ingest] == [
+        (200, "2", "1"),
+        (200, "2", "0"),
+        (429, "2", "0"),
+    ]
+    assert int(ingest[2]["Retry-After"]) > 0 and int(ingest[2]["RateLimit-Reset"]) > 0
+
+
 def test_throttled_client_gets_429_with_retry_after(service: APIClient, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"user": "2/minute", "anon": "2/minute"})
     statuses = [service.get("/api/v1/scores/").status_code for _ in range(3)]
