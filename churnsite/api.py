@@ -611,7 +611,7 @@ _ERROR_DESCRIPTIONS = {
 def error_responses_hook(result: dict, generator: object, request: object, public: bool) -> dict:  # noqa: FBT001
     """drf-spectacular postprocessing hook: document the error envelope on every operation.
 
-    A 201 documents its Location header. Each operation gets 400, 401, 403, 404, 406 and 429; those with a request body 413 and 415 too, those taking an
+    A 201 or 202 documents its Location header. Each operation gets 400, 401, 403, 404, 406 and 429; those with a request body 413 and 415 too, those taking an
     Idempotency-Key 422 (the key reused with another request). Error codes a
     view documented itself keep their description and gain the envelope as their body.
     """
@@ -622,11 +622,13 @@ def error_responses_hook(result: dict, generator: object, request: object, publi
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = operation.setdefault("responses", {})
-            if "201" in responses:
-                responses["201"].setdefault("headers", {})["Location"] = {
-                    "description": "The URL of the object created (or, replayed, of the one created first).",
-                    "schema": {"type": "string", "format": "uri"},
-                }
+            for accepted in ("201", "202"):
+                if accepted in responses:
+                    responses[accepted].setdefault("headers", {})["Location"] = {
+                        "description": "The URL of the object created (a 202's: where to poll it; replayed, of the "
+                        "one created first).",
+                        "schema": {"type": "string", "format": "uri"},
+                    }
             codes = ["400", "401", "403", "404", "406", "429"]
             if "requestBody" in operation:
                 codes += ["413", "415"]

@@ -35,14 +35,14 @@ def idempotent_response(
 ) -> Response:
     """Honour the Idempotency-Key header around ``handler`` (which returns a status and a body).
 
-    With ``created_view`` (the URL name of the created object's detail), a 201 whose body has an ``id`` carries a
-    ``Location`` header with that object's URL, a replay as the first answer."""
+    With ``created_view`` (the URL name of the created object's detail), a 201 or 202 whose body has an ``id``
+    carries a ``Location`` header with that object's URL (a 202's: where to poll it), a replay as the first answer."""
     from alerts.services import IdempotencyKeyReused, idempotent_request
 
     key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
     if not key:
         code, body = handler()
-        return _with_location(request, Response(body, status=code), created_view)
+        return with_location(request, Response(body, status=code), created_view)
     if len(key) > 255:
         return Response({"detail": f"{IDEMPOTENCY_HEADER} is longer than 255 characters"}, status=400)
     raw = request.body  # read first: DRF parses the data from this copy, and the raw bytes stay readable
@@ -61,11 +61,12 @@ def idempotent_response(
     response = Response(stored.body, status=stored.status)
     if stored.replayed:
         response["Idempotent-Replayed"] = "true"
-    return _with_location(request, response, created_view)
+    return with_location(request, response, created_view)
 
 
-def _with_location(request: Request, response: Response, created_view: str | None) -> Response:
-    if created_view and response.status_code == status.HTTP_201_CREATED and isinstance(response.data, dict):
+def with_location(request: Request, response: Response, created_view: str | None) -> Response:
+    accepted = (status.HTTP_201_CREATED, status.HTTP_202_ACCEPTED)
+    if created_view and response.status_code in accepted and isinstance(response.data, dict):
         created_id = response.data.get("id")
         if isinstance(created_id, int):
             response["Location"] = request.build_absolute_uri(reverse(created_view, args=[created_id]))

@@ -19,5 +19,6 @@ urlpatterns = [
     path("model-versions/<int:pk>/", views.ModelVersionDetailView.as_view(), name="model-version-detail"),
     path("model-versions/<int:pk>/promote", views.ModelVersionPromoteView.as_view(), name="model-version-promote"),
     path("training-runs/", views.TrainingRunListView.as_view(), name="training-run-list"),
+    path("training-runs/<int:pk>/", views.TrainingRunDetailView.as_view(), name="training-run-detail"),
     path("scoring-runs/", views.ScoringRunListView.as_view(), name="scoring-run-list"),
 ]

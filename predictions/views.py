@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from churnsite.api import KeysetPagination, StableOrderingFilter, query_choice, query_float, query_int
-from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response
+from churnsite.idempotency import IDEMPOTENCY_PARAMETER, idempotent_response, with_location
 from churnsite.permissions import IsStaff, IsStaffOrServiceClient
 from customers.models import Customer
 from predictions.models import ChurnScore, ModelStatus, ModelVersion, RiskTier, RunStatus, TrainingRun
@@ -267,10 +267,11 @@ class TrainingRunListView(generics.ListCreateAPIView):
             return status.HTTP_202_ACCEPTED, TrainingRunSerializer(run).data
 
         try:
-            response = idempotent_response(request, handler)
+            response = idempotent_response(request, handler, created_view="training-run-detail")
         except TrainingError as exc:  # raised as the request's transaction committed (with an Idempotency-Key)
             run = TrainingRun.objects.get(pk=exc.training_run_id)
-            return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+            response = Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+            return with_location(request, response, "training-run-detail")
         if response.status_code == status.HTTP_202_ACCEPTED and isinstance(response.data, dict):
             # The run as it is now: with an Idempotency-Key the body was made before the commit that ran an eager
             # training, and a replay of the key would otherwise say "pending" forever.
@@ -278,6 +279,17 @@ class TrainingRunListView(generics.ListCreateAPIView):
             if run is not None:
                 response.data = TrainingRunSerializer(run).data
         return response
+
+
+class TrainingRunDetailView(generics.RetrieveAPIView):
+    """One training run: poll a requested run here (its answer's Location) until it succeeded or failed."""
+
+    staff_permissions = {"GET": ("predictions.view_trainingrun",)}
+    permission_classes = [IsStaff]
+    serializer_class = TrainingRunSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        return training_runs()
 
 
 @extend_schema(parameters=[_STATUS_FILTER])

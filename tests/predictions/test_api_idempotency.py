@@ -65,6 +65,22 @@ def test_a_retried_training_request_creates_one_run(staff: APIClient) -> None:
     assert invalid.status_code == 400 and set(invalid.json()["error"]["fields"]) == {"mode"}
 
 
+def test_a_requested_training_run_says_where_to_poll_it_and_answers_there(staff: APIClient) -> None:
+    # "Poll its progress here" meant paging the whole list for the run's id: no Location, no run of its own.
+    body = {"mode": "lightgbm", "horizon_days": 30, "as_of": "2026-06-01T00:00:00Z"}
+    first, replay = (
+        staff.post("/api/v1/training-runs/", body, format="json", HTTP_IDEMPOTENCY_KEY="t-9") for _ in "ab"
+    )
+    without_key = staff.post("/api/v1/training-runs/", {**body, "horizon_days": 45}, format="json")
+
+    for answer in (first, replay, without_key):
+        assert answer.status_code == 202
+        assert answer["Location"] == f"http://testserver/api/v1/training-runs/{answer.json()['id']}/"
+    polled = staff.get(first["Location"])
+    assert polled.status_code == 200 and polled.json() == first.json()
+    assert staff.get("/api/v1/training-runs/999999/").status_code == 404
+
+
 def test_the_schema_documents_the_key_and_its_422_on_every_post_that_takes_it(staff: APIClient) -> None:
     schema = staff.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
     posts = {
