@@ -40,7 +40,10 @@ class ChurnScoreSerializer(serializers.ModelSerializer):
 
 
 class RealtimeScoreSerializer(serializers.Serializer):
-    customer = serializers.CharField(help_text="The customer's external id.")
+    customer = serializers.CharField(
+        help_text="The customer's external id (kept for existing clients; a score row's customer is the id)."
+    )
+    customer_external_id = serializers.CharField(help_text="The customer's external id, as in a score row.")
     as_of = serializers.DateTimeField()
     probability = serializers.FloatField()
     risk_tier = serializers.CharField()

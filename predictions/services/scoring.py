@@ -419,6 +419,7 @@ def customer_score_now(*, customer: Customer) -> dict[str, object]:
     probability = float(model.predict_proba([snapshot])[0])
     return {
         "customer": customer.external_id,
+        "customer_external_id": customer.external_id,
         "as_of": now,
         "probability": probability,
         "risk_tier": risk_tier(probability),

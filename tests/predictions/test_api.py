@@ -27,6 +27,9 @@ def test_realtime_score_returns_probability_tier_model_and_factors(store: None, 
     assert response.status_code == 200, body
     assert 0 <= body["probability"] <= 1 and body["risk_tier"] in {"low", "medium", "high"}
     assert body["model_version"] == version.name and body["top_factors"][0]["factor"]
+    # Read as a score row is: the external id under customer_external_id (customer is the external id here too,
+    # as it always was, where a score row's customer is the id).
+    assert body["customer_external_id"] == body["customer"] == customer.external_id
 
 
 def test_realtime_score_without_a_champion_is_503_with_a_reason(staff: APIClient) -> None:
