@@ -886,6 +886,20 @@ def _from_epoch(seconds: float) -> datetime:
 _MAX_NESTING = 64  # levels of lists and objects in one attribute or property value
 
 
+def _attributes_object(value: object) -> dict | None:
+    """The object a customer's ``attributes`` column holds: a JSON object, or text that is one (the export's
+    column); None for anything else, which stays one attribute of that name."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None
+
+
 def _free_value(value: object, context: _Context, depth: int = 0) -> object:
     """An attribute or property value: numbers in text become numbers, blanks become null, text is checked."""
     if depth > _MAX_NESTING:
@@ -1135,11 +1149,15 @@ class RowParser:
         extra: dict[str, object] | None = None
         if self.extra_into:
             extra = {}
-            for column in plan.extras:
-                try:
-                    extra[_check_text(column, 255)] = _free_value(record[column], context)
-                except _FieldError as exc:
-                    errors.append(RowError(row, f"{self.extra_into}.{column}", str(exc)))
+            # A customer's "attributes" column holding an object (as the API answers them; the export writes it as
+            # JSON text) is their attributes, read first so that a column beside it wins over the same key.
+            for column in sorted(plan.extras, key=lambda column: column != "attributes"):
+                nested = _attributes_object(record[column]) if column == "attributes" == self.extra_into else None
+                for key, value in nested.items() if nested is not None else ((column, record[column]),):
+                    try:
+                        extra[_check_text(str(key), 255)] = _free_value(value, context)
+                    except _FieldError as exc:
+                        errors.append(RowError(row, f"{self.extra_into}.{key}", str(exc)))
         elif plan.ignored:
             self.ignored_columns.update(plan.ignored)
         label = self.options.label_column

@@ -200,3 +200,22 @@ def test_a_workbook_uploaded_as_csv_is_named_as_a_workbook(staff: APIClient) -> 
     assert response.status_code == 400, response.content
     assert "xlsx" in str(response.json()["error"]["fields"]["format"]), response.json()
     assert Order.objects.count() == 0
+
+
+def test_a_customers_attributes_object_is_their_attributes_not_one_attribute_named_attributes(staff: APIClient) -> None:
+    # The customer API answers "attributes": {...}; sent back in that shape, the object was stored as one attribute
+    # named "attributes" (a feature attr_attributes, and rule filters on "plan" matched nobody).
+    rows = [
+        {"external_id": "c1", "attributes": {"plan": "gold", "MonthlyCharges": "42.50"}, "plan": "platinum"},
+        {"external_id": "c2", "attributes": {"bad": "nul \u0000"}},
+    ]
+    response = staff.post("/api/v1/ingest/customers", json.dumps(rows), content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert Customer.objects.get(external_id="c1").attributes == {"plan": "platinum", "MonthlyCharges": 42.5}
+    assert [(error["row"], error["field"]) for error in response.json()["errors"]] == [(2, "attributes.bad")]
+    # A CSV with the export's attributes column (JSON text) reads the same way, so an export imports back.
+    csv_body = 'external_id,attributes\nc3,"{""plan type"": ""gold"", ""seats"": 3}"\nc4,not json\n'
+    response = staff.post("/api/v1/ingest/customers", csv_body, content_type="text/csv")
+    assert response.status_code == 200, response.content
+    assert Customer.objects.get(external_id="c3").attributes == {"plan type": "gold", "seats": 3}
+    assert Customer.objects.get(external_id="c4").attributes == {"attributes": "not json"}
