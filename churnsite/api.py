@@ -611,9 +611,9 @@ _ERROR_DESCRIPTIONS = {
 def error_responses_hook(result: dict, generator: object, request: object, public: bool) -> dict:  # noqa: FBT001
     """drf-spectacular postprocessing hook: document the error envelope on every operation.
 
-    A 201 or 202 documents its Location header. Each operation gets 400, 401, 403, 404, 406 and 429; those with a request body 413 and 415 too, those taking an
-    Idempotency-Key 422 (the key reused with another request). Error codes a
-    view documented itself keep their description and gain the envelope as their body.
+    Each operation gets 400, 401, 403, 404, 406 and 429; those with a request body 413 and 415 too, those taking an
+    Idempotency-Key 422 (the key reused with another request). Error codes a view documented itself keep their
+    description and gain the envelope as their body. A 201 or 202 documents its Location header.
     """
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
     reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
