@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect, JsonResponse
+from django.middleware.common import CommonMiddleware
+from django.utils.http import escape_leading_slashes
 
-__all__ = ["RateLimitHeadersMiddleware", "RejectNulCharactersMiddleware"]
+__all__ = ["ApiCommonMiddleware", "RateLimitHeadersMiddleware", "RejectNulCharactersMiddleware"]
 
 
 class RejectNulCharactersMiddleware:
@@ -66,3 +68,26 @@ class RateLimitHeadersMiddleware:
             response.headers.setdefault("RateLimit-Remaining", str(remaining))
             response.headers.setdefault("RateLimit-Reset", str(reset))
         return response
+
+
+class _PermanentRedirectKeepingTheMethod(HttpResponseRedirect):
+    status_code = 308
+
+
+class ApiCommonMiddleware(CommonMiddleware):
+    """Django's ``CommonMiddleware``, except that a write (POST, PUT, PATCH, DELETE) to an API path that lacks its
+    trailing slash is redirected with a 308, which clients follow with the same method and body.
+
+    Django answered 301, which clients follow with a GET: ``POST /api/v1/alert-rules`` listed the rules with a 200
+    and created nothing (with DEBUG on it raised a RuntimeError, a 500). Reads keep the 301."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (
+            response.status_code == 404
+            and request.method not in ("GET", "HEAD")
+            and request.path.startswith("/api/")
+            and self.should_redirect_with_slash(request)
+        ):
+            path = escape_leading_slashes(request.get_full_path(force_append_slash=True))
+            return _PermanentRedirectKeepingTheMethod(path)
+        return super().process_response(request, response)

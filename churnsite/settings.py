@@ -108,7 +108,8 @@ MIDDLEWARE = [
     "churnsite.middleware.RejectNulCharactersMiddleware",
     "churnsite.middleware.RateLimitHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's, with a write to an API path without its trailing slash redirected keeping its method (308).
+    "churnsite.middleware.ApiCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

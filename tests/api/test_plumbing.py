@@ -68,6 +68,25 @@ def test_every_throttled_answer_says_the_limit_what_is_left_and_when_it_resets(s
     assert int(ingest[2]["Retry-After"]) > 0 and int(ingest[2]["RateLimit-Reset"]) > 0
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_write_to_an_api_path_without_its_trailing_slash_is_sent_on_with_its_method(
+    staff: APIClient,
+    settings,
+    debug: bool,  # noqa: ANN001, FBT001
+) -> None:
+    # Django answered 301 (DEBUG off), which clients follow with a GET: POST /api/v1/alert-rules then listed the
+    # rules with a 200 and created nothing; with DEBUG on it was a 500 (RuntimeError).
+    from alerts.models import AlertRule
+
+    settings.DEBUG = debug
+    rule = {"name": "slashless", "threshold": 0.5, "action": "none"}
+    response = staff.post("/api/v1/alert-rules?x=1", rule, format="json")
+    assert response.status_code == 308 and response["Location"] == "/api/v1/alert-rules/?x=1"
+    assert not AlertRule.objects.filter(name="slashless").exists()
+    assert staff.post(response["Location"], rule, format="json").status_code == 201
+    assert staff.get("/api/v1/alert-rules").status_code == 301, "a read still gets the usual redirect"
+
+
 def test_throttled_client_gets_429_with_retry_after(service: APIClient, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"user": "2/minute", "anon": "2/minute"})
     statuses = [service.get("/api/v1/scores/").status_code for _ in range(3)]
