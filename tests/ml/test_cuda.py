@@ -22,16 +22,14 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from ml.baselines import LightGBMOptions
-from ml.churn_model import ChurnModel, ChurnModelConfig
+from ml.churn_model import ChurnModel
 from ml.encoder import TextEncoder, load_encoder
 from ml.finetune import FineTuneConfig, TransformerChurnClassifier
-from ml.hybrid import HybridConfig
-from ml.serialize import SerializeConfig
 from ml.snapshot import snapshot_at
 
 from .churn_histories import START, churn_histories
 from .conftest import keyword_texts
+from .test_churn_model import _config as churn_model_config
 from .test_finetune import FAST
 
 DEVICE = os.environ.get("CHURN_TEST_DEVICE", "cuda")
@@ -90,22 +88,10 @@ def test_the_churn_model_trained_on_the_gpu_scores_and_explains_on_a_cpu(
 ) -> None:
     histories = churn_histories(90)
     as_of = START + timedelta(days=270)
-    config = ChurnModelConfig(
-        horizon_days=60,
-        max_training_cutoffs=3,
-        serialize=SerializeConfig(token_budget=60),
-        hybrid=HybridConfig(
-            text_mode=mode,
-            encoder=str(tiny_bert_dir),
-            device=DEVICE,
-            max_length=64,
-            inner_folds=2,
-            frozen_head_c=10.0,
-            lightgbm=LightGBMOptions(
-                num_leaves_grid=(7,), max_rounds=60, early_stopping_rounds=15, min_child_samples=5, n_jobs=1
-            ),
-            finetune=replace(_finetune(mode, DEVICE), epochs=2, batch_size=16, patience=2),
-        ),
+    cpu_config = churn_model_config(mode, tiny_bert_dir)  # the CPU tests' model (tests/ml/test_churn_model.py)
+    config = replace(
+        cpu_config,
+        hybrid=replace(cpu_config.hybrid, device=DEVICE, finetune=replace(cpu_config.hybrid.finetune, device=DEVICE)),
     )
     snapshots = [snapshot_at(history, as_of) for history in histories[:6]]
 
