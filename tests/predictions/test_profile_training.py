@@ -31,6 +31,25 @@ def telco_like(n: int = 400, seed: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _flag_model(**request: object) -> ModelVersion:
+    """A LightGBM model trained on the churn flags through a training run (``request``: more of its arguments)."""
+    from predictions.services.training import training_run_request
+
+    options = {"labels_from": "flag", "inner_folds": 2}
+    run = training_run_request(mode="lightgbm", horizon_days=30, actor="test", options=options, **request)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    return ModelVersion.objects.get(training_run=run)
+
+
+def _promotion_decision(version: ModelVersion) -> dict:
+    """What the training run recorded about promoting ``version``: promote, reason, the figures compared."""
+    from predictions.models import ModelAuditEntry
+
+    actions = [ModelAuditEntry.Action.PROMOTED, ModelAuditEntry.Action.NOT_PROMOTED]
+    return ModelAuditEntry.objects.get(model_version=version, action__in=actions).details
+
+
 def test_a_profile_file_trains_on_its_flag_scores_the_customers_still_here_and_alerts_by_attribute(
     settings,  # noqa: ANN001
     tmp_path,  # noqa: ANN001
@@ -112,30 +131,17 @@ def test_flag_models_are_compared_on_stored_metrics_only_when_they_held_out_the_
 
     from django.utils import timezone
 
-    from predictions.models import ModelAuditEntry
-    from predictions.services.training import training_run_request
-
     settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
     settings.CHURN_RESCORE_ON_PROMOTION = False
     as_of = timezone.now() + timedelta(hours=1)
-
-    def trained() -> ModelVersion:
-        options = {"labels_from": "flag", "inner_folds": 2}
-        run = training_run_request(mode="lightgbm", horizon_days=30, actor="test", as_of=as_of, options=options)
-        run.refresh_from_db()
-        assert run.status == TrainingRun.Status.SUCCEEDED, run.error
-        return ModelVersion.objects.get(training_run=run)
-
-    def decision(version: ModelVersion) -> dict:
-        actions = [ModelAuditEntry.Action.PROMOTED, ModelAuditEntry.Action.NOT_PROMOTED]
-        return ModelAuditEntry.objects.get(model_version=version, action__in=actions).details
+    decision = _promotion_decision
 
     run_import("customers", telco_like(200, seed=1), label_column="Churn", positive_label="Yes")
-    champion = trained()
-    same_customers = trained()
+    champion = _flag_model(as_of=as_of)
+    same_customers = _flag_model(as_of=as_of)
     new_policy_holders = telco_like(300, seed=2).replace("\nT", "\nN")
     run_import("customers", new_policy_holders, label_column="Churn", positive_label="Yes")
-    other_customers = trained()
+    other_customers = _flag_model(as_of=as_of)
 
     assert same_customers.holdout_key == champion.holdout_key
     assert decision(same_customers).get("champion_roc_auc") == champion.metrics["roc_auc"], decision(same_customers)
@@ -178,24 +184,13 @@ def test_a_profile_model_retrained_later_on_the_same_customers_is_compared_with_
 
     from django.utils import timezone
 
-    from predictions.models import ModelAuditEntry
-    from predictions.services.training import training_run_request
-
     settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
     settings.CHURN_RESCORE_ON_PROMOTION = False
     settings.CHURN_PROMOTION_MIN_ROC_AUC_GAIN = -1.0  # a model as good as the champion wins: the test is the comparison
     run_import("customers", telco_like(200, seed=1), label_column="Churn", positive_label="Yes")
-    versions = []
-    for as_of in (timezone.now() - timedelta(days=1), timezone.now()):
-        options = {"labels_from": "flag", "inner_folds": 2}
-        run = training_run_request(mode="lightgbm", horizon_days=30, actor="test", as_of=as_of, options=options)
-        run.refresh_from_db()
-        assert run.status == TrainingRun.Status.SUCCEEDED, run.error
-        versions.append(ModelVersion.objects.get(training_run=run))
-    champion, challenger = versions
+    champion, challenger = (_flag_model(as_of=as_of) for as_of in (timezone.now() - timedelta(days=1), timezone.now()))
 
-    actions = [ModelAuditEntry.Action.PROMOTED, ModelAuditEntry.Action.NOT_PROMOTED]
-    decision = ModelAuditEntry.objects.get(model_version=challenger, action__in=actions).details
+    decision = _promotion_decision(challenger)
     assert "different holdout" not in str(decision["reason"]), decision
     # Nothing changed in the profiles: the champion scores the same customers as when it was measured.
     assert decision["champion_roc_auc"] == pytest.approx(champion.metrics["roc_auc"]), decision
@@ -231,8 +226,6 @@ def test_a_profile_model_retrained_after_new_customers_were_imported_is_compared
     """New customers change the rows but not which old customers are held out (a hash of the id picks them): the
     champion never trained on the challenger's held-out customers, so it is measured on them and the better model
     promoted, where a sample drawn again gave "different holdout; promote by hand" after every import."""
-    from predictions.models import ModelAuditEntry
-    from predictions.services.training import training_run_request
 
     settings.CHURN_ARTIFACT_DIR = tmp_path / "models"
     settings.CHURN_RESCORE_ON_PROMOTION = False
@@ -241,15 +234,10 @@ def test_a_profile_model_retrained_after_new_customers_were_imported_is_compared
     versions = []
     for customers in (200, 260):  # the same first 200 customers, then 60 new ones
         run_import("customers", telco_like(customers, seed=1), label_column="Churn", positive_label="Yes")
-        options = {"labels_from": "flag", "inner_folds": 2}
-        run = training_run_request(mode="lightgbm", horizon_days=30, actor="test", options=options)
-        run.refresh_from_db()
-        assert run.status == TrainingRun.Status.SUCCEEDED, run.error
-        versions.append(ModelVersion.objects.get(training_run=run))
+        versions.append(_flag_model())
     champion, challenger = versions
 
-    actions = [ModelAuditEntry.Action.PROMOTED, ModelAuditEntry.Action.NOT_PROMOTED]
-    decision = ModelAuditEntry.objects.get(model_version=challenger, action__in=actions).details
+    decision = _promotion_decision(challenger)
     assert champion.holdout_key != challenger.holdout_key, "other customers held out: the keys differ"
     assert "different holdout" not in str(decision["reason"]), decision
     assert decision["champion_roc_auc"] != pytest.approx(champion.metrics["roc_auc"]), "re-measured, not the stored"
