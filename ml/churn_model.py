@@ -190,6 +190,13 @@ def _encoded(hybrid: HybridChurnModel) -> int | None:
     return None if embedder is None else int(embedder.n_encoded)
 
 
+# A holdout that is a sample of customers at one cutoff is named by that cutoff followed by this (metadata
+# ``holdout_cutoff``); the registry and the dashboard read it back.
+CUSTOMER_SAMPLE_SUFFIX = " (customers)"
+# ``holdout_split`` of a model whose held-out customers ``customer_held_out`` chose.
+HOLDOUT_BY_CUSTOMER_HASH = "customer-hash"
+
+
 def customer_held_out(customer_id: object, *, seed: int, fraction: float) -> bool:
     """Whether a single-cutoff training holds this customer out: a hash of (seed, id) below ``fraction``. The same
     for a customer whenever and with whichever other customers the model is trained (``ChurnModel._split_holdout``)."""
@@ -416,7 +423,7 @@ class ChurnModel:
         self.holdout_split_ = "none"
         if len(rows) < 10 or np.bincount(labels, minlength=2).min() < 2:
             return rows, [], cutoffs[0].isoformat()
-        name = f"{cutoffs[0].isoformat()} (customers)"
+        name = cutoffs[0].isoformat() + CUSTOMER_SAMPLE_SUFFIX
         config = self.config
         held_mask = np.array(
             [
@@ -425,7 +432,7 @@ class ChurnModel:
             ]
         )
         if all(len(set(labels[side].tolist())) == 2 for side in (held_mask, ~held_mask)):
-            self.holdout_split_ = "customer-hash"
+            self.holdout_split_ = HOLDOUT_BY_CUSTOMER_HASH
             return (
                 [r for r, held in zip(rows, held_mask, strict=True) if not held],
                 [r for r, held in zip(rows, held_mask, strict=True) if held],

@@ -217,15 +217,15 @@ def _next_run_at(task: PeriodicTask, *, now: datetime) -> datetime | None:
     return (next_run_at + timedelta(milliseconds=500)).replace(microsecond=0)
 
 
-_CUSTOMER_HOLDOUT_SUFFIX = " (customers)"
-
-
 def _local_date(cutoff: object) -> str:
     """A stored cutoff (training writes UTC ISO timestamps) as its date in the current time zone, as the page shows
     every date; a value that is not a timestamp is shown as it is. A holdout of a sample of customers at one cutoff
-    (profile data) is stored as the cutoff followed by " (customers)", and shown as its date and what it holds."""
-    if isinstance(cutoff, str) and cutoff.endswith(_CUSTOMER_HOLDOUT_SUFFIX):
-        return f"{_local_date(cutoff.removesuffix(_CUSTOMER_HOLDOUT_SUFFIX))} (a sample of customers)"
+    (profile data) is stored as the cutoff followed by ``ml.churn_model.CUSTOMER_SAMPLE_SUFFIX``, and shown as its date
+    and what it holds."""
+    from ml.churn_model import CUSTOMER_SAMPLE_SUFFIX  # ml is imported where it is used (it loads scikit-learn)
+
+    if isinstance(cutoff, str) and cutoff.endswith(CUSTOMER_SAMPLE_SUFFIX):
+        return f"{_local_date(cutoff.removesuffix(CUSTOMER_SAMPLE_SUFFIX))} (a sample of customers)"
     try:
         moment = cutoff if isinstance(cutoff, datetime) else parse_datetime(str(cutoff))
     except ValueError:  # well formed but no real time ("2026-02-30T00:00")

@@ -219,7 +219,7 @@ def _champion_metrics_on(
     """The champion re-measured on the challenger's holdout snapshots, so both are compared on the same rows."""
     if champion is None:
         return None
-    from ml.churn_model import ChurnModel
+    from ml.churn_model import CUSTOMER_SAMPLE_SUFFIX, ChurnModel
     from ml.metrics import churn_metrics
     from ml.snapshot import labelled_snapshots
 
@@ -227,7 +227,7 @@ def _champion_metrics_on(
     holdout_cutoff = str(metadata.get("holdout_cutoff", ""))
     if not holdout_cutoff or model_artifact_problem(champion):
         return None
-    customer_sample = holdout_cutoff.endswith(_CUSTOMER_SAMPLE)
+    customer_sample = holdout_cutoff.endswith(CUSTOMER_SAMPLE_SUFFIX)
     if customer_sample:
         if (champion.config or {}).get("labels_from") != "flag":
             return None
@@ -252,7 +252,7 @@ def _champion_metrics_on(
         return None
     if customer_sample:
         rows = _flag_holdout_rows(
-            model, champion, champion_model, histories, holdout_cutoff.removesuffix(_CUSTOMER_SAMPLE)
+            model, champion, champion_model, histories, holdout_cutoff.removesuffix(CUSTOMER_SAMPLE_SUFFIX)
         )
         if rows is None or len({r.label for r in rows}) < 2:
             return None  # the champion may have trained on some of these customers: compare stored metrics
@@ -271,9 +271,6 @@ def _champion_metrics_on(
     return {**metrics, "model_version_id": champion.pk}
 
 
-_CUSTOMER_SAMPLE = " (customers)"  # how ml.churn_model names a holdout that is a sample of customers at one cutoff
-
-
 def _flag_holdout_rows(
     model: ChurnModel, champion: ModelVersion, champion_model: ChurnModel, histories: list, cutoff: str
 ) -> list | None:
@@ -285,15 +282,15 @@ def _flag_holdout_rows(
     held-out ones never meet, new customers imported in between included. Retrained later (the weekly schedule,
     churn_train without --as-of) a profile model has another as_of, so its holdout key never equals the
     champion's even with the same customers, and without this it would never be promoted."""
+    from ml.churn_model import HOLDOUT_BY_CUSTOMER_HASH
     from ml.snapshot import flagged_snapshots
 
     customers = str(model.metadata.get("holdout_customers_sha256") or "")
     champion_customers = champion.holdout_key.rpartition("|c")[2] if "|c" in champion.holdout_key else ""
     same_customers = bool(customers and champion_customers and customers.startswith(champion_customers))
-    by_hash = "customer-hash"
     same_rule = (
-        model.metadata.get("holdout_split") == by_hash
-        and champion_model.metadata.get("holdout_split") == by_hash
+        model.metadata.get("holdout_split") == HOLDOUT_BY_CUSTOMER_HASH
+        and champion_model.metadata.get("holdout_split") == HOLDOUT_BY_CUSTOMER_HASH
         and model.config.seed == champion_model.config.seed
         and model.config.holdout_fraction == champion_model.config.holdout_fraction
     )
